@@ -1,0 +1,701 @@
+//! The device: our static key, the peer table and the handlers that turn
+//! datagrams and packets into actions. One `Device` is one WireGuard
+//! interface.
+//!
+//! Use: feed packets read from the TUN device to [`Device::encapsulate`],
+//! datagrams read from the UDP socket to [`Device::decapsulate`], call
+//! [`Device::handle_timeout`] every [`crate::timers::TICK`], and after each of
+//! these drain [`Device::poll_transmit`] until it returns `None`.
+
+use crate::allowed_ips::{AllowedIps, IpNet};
+use crate::cookie::CookieChecker;
+use crate::crypto::{tai64n, PrivateKey, PublicKey};
+use crate::handshake::{Initiator, Responder};
+use crate::ip;
+use crate::peer::{Peer, Pending, Slot, QUEUE_LEN};
+use crate::session::Session;
+use crate::timers::*;
+use crate::wire::{self, Message, DATA_HEADER_LEN};
+use crate::Error;
+use rand_core::{OsRng, RngCore};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+/// Handle of a peer inside one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerId(pub u32);
+
+/// Static settings of a device.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Our X25519 private key.
+    pub private_key: PrivateKey,
+    /// MTU of the inner (TUN) side; packets are padded up to it at most.
+    pub mtu: usize,
+    /// Handshake messages per second above which we demand cookies.
+    pub handshake_load_limit: u32,
+}
+
+/// How to reach one peer and which addresses it may use.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The peer's static public key.
+    pub public_key: PublicKey,
+    /// Optional preshared key (all zeros when absent, as WireGuard does).
+    pub preshared_key: Option<[u8; 32]>,
+    /// Where to send until the peer roams.
+    pub endpoint: Option<SocketAddr>,
+    /// Overlay networks routed to this peer and accepted from it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Send a keepalive when nothing was sent for this long.
+    pub persistent_keepalive: Option<Duration>,
+}
+
+/// A read-only snapshot of one peer, for status output.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Current endpoint (learned from authenticated packets).
+    pub endpoint: Option<SocketAddr>,
+    /// Networks routed to the peer.
+    pub allowed_ips: Vec<IpNet>,
+    /// Bytes of datagrams received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes of datagrams sent to the peer.
+    pub tx_bytes: u64,
+    /// Completed handshakes.
+    pub handshakes: u64,
+    /// When the last handshake completed.
+    pub last_handshake: Option<Instant>,
+    /// Persistent keepalive interval.
+    pub persistent_keepalive: Option<Duration>,
+}
+
+/// What the caller must do with the result of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `out[..len]` to `to` over UDP.
+    Send {
+        /// Destination endpoint.
+        to: SocketAddr,
+        /// Length of the datagram at the start of `out`.
+        len: usize,
+    },
+    /// Write the IP packet `out[range]` to the TUN device.
+    Deliver(Range<usize>),
+    /// Nothing (consumed, queued, or dropped and counted).
+    None,
+}
+
+macro_rules! drop_reasons {
+    ($($name:ident => $label:literal: $doc:literal),* $(,)?) => {
+        /// Why an input was dropped; each reason has its own counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum DropReason { $(#[doc = $doc] $name),* }
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name),*];
+            /// Stable snake_case name for metrics and JSON.
+            pub fn label(self) -> &'static str {
+                match self { $(DropReason::$name => $label),* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Malformed => "malformed": "Not a well-formed WireGuard message.",
+    BadMac => "bad_mac": "mac1 does not match our public key.",
+    UnknownIndex => "unknown_index": "No session or handshake has this receiver index.",
+    UnknownPeer => "unknown_peer": "A valid initiation from a key that is not a peer.",
+    Handshake => "handshake": "Handshake message failed to decrypt or verify.",
+    StaleTimestamp => "stale_timestamp": "Initiation replayed (timestamp not newer than the last).",
+    RateLimited => "rate_limited": "Initiations from one peer arriving too fast.",
+    Decrypt => "decrypt": "Transport data failed authentication.",
+    Replay => "replay": "Transport counter already seen or too old.",
+    Expired => "expired": "Session too old or out of counters.",
+    SourceNotAllowed => "source_not_allowed": "Decrypted packet's source is not in the peer's allowed IPs.",
+    BadInnerPacket => "bad_inner_packet": "Decrypted payload is not an IP packet.",
+    NoRoute => "no_route": "Outgoing packet's destination matches no peer.",
+    NoEndpoint => "no_endpoint": "The peer has no known endpoint.",
+    QueueFull => "queue_full": "Too many packets waiting for a handshake.",
+    TooBig => "too_big": "Packet larger than the buffers.",
+}
+
+/// Traffic and drop counters of a device.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams produced for sending.
+    pub tx_datagrams: u64,
+    /// Cookie replies sent while under load.
+    pub cookie_replies: u64,
+    /// Handshake initiations sent.
+    pub initiations_sent: u64,
+    drops: [u64; 16],
+}
+
+impl Counters {
+    /// Count of drops for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+/// One WireGuard interface's protocol state.
+pub struct Device {
+    key: PrivateKey,
+    public: PublicKey,
+    mtu: usize,
+    checker: CookieChecker,
+    peers: Vec<Option<Peer>>,
+    by_key: HashMap<PublicKey, PeerId>,
+    by_index: HashMap<u32, PeerId>,
+    routes: AllowedIps<PeerId>,
+    outbox: VecDeque<PeerId>,
+    counters: Counters,
+    mono_base: Instant,
+    wall_base: Duration,
+    load_window: Instant,
+    load_count: u32,
+    load_limit: u32,
+}
+
+impl Device {
+    /// A device with no peers. `wall` is the current time since the Unix
+    /// epoch (for handshake timestamps); `now` the matching monotonic time.
+    pub fn new(config: DeviceConfig, now: Instant, wall: Duration) -> Self {
+        let public = config.private_key.public_key();
+        Self {
+            checker: CookieChecker::new(&public, now),
+            key: config.private_key,
+            public,
+            mtu: config.mtu,
+            peers: Vec::new(),
+            by_key: HashMap::new(),
+            by_index: HashMap::new(),
+            routes: AllowedIps::new(),
+            outbox: VecDeque::new(),
+            counters: Counters::default(),
+            mono_base: now,
+            wall_base: wall,
+            load_window: now,
+            load_count: 0,
+            load_limit: config.handshake_load_limit,
+        }
+    }
+
+    /// Our public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.public
+    }
+
+    /// Inner MTU.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Action {
+        self.counters.drops[reason as usize] += 1;
+        Action::None
+    }
+
+    /// Adds a peer, or replaces the configuration of the peer with that key.
+    pub fn upsert_peer(&mut self, config: PeerConfig) -> PeerId {
+        if let Some(&id) = self.by_key.get(&config.public_key) {
+            self.routes.remove_value(id);
+            for net in &config.allowed_ips {
+                self.routes.insert(*net, id);
+            }
+            if let Some(p) = self.peer_mut(id) {
+                p.psk = config.preshared_key.unwrap_or_default();
+                p.endpoint = config.endpoint.or(p.endpoint);
+                p.allowed = config.allowed_ips;
+                p.keepalive = config.persistent_keepalive;
+            }
+            return id;
+        }
+        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let id = PeerId(slot as u32);
+        for net in &config.allowed_ips {
+            self.routes.insert(*net, id);
+        }
+        let peer = Peer::new(
+            config.public_key,
+            config.preshared_key.unwrap_or_default(),
+            config.endpoint,
+            config.allowed_ips,
+            config.persistent_keepalive,
+        );
+        if slot == self.peers.len() {
+            self.peers.push(Some(peer));
+        } else {
+            self.peers[slot] = Some(peer);
+        }
+        self.by_key.insert(config.public_key, id);
+        id
+    }
+
+    /// Removes a peer and everything that refers to it.
+    pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
+        let Some(id) = self.by_key.remove(key) else { return false };
+        self.routes.remove_value(id);
+        if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) {
+            for i in peer.indices() {
+                self.by_index.remove(&i);
+            }
+        }
+        true
+    }
+
+    /// Snapshots of every peer.
+    pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
+        self.peers.iter().flatten().map(|p| PeerInfo {
+            public_key: p.public,
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed.clone(),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            handshakes: p.handshakes,
+            last_handshake: p.last_handshake,
+            persistent_keepalive: p.keepalive,
+        })
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Option<&mut Peer> {
+        self.peers.get_mut(id.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn new_index(&mut self, id: PeerId) -> u32 {
+        loop {
+            let i = OsRng.next_u32();
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_index.entry(i) {
+                e.insert(id);
+                return i;
+            }
+        }
+    }
+
+    fn timestamp(&self, now: Instant) -> [u8; 12] {
+        tai64n(self.wall_base + now.saturating_duration_since(self.mono_base))
+    }
+
+    fn schedule(&mut self, id: PeerId) {
+        if let Some(p) = self.peer_mut(id) {
+            if !p.in_outbox {
+                p.in_outbox = true;
+                self.outbox.push_back(id);
+            }
+        }
+    }
+
+    /// Encrypts an IP packet read from the TUN device into `out`. If the peer
+    /// has no session yet, the packet is queued and a handshake initiation
+    /// may be written instead.
+    pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8], now: Instant) -> Action {
+        let Some(dst) = ip::destination(packet) else { return self.drop(DropReason::BadInnerPacket) };
+        let Some(id) = self.routes.lookup(dst) else { return self.drop(DropReason::NoRoute) };
+        let mtu = self.mtu;
+        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::NoRoute) };
+        let Some(to) = peer.endpoint else { return self.drop(DropReason::NoEndpoint) };
+        if let Some(session) = peer.sending_session(now) {
+            let rekey = session.sent() >= REKEY_AFTER_MESSAGES
+                || (session.initiator && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
+            match session.encrypt(packet, mtu, out) {
+                Ok(len) => {
+                    peer.tx_bytes += len as u64;
+                    peer.last_sent = Some(now);
+                    peer.unanswered_since.get_or_insert(now);
+                    if rekey && !peer.handshake_in_flight() {
+                        peer.want_handshake = true;
+                        self.schedule(id);
+                    }
+                    self.counters.tx_datagrams += 1;
+                    return Action::Send { to, len };
+                }
+                Err(Error::BufferTooSmall) => return self.drop(DropReason::TooBig),
+                Err(_) => peer.current = None,
+            }
+        }
+        let peer_queue_full = peer.queue.len() >= QUEUE_LEN;
+        if peer_queue_full {
+            peer.queue.pop_front();
+        }
+        peer.queue.push_back(packet.to_vec());
+        let in_flight = peer.handshake_in_flight();
+        if peer_queue_full {
+            self.drop(DropReason::QueueFull);
+        }
+        if in_flight {
+            return Action::None;
+        }
+        match self.write_initiation(id, out, now) {
+            Some(len) => Action::Send { to, len },
+            None => Action::None,
+        }
+    }
+
+    fn write_initiation(&mut self, id: PeerId, out: &mut [u8], now: Instant) -> Option<usize> {
+        let out = out.get_mut(..wire::INITIATION_LEN)?;
+        let ts = self.timestamp(now);
+        let index = self.new_index(id);
+        let key = self.key.clone();
+        let peer = self.peer_mut(id)?;
+        let noise: &mut [u8; wire::INITIATION_NOISE_LEN] = (&mut out[8..116]).try_into().ok()?;
+        let init = Initiator::start(&key, &peer.public, &peer.psk, &ts, noise).ok()?;
+        wire::write_header(out, wire::TYPE_INITIATION, index);
+        peer.jar.stamp(out, wire::INITIATION_MAC1_OFFSET, now);
+        let old = peer.pending.replace(Pending { init, local_index: index, sent_at: now });
+        peer.attempt_started.get_or_insert(now);
+        peer.want_handshake = false;
+        peer.last_sent = Some(now);
+        if let Some(old) = old {
+            self.by_index.remove(&old.local_index);
+        }
+        self.counters.tx_datagrams += 1;
+        self.counters.initiations_sent += 1;
+        Some(wire::INITIATION_LEN)
+    }
+
+    fn under_load(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.load_window) >= Duration::from_secs(1) {
+            self.load_window = now;
+            self.load_count = 0;
+        }
+        self.load_count = self.load_count.saturating_add(1);
+        self.load_count > self.load_limit
+    }
+
+    /// Checks mac1 (and mac2 under load) of a handshake message. Returns
+    /// `Err(action)` when the message must not be processed further.
+    fn admit_handshake(
+        &mut self,
+        raw: &[u8],
+        mac1_at: usize,
+        sender: u32,
+        from: SocketAddr,
+        out: &mut [u8],
+        now: Instant,
+    ) -> Result<(), Action> {
+        if !self.checker.check_mac1(raw, mac1_at) {
+            return Err(self.drop(DropReason::BadMac));
+        }
+        if self.under_load(now) && !self.checker.check_mac2(raw, mac1_at, from, now) {
+            return Err(match self.checker.write_reply(raw, mac1_at, sender, from, now, out) {
+                Ok(len) => {
+                    self.counters.cookie_replies += 1;
+                    self.counters.tx_datagrams += 1;
+                    Action::Send { to: from, len }
+                }
+                Err(_) => self.drop(DropReason::TooBig),
+            });
+        }
+        Ok(())
+    }
+
+    /// Processes a datagram received from `from`. Decrypted packets are
+    /// written to `out[DATA_HEADER_LEN..]` (see [`Action::Deliver`]);
+    /// handshake answers are written to the start of `out`.
+    pub fn decapsulate(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8], now: Instant) -> Action {
+        self.counters.rx_datagrams += 1;
+        match wire::parse(datagram) {
+            Err(_) => self.drop(DropReason::Malformed),
+            Ok(Message::Data(d)) => self.on_data(from, d, datagram.len(), out, now),
+            Ok(Message::Initiation(m)) => {
+                if let Err(a) = self.admit_handshake(m.raw, wire::INITIATION_MAC1_OFFSET, m.sender, from, out, now) {
+                    return a;
+                }
+                self.on_initiation(from, m, out, now)
+            }
+            Ok(Message::Response(m)) => {
+                if let Err(a) = self.admit_handshake(m.raw, wire::RESPONSE_MAC1_OFFSET, m.sender, from, out, now) {
+                    return a;
+                }
+                self.on_response(from, m, now)
+            }
+            Ok(Message::CookieReply(m)) => {
+                let Some(&id) = self.by_index.get(&m.receiver) else {
+                    return self.drop(DropReason::UnknownIndex);
+                };
+                let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
+                match peer.jar.accept_reply(m.nonce, m.cookie, now) {
+                    Ok(()) => Action::None,
+                    Err(_) => self.drop(DropReason::Handshake),
+                }
+            }
+        }
+    }
+
+    fn on_initiation(&mut self, from: SocketAddr, m: wire::Initiation<'_>, out: &mut [u8], now: Instant) -> Action {
+        let Ok(responder) = Responder::read(&self.key, m.noise) else {
+            return self.drop(DropReason::Handshake);
+        };
+        let Some(&id) = self.by_key.get(&responder.peer) else { return self.drop(DropReason::UnknownPeer) };
+        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownPeer) };
+        if responder.timestamp <= peer.last_timestamp {
+            return self.drop(DropReason::StaleTimestamp);
+        }
+        if peer.last_initiation_at.is_some_and(|t| now.saturating_duration_since(t) < INITIATION_MIN_INTERVAL) {
+            return self.drop(DropReason::RateLimited);
+        }
+        let Some(out) = out.get_mut(..wire::RESPONSE_LEN) else { return self.drop(DropReason::TooBig) };
+        let index = self.new_index(id);
+        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownPeer) };
+        let psk = peer.psk;
+        let timestamp = responder.timestamp;
+        let noise: &mut [u8; wire::RESPONSE_NOISE_LEN] = match (&mut out[12..60]).try_into() {
+            Ok(n) => n,
+            Err(_) => return self.drop(DropReason::TooBig),
+        };
+        let keys = responder.respond(&psk, noise);
+        let session = keys.and_then(|k| Session::new(&k, index, m.sender, false, now));
+        let Ok(session) = session else {
+            self.by_index.remove(&index);
+            return self.drop(DropReason::Handshake);
+        };
+        wire::write_header(out, wire::TYPE_RESPONSE, index);
+        out[8..12].copy_from_slice(&m.sender.to_le_bytes());
+        let Some(peer) = self.peer_mut(id) else { return Action::None };
+        peer.jar.stamp(out, wire::RESPONSE_MAC1_OFFSET, now);
+        peer.last_timestamp = timestamp;
+        peer.last_initiation_at = Some(now);
+        peer.endpoint = Some(from);
+        peer.last_received = Some(now);
+        peer.last_sent = Some(now);
+        let old = peer.next.replace(session).map(|s| s.local_index);
+        if let Some(old) = old {
+            self.by_index.remove(&old);
+        }
+        self.counters.tx_datagrams += 1;
+        Action::Send { to: from, len: wire::RESPONSE_LEN }
+    }
+
+    fn on_response(&mut self, from: SocketAddr, m: wire::Response<'_>, now: Instant) -> Action {
+        let Some(&id) = self.by_index.get(&m.receiver) else { return self.drop(DropReason::UnknownIndex) };
+        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
+        let pending = match peer.pending.take() {
+            Some(p) if p.local_index == m.receiver => p,
+            other => {
+                peer.pending = other;
+                return self.drop(DropReason::UnknownIndex);
+            }
+        };
+        let session = pending
+            .init
+            .finish(m.noise)
+            .and_then(|k| Session::new(&k, pending.local_index, m.sender, true, now));
+        let Ok(session) = session else {
+            self.by_index.remove(&pending.local_index);
+            return self.drop(DropReason::Handshake);
+        };
+        let gone: Vec<u32> = peer.install(session).collect();
+        peer.endpoint = Some(from);
+        peer.last_received = Some(now);
+        peer.unanswered_since = None;
+        peer.attempt_started = None;
+        peer.want_handshake = false;
+        peer.handshakes += 1;
+        peer.last_handshake = Some(now);
+        if peer.queue.is_empty() {
+            peer.want_keepalive = true;
+        }
+        for i in gone {
+            self.by_index.remove(&i);
+        }
+        self.schedule(id);
+        Action::None
+    }
+
+    fn on_data(&mut self, from: SocketAddr, d: wire::Data<'_>, wire_len: usize, out: &mut [u8], now: Instant) -> Action {
+        let Some(&id) = self.by_index.get(&d.receiver) else { return self.drop(DropReason::UnknownIndex) };
+        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
+        let Some(slot) = peer.slot_of(d.receiver) else { return self.drop(DropReason::UnknownIndex) };
+        let Some(session) = peer.session_mut(slot) else { return self.drop(DropReason::UnknownIndex) };
+        if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
+            return self.drop(DropReason::Expired);
+        }
+        let plain = match session.decrypt(d.counter, d.sealed, out) {
+            Ok(n) => n,
+            Err(Error::Replay) => return self.drop(DropReason::Replay),
+            Err(Error::BufferTooSmall) => return self.drop(DropReason::TooBig),
+            Err(_) => return self.drop(DropReason::Decrypt),
+        };
+        let mut gone = None;
+        if slot == Slot::Next {
+            if let Some(confirmed) = peer.next.take() {
+                gone = peer.install(confirmed).next();
+                peer.handshakes += 1;
+                peer.last_handshake = Some(now);
+                peer.attempt_started = None;
+                if !peer.queue.is_empty() {
+                    peer.want_keepalive = false;
+                }
+            }
+        }
+        let rekey = peer.current.as_ref().is_some_and(|s| {
+            s.initiator
+                && now.saturating_duration_since(s.created) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+        }) && !peer.handshake_in_flight();
+        peer.endpoint = Some(from);
+        peer.last_received = Some(now);
+        peer.unanswered_since = None;
+        peer.rx_bytes += wire_len as u64;
+        let has_queue = slot == Slot::Next && !peer.queue.is_empty();
+        if rekey {
+            peer.want_handshake = true;
+        }
+        if let Some(i) = gone {
+            self.by_index.remove(&i);
+        }
+        if rekey || has_queue {
+            self.schedule(id);
+        }
+        if plain == 0 {
+            return Action::None;
+        }
+        let body = &out[DATA_HEADER_LEN..DATA_HEADER_LEN + plain];
+        let Some((src, len)) = ip::source_and_len(body) else {
+            return self.drop(DropReason::BadInnerPacket);
+        };
+        if self.routes.lookup(src) != Some(id) {
+            return self.drop(DropReason::SourceNotAllowed);
+        }
+        Action::Deliver(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
+    }
+
+    /// Writes the next datagram the device wants to send (queued packets,
+    /// keepalives, handshake initiations) into `out`.
+    pub fn poll_transmit(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
+        while let Some(id) = self.outbox.pop_front() {
+            let mtu = self.mtu;
+            let Some(peer) = self.peer_mut(id) else { continue };
+            peer.in_outbox = false;
+            let Some(to) = peer.endpoint else {
+                peer.queue.clear();
+                peer.want_keepalive = false;
+                peer.want_handshake = false;
+                continue;
+            };
+            if peer.want_handshake && !peer.handshake_in_flight() {
+                let len = self.write_initiation(id, out, now);
+                self.schedule(id);
+                match len {
+                    Some(len) => return Some((to, len)),
+                    None => continue,
+                }
+            }
+            let Some(peer) = self.peer_mut(id) else { continue };
+            let has_session = peer.sending_session(now).is_some();
+            if !has_session {
+                if (peer.want_keepalive || !peer.queue.is_empty()) && !peer.handshake_in_flight() {
+                    peer.want_handshake = true;
+                    peer.want_keepalive = false;
+                    self.schedule(id);
+                }
+                continue;
+            }
+            let packet = peer.queue.pop_front();
+            let keepalive = packet.is_none() && std::mem::take(&mut peer.want_keepalive);
+            if packet.is_none() && !keepalive {
+                continue;
+            }
+            let payload = packet.as_deref().unwrap_or(&[]);
+            let sent = peer.sending_session(now).map(|s| s.encrypt(payload, mtu, out));
+            let more = !peer.queue.is_empty() || peer.want_keepalive;
+            let result = match sent {
+                Some(Ok(len)) => {
+                    peer.tx_bytes += len as u64;
+                    peer.last_sent = Some(now);
+                    if packet.is_some() {
+                        peer.unanswered_since.get_or_insert(now);
+                    }
+                    Some((to, len))
+                }
+                _ => None,
+            };
+            if more {
+                self.schedule(id);
+            }
+            if let Some(r) = result {
+                self.counters.tx_datagrams += 1;
+                return Some(r);
+            }
+            self.drop(DropReason::TooBig);
+        }
+        None
+    }
+
+    /// Runs the protocol timers; call every [`TICK`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for slot in 0..self.peers.len() {
+            let id = PeerId(slot as u32);
+            let Some(peer) = self.peer_mut(id) else { continue };
+            let gone = peer.expire_sessions(now);
+            let mut work = false;
+            if let Some(p) = &peer.pending {
+                if now.saturating_duration_since(p.sent_at) >= REKEY_TIMEOUT {
+                    let gave_up = peer
+                        .attempt_started
+                        .is_some_and(|t| now.saturating_duration_since(t) >= REKEY_ATTEMPT_TIME);
+                    let old = peer.pending.take().map(|p| p.local_index);
+                    if gave_up {
+                        peer.attempt_started = None;
+                        peer.queue.clear();
+                    } else {
+                        peer.want_handshake = true;
+                        work = true;
+                    }
+                    if let Some(i) = old {
+                        self.by_index.remove(&i);
+                    }
+                }
+            }
+            let Some(peer) = self.peer_mut(id) else { continue };
+            let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+            let received_after_sent = match (peer.last_received, peer.last_sent) {
+                (Some(r), Some(s)) => r > s,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if received_after_sent
+                && since(peer.last_received).is_some_and(|d| d >= KEEPALIVE_TIMEOUT)
+                && peer.current.is_some()
+            {
+                peer.want_keepalive = true;
+                work = true;
+            }
+            if since(peer.unanswered_since).is_some_and(|d| d >= KEEPALIVE_TIMEOUT + REKEY_TIMEOUT)
+                && !peer.handshake_in_flight()
+            {
+                peer.unanswered_since = None;
+                peer.want_handshake = true;
+                work = true;
+            }
+            if let Some(interval) = peer.keepalive {
+                if since(peer.last_sent).is_none_or(|d| d >= interval) {
+                    peer.want_keepalive = true;
+                    work = true;
+                }
+            }
+            for i in gone {
+                self.by_index.remove(&i);
+            }
+            if work {
+                self.schedule(id);
+            }
+        }
+    }
+}

@@ -1,0 +1,631 @@
+//! Namespaces, veth, bridge, processes.
+
+use anyhow::{bail, Context, Result};
+use std::ffi::OsStr;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Timeout of [`Lab::exec`] / [`Lab::run`] (every command is bounded).
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+/// Grace between SIGTERM and SIGKILL when a [`Proc`] is stopped.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Interface name of a node's underlay veth end, inside its namespace.
+pub(crate) const UNDERLAY_IF: &str = "eth0";
+const BRIDGE: &str = "br0";
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn base36(mut v: u64) -> String {
+    const D: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(D[(v % 36) as usize]);
+        v /= 36;
+        if v == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Runs `cmd` with stdin closed, collecting stdout/stderr, killing it (SIGKILL)
+/// if it is still running after `timeout`.
+pub(crate) fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
+    let desc = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("spawn {desc}"))?;
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait()? {
+            Some(st) => break st,
+            None if Instant::now() >= deadline => {
+                timed_out = true;
+                let _ = child.kill();
+                break child.wait()?;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    // A grandchild that inherited the pipes could keep them open: bounded join.
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    if timed_out {
+        bail!(
+            "timed out after {:?}: {desc}\nstdout: {}\nstderr: {}",
+            timeout,
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        );
+    }
+    Ok(Output { status, stdout, stderr })
+}
+
+/// Runs a command in the root namespace (only `ip netns ...`-style lab
+/// management, never anything that adds addresses there); stdout on success.
+pub(crate) fn host_output(args: &[&str]) -> Result<String> {
+    let (prog, rest) = args.split_first().context("empty command")?;
+    let mut cmd = Command::new(prog);
+    cmd.args(rest);
+    let out = run_with_timeout(cmd, Duration::from_secs(30))?;
+    if !out.status.success() {
+        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn host(args: &[&str]) -> Result<()> {
+    host_output(args).map(|_| ())
+}
+
+/// A node of a lab: a network namespace with `lo`, and `eth0` on the lab switch.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Short name given to [`Lab::add_node`].
+    pub name: String,
+    /// Full namespace name (`cl-<pid>-<n>-<name>`).
+    pub ns: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Namespaces created, in creation order (switch first).
+    namespaces: Vec<String>,
+    /// (node name, current underlay addresses)
+    addrs: Vec<(String, Vec<Ipv4Addr>)>,
+    next_host: u32,
+    /// Files outside the temp dir to remove at the end (e.g. UAPI sockets).
+    extra_files: Vec<PathBuf>,
+    log_names: Vec<String>,
+}
+
+pub(crate) struct Inner {
+    id: String,
+    short: String,
+    dir: Option<tempfile::TempDir>,
+    dir_path: PathBuf,
+    switch_ns: String,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        // Node namespaces first (their deletion removes the veth pairs and any
+        // TUN device in them), the switch last.
+        for ns in st.namespaces.iter().rev() {
+            if let Err(e) = host(&["ip", "netns", "del", ns]) {
+                eprintln!("testbed: could not delete namespace {ns}: {e:#}");
+            }
+        }
+        for f in &st.extra_files {
+            let _ = std::fs::remove_file(f);
+        }
+        let keep = panicking || std::env::var_os("CLADNET_TESTBED_KEEP").is_some_and(|v| v == "1");
+        if let Some(dir) = self.dir.take() {
+            if keep {
+                let p = dir.keep();
+                eprintln!("testbed: lab {} files kept in {}", self.id, p.display());
+            }
+        }
+    }
+}
+
+/// A network-namespace lab. See the crate docs for what it creates and removes.
+pub struct Lab {
+    inner: Arc<Inner>,
+}
+
+impl Lab {
+    /// Creates an empty lab: a switch namespace with a bridge, and a temp dir.
+    /// Sweeps stale namespaces of dead earlier runs first.
+    pub fn new() -> Result<Lab> {
+        if !crate::is_root() {
+            bail!("testbed labs need root");
+        }
+        crate::sweep_stale();
+        let pid = std::process::id();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::SeqCst);
+        let id = format!("{}{pid}-{n}", crate::NS_PREFIX);
+        let short = format!("c{}{}", base36(pid.into()), base36(n.into()));
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cladnet-lab-{pid}-{n}-"))
+            .tempdir()
+            .context("creating lab temp dir")?;
+        let dir_path = dir.path().to_path_buf();
+        let switch_ns = format!("{id}-sw");
+        let lab = Lab {
+            inner: Arc::new(Inner {
+                id,
+                short,
+                dir: Some(dir),
+                dir_path,
+                switch_ns: switch_ns.clone(),
+                state: Mutex::new(State { next_host: 1, ..State::default() }),
+            }),
+        };
+        lab.add_ns(&switch_ns)?;
+        lab.ip(&switch_ns, &["link", "add", BRIDGE, "type", "bridge"])?;
+        lab.ip(&switch_ns, &["link", "set", BRIDGE, "up"])?;
+        Ok(lab)
+    }
+
+    fn add_ns(&self, ns: &str) -> Result<()> {
+        host(&["ip", "netns", "add", ns])?;
+        self.inner.state().namespaces.push(ns.to_string());
+        host(&["ip", "-n", ns, "link", "set", "lo", "up"])
+    }
+
+    fn ip(&self, ns: &str, args: &[&str]) -> Result<()> {
+        let mut v = vec!["ip", "-n", ns];
+        v.extend_from_slice(args);
+        host(&v)
+    }
+
+    /// The lab's id (`cl-<pid>-<n>`), also the prefix of its namespaces.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The lab's private temp dir (logs, configs, sockets).
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir_path
+    }
+
+    /// Writes a file into the lab dir (mode 0600) and returns its path.
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.dir().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&p)
+            .with_context(|| format!("write {}", p.display()))?;
+        std::io::Write::write_all(&mut f, contents.as_ref())?;
+        Ok(p)
+    }
+
+    /// A lab-unique interface name (≤ 15 chars) ending in `tag` (≤ 6 chars).
+    /// Use it for TUN devices whose UAPI socket path is global
+    /// (`/var/run/wireguard/NAME.sock`).
+    pub fn ifname(&self, tag: &str) -> String {
+        let mut s = format!("{}{}", self.inner.short, tag);
+        s.truncate(15);
+        s
+    }
+
+    /// Registers a file outside the lab dir to be removed with the lab.
+    pub fn remove_on_drop(&self, p: impl Into<PathBuf>) {
+        self.inner.state().extra_files.push(p.into());
+    }
+
+    /// Adds a node on the lab switch with the next free underlay address
+    /// 198.18.0.N/24. `name`: 1–8 chars `[a-z0-9]`.
+    pub fn add_node(&self, name: &str) -> Result<Node> {
+        let host_no = {
+            let mut st = self.inner.state();
+            let h = st.next_host;
+            st.next_host += 1;
+            h
+        };
+        if host_no > 250 {
+            bail!("lab switch is full");
+        }
+        self.add_node_with_addr(name, Ipv4Addr::new(198, 18, 0, host_no as u8))
+    }
+
+    /// Adds a node on the lab switch with the given underlay address (/24;
+    /// must be in 198.18.0.0/15).
+    pub fn add_node_with_addr(&self, name: &str, addr: Ipv4Addr) -> Result<Node> {
+        if name.is_empty() || name.len() > 8 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            bail!("node name {name:?}: 1-8 chars [a-z0-9]");
+        }
+        check_underlay(addr)?;
+        if self.inner.state().addrs.iter().any(|(n, _)| n == name) {
+            bail!("node {name} exists");
+        }
+        let ns = format!("{}-{name}", self.inner.id);
+        self.add_ns(&ns)?;
+        let sw = self.inner.switch_ns.clone();
+        let port = format!("v-{name}");
+        // Both ends are created inside lab namespaces: nothing touches the root one.
+        self.ip(&sw, &["link", "add", &port, "type", "veth", "peer", "name", UNDERLAY_IF, "netns", &ns])?;
+        self.ip(&sw, &["link", "set", &port, "master", BRIDGE, "up"])?;
+        self.ip(&ns, &["link", "set", UNDERLAY_IF, "up"])?;
+        let cidr = format!("{addr}/24");
+        self.ip(&ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
+        self.inner.state().addrs.push((name.to_string(), vec![addr]));
+        Ok(Node { name: name.to_string(), ns })
+    }
+
+    /// The node's current underlay addresses (first = primary).
+    pub fn addrs(&self, node: &Node) -> Vec<Ipv4Addr> {
+        self.inner
+            .state()
+            .addrs
+            .iter()
+            .find(|(n, _)| *n == node.name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    }
+
+    /// The node's primary underlay address.
+    pub fn addr(&self, node: &Node) -> Ipv4Addr {
+        self.addrs(node).first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Roaming: replaces all of the node's underlay addresses by `new` (/24).
+    pub fn set_addr(&self, node: &Node, new: Ipv4Addr) -> Result<()> {
+        check_underlay(new)?;
+        let old = self.addrs(node);
+        let cidr = format!("{new}/24");
+        self.ip(&node.ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
+        for a in &old {
+            if *a != new {
+                let c = format!("{a}/24");
+                self.ip(&node.ns, &["addr", "del", &c, "dev", UNDERLAY_IF])?;
+            }
+        }
+        let mut st = self.inner.state();
+        if let Some((_, v)) = st.addrs.iter_mut().find(|(n, _)| *n == node.name) {
+            *v = vec![new];
+        }
+        Ok(())
+    }
+
+    /// Takes the node's underlay link down or up (partition / heal).
+    pub fn set_link(&self, node: &Node, up: bool) -> Result<()> {
+        self.ip(&node.ns, &["link", "set", UNDERLAY_IF, if up { "up" } else { "down" }])
+    }
+
+    fn ns_command<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> Result<Command> {
+        if args.is_empty() {
+            bail!("empty command");
+        }
+        // `ip netns exec` execs the command in place (same PID), with /sys
+        // remounted for the namespace.
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).args(args);
+        Ok(cmd)
+    }
+
+    /// Runs a command inside the node's namespace (bounded by
+    /// [`DEFAULT_EXEC_TIMEOUT`]); returns its output whatever its exit status.
+    pub fn exec<S: AsRef<OsStr>>(&self, node: &Node, args: &[S]) -> Result<Output> {
+        self.exec_timeout(node, args, DEFAULT_EXEC_TIMEOUT)
+    }
+
+    /// [`Lab::exec`] with an explicit timeout.
+    pub fn exec_timeout<S: AsRef<OsStr>>(&self, node: &Node, args: &[S], timeout: Duration) -> Result<Output> {
+        run_with_timeout(Self::ns_command(&node.ns, args)?, timeout)
+    }
+
+    /// Runs a command in the node; error (with its stderr) unless it exits 0.
+    /// Returns stdout.
+    pub fn run<S: AsRef<OsStr>>(&self, node: &Node, args: &[S]) -> Result<String> {
+        let out = self.exec(node, args)?;
+        if !out.status.success() {
+            let argv: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+            bail!(
+                "in {}: `{}` failed ({}): {}{}",
+                node.name,
+                argv.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// True if the command exits 0 inside the node.
+    pub fn ok<S: AsRef<OsStr>>(&self, node: &Node, args: &[S]) -> bool {
+        self.exec(node, args).map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    /// One `ping -c1 -W1` from `node` to `dst`; true on reply.
+    pub fn ping1(&self, node: &Node, dst: impl std::fmt::Display) -> bool {
+        let d = dst.to_string();
+        self.ok(node, &["ping", "-n", "-q", "-c", "1", "-W", "1", &d])
+    }
+
+    /// Pings `dst` from `node` once a second-ish until one reply or `timeout`.
+    pub fn wait_ping(&self, node: &Node, dst: impl std::fmt::Display, timeout: Duration) -> bool {
+        let d = dst.to_string();
+        crate::wait_until_every(timeout, Duration::from_millis(50), || self.ping1(node, &d))
+    }
+
+    /// Starts a long-running command in the node, stdout+stderr to
+    /// `<lab dir>/<label>.log`. It is stopped when the returned [`Proc`] drops
+    /// (and gets SIGTERM if the thread that spawned it dies).
+    pub fn spawn<S: AsRef<OsStr>>(&self, node: &Node, label: &str, args: &[S]) -> Result<Proc> {
+        self.spawn_env(node, label, &[], args)
+    }
+
+    /// [`Lab::spawn`] with extra environment variables.
+    pub fn spawn_env<S: AsRef<OsStr>>(
+        &self,
+        node: &Node,
+        label: &str,
+        env: &[(&str, &str)],
+        args: &[S],
+    ) -> Result<Proc> {
+        let mut cmd = Self::ns_command(&node.ns, args)?;
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let log_name = {
+            let mut st = self.inner.state();
+            let mut name = format!("{label}.log");
+            let mut i = 1;
+            while st.log_names.contains(&name) {
+                i += 1;
+                name = format!("{label}.{i}.log");
+            }
+            st.log_names.push(name.clone());
+            name
+        };
+        let log = self.dir().join(log_name);
+        let f = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let f2 = f.try_clone()?;
+        cmd.stdin(Stdio::null()).stdout(f).stderr(f2);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {label} in {}", node.name))?;
+        Ok(Proc {
+            child: Some(child),
+            label: label.to_string(),
+            log,
+            _lab: Arc::clone(&self.inner),
+        })
+    }
+
+    /// Runs `f` on a thread that has entered the node's network namespace (so
+    /// sockets it opens live there). Bounded only by `f` itself.
+    pub fn in_netns<R: Send>(&self, node: &Node, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let path = format!("/run/netns/{}", node.ns);
+        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<R> {
+                use std::os::fd::AsRawFd;
+                // SAFETY: valid fd of a netns file; affects only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    bail!("setns {path}: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("in_netns thread panicked"))?
+        })
+    }
+
+    /// UDP counters of the node's namespace (`/proc/net/snmp` "Udp:" line),
+    /// e.g. `InErrors`, `RcvbufErrors`.
+    pub fn udp_snmp(&self, node: &Node, field: &str) -> Result<u64> {
+        let out = self.run(node, &["cat", "/proc/net/snmp"])?;
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("Udp:")).collect();
+        if lines.len() < 2 {
+            bail!("no Udp lines in /proc/net/snmp");
+        }
+        let names: Vec<&str> = lines[0].split_whitespace().collect();
+        let vals: Vec<&str> = lines[1].split_whitespace().collect();
+        let i = names.iter().position(|n| *n == field).with_context(|| format!("no Udp field {field}"))?;
+        Ok(vals.get(i).context("short Udp line")?.parse()?)
+    }
+}
+
+fn check_underlay(a: Ipv4Addr) -> Result<()> {
+    let o = a.octets();
+    if o[0] != 198 || (o[1] & 0xfe) != 18 {
+        bail!("{a} is not in the underlay range 198.18.0.0/15");
+    }
+    Ok(())
+}
+
+/// A process started by [`Lab::spawn`]; stopped on drop (SIGTERM, 5 s grace,
+/// SIGKILL). Keeps the lab alive while it exists.
+pub struct Proc {
+    child: Option<Child>,
+    label: String,
+    log: PathBuf,
+    _lab: Arc<Inner>,
+}
+
+impl Proc {
+    /// PID (the command itself: `ip netns exec` execs in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Label given at spawn.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Path of the stdout+stderr log.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Contents of the log so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    }
+
+    /// Last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let l = self.log();
+        let lines: Vec<&str> = l.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// True while the process runs (not yet exited).
+    pub fn is_alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Exit status if it has exited (reaps it).
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let mut st = None;
+        crate::wait_until_every(timeout, Duration::from_millis(20), || {
+            st = self.try_status();
+            st.is_some()
+        });
+        st
+    }
+
+    /// Sends a signal (only while the child is unreaped, so the PID is ours).
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<()> {
+        let Some(c) = self.child.as_mut() else { bail!("{} already stopped", self.label) };
+        if c.try_wait()?.is_some() {
+            bail!("{} already exited", self.label);
+        }
+        // SAFETY: plain kill(2) on our own unreaped child.
+        if unsafe { libc::kill(c.id() as libc::pid_t, sig) } != 0 {
+            bail!("kill {}: {}", c.id(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, wait up to 5 s, then SIGKILL; returns the exit status.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        let Some(mut c) = self.child.take() else { bail!("{} already stopped", self.label) };
+        if let Some(st) = c.try_wait()? {
+            return Ok(st);
+        }
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Some(st) = c.try_wait()? {
+                return Ok(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("testbed: {} (pid {}) ignored SIGTERM for {:?}, SIGKILL", self.label, c.id(), STOP_GRACE);
+        let _ = c.kill();
+        Ok(c.wait()?)
+    }
+
+    /// SIGKILL at once (a crash) and reap.
+    pub fn kill_hard(&mut self) -> Result<ExitStatus> {
+        let Some(mut c) = self.child.take() else { bail!("{} already stopped", self.label) };
+        let _ = c.kill();
+        Ok(c.wait()?)
+    }
+}
+
+/// Describes an exit status as "exit N" or "signal N".
+pub fn describe_status(st: &ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "unknown".into(),
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Err(e) = self.stop() {
+                eprintln!("testbed: stopping {}: {e:#}", self.label);
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- testbed: last lines of {} ({}) ----", self.label, self.log.display());
+            eprintln!("{}", self.log_tail(40));
+            eprintln!("---- end of {} ----", self.label);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base36_works() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+    }
+
+    #[test]
+    fn underlay_range() {
+        assert!(check_underlay(Ipv4Addr::new(198, 18, 0, 1)).is_ok());
+        assert!(check_underlay(Ipv4Addr::new(198, 19, 255, 1)).is_ok());
+        assert!(check_underlay(Ipv4Addr::new(198, 20, 0, 1)).is_err());
+        assert!(check_underlay(Ipv4Addr::new(10, 0, 0, 1)).is_err());
+    }
+}
