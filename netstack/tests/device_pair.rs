@@ -1,0 +1,228 @@
+//! Two devices talking through an in-memory "network": handshakes, data,
+//! roaming, replays, cookies under load and timer-driven retries.
+
+use netstack::{Action, Device, DeviceConfig, DropReason, IpNet, PeerConfig, PrivateKey};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+const A_EP: &str = "198.18.0.1:51820";
+const B_EP: &str = "198.18.0.2:51820";
+
+struct Pair {
+    a: Device,
+    b: Device,
+    now: Instant,
+}
+
+fn ip_packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    for (i, b) in p[20..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    p
+}
+
+fn device(key: &PrivateKey, peer: &PrivateKey, peer_ip: [u8; 4], ep: Option<&str>, now: Instant) -> Device {
+    let mut d = Device::new(
+        DeviceConfig { private_key: key.clone(), mtu: 1420, handshake_load_limit: 1000 },
+        now,
+        Duration::from_secs(1_700_000_000),
+    );
+    d.upsert_peer(PeerConfig {
+        public_key: peer.public_key(),
+        preshared_key: Some([9; 32]),
+        endpoint: ep.map(|e| e.parse().unwrap()),
+        allowed_ips: vec![IpNet::new(IpAddr::from(peer_ip), 32).unwrap()],
+        persistent_keepalive: None,
+    });
+    d
+}
+
+impl Pair {
+    fn new() -> Self {
+        let now = Instant::now();
+        let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+        let a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+        let b = device(&kb, &ka, [100, 64, 0, 1], None, now);
+        Pair { a, b, now }
+    }
+
+    /// Delivers `wire` from A to B (from `from`), then shuttles every reply
+    /// and queued datagram back and forth. Returns packets delivered to TUNs.
+    fn run(&mut self, mut from_a: Vec<(SocketAddr, Vec<u8>)>, a_src: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+        let mut from_b: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let mut out = vec![0u8; 2048];
+        for _ in 0..20 {
+            for (_, dg) in from_a.drain(..) {
+                match self.b.decapsulate(a_src.parse().unwrap(), &dg, &mut out, self.now) {
+                    Action::Send { len, .. } => from_b.push((a_src.parse().unwrap(), out[..len].to_vec())),
+                    Action::Deliver(r) => at_b.push(out[r].to_vec()),
+                    Action::None => {}
+                }
+            }
+            while let Some((to, len)) = self.b.poll_transmit(&mut out, self.now) {
+                from_b.push((to, out[..len].to_vec()));
+            }
+            for (_, dg) in from_b.drain(..) {
+                match self.a.decapsulate(B_EP.parse().unwrap(), &dg, &mut out, self.now) {
+                    Action::Send { len, to } => from_a.push((to, out[..len].to_vec())),
+                    Action::Deliver(r) => at_a.push(out[r].to_vec()),
+                    Action::None => {}
+                }
+            }
+            while let Some((to, len)) = self.a.poll_transmit(&mut out, self.now) {
+                from_a.push((to, out[..len].to_vec()));
+            }
+            if from_a.is_empty() && from_b.is_empty() {
+                break;
+            }
+        }
+        (at_a, at_b)
+    }
+
+    fn send_a(&mut self, packet: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        let mut out = vec![0u8; 2048];
+        match self.a.encapsulate(packet, &mut out, self.now) {
+            Action::Send { to, len } => vec![(to, out[..len].to_vec())],
+            _ => vec![],
+        }
+    }
+}
+
+#[test]
+fn first_packet_triggers_handshake_and_arrives() {
+    let mut p = Pair::new();
+    let pkt = ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100);
+    let first = p.send_a(&pkt);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1.len(), 148, "an initiation goes out first");
+    let (_, at_b) = p.run(first, A_EP);
+    assert_eq!(at_b, vec![pkt.clone()], "queued packet delivered after the handshake");
+    // B answers over the new session and learned A's endpoint from the handshake.
+    let back = ip_packet([100, 64, 0, 2], [100, 64, 0, 1], 60);
+    let mut out = vec![0u8; 2048];
+    let Action::Send { to, len } = p.b.encapsulate(&back, &mut out, p.now) else { panic!("B has a session") };
+    assert_eq!(to, A_EP.parse().unwrap());
+    let Action::Deliver(r) = p.a.decapsulate(B_EP.parse().unwrap(), &out[..len].to_vec(), &mut out, p.now) else {
+        panic!("A decrypts B's reply")
+    };
+    assert_eq!(&out[r], &back[..]);
+    assert_eq!(p.a.peers().next().map(|i| i.handshakes), Some(1));
+    assert_eq!(p.b.peers().next().map(|i| i.handshakes), Some(1));
+}
+
+#[test]
+fn replays_forgeries_and_spoofed_sources_are_dropped() {
+    let mut p = Pair::new();
+    let pkt = ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100);
+    let first = p.send_a(&pkt);
+    p.run(first, A_EP);
+    let data = p.send_a(&pkt);
+    let (_, at_b) = p.run(data.clone(), A_EP);
+    assert_eq!(at_b.len(), 1);
+    let (_, again) = p.run(data.clone(), A_EP);
+    assert!(again.is_empty());
+    assert_eq!(p.b.counters().dropped(DropReason::Replay), 1);
+    let mut forged = data[0].1.clone();
+    forged[40] ^= 0x80;
+    forged[8] = forged[8].wrapping_add(1); // fresh counter, bad tag
+    p.run(vec![(data[0].0, forged)], A_EP);
+    assert_eq!(p.b.counters().dropped(DropReason::Decrypt), 1);
+    // A packet whose inner source is not A's allowed IP is refused by B.
+    let spoof = ip_packet([100, 64, 0, 77], [100, 64, 0, 2], 80);
+    let d = p.send_a(&spoof);
+    let (_, at_b) = p.run(d, A_EP);
+    assert!(at_b.is_empty());
+    assert_eq!(p.b.counters().dropped(DropReason::SourceNotAllowed), 1);
+    // Garbage and replayed initiations.
+    let mut out = vec![0u8; 2048];
+    assert_eq!(p.b.decapsulate(A_EP.parse().unwrap(), &[4, 0, 0, 0, 1], &mut out, p.now), Action::None);
+    assert_eq!(p.b.counters().dropped(DropReason::Malformed), 1);
+}
+
+#[test]
+fn replayed_initiation_is_rejected_by_timestamp() {
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    let init = first[0].1.clone();
+    p.run(first, A_EP);
+    p.now += Duration::from_secs(1);
+    p.run(vec![("0.0.0.0:0".parse().unwrap(), init)], A_EP);
+    assert_eq!(p.b.counters().dropped(DropReason::StaleTimestamp), 1);
+}
+
+#[test]
+fn peer_roams_to_the_source_of_authenticated_packets() {
+    let mut p = Pair::new();
+    let pkt = ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100);
+    let first = p.send_a(&pkt);
+    p.run(first, A_EP);
+    let data = p.send_a(&pkt);
+    p.run(data, "198.18.5.5:40000");
+    assert_eq!(p.b.peers().next().and_then(|i| i.endpoint), Some("198.18.5.5:40000".parse().unwrap()));
+    // An unauthenticated datagram from elsewhere does not move the endpoint.
+    let mut out = vec![0u8; 2048];
+    p.b.decapsulate("198.18.6.6:1".parse().unwrap(), &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut out, p.now);
+    assert_eq!(p.b.peers().next().and_then(|i| i.endpoint), Some("198.18.5.5:40000".parse().unwrap()));
+}
+
+#[test]
+fn unanswered_initiation_is_retried_then_abandoned() {
+    let mut p = Pair::new();
+    assert_eq!(p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100)).len(), 1);
+    let mut out = vec![0u8; 2048];
+    let mut initiations = 1;
+    for _ in 0..(120 * 10) {
+        p.now += Duration::from_millis(100);
+        p.a.handle_timeout(p.now);
+        while let Some((_, len)) = p.a.poll_transmit(&mut out, p.now) {
+            assert_eq!(len, 148);
+            initiations += 1;
+        }
+    }
+    // One every REKEY_TIMEOUT (5 s) for REKEY_ATTEMPT_TIME (90 s), then stop.
+    assert!((17..=20).contains(&initiations), "{initiations} initiations");
+}
+
+#[test]
+fn under_load_initiations_need_a_cookie() {
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let mut b = Device::new(
+        DeviceConfig { private_key: kb.clone(), mtu: 1420, handshake_load_limit: 0 },
+        now,
+        Duration::from_secs(1_700_000_000),
+    );
+    b.upsert_peer(PeerConfig {
+        public_key: ka.public_key(),
+        preshared_key: Some([9; 32]),
+        endpoint: None,
+        allowed_ips: vec![IpNet::new(IpAddr::from([100, 64, 0, 1]), 32).unwrap()],
+        persistent_keepalive: None,
+    });
+    let mut out = vec![0u8; 2048];
+    let Action::Send { len, .. } = a.encapsulate(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64), &mut out, now) else {
+        panic!("initiation")
+    };
+    let init = out[..len].to_vec();
+    let Action::Send { len, .. } = b.decapsulate(A_EP.parse().unwrap(), &init, &mut out, now) else { panic!("cookie") };
+    assert_eq!(len, 64, "a cookie reply, no handshake work");
+    let reply = out[..len].to_vec();
+    assert_eq!(a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now), Action::None);
+    // The retry carries mac2 and is answered with a response.
+    let later = now + Duration::from_secs(6);
+    a.handle_timeout(later);
+    let (_, len) = a.poll_transmit(&mut out, later).expect("retry");
+    let retry = out[..len].to_vec();
+    match b.decapsulate(A_EP.parse().unwrap(), &retry, &mut out, later) {
+        Action::Send { len, .. } => assert_eq!(len, 92),
+        other => panic!("expected a response, got {other:?}"),
+    }
+    assert_eq!(b.counters().cookie_replies, 1);
+}
