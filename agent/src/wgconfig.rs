@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+pub use netstack::IpNet;
 
 /// Smallest MTU the IPv4 stack accepts.
 const MIN_MTU_V4: u16 = 576;
@@ -69,15 +70,6 @@ pub struct PeerConfig {
     pub allowed_ips: Vec<IpNet>,
     /// Keepalive interval in seconds (`PersistentKeepalive`); `None` when off or 0.
     pub persistent_keepalive: Option<u16>,
-}
-
-/// An IP address with a prefix length, e.g. `10.0.0.1/24`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IpNet {
-    /// The address (host bits may be set, see [`IpNet::network`]).
-    pub addr: IpAddr,
-    /// Prefix length in bits: 0..=32 for IPv4, 0..=128 for IPv6.
-    pub prefix: u8,
 }
 
 /// Why a configuration could not be loaded; each message is one sentence with the line and the fix.
@@ -280,27 +272,6 @@ pub fn load(path: &Path) -> Result<WgConfig, ConfigError> {
     parse(&text)
 }
 
-impl IpNet {
-    /// Returns this network with all host bits cleared (`10.0.0.1/24` -> `10.0.0.0/24`).
-    pub fn network(&self) -> IpNet {
-        IpNet {
-            addr: mask(self.addr, self.prefix),
-            prefix: self.prefix.min(max_prefix(self.addr)),
-        }
-    }
-
-    /// Whether `ip` is inside this network (same family, same leading `prefix` bits).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        self.addr.is_ipv4() == ip.is_ipv4() && mask(ip, self.prefix) == mask(self.addr, self.prefix)
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
 impl fmt::Debug for InterfaceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InterfaceConfig")
@@ -330,21 +301,6 @@ fn max_prefix(addr: IpAddr) -> u8 {
         32
     } else {
         128
-    }
-}
-
-/// Clears all bits of `addr` after the first `prefix` bits.
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    let keep = u32::from(prefix.min(max_prefix(addr)));
-    match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - keep).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
     }
 }
 
@@ -773,7 +729,7 @@ fn parse_nets(
             entry: shown(entry),
             problem,
         })?;
-        out.push(if clear_host_bits { net.network() } else { net });
+        out.push(if clear_host_bits { net.masked() } else { net });
     }
     Ok(())
 }
@@ -1033,7 +989,7 @@ mod tests {
     fn ipnet_helpers() {
         let n = net("192.168.1.77/20");
         assert_eq!(n.to_string(), "192.168.1.77/20");
-        assert_eq!(n.network().to_string(), "192.168.0.0/20");
+        assert_eq!(n.masked().to_string(), "192.168.0.0/20");
         assert!(n.contains(IpAddr::V4(Ipv4Addr::new(192, 168, 15, 255))));
         assert!(!n.contains(IpAddr::V4(Ipv4Addr::new(192, 168, 16, 0))));
         assert!(!n.contains(IpAddr::V6(Ipv6Addr::UNSPECIFIED)));

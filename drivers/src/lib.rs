@@ -1,1 +1,44 @@
-//! placeholder
+//! Everything of cladnet that touches the operating system: the TUN device
+//! (tun-rs, with virtio-net offloads), the UDP socket (quinn-udp: batched
+//! recvmmsg, GRO and GSO) and interface configuration over rtnetlink.
+
+pub mod netlink;
+pub mod tun;
+pub mod udp;
+
+/// Errors of the OS drivers, each with a message that says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The TUN device could not be created.
+    #[error("cannot create TUN device {name}: {source} (run as root or with CAP_NET_ADMIN, and check that /dev/net/tun exists)")]
+    Tun {
+        /// Requested interface name.
+        name: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The UDP port is taken.
+    #[error("cannot listen on UDP {addr}: the port is already in use; pick another ListenPort or stop the other program")]
+    PortInUse {
+        /// Requested address.
+        addr: std::net::SocketAddr,
+    },
+    /// Binding the UDP socket failed for another reason.
+    #[error("cannot listen on UDP {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: std::net::SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A netlink request failed.
+    #[error("cannot configure interface {iface}: {what}: {detail}")]
+    Netlink {
+        /// Interface name.
+        iface: String,
+        /// The step that failed.
+        what: String,
+        /// Kernel's answer.
+        detail: String,
+    },
+}

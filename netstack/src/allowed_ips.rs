@@ -30,12 +30,22 @@ impl IpNet {
             IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(self.prefix)).into()),
             IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(self.prefix)).into()),
         };
-        Self { addr, prefix: self.prefix }
+        Self {
+            addr,
+            prefix: self.prefix,
+        }
     }
 
     /// True if `ip` lies inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        IpNet { addr: ip, prefix: self.prefix }.masked().addr == self.masked().addr
+        self.addr.is_ipv4() == ip.is_ipv4()
+            && IpNet {
+                addr: ip,
+                prefix: self.prefix,
+            }
+            .masked()
+            .addr
+                == self.masked().addr
     }
 }
 
@@ -89,7 +99,10 @@ struct Family<K, V> {
 
 impl<K: std::hash::Hash + Eq + Copy, V: Copy> Family<K, V> {
     fn new(max: u8) -> Self {
-        Self { by_len: (0..=max).map(|_| IntMap::default()).collect(), lens: Vec::new() }
+        Self {
+            by_len: (0..=max).map(|_| IntMap::default()).collect(),
+            lens: Vec::new(),
+        }
     }
     fn insert(&mut self, key: K, prefix: u8, value: V) {
         self.by_len[usize::from(prefix)].insert(key, value);
@@ -106,7 +119,9 @@ impl<K: std::hash::Hash + Eq + Copy, V: Copy> Family<K, V> {
         self.lens.retain(|l| !by_len[usize::from(*l)].is_empty());
     }
     fn lookup(&self, mask_key: impl Fn(u8) -> K) -> Option<V> {
-        self.lens.iter().find_map(|&l| self.by_len[usize::from(l)].get(&mask_key(l)).copied())
+        self.lens
+            .iter()
+            .find_map(|&l| self.by_len[usize::from(l)].get(&mask_key(l)).copied())
     }
 }
 
@@ -126,7 +141,10 @@ impl<V: Copy + PartialEq> Default for AllowedIps<V> {
 impl<V: Copy + PartialEq> AllowedIps<V> {
     /// An empty table.
     pub fn new() -> Self {
-        Self { v4: Family::new(32), v6: Family::new(128) }
+        Self {
+            v4: Family::new(32),
+            v6: Family::new(128),
+        }
     }
 
     /// Maps `net` to `value`, replacing any previous owner of exactly that network.
@@ -165,8 +183,14 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         let (a, p) = s.split_once('/').unwrap_or((s, "32"));
-        IpNet::new(a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), p.parse().unwrap_or(32))
-            .unwrap_or(IpNet { addr: IpAddr::from([0, 0, 0, 0]), prefix: 0 })
+        IpNet::new(
+            a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            p.parse().unwrap_or(32),
+        )
+        .unwrap_or(IpNet {
+            addr: IpAddr::from([0, 0, 0, 0]),
+            prefix: 0,
+        })
     }
 
     #[test]
@@ -176,13 +200,31 @@ mod tests {
         t.insert(net("100.64.0.0/10"), 1);
         t.insert(net("100.64.0.7/32"), 2);
         t.insert(net("fd00::/8"), 3);
-        assert_eq!(t.lookup("100.64.0.7".parse().unwrap_or(IpAddr::from([0; 4]))), Some(2));
-        assert_eq!(t.lookup("100.64.9.9".parse().unwrap_or(IpAddr::from([0; 4]))), Some(1));
-        assert_eq!(t.lookup("8.8.8.8".parse().unwrap_or(IpAddr::from([0; 4]))), Some(0));
-        assert_eq!(t.lookup("fd12::1".parse().unwrap_or(IpAddr::from([0; 4]))), Some(3));
-        assert_eq!(t.lookup("fe80::1".parse().unwrap_or(IpAddr::from([0; 4]))), None);
+        assert_eq!(
+            t.lookup("100.64.0.7".parse().unwrap_or(IpAddr::from([0; 4]))),
+            Some(2)
+        );
+        assert_eq!(
+            t.lookup("100.64.9.9".parse().unwrap_or(IpAddr::from([0; 4]))),
+            Some(1)
+        );
+        assert_eq!(
+            t.lookup("8.8.8.8".parse().unwrap_or(IpAddr::from([0; 4]))),
+            Some(0)
+        );
+        assert_eq!(
+            t.lookup("fd12::1".parse().unwrap_or(IpAddr::from([0; 4]))),
+            Some(3)
+        );
+        assert_eq!(
+            t.lookup("fe80::1".parse().unwrap_or(IpAddr::from([0; 4]))),
+            None
+        );
         t.remove_value(2);
-        assert_eq!(t.lookup("100.64.0.7".parse().unwrap_or(IpAddr::from([0; 4]))), Some(1));
+        assert_eq!(
+            t.lookup("100.64.0.7".parse().unwrap_or(IpAddr::from([0; 4]))),
+            Some(1)
+        );
     }
 
     proptest! {

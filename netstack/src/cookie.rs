@@ -33,7 +33,10 @@ struct MacKeys {
 
 impl MacKeys {
     fn of(key: &PublicKey) -> Self {
-        Self { mac1: hash(LABEL_MAC1, &key.0), cookie: hash(LABEL_COOKIE, &key.0) }
+        Self {
+            mac1: hash(LABEL_MAC1, &key.0),
+            cookie: hash(LABEL_COOKIE, &key.0),
+        }
     }
 }
 
@@ -49,12 +52,19 @@ impl CookieChecker {
     pub fn new(own: &PublicKey, now: Instant) -> Self {
         let mut secret = [0u8; 32];
         OsRng.fill_bytes(&mut secret);
-        Self { keys: MacKeys::of(own), secret, secret_born: now }
+        Self {
+            keys: MacKeys::of(own),
+            secret,
+            secret_born: now,
+        }
     }
 
     /// True if mac1 of `msg` (mac1 at `mac1_at`) is valid for us.
     pub fn check_mac1(&self, msg: &[u8], mac1_at: usize) -> bool {
-        ct_eq(&mac(&self.keys.mac1, &msg[..mac1_at]), &msg[mac1_at..mac1_at + 16])
+        ct_eq(
+            &mac(&self.keys.mac1, &msg[..mac1_at]),
+            &msg[mac1_at..mac1_at + 16],
+        )
     }
 
     fn cookie_for(&mut self, src: SocketAddr, now: Instant) -> [u8; 16] {
@@ -78,7 +88,13 @@ impl CookieChecker {
     }
 
     /// True if mac2 of `msg` proves the sender received our cookie at `src`.
-    pub fn check_mac2(&mut self, msg: &[u8], mac1_at: usize, src: SocketAddr, now: Instant) -> bool {
+    pub fn check_mac2(
+        &mut self,
+        msg: &[u8],
+        mac1_at: usize,
+        src: SocketAddr,
+        now: Instant,
+    ) -> bool {
         let cookie = self.cookie_for(src, now);
         let mac2_at = mac1_at + 16;
         ct_eq(&mac(&cookie, &msg[..mac2_at]), &msg[mac2_at..mac2_at + 16])
@@ -95,7 +111,9 @@ impl CookieChecker {
         now: Instant,
         out: &mut [u8],
     ) -> Result<usize, Error> {
-        let out = out.get_mut(..crate::wire::COOKIE_REPLY_LEN).ok_or(Error::BufferTooSmall)?;
+        let out = out
+            .get_mut(..crate::wire::COOKIE_REPLY_LEN)
+            .ok_or(Error::BufferTooSmall)?;
         let cookie = self.cookie_for(src, now);
         crate::wire::write_header(out, crate::wire::TYPE_COOKIE_REPLY, sender);
         OsRng.fill_bytes(&mut out[8..32]);
@@ -121,7 +139,11 @@ pub struct CookieJar {
 impl CookieJar {
     /// A jar for messages sent to `peer`.
     pub fn new(peer: &PublicKey) -> Self {
-        Self { keys: MacKeys::of(peer), last_mac1: None, cookie: None }
+        Self {
+            keys: MacKeys::of(peer),
+            last_mac1: None,
+            cookie: None,
+        }
     }
 
     /// Fills mac1 and (if we hold a fresh cookie) mac2 of `msg`.
@@ -174,12 +196,18 @@ mod tests {
         assert!(checker.check_mac1(&msg, AT));
         assert!(!checker.check_mac2(&msg, AT, src, now));
         let mut reply = [0u8; 64];
-        checker.write_reply(&msg, AT, 42, src, now, &mut reply).unwrap();
-        jar.accept_reply(&reply[8..32], &reply[32..64], now).unwrap();
+        checker
+            .write_reply(&msg, AT, 42, src, now, &mut reply)
+            .unwrap();
+        jar.accept_reply(&reply[8..32], &reply[32..64], now)
+            .unwrap();
         jar.stamp(&mut msg, AT, now);
         assert!(checker.check_mac2(&msg, AT, src, now));
         let other: SocketAddr = "198.18.0.10:5000".parse().unwrap();
-        assert!(!checker.check_mac2(&msg, AT, other, now), "cookie is bound to the address");
+        assert!(
+            !checker.check_mac2(&msg, AT, other, now),
+            "cookie is bound to the address"
+        );
         msg[3] ^= 1;
         assert!(!checker.check_mac1(&msg, AT));
     }
@@ -190,6 +218,9 @@ mod tests {
         let mut jar = CookieJar::new(&PrivateKey::generate().public_key());
         let mut msg = [0u8; INITIATION_LEN];
         jar.stamp(&mut msg, AT, now);
-        assert_eq!(jar.accept_reply(&[0; 24], &[0; 32], now), Err(Error::Decrypt));
+        assert_eq!(
+            jar.accept_reply(&[0; 24], &[0; 32], now),
+            Err(Error::Decrypt)
+        );
     }
 }

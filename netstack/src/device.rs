@@ -228,7 +228,11 @@ impl Device {
             }
             return id;
         }
-        let slot = self.peers.iter().position(Option::is_none).unwrap_or(self.peers.len());
+        let slot = self
+            .peers
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.peers.len());
         let id = PeerId(slot as u32);
         for net in &config.allowed_ips {
             self.routes.insert(*net, id);
@@ -251,7 +255,9 @@ impl Device {
 
     /// Removes a peer and everything that refers to it.
     pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
-        let Some(id) = self.by_key.remove(key) else { return false };
+        let Some(id) = self.by_key.remove(key) else {
+            return false;
+        };
         self.routes.remove_value(id);
         if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) {
             for i in peer.indices() {
@@ -306,14 +312,23 @@ impl Device {
     /// has no session yet, the packet is queued and a handshake initiation
     /// may be written instead.
     pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8], now: Instant) -> Action {
-        let Some(dst) = ip::destination(packet) else { return self.drop(DropReason::BadInnerPacket) };
-        let Some(id) = self.routes.lookup(dst) else { return self.drop(DropReason::NoRoute) };
+        let Some(dst) = ip::destination(packet) else {
+            return self.drop(DropReason::BadInnerPacket);
+        };
+        let Some(id) = self.routes.lookup(dst) else {
+            return self.drop(DropReason::NoRoute);
+        };
         let mtu = self.mtu;
-        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::NoRoute) };
-        let Some(to) = peer.endpoint else { return self.drop(DropReason::NoEndpoint) };
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::NoRoute);
+        };
+        let Some(to) = peer.endpoint else {
+            return self.drop(DropReason::NoEndpoint);
+        };
         if let Some(session) = peer.sending_session(now) {
             let rekey = session.sent() >= REKEY_AFTER_MESSAGES
-                || (session.initiator && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
+                || (session.initiator
+                    && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
             match session.encrypt(packet, mtu, out) {
                 Ok(len) => {
                     peer.tx_bytes += len as u64;
@@ -358,7 +373,11 @@ impl Device {
         let init = Initiator::start(&key, &peer.public, &peer.psk, &ts, noise).ok()?;
         wire::write_header(out, wire::TYPE_INITIATION, index);
         peer.jar.stamp(out, wire::INITIATION_MAC1_OFFSET, now);
-        let old = peer.pending.replace(Pending { init, local_index: index, sent_at: now });
+        let old = peer.pending.replace(Pending {
+            init,
+            local_index: index,
+            sent_at: now,
+        });
         peer.attempt_started.get_or_insert(now);
         peer.want_handshake = false;
         peer.last_sent = Some(now);
@@ -394,14 +413,19 @@ impl Device {
             return Err(self.drop(DropReason::BadMac));
         }
         if self.under_load(now) && !self.checker.check_mac2(raw, mac1_at, from, now) {
-            return Err(match self.checker.write_reply(raw, mac1_at, sender, from, now, out) {
-                Ok(len) => {
-                    self.counters.cookie_replies += 1;
-                    self.counters.tx_datagrams += 1;
-                    Action::Send { to: from, len }
-                }
-                Err(_) => self.drop(DropReason::TooBig),
-            });
+            return Err(
+                match self
+                    .checker
+                    .write_reply(raw, mac1_at, sender, from, now, out)
+                {
+                    Ok(len) => {
+                        self.counters.cookie_replies += 1;
+                        self.counters.tx_datagrams += 1;
+                        Action::Send { to: from, len }
+                    }
+                    Err(_) => self.drop(DropReason::TooBig),
+                },
+            );
         }
         Ok(())
     }
@@ -409,19 +433,39 @@ impl Device {
     /// Processes a datagram received from `from`. Decrypted packets are
     /// written to `out[DATA_HEADER_LEN..]` (see [`Action::Deliver`]);
     /// handshake answers are written to the start of `out`.
-    pub fn decapsulate(&mut self, from: SocketAddr, datagram: &[u8], out: &mut [u8], now: Instant) -> Action {
+    pub fn decapsulate(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Action {
         self.counters.rx_datagrams += 1;
         match wire::parse(datagram) {
             Err(_) => self.drop(DropReason::Malformed),
             Ok(Message::Data(d)) => self.on_data(from, d, datagram.len(), out, now),
             Ok(Message::Initiation(m)) => {
-                if let Err(a) = self.admit_handshake(m.raw, wire::INITIATION_MAC1_OFFSET, m.sender, from, out, now) {
+                if let Err(a) = self.admit_handshake(
+                    m.raw,
+                    wire::INITIATION_MAC1_OFFSET,
+                    m.sender,
+                    from,
+                    out,
+                    now,
+                ) {
                     return a;
                 }
                 self.on_initiation(from, m, out, now)
             }
             Ok(Message::Response(m)) => {
-                if let Err(a) = self.admit_handshake(m.raw, wire::RESPONSE_MAC1_OFFSET, m.sender, from, out, now) {
+                if let Err(a) = self.admit_handshake(
+                    m.raw,
+                    wire::RESPONSE_MAC1_OFFSET,
+                    m.sender,
+                    from,
+                    out,
+                    now,
+                ) {
                     return a;
                 }
                 self.on_response(from, m, now)
@@ -430,7 +474,9 @@ impl Device {
                 let Some(&id) = self.by_index.get(&m.receiver) else {
                     return self.drop(DropReason::UnknownIndex);
                 };
-                let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
+                let Some(peer) = self.peer_mut(id) else {
+                    return self.drop(DropReason::UnknownIndex);
+                };
                 match peer.jar.accept_reply(m.nonce, m.cookie, now) {
                     Ok(()) => Action::None,
                     Err(_) => self.drop(DropReason::Handshake),
@@ -439,21 +485,38 @@ impl Device {
         }
     }
 
-    fn on_initiation(&mut self, from: SocketAddr, m: wire::Initiation<'_>, out: &mut [u8], now: Instant) -> Action {
+    fn on_initiation(
+        &mut self,
+        from: SocketAddr,
+        m: wire::Initiation<'_>,
+        out: &mut [u8],
+        now: Instant,
+    ) -> Action {
         let Ok(responder) = Responder::read(&self.key, m.noise) else {
             return self.drop(DropReason::Handshake);
         };
-        let Some(&id) = self.by_key.get(&responder.peer) else { return self.drop(DropReason::UnknownPeer) };
-        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownPeer) };
+        let Some(&id) = self.by_key.get(&responder.peer) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
         if responder.timestamp <= peer.last_timestamp {
             return self.drop(DropReason::StaleTimestamp);
         }
-        if peer.last_initiation_at.is_some_and(|t| now.saturating_duration_since(t) < INITIATION_MIN_INTERVAL) {
+        if peer
+            .last_initiation_at
+            .is_some_and(|t| now.saturating_duration_since(t) < INITIATION_MIN_INTERVAL)
+        {
             return self.drop(DropReason::RateLimited);
         }
-        let Some(out) = out.get_mut(..wire::RESPONSE_LEN) else { return self.drop(DropReason::TooBig) };
+        let Some(out) = out.get_mut(..wire::RESPONSE_LEN) else {
+            return self.drop(DropReason::TooBig);
+        };
         let index = self.new_index(id);
-        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownPeer) };
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::UnknownPeer);
+        };
         let psk = peer.psk;
         let timestamp = responder.timestamp;
         let noise: &mut [u8; wire::RESPONSE_NOISE_LEN] = match (&mut out[12..60]).try_into() {
@@ -468,7 +531,9 @@ impl Device {
         };
         wire::write_header(out, wire::TYPE_RESPONSE, index);
         out[8..12].copy_from_slice(&m.sender.to_le_bytes());
-        let Some(peer) = self.peer_mut(id) else { return Action::None };
+        let Some(peer) = self.peer_mut(id) else {
+            return Action::None;
+        };
         peer.jar.stamp(out, wire::RESPONSE_MAC1_OFFSET, now);
         peer.last_timestamp = timestamp;
         peer.last_initiation_at = Some(now);
@@ -480,12 +545,19 @@ impl Device {
             self.by_index.remove(&old);
         }
         self.counters.tx_datagrams += 1;
-        Action::Send { to: from, len: wire::RESPONSE_LEN }
+        Action::Send {
+            to: from,
+            len: wire::RESPONSE_LEN,
+        }
     }
 
     fn on_response(&mut self, from: SocketAddr, m: wire::Response<'_>, now: Instant) -> Action {
-        let Some(&id) = self.by_index.get(&m.receiver) else { return self.drop(DropReason::UnknownIndex) };
-        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
+        let Some(&id) = self.by_index.get(&m.receiver) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
         let pending = match peer.pending.take() {
             Some(p) if p.local_index == m.receiver => p,
             other => {
@@ -519,11 +591,26 @@ impl Device {
         Action::None
     }
 
-    fn on_data(&mut self, from: SocketAddr, d: wire::Data<'_>, wire_len: usize, out: &mut [u8], now: Instant) -> Action {
-        let Some(&id) = self.by_index.get(&d.receiver) else { return self.drop(DropReason::UnknownIndex) };
-        let Some(peer) = self.peer_mut(id) else { return self.drop(DropReason::UnknownIndex) };
-        let Some(slot) = peer.slot_of(d.receiver) else { return self.drop(DropReason::UnknownIndex) };
-        let Some(session) = peer.session_mut(slot) else { return self.drop(DropReason::UnknownIndex) };
+    fn on_data(
+        &mut self,
+        from: SocketAddr,
+        d: wire::Data<'_>,
+        wire_len: usize,
+        out: &mut [u8],
+        now: Instant,
+    ) -> Action {
+        let Some(&id) = self.by_index.get(&d.receiver) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
+        let Some(slot) = peer.slot_of(d.receiver) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
+        let Some(session) = peer.session_mut(slot) else {
+            return self.drop(DropReason::UnknownIndex);
+        };
         if now.saturating_duration_since(session.created) >= REJECT_AFTER_TIME {
             return self.drop(DropReason::Expired);
         }
@@ -547,7 +634,8 @@ impl Device {
         }
         let rekey = peer.current.as_ref().is_some_and(|s| {
             s.initiator
-                && now.saturating_duration_since(s.created) >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
+                && now.saturating_duration_since(s.created)
+                    >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
         }) && !peer.handshake_in_flight();
         peer.endpoint = Some(from);
         peer.last_received = Some(now);
@@ -581,7 +669,9 @@ impl Device {
     pub fn poll_transmit(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
         while let Some(id) = self.outbox.pop_front() {
             let mtu = self.mtu;
-            let Some(peer) = self.peer_mut(id) else { continue };
+            let Some(peer) = self.peer_mut(id) else {
+                continue;
+            };
             peer.in_outbox = false;
             let Some(to) = peer.endpoint else {
                 peer.queue.clear();
@@ -597,7 +687,9 @@ impl Device {
                     None => continue,
                 }
             }
-            let Some(peer) = self.peer_mut(id) else { continue };
+            let Some(peer) = self.peer_mut(id) else {
+                continue;
+            };
             let has_session = peer.sending_session(now).is_some();
             if !has_session {
                 if (peer.want_keepalive || !peer.queue.is_empty()) && !peer.handshake_in_flight() {
@@ -613,7 +705,9 @@ impl Device {
                 continue;
             }
             let payload = packet.as_deref().unwrap_or(&[]);
-            let sent = peer.sending_session(now).map(|s| s.encrypt(payload, mtu, out));
+            let sent = peer
+                .sending_session(now)
+                .map(|s| s.encrypt(payload, mtu, out));
             let more = !peer.queue.is_empty() || peer.want_keepalive;
             let result = match sent {
                 Some(Ok(len)) => {
@@ -642,7 +736,9 @@ impl Device {
     pub fn handle_timeout(&mut self, now: Instant) {
         for slot in 0..self.peers.len() {
             let id = PeerId(slot as u32);
-            let Some(peer) = self.peer_mut(id) else { continue };
+            let Some(peer) = self.peer_mut(id) else {
+                continue;
+            };
             let gone = peer.expire_sessions(now);
             let mut work = false;
             if let Some(p) = &peer.pending {
@@ -663,7 +759,9 @@ impl Device {
                     }
                 }
             }
-            let Some(peer) = self.peer_mut(id) else { continue };
+            let Some(peer) = self.peer_mut(id) else {
+                continue;
+            };
             let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
             let received_after_sent = match (peer.last_received, peer.last_sent) {
                 (Some(r), Some(s)) => r > s,

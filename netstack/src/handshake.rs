@@ -22,7 +22,10 @@ pub const TIMESTAMP_LEN: usize = 12;
 
 fn params() -> Result<NoiseParams, Error> {
     static PARAMS: OnceLock<Option<NoiseParams>> = OnceLock::new();
-    PARAMS.get_or_init(|| PROTOCOL.parse().ok()).clone().ok_or(Error::Handshake)
+    PARAMS
+        .get_or_init(|| PROTOCOL.parse().ok())
+        .clone()
+        .ok_or(Error::Handshake)
 }
 
 /// Transport keys produced by a completed handshake.
@@ -55,7 +58,9 @@ impl Initiator {
             .and_then(|b| b.psk(2, psk))
             .and_then(|b| b.build_initiator())
             .map_err(|_| Error::Handshake)?;
-        let n = state.write_message(timestamp, out).map_err(|_| Error::Handshake)?;
+        let n = state
+            .write_message(timestamp, out)
+            .map_err(|_| Error::Handshake)?;
         debug_assert_eq!(n, INITIATION_NOISE_LEN);
         Ok(Self { state })
     }
@@ -63,7 +68,10 @@ impl Initiator {
     /// Reads the Noise part of the response and returns the session keys.
     pub fn finish(mut self, noise: &[u8]) -> Result<SessionKeys, Error> {
         let mut payload = [0u8; 16];
-        let n = self.state.read_message(noise, &mut payload).map_err(|_| Error::Decrypt)?;
+        let n = self
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(|_| Error::Decrypt)?;
         if n != 0 {
             return Err(Error::Handshake);
         }
@@ -91,15 +99,23 @@ impl Responder {
             .and_then(|b| b.build_responder())
             .map_err(|_| Error::Handshake)?;
         let mut payload = [0u8; 64];
-        let n = state.read_message(noise, &mut payload).map_err(|_| Error::Decrypt)?;
-        let timestamp: [u8; TIMESTAMP_LEN] =
-            payload.get(..n).and_then(|p| p.try_into().ok()).ok_or(Error::Handshake)?;
+        let n = state
+            .read_message(noise, &mut payload)
+            .map_err(|_| Error::Decrypt)?;
+        let timestamp: [u8; TIMESTAMP_LEN] = payload
+            .get(..n)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(Error::Handshake)?;
         let peer = state
             .get_remote_static()
             .and_then(|k| k.try_into().ok())
             .map(PublicKey)
             .ok_or(Error::Handshake)?;
-        Ok(Self { state, peer, timestamp })
+        Ok(Self {
+            state,
+            peer,
+            timestamp,
+        })
     }
 
     /// Writes the Noise part of the response into `out`, using the peer's
@@ -110,7 +126,10 @@ impl Responder {
         out: &mut [u8; RESPONSE_NOISE_LEN],
     ) -> Result<SessionKeys, Error> {
         self.state.set_psk(2, psk).map_err(|_| Error::Handshake)?;
-        let n = self.state.write_message(&[], out).map_err(|_| Error::Handshake)?;
+        let n = self
+            .state
+            .write_message(&[], out)
+            .map_err(|_| Error::Handshake)?;
         debug_assert_eq!(n, RESPONSE_NOISE_LEN);
         let (recv, send) = self.state.dangerously_get_raw_split();
         Ok(SessionKeys { send, recv })
@@ -146,13 +165,20 @@ mod tests {
         let init =
             Initiator::start(&a, &b.public_key(), &[1; 32], &[0; TIMESTAMP_LEN], &mut m1).unwrap();
         let mut m2 = [0u8; RESPONSE_NOISE_LEN];
-        Responder::read(&b, &m1).unwrap().respond(&[2; 32], &mut m2).unwrap();
+        Responder::read(&b, &m1)
+            .unwrap()
+            .respond(&[2; 32], &mut m2)
+            .unwrap();
         assert!(init.finish(&m2).is_err());
     }
 
     #[test]
     fn initiation_for_someone_else_fails() {
-        let (a, b, c) = (PrivateKey::generate(), PrivateKey::generate(), PrivateKey::generate());
+        let (a, b, c) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
         let mut m1 = [0u8; INITIATION_NOISE_LEN];
         Initiator::start(&a, &b.public_key(), &[0; 32], &[0; TIMESTAMP_LEN], &mut m1).unwrap();
         assert!(Responder::read(&c, &m1).is_err());

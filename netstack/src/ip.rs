@@ -44,7 +44,10 @@ mod tests {
         p[12..16].copy_from_slice(&[100, 64, 0, 1]);
         p[16..20].copy_from_slice(&[100, 64, 0, 2]);
         assert_eq!(destination(&p), Some(IpAddr::from([100, 64, 0, 2])));
-        assert_eq!(source_and_len(&p), Some((IpAddr::from([100, 64, 0, 1]), 28)));
+        assert_eq!(
+            source_and_len(&p),
+            Some((IpAddr::from([100, 64, 0, 1]), 28))
+        );
         assert_eq!(source_and_len(&p[..27]), None, "length beyond the buffer");
         let mut q = [0u8; 48];
         q[0] = 0x60;

@@ -20,7 +20,9 @@ pub mod wire;
 
 pub use allowed_ips::{AllowedIps, IpNet};
 pub use crypto::{PrivateKey, PublicKey};
-pub use device::{Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo};
+pub use device::{
+    Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo,
+};
 
 /// Why a message could not be processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -148,7 +148,9 @@ impl Peer {
     pub fn expire_sessions(&mut self, now: Instant) -> Vec<u32> {
         let mut gone = Vec::new();
         for s in [&mut self.current, &mut self.previous, &mut self.next] {
-            if s.as_ref().is_some_and(|x| now.saturating_duration_since(x.created) >= REJECT_AFTER_TIME) {
+            if s.as_ref()
+                .is_some_and(|x| now.saturating_duration_since(x.created) >= REJECT_AFTER_TIME)
+            {
                 if let Some(x) = s.take() {
                     gone.push(x.local_index);
                 }

@@ -23,7 +23,10 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// An empty window: every counter is new.
     pub fn new() -> Self {
-        Self { next: 0, bits: [0; WORDS] }
+        Self {
+            next: 0,
+            bits: [0; WORDS],
+        }
     }
 
     /// True if `counter` has not been seen and is not too old. Cheap pre-check

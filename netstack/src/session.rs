@@ -36,7 +36,9 @@ fn nonce(counter: u64) -> Nonce {
 }
 
 fn key(bytes: &[u8; 32]) -> Result<LessSafeKey, Error> {
-    UnboundKey::new(&CHACHA20_POLY1305, bytes).map(LessSafeKey::new).map_err(|_| Error::Handshake)
+    UnboundKey::new(&CHACHA20_POLY1305, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| Error::Handshake)
 }
 
 /// Length of an inner packet of `len` bytes once padded to 16 (never past `mtu`).
@@ -127,9 +129,18 @@ mod tests {
 
     fn pair() -> (Session, Session) {
         let now = Instant::now();
-        let a = SessionKeys { send: [1; 32], recv: [2; 32] };
-        let b = SessionKeys { send: [2; 32], recv: [1; 32] };
-        (Session::new(&a, 1, 2, true, now).unwrap(), Session::new(&b, 2, 1, false, now).unwrap())
+        let a = SessionKeys {
+            send: [1; 32],
+            recv: [2; 32],
+        };
+        let b = SessionKeys {
+            send: [2; 32],
+            recv: [1; 32],
+        };
+        (
+            Session::new(&a, 1, 2, true, now).unwrap(),
+            Session::new(&b, 2, 1, false, now).unwrap(),
+        )
     }
 
     #[test]
@@ -147,7 +158,10 @@ mod tests {
         wire[20] ^= 1;
         assert_eq!(b.decrypt(1, &wire[16..n2], &mut out), Err(Error::Decrypt));
         wire[20] ^= 1;
-        assert!(b.decrypt(1, &wire[16..n2], &mut out).is_ok(), "a forgery does not burn the counter");
+        assert!(
+            b.decrypt(1, &wire[16..n2], &mut out).is_ok(),
+            "a forgery does not burn the counter"
+        );
     }
 
     #[test]

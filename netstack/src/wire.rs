@@ -176,7 +176,10 @@ mod tests {
         write_data_header(&mut buf, 0xdead_beef, 7);
         match parse(&buf) {
             Ok(Message::Data(d)) => {
-                assert_eq!((d.receiver, d.counter, d.sealed.len()), (0xdead_beef, 7, 21));
+                assert_eq!(
+                    (d.receiver, d.counter, d.sealed.len()),
+                    (0xdead_beef, 7, 21)
+                );
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -26,9 +26,19 @@ fn ip_packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
     p
 }
 
-fn device(key: &PrivateKey, peer: &PrivateKey, peer_ip: [u8; 4], ep: Option<&str>, now: Instant) -> Device {
+fn device(
+    key: &PrivateKey,
+    peer: &PrivateKey,
+    peer_ip: [u8; 4],
+    ep: Option<&str>,
+    now: Instant,
+) -> Device {
     let mut d = Device::new(
-        DeviceConfig { private_key: key.clone(), mtu: 1420, handshake_load_limit: 1000 },
+        DeviceConfig {
+            private_key: key.clone(),
+            mtu: 1420,
+            handshake_load_limit: 1000,
+        },
         now,
         Duration::from_secs(1_700_000_000),
     );
@@ -53,14 +63,23 @@ impl Pair {
 
     /// Delivers `wire` from A to B (from `from`), then shuttles every reply
     /// and queued datagram back and forth. Returns packets delivered to TUNs.
-    fn run(&mut self, mut from_a: Vec<(SocketAddr, Vec<u8>)>, a_src: &str) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    fn run(
+        &mut self,
+        mut from_a: Vec<(SocketAddr, Vec<u8>)>,
+        a_src: &str,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
         let mut from_b: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
         let mut out = vec![0u8; 2048];
         for _ in 0..20 {
             for (_, dg) in from_a.drain(..) {
-                match self.b.decapsulate(a_src.parse().unwrap(), &dg, &mut out, self.now) {
-                    Action::Send { len, .. } => from_b.push((a_src.parse().unwrap(), out[..len].to_vec())),
+                match self
+                    .b
+                    .decapsulate(a_src.parse().unwrap(), &dg, &mut out, self.now)
+                {
+                    Action::Send { len, .. } => {
+                        from_b.push((a_src.parse().unwrap(), out[..len].to_vec()))
+                    }
                     Action::Deliver(r) => at_b.push(out[r].to_vec()),
                     Action::None => {}
                 }
@@ -69,7 +88,10 @@ impl Pair {
                 from_b.push((to, out[..len].to_vec()));
             }
             for (_, dg) in from_b.drain(..) {
-                match self.a.decapsulate(B_EP.parse().unwrap(), &dg, &mut out, self.now) {
+                match self
+                    .a
+                    .decapsulate(B_EP.parse().unwrap(), &dg, &mut out, self.now)
+                {
                     Action::Send { len, to } => from_a.push((to, out[..len].to_vec())),
                     Action::Deliver(r) => at_a.push(out[r].to_vec()),
                     Action::None => {}
@@ -102,13 +124,21 @@ fn first_packet_triggers_handshake_and_arrives() {
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.len(), 148, "an initiation goes out first");
     let (_, at_b) = p.run(first, A_EP);
-    assert_eq!(at_b, vec![pkt.clone()], "queued packet delivered after the handshake");
+    assert_eq!(
+        at_b,
+        vec![pkt.clone()],
+        "queued packet delivered after the handshake"
+    );
     // B answers over the new session and learned A's endpoint from the handshake.
     let back = ip_packet([100, 64, 0, 2], [100, 64, 0, 1], 60);
     let mut out = vec![0u8; 2048];
-    let Action::Send { to, len } = p.b.encapsulate(&back, &mut out, p.now) else { panic!("B has a session") };
+    let Action::Send { to, len } = p.b.encapsulate(&back, &mut out, p.now) else {
+        panic!("B has a session")
+    };
     assert_eq!(to, A_EP.parse().unwrap());
-    let Action::Deliver(r) = p.a.decapsulate(B_EP.parse().unwrap(), &out[..len].to_vec(), &mut out, p.now) else {
+    let Action::Deliver(r) =
+        p.a.decapsulate(B_EP.parse().unwrap(), &out[..len].to_vec(), &mut out, p.now)
+    else {
         panic!("A decrypts B's reply")
     };
     assert_eq!(&out[r], &back[..]);
@@ -141,7 +171,10 @@ fn replays_forgeries_and_spoofed_sources_are_dropped() {
     assert_eq!(p.b.counters().dropped(DropReason::SourceNotAllowed), 1);
     // Garbage and replayed initiations.
     let mut out = vec![0u8; 2048];
-    assert_eq!(p.b.decapsulate(A_EP.parse().unwrap(), &[4, 0, 0, 0, 1], &mut out, p.now), Action::None);
+    assert_eq!(
+        p.b.decapsulate(A_EP.parse().unwrap(), &[4, 0, 0, 0, 1], &mut out, p.now),
+        Action::None
+    );
     assert_eq!(p.b.counters().dropped(DropReason::Malformed), 1);
 }
 
@@ -164,17 +197,35 @@ fn peer_roams_to_the_source_of_authenticated_packets() {
     p.run(first, A_EP);
     let data = p.send_a(&pkt);
     p.run(data, "198.18.5.5:40000");
-    assert_eq!(p.b.peers().next().and_then(|i| i.endpoint), Some("198.18.5.5:40000".parse().unwrap()));
+    assert_eq!(
+        p.b.peers().next().and_then(|i| i.endpoint),
+        Some("198.18.5.5:40000".parse().unwrap())
+    );
     // An unauthenticated datagram from elsewhere does not move the endpoint.
     let mut out = vec![0u8; 2048];
-    p.b.decapsulate("198.18.6.6:1".parse().unwrap(), &[4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &mut out, p.now);
-    assert_eq!(p.b.peers().next().and_then(|i| i.endpoint), Some("198.18.5.5:40000".parse().unwrap()));
+    p.b.decapsulate(
+        "198.18.6.6:1".parse().unwrap(),
+        &[
+            4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 0, 0,
+        ],
+        &mut out,
+        p.now,
+    );
+    assert_eq!(
+        p.b.peers().next().and_then(|i| i.endpoint),
+        Some("198.18.5.5:40000".parse().unwrap())
+    );
 }
 
 #[test]
 fn unanswered_initiation_is_retried_then_abandoned() {
     let mut p = Pair::new();
-    assert_eq!(p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100)).len(), 1);
+    assert_eq!(
+        p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100))
+            .len(),
+        1
+    );
     let mut out = vec![0u8; 2048];
     let mut initiations = 1;
     for _ in 0..(120 * 10) {
@@ -186,7 +237,10 @@ fn unanswered_initiation_is_retried_then_abandoned() {
         }
     }
     // One every REKEY_TIMEOUT (5 s) for REKEY_ATTEMPT_TIME (90 s), then stop.
-    assert!((17..=20).contains(&initiations), "{initiations} initiations");
+    assert!(
+        (17..=20).contains(&initiations),
+        "{initiations} initiations"
+    );
 }
 
 #[test]
@@ -195,7 +249,11 @@ fn under_load_initiations_need_a_cookie() {
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
     let mut b = Device::new(
-        DeviceConfig { private_key: kb.clone(), mtu: 1420, handshake_load_limit: 0 },
+        DeviceConfig {
+            private_key: kb.clone(),
+            mtu: 1420,
+            handshake_load_limit: 0,
+        },
         now,
         Duration::from_secs(1_700_000_000),
     );
@@ -207,14 +265,24 @@ fn under_load_initiations_need_a_cookie() {
         persistent_keepalive: None,
     });
     let mut out = vec![0u8; 2048];
-    let Action::Send { len, .. } = a.encapsulate(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64), &mut out, now) else {
+    let Action::Send { len, .. } = a.encapsulate(
+        &ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64),
+        &mut out,
+        now,
+    ) else {
         panic!("initiation")
     };
     let init = out[..len].to_vec();
-    let Action::Send { len, .. } = b.decapsulate(A_EP.parse().unwrap(), &init, &mut out, now) else { panic!("cookie") };
+    let Action::Send { len, .. } = b.decapsulate(A_EP.parse().unwrap(), &init, &mut out, now)
+    else {
+        panic!("cookie")
+    };
     assert_eq!(len, 64, "a cookie reply, no handshake work");
     let reply = out[..len].to_vec();
-    assert_eq!(a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now), Action::None);
+    assert_eq!(
+        a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now),
+        Action::None
+    );
     // The retry carries mac2 and is answered with a response.
     let later = now + Duration::from_secs(6);
     a.handle_timeout(later);

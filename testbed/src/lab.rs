@@ -39,7 +39,9 @@ fn base36(mut v: u64) -> String {
 /// if it is still running after `timeout`.
 pub(crate) fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Output> {
     let desc = format!("{cmd:?}");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("spawn {desc}"))?;
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
@@ -81,7 +83,11 @@ pub(crate) fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Result<Ou
             String::from_utf8_lossy(&stderr)
         );
     }
-    Ok(Output { status, stdout, stderr })
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 /// Runs a command in the root namespace (only `ip netns ...`-style lab
@@ -92,7 +98,11 @@ pub(crate) fn host_output(args: &[&str]) -> Result<String> {
     cmd.args(rest);
     let out = run_with_timeout(cmd, Duration::from_secs(30))?;
     if !out.status.success() {
-        bail!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -191,7 +201,10 @@ impl Lab {
                 dir: Some(dir),
                 dir_path,
                 switch_ns: switch_ns.clone(),
-                state: Mutex::new(State { next_host: 1, ..State::default() }),
+                state: Mutex::new(State {
+                    next_host: 1,
+                    ..State::default()
+                }),
             }),
         };
         lab.add_ns(&switch_ns)?;
@@ -272,7 +285,12 @@ impl Lab {
     /// Adds a node on the lab switch with the given underlay address (/24;
     /// must be in 198.18.0.0/15).
     pub fn add_node_with_addr(&self, name: &str, addr: Ipv4Addr) -> Result<Node> {
-        if name.is_empty() || name.len() > 8 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if name.is_empty()
+            || name.len() > 8
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             bail!("node name {name:?}: 1-8 chars [a-z0-9]");
         }
         check_underlay(addr)?;
@@ -284,13 +302,33 @@ impl Lab {
         let sw = self.inner.switch_ns.clone();
         let port = format!("v-{name}");
         // Both ends are created inside lab namespaces: nothing touches the root one.
-        self.ip(&sw, &["link", "add", &port, "type", "veth", "peer", "name", UNDERLAY_IF, "netns", &ns])?;
+        self.ip(
+            &sw,
+            &[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                UNDERLAY_IF,
+                "netns",
+                &ns,
+            ],
+        )?;
         self.ip(&sw, &["link", "set", &port, "master", BRIDGE, "up"])?;
         self.ip(&ns, &["link", "set", UNDERLAY_IF, "up"])?;
         let cidr = format!("{addr}/24");
         self.ip(&ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
-        self.inner.state().addrs.push((name.to_string(), vec![addr]));
-        Ok(Node { name: name.to_string(), ns })
+        self.inner
+            .state()
+            .addrs
+            .push((name.to_string(), vec![addr]));
+        Ok(Node {
+            name: name.to_string(),
+            ns,
+        })
     }
 
     /// The node's current underlay addresses (first = primary).
@@ -306,21 +344,24 @@ impl Lab {
 
     /// The node's primary underlay address.
     pub fn addr(&self, node: &Node) -> Ipv4Addr {
-        self.addrs(node).first().copied().unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.addrs(node)
+            .first()
+            .copied()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
     /// Roaming: replaces all of the node's underlay addresses by `new` (/24).
     pub fn set_addr(&self, node: &Node, new: Ipv4Addr) -> Result<()> {
         check_underlay(new)?;
         let old = self.addrs(node);
+        // Delete first: removing a subnet's primary address would also
+        // remove a secondary one added before it.
+        for a in &old {
+            let c = format!("{a}/24");
+            self.ip(&node.ns, &["addr", "del", &c, "dev", UNDERLAY_IF])?;
+        }
         let cidr = format!("{new}/24");
         self.ip(&node.ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
-        for a in &old {
-            if *a != new {
-                let c = format!("{a}/24");
-                self.ip(&node.ns, &["addr", "del", &c, "dev", UNDERLAY_IF])?;
-            }
-        }
         let mut st = self.inner.state();
         if let Some((_, v)) = st.addrs.iter_mut().find(|(n, _)| *n == node.name) {
             *v = vec![new];
@@ -330,7 +371,10 @@ impl Lab {
 
     /// Takes the node's underlay link down or up (partition / heal).
     pub fn set_link(&self, node: &Node, up: bool) -> Result<()> {
-        self.ip(&node.ns, &["link", "set", UNDERLAY_IF, if up { "up" } else { "down" }])
+        self.ip(
+            &node.ns,
+            &["link", "set", UNDERLAY_IF, if up { "up" } else { "down" }],
+        )
     }
 
     fn ns_command<S: AsRef<OsStr>>(ns: &str, args: &[S]) -> Result<Command> {
@@ -351,7 +395,12 @@ impl Lab {
     }
 
     /// [`Lab::exec`] with an explicit timeout.
-    pub fn exec_timeout<S: AsRef<OsStr>>(&self, node: &Node, args: &[S], timeout: Duration) -> Result<Output> {
+    pub fn exec_timeout<S: AsRef<OsStr>>(
+        &self,
+        node: &Node,
+        args: &[S],
+        timeout: Duration,
+    ) -> Result<Output> {
         run_with_timeout(Self::ns_command(&node.ns, args)?, timeout)
     }
 
@@ -360,7 +409,10 @@ impl Lab {
     pub fn run<S: AsRef<OsStr>>(&self, node: &Node, args: &[S]) -> Result<String> {
         let out = self.exec(node, args)?;
         if !out.status.success() {
-            let argv: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect();
+            let argv: Vec<_> = args
+                .iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect();
             bail!(
                 "in {}: `{}` failed ({}): {}{}",
                 node.name,
@@ -375,7 +427,9 @@ impl Lab {
 
     /// True if the command exits 0 inside the node.
     pub fn ok<S: AsRef<OsStr>>(&self, node: &Node, args: &[S]) -> bool {
-        self.exec(node, args).map(|o| o.status.success()).unwrap_or(false)
+        self.exec(node, args)
+            .map(|o| o.status.success())
+            .unwrap_or(false)
     }
 
     /// One `ping -c1 -W1` from `node` to `dst`; true on reply.
@@ -427,13 +481,22 @@ impl Lab {
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGTERM as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("spawn {label} in {}", node.name))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {label} in {}", node.name))?;
         Ok(Proc {
             child: Some(child),
             label: label.to_string(),
@@ -472,7 +535,10 @@ impl Lab {
         }
         let names: Vec<&str> = lines[0].split_whitespace().collect();
         let vals: Vec<&str> = lines[1].split_whitespace().collect();
-        let i = names.iter().position(|n| *n == field).with_context(|| format!("no Udp field {field}"))?;
+        let i = names
+            .iter()
+            .position(|n| *n == field)
+            .with_context(|| format!("no Udp field {field}"))?;
         Ok(vals.get(i).context("short Udp line")?.parse()?)
     }
 }
@@ -512,7 +578,9 @@ impl Proc {
 
     /// Contents of the log so far.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 
     /// Last `n` lines of the log.
@@ -532,7 +600,9 @@ impl Proc {
 
     /// Exit status if it has exited (reaps it).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits up to `timeout` for the process to exit on its own.
@@ -547,7 +617,9 @@ impl Proc {
 
     /// Sends a signal (only while the child is unreaped, so the PID is ours).
     pub fn signal(&mut self, sig: libc::c_int) -> Result<()> {
-        let Some(c) = self.child.as_mut() else { bail!("{} already stopped", self.label) };
+        let Some(c) = self.child.as_mut() else {
+            bail!("{} already stopped", self.label)
+        };
         if c.try_wait()?.is_some() {
             bail!("{} already exited", self.label);
         }
@@ -560,7 +632,9 @@ impl Proc {
 
     /// SIGTERM, wait up to 5 s, then SIGKILL; returns the exit status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
-        let Some(mut c) = self.child.take() else { bail!("{} already stopped", self.label) };
+        let Some(mut c) = self.child.take() else {
+            bail!("{} already stopped", self.label)
+        };
         if let Some(st) = c.try_wait()? {
             return Ok(st);
         }
@@ -573,14 +647,21 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!("testbed: {} (pid {}) ignored SIGTERM for {:?}, SIGKILL", self.label, c.id(), STOP_GRACE);
+        eprintln!(
+            "testbed: {} (pid {}) ignored SIGTERM for {:?}, SIGKILL",
+            self.label,
+            c.id(),
+            STOP_GRACE
+        );
         let _ = c.kill();
         Ok(c.wait()?)
     }
 
     /// SIGKILL at once (a crash) and reap.
     pub fn kill_hard(&mut self) -> Result<ExitStatus> {
-        let Some(mut c) = self.child.take() else { bail!("{} already stopped", self.label) };
+        let Some(mut c) = self.child.take() else {
+            bail!("{} already stopped", self.label)
+        };
         let _ = c.kill();
         Ok(c.wait()?)
     }
@@ -603,7 +684,11 @@ impl Drop for Proc {
             }
         }
         if std::thread::panicking() {
-            eprintln!("---- testbed: last lines of {} ({}) ----", self.label, self.log.display());
+            eprintln!(
+                "---- testbed: last lines of {} ({}) ----",
+                self.label,
+                self.log.display()
+            );
             eprintln!("{}", self.log_tail(40));
             eprintln!("---- end of {} ----", self.label);
         }

@@ -43,7 +43,9 @@ pub fn skip_unless_root(test: &str) -> bool {
     }
     eprintln!();
     eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!("!!! SKIPPED {test}: needs root (network namespaces, TUN). Run: sudo scripts/test.sh");
+    eprintln!(
+        "!!! SKIPPED {test}: needs root (network namespaces, TUN). Run: sudo scripts/test.sh"
+    );
     eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
     eprintln!();
     true
@@ -51,7 +53,11 @@ pub fn skip_unless_root(test: &str) -> bool {
 
 /// Polls `f` every `interval` until it returns true or `timeout` elapses.
 /// Returns whether it succeeded. Always bounded.
-pub fn wait_until_every(timeout: Duration, interval: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn wait_until_every(
+    timeout: Duration,
+    interval: Duration,
+    mut f: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if f() {
@@ -94,7 +100,9 @@ pub fn find_program(name: &str, env_var: &str) -> Option<PathBuf> {
             }
         }
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     let c = home.join(".cargo/bin").join(name);
     c.is_file().then_some(c)
 }
@@ -133,4 +141,10 @@ pub fn sweep_stale() -> Vec<String> {
         }
     }
     deleted
+}
+
+/// SIGINT (so tests need no libc dependency of their own to stop a `ping`
+/// gracefully with [`Proc::signal`]).
+pub fn libc_sigint() -> i32 {
+    libc::SIGINT
 }

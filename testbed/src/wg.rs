@@ -82,7 +82,11 @@ impl KeyPair {
             Duration::from_secs(10),
         )?;
         if !out.status.success() {
-            bail!("{} genkey: {}", prog.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{} genkey: {}",
+                prog.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let private = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let public = pubkey_with(prog, &private)?;
@@ -122,7 +126,11 @@ pub fn pubkey_with(prog: &Path, private: &str) -> Result<String> {
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("{} pubkey: {}", prog.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} pubkey: {}",
+            prog.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -211,7 +219,11 @@ fn parse_v4_cidr(c: &str) -> Option<(u32, u8)> {
 }
 
 fn covers(net: (u32, u8), inner: (u32, u8)) -> bool {
-    let mask = if net.1 == 0 { 0 } else { u32::MAX << (32 - net.1) };
+    let mask = if net.1 == 0 {
+        0
+    } else {
+        u32::MAX << (32 - net.1)
+    };
     inner.1 >= net.1 && (inner.0 & mask) == (net.0 & mask)
 }
 
@@ -233,7 +245,13 @@ pub struct Tunnel {
 
 /// Starts `kind` in `node` with interface `ifname` (use [`Lab::ifname`]) and
 /// configuration `conf`; returns once the interface is up with its address.
-pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf) -> Result<Tunnel> {
+pub fn start(
+    lab: &Lab,
+    node: &Node,
+    kind: &Kind,
+    ifname: &str,
+    conf: &IfaceConf,
+) -> Result<Tunnel> {
     let label = format!("{}-{}", kind.name(), node.name);
     let api_socket = lab.dir().join(format!("{ifname}.sock"));
     let mut proc = match kind {
@@ -247,7 +265,16 @@ pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf
                 node,
                 &label,
                 &[("RUST_LOG", &rust_log)],
-                &[&bin, "agent", "--wg-config", &cfg, "--iface", ifname, "--api-socket", &sock],
+                &[
+                    &bin,
+                    "agent",
+                    "--wg-config",
+                    &cfg,
+                    "--iface",
+                    ifname,
+                    "--api-socket",
+                    &sock,
+                ],
             )?
         }
         Kind::WireguardGo(bin) | Kind::Boringtun(bin) => {
@@ -265,13 +292,34 @@ pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf
                     &[&bin, "-f", ifname],
                 )?
             } else {
-                let btlog = lab.dir().join(format!("{label}.boringtun.out")).to_string_lossy().into_owned();
-                lab.spawn(node, &label, &[&bin, "-f", "--disable-drop-privileges", "-v", "info", "-l", &btlog, ifname])?
+                let btlog = lab
+                    .dir()
+                    .join(format!("{label}.boringtun.out"))
+                    .to_string_lossy()
+                    .into_owned();
+                lab.spawn(
+                    node,
+                    &label,
+                    &[
+                        &bin,
+                        "-f",
+                        "--disable-drop-privileges",
+                        "-v",
+                        "info",
+                        "-l",
+                        &btlog,
+                        ifname,
+                    ],
+                )?
             };
             let mut p = p;
             let ok = crate::wait_until(START_TIMEOUT, || uapi.exists() || !p.is_alive());
             if !ok || !uapi.exists() {
-                bail!("{label} did not create {} : {}", uapi.display(), p.log_tail(20));
+                bail!(
+                    "{label} did not create {} : {}",
+                    uapi.display(),
+                    p.log_tail(20)
+                );
             }
             let cfg = lab.write_file(&format!("{ifname}.setconf"), conf.wg_setconf())?;
             let cfg = cfg.to_string_lossy().into_owned();
@@ -280,11 +328,20 @@ pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf
                 lab.run(node, &["ip", "addr", "add", a, "dev", ifname])?;
             }
             let mtu = conf.mtu.unwrap_or(1420).to_string();
-            lab.run(node, &["ip", "link", "set", "dev", ifname, "mtu", &mtu, "up"])?;
-            let nets: Vec<_> = conf.addresses.iter().filter_map(|a| parse_v4_cidr(a)).collect();
+            lab.run(
+                node,
+                &["ip", "link", "set", "dev", ifname, "mtu", &mtu, "up"],
+            )?;
+            let nets: Vec<_> = conf
+                .addresses
+                .iter()
+                .filter_map(|a| parse_v4_cidr(a))
+                .collect();
             for peer in &conf.peers {
                 for aip in &peer.allowed_ips {
-                    let Some(c) = parse_v4_cidr(aip) else { continue };
+                    let Some(c) = parse_v4_cidr(aip) else {
+                        continue;
+                    };
                     if !nets.iter().any(|n| covers(*n, c)) {
                         lab.run(node, &["ip", "route", "add", aip, "dev", ifname])?;
                     }
@@ -300,15 +357,23 @@ pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf
         if !proc.is_alive() {
             return true;
         }
-        let Ok(out) = lab.exec(node, &["ip", "-o", "addr", "show", "dev", ifname]) else { return false };
+        let Ok(out) = lab.exec(node, &["ip", "-o", "addr", "show", "dev", ifname]) else {
+            return false;
+        };
         last = String::from_utf8_lossy(&out.stdout).into_owned();
         let link = lab.exec(node, &["ip", "-o", "link", "show", "dev", ifname]);
-        let is_up = link.map(|o| String::from_utf8_lossy(&o.stdout).contains(",UP")).unwrap_or(false);
+        let is_up = link
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(",UP"))
+            .unwrap_or(false);
         let sock_ok = !kind.is_cladnet() || api_socket.exists();
         is_up && sock_ok && want.iter().all(|a| last.contains(&format!("inet {a}")))
     });
     if let Some(st) = proc.try_status() {
-        bail!("{label} exited ({}) during start:\n{}", describe_status(&st), proc.log_tail(30));
+        bail!(
+            "{label} exited ({}) during start:\n{}",
+            describe_status(&st),
+            proc.log_tail(30)
+        );
     }
     if !up {
         bail!(
@@ -316,7 +381,14 @@ pub fn start(lab: &Lab, node: &Node, kind: &Kind, ifname: &str, conf: &IfaceConf
             proc.log_tail(30)
         );
     }
-    Ok(Tunnel { kind: kind.clone(), node: node.clone(), ifname: ifname.to_string(), conf: conf.clone(), api_socket, proc })
+    Ok(Tunnel {
+        kind: kind.clone(),
+        node: node.clone(),
+        ifname: ifname.to_string(),
+        conf: conf.clone(),
+        api_socket,
+        proc,
+    })
 }
 
 impl Tunnel {
@@ -333,7 +405,8 @@ impl Tunnel {
                 let bin = bin.to_string_lossy().into_owned();
                 let sock = self.api_socket.to_string_lossy().into_owned();
                 let out = lab.run(&self.node, &[&bin, "show", "--api-socket", &sock, "--json"])?;
-                serde_json::from_str(&out).with_context(|| format!("cladnet show --json printed non-JSON: {out}"))
+                serde_json::from_str(&out)
+                    .with_context(|| format!("cladnet show --json printed non-JSON: {out}"))
             }
             _ => {
                 let out = lab.run(&self.node, &["wg", "show", &self.ifname, "dump"])?;
@@ -344,7 +417,10 @@ impl Tunnel {
 
     /// The peer entry with public key `pk` in a `show` value.
     pub fn peer<'a>(show: &'a Value, pk: &str) -> Option<&'a Value> {
-        show.get("peers")?.as_array()?.iter().find(|p| p.get("public_key").and_then(Value::as_str) == Some(pk))
+        show.get("peers")?
+            .as_array()?
+            .iter()
+            .find(|p| p.get("public_key").and_then(Value::as_str) == Some(pk))
     }
 
     /// Overlay IPv4 address (first of `conf.addresses`, without prefix).
@@ -365,7 +441,10 @@ pub fn wg_dump_to_json(ifname: &str, dump: &str) -> Result<Value> {
     if first.len() < 3 {
         bail!("bad wg dump header: {first:?}");
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let mut peers = Vec::new();
     for l in lines {
         let f: Vec<&str> = l.split('\t').collect();
@@ -416,10 +495,25 @@ pub fn full_mesh(keys: &[KeyPair], underlay: &[Ipv4Addr], port: u16) -> Vec<Ifac
 /// Runs an iperf3 client in `client` against `server_ip` (a server must be
 /// listening there on port 5201) for `secs`; `reverse` = server sends.
 /// Returns the receiver-side bits per second.
-pub fn iperf3(lab: &Lab, client: &Node, server_ip: Ipv4Addr, secs: u32, reverse: bool) -> Result<f64> {
+pub fn iperf3(
+    lab: &Lab,
+    client: &Node,
+    server_ip: Ipv4Addr,
+    secs: u32,
+    reverse: bool,
+) -> Result<f64> {
     let s = server_ip.to_string();
     let t = secs.to_string();
-    let mut args = vec!["iperf3", "-c", &s, "-t", &t, "-J", "--connect-timeout", "5000"];
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        &s,
+        "-t",
+        &t,
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ];
     if reverse {
         args.push("-R");
     }
@@ -437,7 +531,11 @@ pub fn iperf3(lab: &Lab, client: &Node, server_ip: Ipv4Addr, secs: u32, reverse:
 /// Starts `iperf3 -s` in `node` bound to `bind` and waits until it listens.
 pub fn iperf3_server(lab: &Lab, node: &Node, bind: Ipv4Addr) -> Result<Proc> {
     let b = bind.to_string();
-    let mut p = lab.spawn(node, &format!("iperf3-s-{}", node.name), &["iperf3", "-s", "-B", &b])?;
+    let mut p = lab.spawn(
+        node,
+        &format!("iperf3-s-{}", node.name),
+        &["iperf3", "-s", "-B", &b],
+    )?;
     let ok = crate::wait_until(Duration::from_secs(10), || {
         lab.exec(node, &["ss", "-Hltn", "sport = :5201"])
             .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())

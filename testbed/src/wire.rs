@@ -32,7 +32,8 @@ pub fn decode_key(b64: &str) -> Result<[u8; 32]> {
     let v = base64::engine::general_purpose::STANDARD
         .decode(b64.trim())
         .with_context(|| format!("bad base64 key {b64:?}"))?;
-    v.try_into().map_err(|_| anyhow::anyhow!("key is not 32 bytes"))
+    v.try_into()
+        .map_err(|_| anyhow::anyhow!("key is not 32 bytes"))
 }
 
 /// Encodes a key as base64.
@@ -90,13 +91,16 @@ fn aead_seal(key: &[u8; 32], plain: &[u8], ad: &[u8]) -> Vec<u8> {
     let c = ChaCha20Poly1305::new(key.into());
     let mut buf = plain.to_vec();
     let nonce = [0u8; 12];
-    c.encrypt_in_place(&nonce.into(), ad, &mut buf).expect("chacha20poly1305 seal cannot fail for small input");
+    c.encrypt_in_place(&nonce.into(), ad, &mut buf)
+        .expect("chacha20poly1305 seal cannot fail for small input");
     buf
 }
 
 /// TAI64N of now (what WireGuard puts in an initiation).
 pub fn tai64n_now() -> [u8; 12] {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let mut t = [0u8; 12];
     t[..8].copy_from_slice(&(0x4000_0000_0000_000a_u64 + d.as_secs()).to_be_bytes());
     t[8..].copy_from_slice(&d.subsec_nanos().to_be_bytes());
@@ -118,7 +122,11 @@ pub struct Initiator {
 impl Initiator {
     /// Initiator with static key `static_private`, ephemeral `eph_private`,
     /// towards `responder_public`.
-    pub fn new(static_private: [u8; 32], eph_private: [u8; 32], responder_public: [u8; 32]) -> Initiator {
+    pub fn new(
+        static_private: [u8; 32],
+        eph_private: [u8; 32],
+        responder_public: [u8; 32],
+    ) -> Initiator {
         let s = x25519_dalek::StaticSecret::from(static_private);
         let e = x25519_dalek::StaticSecret::from(eph_private);
         let rp = x25519_dalek::PublicKey::from(responder_public);
@@ -167,11 +175,17 @@ pub struct Rng(u64);
 impl Rng {
     /// Seeded from `seed` (0 is replaced by a constant).
     pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
     }
     /// Seeded from the clock and pid.
     pub fn from_time() -> Rng {
-        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Rng::new(d.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32))
     }
     /// Next 64 random bits.
@@ -238,7 +252,9 @@ pub fn hostile_set(
     counts: &[(Hostile, usize)],
 ) -> Result<Vec<(Hostile, Vec<u8>)>> {
     // A few unknown identities; each reuses its DH results (cheap to build).
-    let initiators: Vec<Initiator> = (0..4).map(|_| Initiator::new(rng.key(), rng.key(), agent_public)).collect();
+    let initiators: Vec<Initiator> = (0..4)
+        .map(|_| Initiator::new(rng.key(), rng.key(), agent_public))
+        .collect();
     let mut out = Vec::new();
     for &(kind, n) in counts {
         for i in 0..n {
@@ -248,7 +264,8 @@ pub fn hostile_set(
                     rng.bytes(len)
                 }
                 Hostile::TruncatedInit => {
-                    let full = initiators[i % initiators.len()].initiation(rng.next_u64() as u32, tai64n_now());
+                    let full = initiators[i % initiators.len()]
+                        .initiation(rng.next_u64() as u32, tai64n_now());
                     full[..rng.range(1, INIT_LEN - 1)].to_vec()
                 }
                 Hostile::RandomInit => typed(rng, 1, INIT_LEN),
@@ -264,9 +281,9 @@ pub fn hostile_set(
                     }
                     captured[i % captured.len()].clone()
                 }
-                Hostile::UnknownKeyInit => {
-                    initiators[i % initiators.len()].initiation(rng.next_u64() as u32, tai64n_now()).to_vec()
-                }
+                Hostile::UnknownKeyInit => initiators[i % initiators.len()]
+                    .initiation(rng.next_u64() as u32, tai64n_now())
+                    .to_vec(),
             };
             out.push((kind, d));
         }
@@ -329,11 +346,22 @@ pub fn capture_udp(
     lab.in_netns(node, || capture_here(dst_ip, dst_port, max, timeout))?
 }
 
-fn capture_here(dst_ip: Ipv4Addr, dst_port: u16, max: usize, timeout: Duration) -> Result<Vec<Vec<u8>>> {
+fn capture_here(
+    dst_ip: Ipv4Addr,
+    dst_port: u16,
+    max: usize,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let proto = (libc::ETH_P_IP as u16).to_be();
     // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, i32::from(proto)) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            i32::from(proto),
+        )
+    };
     if fd < 0 {
         bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
     }
@@ -361,7 +389,10 @@ fn capture_here(dst_ip: Ipv4Addr, dst_port: u16, max: usize, timeout: Duration) 
     if rc != 0 {
         bail!("bind AF_PACKET: {}", std::io::Error::last_os_error());
     }
-    let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
     // SAFETY: valid timeval for SO_RCVTIMEO.
     unsafe {
         libc::setsockopt(
@@ -377,7 +408,14 @@ fn capture_here(dst_ip: Ipv4Addr, dst_port: u16, max: usize, timeout: Duration) 
     let mut buf = vec![0u8; 65536];
     while out.len() < max && Instant::now() < deadline {
         // SAFETY: buf is valid for buf.len() bytes.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+        let n = unsafe {
+            libc::recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+                0,
+            )
+        };
         if n <= 0 {
             continue; // timeout (EAGAIN) or EINTR: loop is bounded by the deadline
         }
@@ -387,11 +425,16 @@ fn capture_here(dst_ip: Ipv4Addr, dst_port: u16, max: usize, timeout: Duration) 
         }
         let ihl = usize::from(p[0] & 0xf) * 4;
         let tot = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        if tot != p.len() || p.len() < ihl + 8 || Ipv4Addr::new(p[16], p[17], p[18], p[19]) != dst_ip {
+        if tot != p.len()
+            || p.len() < ihl + 8
+            || Ipv4Addr::new(p[16], p[17], p[18], p[19]) != dst_ip
+        {
             continue; // not for us, or a GSO super-packet: skip
         }
         let u = &p[ihl..];
-        if u16::from_be_bytes([u[2], u[3]]) != dst_port || usize::from(u16::from_be_bytes([u[4], u[5]])) != u.len() {
+        if u16::from_be_bytes([u[2], u[3]]) != dst_port
+            || usize::from(u16::from_be_bytes([u[4], u[5]])) != u.len()
+        {
             continue;
         }
         out.push(u[8..].to_vec());
@@ -431,10 +474,16 @@ mod tests {
             &mut rng,
             public_key(&[9u8; 32]),
             &[vec![4, 0, 0, 0]],
-            &[(Hostile::Garbage, 10), (Hostile::TruncatedInit, 5), (Hostile::Replay, 3)],
+            &[
+                (Hostile::Garbage, 10),
+                (Hostile::TruncatedInit, 5),
+                (Hostile::Replay, 3),
+            ],
         )?;
         assert_eq!(set.len(), 18);
-        assert!(set.iter().all(|(k, d)| *k != Hostile::TruncatedInit || (d.len() < INIT_LEN && d[0] == 1)));
+        assert!(set
+            .iter()
+            .all(|(k, d)| *k != Hostile::TruncatedInit || (d.len() < INIT_LEN && d[0] == 1)));
         Ok(())
     }
 }

@@ -16,25 +16,43 @@ fn two_namespaces_ping_over_underlay() -> Result<()> {
     let a = lab.add_node("a")?;
     let b = lab.add_node("b")?;
     let (aa, ba) = (lab.addr(&a), lab.addr(&b));
-    ensure!(lab.wait_ping(&a, ba, Duration::from_secs(5)), "a cannot ping b ({ba})");
+    ensure!(
+        lab.wait_ping(&a, ba, Duration::from_secs(5)),
+        "a cannot ping b ({ba})"
+    );
     ensure!(lab.ping1(&b, aa), "b cannot ping a ({aa})");
     // roaming helper: b moves to a new address, old one is gone
     let nb = "198.18.0.200".parse()?;
     lab.set_addr(&b, nb)?;
-    ensure!(lab.wait_ping(&a, nb, Duration::from_secs(5)), "a cannot ping b's new address");
+    ensure!(
+        lab.wait_ping(&a, nb, Duration::from_secs(5)),
+        "a cannot ping b's new address"
+    );
     ensure!(!lab.ping1(&a, ba), "old address still answers");
     // the namespaces exist while the lab lives and are gone after
     let names = [a.ns.clone(), b.ns.clone()];
-    let listed = std::fs::read_dir("/run/netns")?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect::<Vec<_>>();
-    ensure!(names.iter().all(|n| listed.contains(n)), "namespaces not listed");
+    let listed = std::fs::read_dir("/run/netns")?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    ensure!(
+        names.iter().all(|n| listed.contains(n)),
+        "namespaces not listed"
+    );
     let mut p = lab.spawn(&a, "sleeper", &["sleep", "30"])?;
     ensure!(p.is_alive(), "sleep not running");
     let pid = p.pid();
     drop(p);
-    ensure!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "sleeper not reaped");
+    ensure!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "sleeper not reaped"
+    );
     drop(lab);
     for n in names {
-        ensure!(!std::path::Path::new(&format!("/run/netns/{n}")).exists(), "{n} left behind");
+        ensure!(
+            !std::path::Path::new(&format!("/run/netns/{n}")).exists(),
+            "{n} left behind"
+        );
     }
     Ok(())
 }
@@ -78,8 +96,14 @@ fn crafted_initiation_is_answered_by_wireguard_go() -> Result<()> {
         let (n, _) = s.recv_from(&mut buf)?;
         Ok(buf[..n].to_vec())
     })??;
-    ensure!(reply.len() == wire::RESPONSE_LEN && reply[0] == 2, "expected a handshake response, got {reply:?}");
-    ensure!(reply[8..12] == 0xdead_beef_u32.to_le_bytes(), "response not addressed to our sender index");
+    ensure!(
+        reply.len() == wire::RESPONSE_LEN && reply[0] == 2,
+        "expected a handshake response, got {reply:?}"
+    );
+    ensure!(
+        reply[8..12] == 0xdead_beef_u32.to_le_bytes(),
+        "response not addressed to our sender index"
+    );
     Ok(())
 }
 
@@ -96,13 +120,20 @@ fn wireguard_go_pair_over_lab() -> Result<()> {
     let lab = Lab::new()?;
     let a = lab.add_node("a")?;
     let b = lab.add_node("b")?;
-    let keys = [wg::KeyPair::generate_for(&wgo)?, wg::KeyPair::generate_for(&wgo)?];
+    let keys = [
+        wg::KeyPair::generate_for(&wgo)?,
+        wg::KeyPair::generate_for(&wgo)?,
+    ];
     let confs = wg::full_mesh(&keys, &[lab.addr(&a), lab.addr(&b)], 51820);
     let ta = wg::start(&lab, &a, &wgo, &lab.ifname("a"), &confs[0])?;
     let tb = wg::start(&lab, &b, &wgo, &lab.ifname("b"), &confs[1])?;
-    ensure!(lab.wait_ping(&a, tb.overlay(), Duration::from_secs(10)), "overlay ping failed");
+    ensure!(
+        lab.wait_ping(&a, tb.overlay(), Duration::from_secs(10)),
+        "overlay ping failed"
+    );
     let s = ta.show(&lab)?;
-    let p = wg::Tunnel::peer(&s, &keys[1].public).ok_or_else(|| anyhow::anyhow!("peer missing: {s}"))?;
+    let p = wg::Tunnel::peer(&s, &keys[1].public)
+        .ok_or_else(|| anyhow::anyhow!("peer missing: {s}"))?;
     ensure!(!p["last_handshake_ms"].is_null(), "no handshake: {s}");
     Ok(())
 }

@@ -1,0 +1,161 @@
+//! The local control socket: a root-only Unix socket on which the agent
+//! answers one-line requests with JSON (`show`), and the client side used by
+//! the CLI.
+
+use crate::daemon::Interface;
+use anyhow::{Context, Result};
+use netstack::{Device, DropReason};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 256;
+
+/// The `show` document: interface, peers and counters.
+pub fn status(device: &Device, iface: &Interface, now: Instant) -> Value {
+    let peers: Vec<Value> = device
+        .peers()
+        .map(|p| {
+            json!({
+                "public_key": p.public_key.to_base64(),
+                "endpoint": p.endpoint.map(|e| e.to_string()),
+                "allowed_ips": p.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                "rx_bytes": p.rx_bytes,
+                "tx_bytes": p.tx_bytes,
+                "handshakes": p.handshakes,
+                "last_handshake_ms": p.last_handshake.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                "persistent_keepalive_s": p.persistent_keepalive.map(|d| d.as_secs()),
+            })
+        })
+        .collect();
+    let c = device.counters();
+    let dropped: serde_json::Map<String, Value> = DropReason::ALL
+        .iter()
+        .map(|r| (r.label().to_string(), json!(c.dropped(*r))))
+        .collect();
+    json!({
+        "interface": iface.name,
+        "public_key": device.public_key().to_base64(),
+        "listen_port": iface.listen_port,
+        "mtu": iface.mtu,
+        "offload": iface.offload,
+        "peers": peers,
+        "counters": {
+            "rx_datagrams": c.rx_datagrams,
+            "tx_datagrams": c.tx_datagrams,
+            "initiations_sent": c.initiations_sent,
+            "cookie_replies": c.cookie_replies,
+            "dropped_total": c.dropped_total(),
+            "dropped": dropped,
+        },
+    })
+}
+
+/// Serves the control socket at `path` until the future is dropped.
+pub async fn serve(path: &Path, device: Arc<Mutex<Device>>, iface: Interface) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another agent already serves {}: stop it or pass another --api-socket",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {} to root", path.display()))?;
+    let iface = Arc::new(iface);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (device, iface) = (device.clone(), iface.clone());
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+            if reader.read_line(&mut line).await.is_err() {
+                return;
+            }
+            let reply = match line.trim() {
+                "show" => {
+                    let dev = device.lock().unwrap_or_else(|e| e.into_inner());
+                    status(&dev, &iface, Instant::now())
+                }
+                other => json!({"error": format!("unknown request {other:?}; known: show")}),
+            };
+            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Sends `request` to the agent at `socket` and returns its JSON answer.
+pub fn request(socket: &Path, request: &str) -> Result<Value> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+        format!(
+            "no agent answers on {} (is `cladnet agent` running, and are you root?)",
+            socket.display()
+        )
+    })?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
+        .context("cannot send the request to the agent")?;
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .context("the agent closed the connection")?;
+    let value: Value =
+        serde_json::from_str(&line).context("the agent sent an unreadable answer")?;
+    if let Some(e) = value.get("error").and_then(Value::as_str) {
+        anyhow::bail!("the agent refused the request: {e}");
+    }
+    Ok(value)
+}
+
+/// A human-readable rendering of the `show` document.
+pub fn render_table(s: &Value) -> String {
+    let mut out = format!(
+        "interface: {}\n  public key: {}\n  listening port: {}\n  mtu: {} (offload: {})\n",
+        s["interface"].as_str().unwrap_or("?"),
+        s["public_key"].as_str().unwrap_or("?"),
+        s["listen_port"],
+        s["mtu"],
+        s["offload"]
+    );
+    for p in s["peers"].as_array().into_iter().flatten() {
+        let hs = match p["last_handshake_ms"].as_u64() {
+            Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+            None => "never".into(),
+        };
+        out += &format!(
+            "\npeer: {}\n  endpoint: {}\n  allowed ips: {}\n  latest handshake: {hs}\n  transfer: {} B received, {} B sent\n",
+            p["public_key"].as_str().unwrap_or("?"),
+            p["endpoint"].as_str().unwrap_or("(none)"),
+            p["allowed_ips"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
+            p["rx_bytes"],
+            p["tx_bytes"],
+        );
+    }
+    let c = &s["counters"];
+    out += &format!(
+        "\ncounters: {} datagrams in, {} out, {} dropped\n",
+        c["rx_datagrams"], c["tx_datagrams"], c["dropped_total"]
+    );
+    if let Some(d) = c["dropped"].as_object() {
+        for (k, v) in d.iter().filter(|(_, v)| v.as_u64().unwrap_or(0) > 0) {
+            out += &format!("  dropped {k}: {v}\n");
+        }
+    }
+    out
+}

@@ -1,0 +1,145 @@
+//! The agent daemon in static (wg-quick file) mode: builds the device from
+//! the configuration, creates and configures the TUN interface, binds the
+//! UDP port, starts the data plane and the control socket, and runs until
+//! SIGINT or SIGTERM.
+
+use crate::wgconfig::WgConfig;
+use crate::{api, dataplane};
+use anyhow::{Context, Result};
+use drivers::netlink::Netlink;
+use drivers::tun::Tun;
+use drivers::udp::Udp;
+use netstack::{Device, DeviceConfig, PeerConfig, PrivateKey, PublicKey};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Default MTU of the overlay: 1500 minus IPv6 + UDP + WireGuard overhead.
+const DEFAULT_MTU: u16 = 1420;
+/// Handshake messages per second before cookies are demanded.
+const HANDSHAKE_LOAD_LIMIT: u32 = 200;
+
+/// Static facts about the running interface, for `show`.
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// Bound UDP port.
+    pub listen_port: u16,
+    /// Overlay MTU.
+    pub mtu: u16,
+    /// Whether the TUN device runs with TSO/GRO offloads.
+    pub offload: bool,
+}
+
+fn build_device(config: &WgConfig, mtu: u16) -> Device {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let mut device = Device::new(
+        DeviceConfig {
+            private_key: PrivateKey(config.interface.private_key),
+            mtu: usize::from(mtu),
+            handshake_load_limit: HANDSHAKE_LOAD_LIMIT,
+        },
+        Instant::now(),
+        wall,
+    );
+    for p in &config.peers {
+        device.upsert_peer(PeerConfig {
+            public_key: PublicKey(p.public_key),
+            preshared_key: p.preshared_key,
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed_ips.clone(),
+            persistent_keepalive: p
+                .persistent_keepalive
+                .map(|s| Duration::from_secs(u64::from(s))),
+        });
+    }
+    device
+}
+
+/// Runs the agent until a termination signal.
+pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
+    for key in &config.ignored_keys {
+        tracing::warn!("ignoring wg-quick key {key}: cladnet does not run scripts or change DNS/routing tables");
+    }
+    let mtu = config.interface.mtu.unwrap_or(DEFAULT_MTU);
+    let device = build_device(&config, mtu);
+    if config
+        .peers
+        .iter()
+        .any(|p| PublicKey(p.public_key) == device.public_key())
+    {
+        anyhow::bail!("a [Peer] has this node's own public key: remove that section");
+    }
+    let port = config.interface.listen_port.unwrap_or(0);
+    let udp = Udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
+    let listen_port = udp
+        .local_addr()
+        .context("cannot read the bound UDP port")?
+        .port();
+    let tun = Tun::create(iface, mtu)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(configure_interface(&tun, &config, mtu))?;
+    let info = Interface {
+        name: tun.name().to_string(),
+        listen_port,
+        mtu,
+        offload: tun.offload(),
+    };
+    tracing::info!(
+        iface = %info.name, port = listen_port, mtu, offload = info.offload,
+        public_key = %device.public_key(), peers = config.peers.len(), "cladnet agent up"
+    );
+    let device = Arc::new(Mutex::new(device));
+    let udp = Arc::new(udp);
+    dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
+    runtime.block_on(async {
+        let server = api::serve(socket, device.clone(), info);
+        tokio::select! {
+            r = server => r,
+            r = shutdown_signal() => r,
+        }
+    })?;
+    let _ = std::fs::remove_file(socket);
+    tracing::info!("cladnet agent stopped; interface {iface} removed");
+    drop(tun);
+    Ok(())
+}
+
+async fn configure_interface(tun: &Tun, config: &WgConfig, mtu: u16) -> Result<()> {
+    let nl = Netlink::connect(tun.name())?;
+    for a in &config.interface.addresses {
+        nl.add_address(tun.index(), a.addr, a.prefix).await?;
+    }
+    nl.set_up(tun.index(), u32::from(mtu)).await?;
+    let covered = |net: &netstack::IpNet| {
+        config
+            .interface
+            .addresses
+            .iter()
+            .any(|a| a.masked() == net.masked() && a.prefix == net.prefix)
+    };
+    for p in &config.peers {
+        for net in p.allowed_ips.iter().filter(|n| !covered(n)) {
+            nl.add_route(tun.index(), net.masked().addr, net.prefix)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot watch SIGINT")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("signal received, shutting down");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Shared helpers of the lab integration tests (each test builds its own lab).
+#![allow(dead_code)]
+
+use anyhow::{anyhow, Context, Result};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use testbed::serde_json::Value;
+use testbed::wg::{self, IfaceConf, KeyPair, Kind, Tunnel};
+use testbed::{Lab, Node};
+
+/// WireGuard port used by every node in these labs.
+pub const PORT: u16 = 51820;
+/// Bound on waiting for a first overlay ping (includes the handshake).
+pub const FIRST_PING: Duration = Duration::from_secs(10);
+
+/// The cladnet binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cladnet")
+}
+
+/// The implementation for "our" nodes (cladnet unless the dev-only
+/// CLADNET_TESTBED_STANDIN variable says otherwise).
+pub fn ours() -> Kind {
+    wg::ours(bin())
+}
+
+/// Overlay address of node index `i` in [`wg::full_mesh`] configs.
+pub fn ov(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(100, 64, 0, (i + 1) as u8)
+}
+
+/// A lab of `kinds.len()` nodes named a, b, c... in a full mesh, node i
+/// running `kinds[i]` with overlay 100.64.0.(i+1)/24.
+pub struct Mesh {
+    pub lab: Lab,
+    pub nodes: Vec<Node>,
+    pub keys: Vec<KeyPair>,
+    pub confs: Vec<IfaceConf>,
+    pub tunnels: Vec<Option<Tunnel>>,
+    pub kinds: Vec<Kind>,
+}
+
+const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
+
+impl Mesh {
+    /// Creates the lab and configs; starts nothing.
+    pub fn new(kinds: &[Kind]) -> Result<Mesh> {
+        let lab = Lab::new()?;
+        let nodes = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, _)| lab.add_node(NAMES[i]))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = kinds
+            .iter()
+            .map(KeyPair::generate_for)
+            .collect::<Result<Vec<_>>>()?;
+        let underlay: Vec<_> = nodes.iter().map(|n| lab.addr(n)).collect();
+        let confs = wg::full_mesh(&keys, &underlay, PORT);
+        Ok(Mesh {
+            lab,
+            nodes,
+            keys,
+            confs,
+            tunnels: kinds.iter().map(|_| None).collect(),
+            kinds: kinds.to_vec(),
+        })
+    }
+
+    /// Starts node i's daemon (interface name unique per start: `tag`).
+    pub fn start(&mut self, i: usize, tag: &str) -> Result<()> {
+        let ifname = self.lab.ifname(tag);
+        let t = wg::start(
+            &self.lab,
+            &self.nodes[i],
+            &self.kinds[i],
+            &ifname,
+            &self.confs[i],
+        )
+        .with_context(|| format!("starting {} on node {}", self.kinds[i].name(), NAMES[i]))?;
+        self.tunnels[i] = Some(t);
+        Ok(())
+    }
+
+    /// Starts every node (tags "a", "b", ...).
+    pub fn start_all(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            self.start(i, NAMES[i])?;
+        }
+        Ok(())
+    }
+
+    /// Running tunnel of node i.
+    pub fn t(&self, i: usize) -> Result<&Tunnel> {
+        self.tunnels[i]
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {} not running", NAMES[i]))
+    }
+
+    /// Stops node i; returns its exit status description and log tail.
+    pub fn stop(&mut self, i: usize) -> Result<std::process::ExitStatus> {
+        let t = self.tunnels[i]
+            .take()
+            .ok_or_else(|| anyhow!("node {} not running", NAMES[i]))?;
+        t.stop()
+    }
+
+    /// Node i's `show --json`.
+    pub fn show(&self, i: usize) -> Result<Value> {
+        self.t(i)?.show(&self.lab)
+    }
+
+    /// Node i's view of node j (its peer entry).
+    pub fn peer_view(&self, i: usize, j: usize) -> Result<Value> {
+        let s = self.show(i)?;
+        Tunnel::peer(&s, &self.keys[j].public)
+            .cloned()
+            .ok_or_else(|| anyhow!("node {i} has no peer {j}: {s}"))
+    }
+
+    /// Asserts node i's daemon is still running (with its log tail if not).
+    pub fn assert_alive(&mut self, i: usize) -> Result<()> {
+        let t = self.tunnels[i]
+            .as_mut()
+            .ok_or_else(|| anyhow!("node {} not running", NAMES[i]))?;
+        if let Some(st) = t.proc.try_status() {
+            anyhow::bail!(
+                "{} on {} died ({st}):\n{}",
+                t.kind.name(),
+                NAMES[i],
+                t.proc.log_tail(40)
+            );
+        }
+        Ok(())
+    }
+
+    /// Waits for a ping from node i to node j's overlay address.
+    pub fn ping(&self, i: usize, j: usize, timeout: Duration) -> Result<()> {
+        if self.lab.wait_ping(&self.nodes[i], ov(j), timeout) {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "no overlay ping {} -> {} ({}) within {timeout:?}",
+                NAMES[i],
+                NAMES[j],
+                ov(j)
+            ))
+        }
+    }
+}
+
+/// Integer field at a JSON pointer, with a readable error.
+pub fn u64_at(v: &Value, ptr: &str) -> Result<u64> {
+    v.pointer(ptr)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| anyhow!("no integer at {ptr} in {v}"))
+}

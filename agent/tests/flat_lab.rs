@@ -1,0 +1,171 @@
+//! Flat LAN lab: three cladnet nodes in a full mesh on one underlay switch.
+
+mod common;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+use std::time::Duration;
+use testbed::wire::Rng;
+use testbed::{skip_unless_root, wg};
+
+#[test]
+fn flat_lab() -> Result<()> {
+    if skip_unless_root("flat_lab") {
+        return Ok(());
+    }
+    let k = ours();
+    let mut m = Mesh::new(&[k.clone(), k.clone(), k])?;
+    m.start_all()?;
+
+    // Every ordered pair answers over the overlay.
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                m.ping(i, j, FIRST_PING)?;
+            }
+        }
+    }
+
+    // 1 MiB of random bytes over HTTP, a -> c.
+    let blob = Rng::from_time().bytes(1 << 20);
+    let src = m.lab.write_file("www/blob.bin", &blob)?;
+    let www = src
+        .parent()
+        .context("www dir")?
+        .to_string_lossy()
+        .into_owned();
+    let dst = m
+        .lab
+        .dir()
+        .join("fetched.bin")
+        .to_string_lossy()
+        .into_owned();
+    let a_ov = ov(0).to_string();
+    let _http = m.lab.spawn(
+        &m.nodes[0],
+        "http-a",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            &a_ov,
+            "--directory",
+            &www,
+        ],
+    )?;
+    let listening = testbed::wait_until(Duration::from_secs(10), || {
+        m.lab
+            .exec(&m.nodes[0], &["ss", "-Hltn", "sport = :8000"])
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    });
+    ensure!(listening, "python3 http.server did not listen");
+    let url = format!("http://{a_ov}:8000/blob.bin");
+    m.lab.run(
+        &m.nodes[2],
+        &[
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "30",
+            "-o",
+            &dst,
+            &url,
+        ],
+    )?;
+    let sums = m
+        .lab
+        .run(&m.nodes[2], &["sha256sum", &src.to_string_lossy(), &dst])?;
+    let hashes: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    ensure!(
+        hashes.len() == 2 && hashes[0] == hashes[1],
+        "sha256 mismatch after transfer:\n{sums}"
+    );
+    ensure!(std::fs::read(&dst)? == blob, "fetched file differs");
+
+    // iperf3 TCP both directions between a and b.
+    let _srv = wg::iperf3_server(&m.lab, &m.nodes[1], ov(1))?;
+    let up = wg::iperf3(&m.lab, &m.nodes[0], ov(1), 3, false)?;
+    let down = wg::iperf3(&m.lab, &m.nodes[0], ov(1), 3, true)?;
+    eprintln!(
+        "flat_lab: iperf3 a->b {:.1} Mbit/s, b->a {:.1} Mbit/s",
+        up / 1e6,
+        down / 1e6
+    );
+    ensure!(
+        up > 0.0 && down > 0.0,
+        "iperf3 throughput zero: {up} / {down}"
+    );
+
+    // show --json: every peer handshaken, bytes both ways, sane header.
+    for i in 0..3 {
+        m.assert_alive(i)?;
+        let s = m.show(i)?;
+        eprintln!("flat_lab: node {i} show: {s}");
+        let t = m.t(i)?;
+        ensure!(
+            s["interface"] == t.ifname.as_str(),
+            "interface name wrong: {s}"
+        );
+        ensure!(
+            s["public_key"] == m.keys[i].public.as_str(),
+            "public key wrong: {s}"
+        );
+        ensure!(
+            u64_at(&s, "/listen_port")? == u64::from(PORT),
+            "listen_port wrong: {s}"
+        );
+        for j in (0..3).filter(|j| *j != i) {
+            let p = m.peer_view(i, j)?;
+            ensure!(
+                !p["last_handshake_ms"].is_null(),
+                "node {i}: no handshake with {j}: {p}"
+            );
+            ensure!(
+                u64_at(&p, "/rx_bytes")? > 0 && u64_at(&p, "/tx_bytes")? > 0,
+                "node {i}: no bytes with {j}: {p}"
+            );
+            let ep = format!("{}:{PORT}", m.lab.addr(&m.nodes[j]));
+            ensure!(
+                p["endpoint"] == ep.as_str(),
+                "node {i}: endpoint of {j} should be {ep}: {p}"
+            );
+        }
+        if m.kinds[i].is_cladnet() {
+            ensure!(
+                u64_at(&s, "/mtu")? == 1420,
+                "default MTU should be 1420: {s}"
+            );
+            ensure!(
+                u64_at(&s, "/counters/rx_datagrams")? > 0,
+                "rx_datagrams zero: {s}"
+            );
+            ensure!(
+                u64_at(&s, "/counters/tx_datagrams")? > 0,
+                "tx_datagrams zero: {s}"
+            );
+            u64_at(&s, "/counters/dropped_total")?;
+            let link = m
+                .lab
+                .run(&m.nodes[i], &["ip", "-o", "link", "show", "dev", &t.ifname])?;
+            ensure!(link.contains("mtu 1420"), "device MTU not 1420: {link}");
+        }
+    }
+
+    // Clean shutdown: exit 0 on SIGTERM and the device is gone.
+    let ifname = m.t(0)?.ifname.clone();
+    let st = m.stop(0)?;
+    ensure!(st.success(), "node a exited with {st} on SIGTERM");
+    ensure!(
+        !m.lab
+            .ok(&m.nodes[0], &["ip", "link", "show", "dev", &ifname]),
+        "device {ifname} still present after the agent exited"
+    );
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Hostile input: a third namespace floods an agent's port with 20,000
+//! invalid datagrams (garbage, truncated/random-typed messages, replays of
+//! captured real datagrams, well-formed initiations from an unknown key).
+//! The agent must survive, keep its real peer working, keep the peer's
+//! endpoint, and count every datagram it dropped.
+
+mod common;
+
+use anyhow::{anyhow, ensure, Result};
+use common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use testbed::wire::{self, Hostile};
+use testbed::{skip_unless_root, wg};
+
+#[test]
+fn hostile_input() -> Result<()> {
+    if skip_unless_root("hostile_input") {
+        return Ok(());
+    }
+    let k = ours();
+    let mut m = Mesh::new(&[k.clone(), k])?;
+    let attacker = m.lab.add_node("m")?;
+    m.start_all()?;
+    let (a, b) = (0, 1);
+    let a_ul = m.lab.addr(&m.nodes[a]);
+    let b_ul = m.lab.addr(&m.nodes[b]);
+
+    // Capture real datagrams arriving at A (B's initiation, transport data,
+    // keepalives) while B starts talking to A, to replay them later.
+    let captured = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {
+        let cap = s.spawn(|| {
+            wire::capture_udp(&m.lab, &m.nodes[a], a_ul, PORT, 64, Duration::from_secs(8))
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        m.ping(b, a, FIRST_PING)?;
+        let a_ov = ov(a).to_string();
+        m.lab.run(
+            &m.nodes[b],
+            &[
+                "ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", &a_ov,
+            ],
+        )?;
+        cap.join().map_err(|_| anyhow!("capture thread panicked"))?
+    })?;
+    let types: Vec<u8> = captured.iter().map(|d| d[0]).collect();
+    eprintln!(
+        "hostile_input: captured {} real datagrams, types {types:?}",
+        captured.len()
+    );
+    ensure!(
+        captured.len() >= 5,
+        "captured too few datagrams to replay ({})",
+        captured.len()
+    );
+    m.ping(a, b, FIRST_PING)?;
+
+    let before = m.show(a)?;
+    let inerr0 = m.lab.udp_snmp(&m.nodes[a], "InErrors")?;
+    let agent_pk = wire::decode_key(&m.keys[a].public)?;
+    let mut rng = wire::Rng::from_time();
+    let counts = [
+        (Hostile::Garbage, 5000),
+        (Hostile::TruncatedInit, 2500),
+        (Hostile::RandomInit, 2500),
+        (Hostile::RandomResponse, 2000),
+        (Hostile::RandomCookie, 2000),
+        (Hostile::RandomTransport, 3000),
+        (Hostile::Replay, 2000),
+        (Hostile::UnknownKeyInit, 1000),
+    ];
+    let set = wire::hostile_set(&mut rng, agent_pk, &captured, &counts)?;
+    let datagrams: Vec<Vec<u8>> = set.into_iter().map(|(_, d)| d).collect();
+    let dst = SocketAddrV4::new(a_ul, PORT);
+    let t0 = std::time::Instant::now();
+    let sent = wire::send_paced(
+        &m.lab,
+        &attacker,
+        dst,
+        &datagrams,
+        50,
+        Duration::from_millis(2),
+    )?;
+    eprintln!(
+        "hostile_input: sent {sent} of {} datagrams in {:?}",
+        datagrams.len(),
+        t0.elapsed()
+    );
+
+    // Kernel-side losses (socket buffer full) never reach the agent.
+    let is_cladnet = m.kinds[a].is_cladnet();
+    let dropped0 = if is_cladnet {
+        u64_at(&before, "/counters/dropped_total")?
+    } else {
+        0
+    };
+    let tolerance = (sent as u64) / 100; // 1 %
+    let mut expect = 0;
+    let mut after = before.clone();
+    let counted = testbed::wait_until(Duration::from_secs(15), || {
+        let inerr = m.lab.udp_snmp(&m.nodes[a], "InErrors").unwrap_or(0);
+        expect = (sent as u64)
+            .saturating_sub(inerr.saturating_sub(inerr0))
+            .saturating_sub(tolerance);
+        let Ok(s) = m.show(a) else { return false };
+        after = s;
+        !is_cladnet
+            || after
+                .pointer("/counters/dropped_total")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0)
+                >= dropped0 + expect
+    });
+
+    m.assert_alive(a)?;
+    m.assert_alive(b)?;
+    m.ping(a, b, Duration::from_secs(10))?;
+    m.ping(b, a, Duration::from_secs(10))?;
+    let _srv = wg::iperf3_server(&m.lab, &m.nodes[a], ov(a))?;
+    let bps = wg::iperf3(&m.lab, &m.nodes[b], ov(a), 2, false)?;
+    ensure!(bps > 0.0, "no throughput after the flood");
+
+    // Replayed datagrams came from the attacker: the endpoint must not move.
+    let p = m.peer_view(a, b)?;
+    let want_ep = format!("{b_ul}:{PORT}");
+    ensure!(
+        p["endpoint"] == want_ep.as_str(),
+        "replays moved B's endpoint: A now has {} (want {want_ep})",
+        p["endpoint"]
+    );
+
+    if is_cladnet {
+        let dropped = u64_at(&after, "/counters/dropped_total")? - dropped0;
+        let mut by_reason = BTreeMap::new();
+        if let (Some(b0), Some(b1)) = (
+            before["counters"]["dropped"].as_object(),
+            after["counters"]["dropped"].as_object(),
+        ) {
+            for (k, v) in b1 {
+                let d = v
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(b0.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
+                by_reason.insert(k.clone(), d);
+            }
+        }
+        eprintln!(
+            "hostile_input: dropped_total +{dropped} (need >= {expect}: sent {sent}, kernel UDP InErrors +{}, tolerance {tolerance}); by reason {by_reason:?}",
+            m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0
+        );
+        let rx =
+            u64_at(&after, "/counters/rx_datagrams")? - u64_at(&before, "/counters/rx_datagrams")?;
+        ensure!(
+            rx >= expect,
+            "rx_datagrams grew by {rx} only, expected >= {expect}"
+        );
+        ensure!(
+            counted,
+            "dropped_total grew by {dropped}, expected >= {expect}; counters: {}",
+            after["counters"]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Interface configuration over rtnetlink: addresses, MTU, link state, routes.
+
+use crate::DriverError;
+use futures_util::stream::TryStreamExt;
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+use std::net::IpAddr;
+
+/// Handle on the kernel's routing netlink socket.
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+    iface: String,
+}
+
+impl Netlink {
+    /// Opens a netlink connection (needs a running tokio runtime).
+    pub fn connect(iface: &str) -> Result<Self, DriverError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| DriverError::Netlink {
+            iface: iface.to_string(),
+            what: "open netlink socket".into(),
+            detail: e.to_string(),
+        })?;
+        tokio::spawn(conn);
+        Ok(Self {
+            handle,
+            iface: iface.to_string(),
+        })
+    }
+
+    fn err(&self, what: String) -> impl FnOnce(rtnetlink::Error) -> DriverError + '_ {
+        move |e| DriverError::Netlink {
+            iface: self.iface.clone(),
+            what,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Interface index of `name`, if it exists.
+    pub async fn index_of(&self, name: &str) -> Result<Option<u32>, DriverError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.map(|l| l.header.index)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Adds `addr/prefix` to interface `index`.
+    pub async fn add_address(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> Result<(), DriverError> {
+        self.handle
+            .address()
+            .add(index, addr, prefix)
+            .execute()
+            .await
+            .map_err(self.err(format!("add address {addr}/{prefix}")))
+    }
+
+    /// Sets MTU and brings interface `index` up.
+    pub async fn set_up(&self, index: u32, mtu: u32) -> Result<(), DriverError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+            .execute()
+            .await
+            .map_err(self.err(format!("set MTU {mtu} and bring the link up")))
+    }
+
+    /// Routes `net/prefix` through interface `index`.
+    pub async fn add_route(&self, index: u32, net: IpAddr, prefix: u8) -> Result<(), DriverError> {
+        let msg = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(net, prefix)
+            .map_err(|e| DriverError::Netlink {
+                iface: self.iface.clone(),
+                what: format!("route {net}/{prefix}"),
+                detail: e.to_string(),
+            })?
+            .output_interface(index)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(self.err(format!("add route {net}/{prefix}")))
+    }
+}

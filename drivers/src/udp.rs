@@ -1,0 +1,199 @@
+//! The UDP socket of the data plane, through quinn-udp: batched receive
+//! (recvmmsg + GRO) and segmented send (GSO).
+
+use crate::DriverError;
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+
+/// Socket buffer size asked for (root may exceed rmem_max/wmem_max).
+const SOCKET_BUFFER: usize = 8 << 20;
+/// Datagrams received per syscall.
+pub const RECV_BATCH: usize = 32;
+/// Bytes per receive buffer: room for a GRO train of 64 KiB.
+const RECV_BUF: usize = 65_536;
+
+/// A bound UDP socket with batching state.
+pub struct Udp {
+    sock: UdpSocket,
+    state: UdpSocketState,
+}
+
+fn force_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let v = bytes as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the size passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+impl Udp {
+    /// Binds `addr` and enables GRO/GSO where the kernel has them.
+    pub fn bind(addr: SocketAddr) -> Result<Self, DriverError> {
+        let sock = UdpSocket::bind(addr).map_err(|source| match source.kind() {
+            io::ErrorKind::AddrInUse => DriverError::PortInUse { addr },
+            _ => DriverError::Bind { addr, source },
+        })?;
+        let state = UdpSocketState::new(UdpSockRef::from(&sock))
+            .map_err(|source| DriverError::Bind { addr, source })?;
+        let _ = state.set_recv_buffer_size(UdpSockRef::from(&sock), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size(UdpSockRef::from(&sock), SOCKET_BUFFER);
+        force_buffer(&sock, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
+        force_buffer(&sock, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
+        Ok(Self { sock, state })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock.local_addr()
+    }
+
+    /// Most segments one GSO send may carry.
+    pub fn max_gso_segments(&self) -> usize {
+        self.state.max_gso_segments()
+    }
+
+    /// Sends `contents` to `to`, cut into datagrams of `segment` bytes if given.
+    pub fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) -> io::Result<()> {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: segment,
+            src_ip: None,
+        };
+        self.state.try_send(UdpSockRef::from(&self.sock), &t)
+    }
+
+    /// Receive buffers and metadata for [`Udp::recv`].
+    pub fn recv_buffers() -> RecvBuffers {
+        RecvBuffers {
+            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect(),
+            meta: vec![RecvMeta::default(); RECV_BATCH],
+            count: 0,
+        }
+    }
+
+    /// Blocks for the next batch of datagrams.
+    pub fn recv(&self, rb: &mut RecvBuffers) -> io::Result<()> {
+        rb.count = 0;
+        let mut slices: [IoSliceMut<'_>; RECV_BATCH] = {
+            let mut it = rb.bufs.iter_mut();
+            std::array::from_fn(|_| {
+                IoSliceMut::new(it.next().map(|b| &mut b[..]).unwrap_or(&mut []))
+            })
+        };
+        rb.count = self
+            .state
+            .recv(UdpSockRef::from(&self.sock), &mut slices, &mut rb.meta)?;
+        Ok(())
+    }
+}
+
+/// Buffers of one receive batch.
+pub struct RecvBuffers {
+    bufs: Vec<Vec<u8>>,
+    meta: Vec<RecvMeta>,
+    count: usize,
+}
+
+impl RecvBuffers {
+    /// Every datagram of the last batch with its source (GRO trains split).
+    pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.meta[..self.count]
+            .iter()
+            .zip(&self.bufs)
+            .flat_map(|(m, b)| {
+                let stride = m.stride.max(1);
+                b[..m.len].chunks(stride).map(move |d| (m.addr, d))
+            })
+    }
+}
+
+/// One train of equal-size datagrams to one destination (the last may be shorter).
+#[derive(Clone, Copy)]
+struct Train {
+    to: SocketAddr,
+    start: usize,
+    end: usize,
+    segment: usize,
+    count: usize,
+}
+
+/// Collects outgoing datagrams into GSO trains without doing any I/O, so a
+/// caller can build a batch under a lock and send it after releasing it.
+pub struct GsoBatch {
+    buf: Vec<u8>,
+    len: usize,
+    max_datagram: usize,
+    trains: Vec<Train>,
+    max_segments: usize,
+}
+
+impl GsoBatch {
+    /// Room for `datagrams` datagrams of at most `max_datagram` bytes.
+    pub fn new(max_datagram: usize, datagrams: usize, max_segments: usize) -> Self {
+        Self {
+            buf: vec![0; max_datagram * datagrams],
+            len: 0,
+            max_datagram,
+            trains: Vec::with_capacity(datagrams),
+            max_segments: max_segments.clamp(1, 64),
+        }
+    }
+
+    /// True if another datagram of the maximum size fits.
+    pub fn has_room(&self) -> bool {
+        self.buf.len() - self.len >= self.max_datagram
+    }
+
+    /// Space for the next datagram.
+    pub fn slot(&mut self) -> &mut [u8] {
+        &mut self.buf[self.len..]
+    }
+
+    /// Records the `len` bytes just written into `slot()` as a datagram to `to`.
+    pub fn commit(&mut self, to: SocketAddr, len: usize) {
+        let start = self.len;
+        self.len += len;
+        if let Some(t) = self.trains.last_mut() {
+            let joins = t.to == to
+                && t.count < self.max_segments
+                && len <= t.segment
+                && t.end - t.start == t.count * t.segment;
+            if joins {
+                t.end = self.len;
+                t.count += 1;
+                return;
+            }
+        }
+        self.trains.push(Train {
+            to,
+            start,
+            end: self.len,
+            segment: len,
+            count: 1,
+        });
+    }
+
+    /// Sends every train and empties the batch. Errors of single sends are
+    /// counted in the return value (the datagrams are lost, like on a wire).
+    pub fn send(&mut self, udp: &Udp) -> usize {
+        let mut failed = 0;
+        for t in self.trains.drain(..) {
+            let seg = (t.count > 1).then_some(t.segment);
+            if udp.send(t.to, &self.buf[t.start..t.end], seg).is_err() {
+                failed += t.count;
+            }
+        }
+        self.len = 0;
+        failed
+    }
+}
