@@ -61,6 +61,12 @@ fn agent_rejects_bad_input() -> Result<()> {
         return Ok(());
     }
     let lab = Lab::new()?;
+    let r = run(&lab);
+    lab.check(r)
+}
+
+fn run(lab: &Lab) -> Result<()> {
+    let lab = lab;
     let n = lab.add_node("a")?;
     let keys = [
         KeyPair::generate_with(std::path::Path::new(bin()))?,
@@ -81,7 +87,7 @@ fn agent_rejects_bad_input() -> Result<()> {
 
     // Malformed private key.
     let bad_key = good.wg_quick().replace(&keys[0].private, "not-a-key");
-    let e = expect_failure(&lab, &n, "bad key", &bad_key, &lab.ifname("k"))?;
+    let e = expect_failure(lab, &n, "bad key", &bad_key, &lab.ifname("k"))?;
     ensure!(
         !e.contains(&keys[0].private),
         "error output leaks key material"
@@ -112,7 +118,7 @@ fn agent_rejects_bad_input() -> Result<()> {
             .unwrap_or(false)
     });
     ensure!(bound, "port holder did not bind");
-    let e = expect_failure(&lab, &n, "port in use", &good.wg_quick(), &lab.ifname("p"))?;
+    let e = expect_failure(lab, &n, "port in use", &good.wg_quick(), &lab.ifname("p"))?;
     ensure!(
         e.contains("51820"),
         "port-in-use error should name the port: {e}"

@@ -15,6 +15,11 @@ fn flat_lab() -> Result<()> {
     }
     let k = ours();
     let mut m = Mesh::new(&[k.clone(), k.clone(), k])?;
+    let r = run(&mut m);
+    m.lab.check(r)
+}
+
+fn run(m: &mut Mesh) -> Result<()> {
     m.start_all()?;
 
     // Every ordered pair answers over the overlay.

@@ -21,6 +21,11 @@ fn hostile_input() -> Result<()> {
     }
     let k = ours();
     let mut m = Mesh::new(&[k.clone(), k])?;
+    let r = run(&mut m);
+    m.lab.check(r)
+}
+
+fn run(m: &mut Mesh) -> Result<()> {
     let attacker = m.lab.add_node("m")?;
     m.start_all()?;
     let (a, b) = (0, 1);

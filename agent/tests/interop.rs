@@ -89,16 +89,20 @@ fn traffic_both_ways(m: &Mesh, peer: &str) -> Result<()> {
 fn interop_with(peer: Option<Kind>, name: &str) -> Result<()> {
     let peer = peer.ok_or_else(|| anyhow!("{name} not installed: scripts/test.sh installs it"))?;
     let mut m = Mesh::new(&[ours(), peer])?;
+    let r = run(&mut m, name);
+    m.lab.check(r)
+}
 
+fn run(m: &mut Mesh, name: &str) -> Result<()> {
     // Phase 1: cladnet (node 0) initiates.
     m.start(0, "a")?;
     m.start(1, "b")?;
-    let ty = first_ping_capturing(&m, 0, 1)?;
+    let ty = first_ping_capturing(m, 0, 1)?;
     ensure!(
         ty == 1,
         "{name}: first datagram at the peer should be an initiation from cladnet, got type {ty}"
     );
-    traffic_both_ways(&m, name)?;
+    traffic_both_ways(m, name)?;
     let p = m.peer_view(0, 1)?;
     ensure!(
         !p["last_handshake_ms"].is_null(),
@@ -118,12 +122,12 @@ fn interop_with(peer: Option<Kind>, name: &str) -> Result<()> {
     m.stop(1)?;
     m.start(1, "b2")?;
     m.start(0, "a2")?;
-    let ty = first_ping_capturing(&m, 1, 0)?;
+    let ty = first_ping_capturing(m, 1, 0)?;
     ensure!(
         ty == 1,
         "{name}: first datagram at cladnet should be an initiation from {name}, got type {ty}"
     );
-    traffic_both_ways(&m, name)?;
+    traffic_both_ways(m, name)?;
     let p = m.peer_view(0, 1)?;
     ensure!(
         !p["last_handshake_ms"].is_null(),

@@ -16,6 +16,11 @@ fn roaming() -> Result<()> {
     }
     let k = ours();
     let mut m = Mesh::new(&[k.clone(), k])?;
+    let r = run(&mut m);
+    m.lab.check(r)
+}
+
+fn run(m: &mut Mesh) -> Result<()> {
     m.start_all()?;
     let (a, b) = (0, 1);
     m.ping(b, a, FIRST_PING)?;

@@ -117,6 +117,9 @@ impl RecvBuffers {
     }
 }
 
+/// Largest payload of one GSO send: the UDP length field caps a super-datagram.
+const MAX_GSO_BYTES: usize = 65_000;
+
 /// One train of equal-size datagrams to one destination (the last may be shorter).
 #[derive(Clone, Copy)]
 struct Train {
@@ -167,6 +170,7 @@ impl GsoBatch {
             let joins = t.to == to
                 && t.count < self.max_segments
                 && len <= t.segment
+                && t.end - t.start + len <= MAX_GSO_BYTES
                 && t.end - t.start == t.count * t.segment;
             if joins {
                 t.end = self.len;
