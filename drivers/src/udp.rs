@@ -10,6 +10,10 @@ use std::net::{SocketAddr, UdpSocket};
 const SOCKET_BUFFER: usize = 8 << 20;
 /// Datagrams received per syscall.
 pub const RECV_BATCH: usize = 32;
+/// Times a send waits for buffer space before the datagrams are dropped.
+const SEND_RETRIES: usize = 20;
+/// Milliseconds of one such wait.
+const SEND_WAIT_MS: libc::c_int = 5;
 /// Bytes per receive buffer: room for a GRO train of 64 KiB.
 const RECV_BUF: usize = 65_536;
 
@@ -60,7 +64,8 @@ impl Udp {
         self.state.max_gso_segments()
     }
 
-    /// Sends `contents` to `to`, cut into datagrams of `segment` bytes if given.
+    /// Sends `contents` to `to`, cut into datagrams of `segment` bytes if
+    /// given; waits (bounded) for room in the socket buffer.
     pub fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) -> io::Result<()> {
         let t = Transmit {
             destination: to,
@@ -69,7 +74,29 @@ impl Udp {
             segment_size: segment,
             src_ip: None,
         };
-        self.state.try_send(UdpSockRef::from(&self.sock), &t)
+        let mut result = self.state.try_send(UdpSockRef::from(&self.sock), &t);
+        for _ in 0..SEND_RETRIES {
+            match result {
+                Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait(libc::POLLOUT, SEND_WAIT_MS);
+                    result = self.state.try_send(UdpSockRef::from(&self.sock), &t);
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    /// Waits until the socket is ready for `events` or `timeout_ms` passes (-1: forever).
+    fn wait(&self, events: libc::c_short, timeout_ms: libc::c_int) {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let _ = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
     }
 
     /// Receive buffers and metadata for [`Udp::recv`].
