@@ -21,6 +21,28 @@ const RECV_BUF: usize = 65_536;
 pub struct Udp {
     sock: UdpSocket,
     state: UdpSocketState,
+    /// Bound to `[::]` serving IPv4 too: IPv4 peers are v4-mapped on the wire.
+    dual_stack: bool,
+}
+
+/// Binds `addr`; an unspecified IPv4 address binds `[::]` dual-stack when
+/// the host has IPv6, so one socket (one NAT mapping) serves both families.
+fn bind_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    if addr.ip() == std::net::Ipv4Addr::UNSPECIFIED {
+        let six = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+            s.set_only_v6(false)?;
+            let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, addr.port()));
+            s.bind(&any.into())?;
+            Ok(s)
+        });
+        match six {
+            Ok(s) => return Ok(s.into()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(_) => {} // no IPv6 on this host: plain IPv4 below
+        }
+    }
+    UdpSocket::bind(addr)
 }
 
 fn force_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: usize) {
@@ -41,7 +63,7 @@ fn force_buffer(sock: &UdpSocket, opt: libc::c_int, bytes: usize) {
 impl Udp {
     /// Binds `addr` and enables GRO/GSO where the kernel has them.
     pub fn bind(addr: SocketAddr) -> Result<Self, DriverError> {
-        let sock = UdpSocket::bind(addr).map_err(|source| match source.kind() {
+        let sock = bind_socket(addr).map_err(|source| match source.kind() {
             io::ErrorKind::AddrInUse => DriverError::PortInUse { addr },
             _ => DriverError::Bind { addr, source },
         })?;
@@ -51,10 +73,15 @@ impl Udp {
         let _ = state.set_send_buffer_size(UdpSockRef::from(&sock), SOCKET_BUFFER);
         force_buffer(&sock, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
         force_buffer(&sock, libc::SO_SNDBUFFORCE, SOCKET_BUFFER);
-        Ok(Self { sock, state })
+        let dual_stack = sock.local_addr().is_ok_and(|a| a.is_ipv6()) && addr.ip().is_unspecified();
+        Ok(Self {
+            sock,
+            state,
+            dual_stack,
+        })
     }
 
-    /// The bound address.
+    /// The bound address (`[::]:port` when dual-stack).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock.local_addr()
     }
@@ -67,6 +94,12 @@ impl Udp {
     /// Sends `contents` to `to`, cut into datagrams of `segment` bytes if
     /// given; waits (bounded) for room in the socket buffer.
     pub fn send(&self, to: SocketAddr, contents: &[u8], segment: Option<usize>) -> io::Result<()> {
+        let to = match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            other => other,
+        };
         let t = Transmit {
             destination: to,
             ecn: None,
@@ -139,7 +172,8 @@ impl RecvBuffers {
             .zip(&self.bufs)
             .flat_map(|(m, b)| {
                 let stride = m.stride.max(1);
-                b[..m.len].chunks(stride).map(move |d| (m.addr, d))
+                let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
+                b[..m.len].chunks(stride).map(move |d| (from, d))
             })
     }
 }
