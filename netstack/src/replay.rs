@@ -49,7 +49,8 @@ impl ReplayWindow {
             return false;
         }
         if counter >= self.next {
-            let cur_word = (self.next / 64) as usize;
+            // Word of the highest counter seen so far (all zero if none).
+            let cur_word = (self.next.saturating_sub(1) / 64) as usize;
             let new_word = (counter / 64) as usize;
             let clear = (new_word - cur_word).min(WORDS);
             for i in 1..=clear {
