@@ -1004,7 +1004,7 @@ mod tests {
             addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
             prefix: 200,
         };
-        assert_eq!(wild.network().prefix, 32);
+        assert_eq!(wild.masked().prefix, 32);
         assert!(wild.contains(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     }
 

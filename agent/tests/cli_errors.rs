@@ -66,7 +66,6 @@ fn agent_rejects_bad_input() -> Result<()> {
 }
 
 fn run(lab: &Lab) -> Result<()> {
-    let lab = lab;
     let n = lab.add_node("a")?;
     let keys = [
         KeyPair::generate_with(std::path::Path::new(bin()))?,
@@ -95,7 +94,7 @@ fn run(lab: &Lab) -> Result<()> {
 
     // Missing [Interface] section.
     expect_failure(
-        &lab,
+        lab,
         &n,
         "no interface",
         "[Peer]\nPublicKey = x\n",

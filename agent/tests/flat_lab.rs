@@ -20,6 +20,12 @@ fn flat_lab() -> Result<()> {
 }
 
 fn run(m: &mut Mesh) -> Result<()> {
+    // Beyond the plain mesh: node b has a second address in another subnet
+    // that a reaches through an extra AllowedIPs entry (a route the agent
+    // must add), and node c runs with a smaller MTU.
+    m.confs[1].addresses.push("100.64.9.2/24".into());
+    m.confs[0].peers[0].allowed_ips.push("100.64.9.0/24".into());
+    m.confs[2].mtu = Some(1380);
     m.start_all()?;
 
     // Every ordered pair answers over the overlay.
@@ -29,6 +35,36 @@ fn run(m: &mut Mesh) -> Result<()> {
                 m.ping(i, j, FIRST_PING)?;
             }
         }
+    }
+
+    // The extra subnet behind b, via the route for its AllowedIPs.
+    let a_if = m.t(0)?.ifname.clone();
+    let route = m
+        .lab
+        .run(&m.nodes[0], &["ip", "route", "get", "100.64.9.2"])?;
+    ensure!(
+        route.contains(&format!("dev {a_if}")),
+        "no route to b's AllowedIPs 100.64.9.0/24 via {a_if}: {route}"
+    );
+    ensure!(
+        m.lab.wait_ping(&m.nodes[0], "100.64.9.2", FIRST_PING),
+        "a cannot reach b's second address 100.64.9.2"
+    );
+
+    // Full-size packets, no fragmentation: 1420 (a<->b) and 1380 (c).
+    for (i, j, size) in [
+        (0, 1, "1392"),
+        (1, 0, "1392"),
+        (2, 0, "1352"),
+        (0, 2, "1352"),
+    ] {
+        let dst = ov(j).to_string();
+        m.lab.run(
+            &m.nodes[i],
+            &[
+                "ping", "-n", "-q", "-M", "do", "-s", size, "-c", "2", "-W", "2", &dst,
+            ],
+        )?;
     }
 
     // 1 MiB of random bytes over HTTP, a -> c.
@@ -141,11 +177,26 @@ fn run(m: &mut Mesh) -> Result<()> {
                 p["endpoint"] == ep.as_str(),
                 "node {i}: endpoint of {j} should be {ep}: {p}"
             );
+            let want: Vec<&str> = m.confs[i]
+                .peers
+                .iter()
+                .find(|c| c.public_key == m.keys[j].public)
+                .map(|c| c.allowed_ips.iter().map(String::as_str).collect())
+                .unwrap_or_default();
+            let got: Vec<&str> = p["allowed_ips"]
+                .as_array()
+                .map(|v| v.iter().filter_map(|x| x.as_str()).collect())
+                .unwrap_or_default();
+            ensure!(
+                got == want,
+                "node {i}: allowed_ips of {j} {got:?} != {want:?}"
+            );
         }
         if m.kinds[i].is_cladnet() {
+            let mtu = m.confs[i].mtu.unwrap_or(1420);
             ensure!(
-                u64_at(&s, "/mtu")? == 1420,
-                "default MTU should be 1420: {s}"
+                u64_at(&s, "/mtu")? == u64::from(mtu),
+                "MTU should be {mtu}: {s}"
             );
             ensure!(
                 u64_at(&s, "/counters/rx_datagrams")? > 0,
@@ -159,7 +210,10 @@ fn run(m: &mut Mesh) -> Result<()> {
             let link = m
                 .lab
                 .run(&m.nodes[i], &["ip", "-o", "link", "show", "dev", &t.ifname])?;
-            ensure!(link.contains("mtu 1420"), "device MTU not 1420: {link}");
+            ensure!(
+                link.contains(&format!("mtu {mtu} ")),
+                "device MTU not {mtu}: {link}"
+            );
         }
     }
 

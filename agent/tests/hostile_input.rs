@@ -11,6 +11,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
+use testbed::serde_json::Value;
 use testbed::wire::{self, Hostile};
 use testbed::{skip_unless_root, wg};
 
@@ -36,7 +37,7 @@ fn run(m: &mut Mesh) -> Result<()> {
     // keepalives) while B starts talking to A, to replay them later.
     let captured = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {
         let cap = s.spawn(|| {
-            wire::capture_udp(&m.lab, &m.nodes[a], a_ul, PORT, 64, Duration::from_secs(8))
+            wire::capture_udp(&m.lab, &m.nodes[a], a_ul, PORT, 64, Duration::from_secs(4))
         });
         std::thread::sleep(Duration::from_millis(300));
         m.ping(b, a, FIRST_PING)?;
@@ -76,48 +77,58 @@ fn run(m: &mut Mesh) -> Result<()> {
         (Hostile::UnknownKeyInit, 1000),
     ];
     let set = wire::hostile_set(&mut rng, agent_pk, &captured, &counts)?;
-    let datagrams: Vec<Vec<u8>> = set.into_iter().map(|(_, d)| d).collect();
+    // Initiations with a valid mac1 cost the agent a Diffie-Hellman each
+    // (slow in a debug build): they go slower. Everything is paced so that
+    // most datagrams reach the agent rather than overflow its socket buffer;
+    // kernel drops are measured and excluded below.
+    let (heavy, light): (Vec<_>, Vec<_>) = set
+        .into_iter()
+        .partition(|(k, _)| *k == Hostile::UnknownKeyInit);
+    let light: Vec<Vec<u8>> = light.into_iter().map(|(_, d)| d).collect();
+    let heavy: Vec<Vec<u8>> = heavy.into_iter().map(|(_, d)| d).collect();
     let dst = SocketAddrV4::new(a_ul, PORT);
     let t0 = std::time::Instant::now();
-    let sent = wire::send_paced(
-        &m.lab,
-        &attacker,
-        dst,
-        &datagrams,
-        50,
-        Duration::from_millis(2),
-    )?;
+    let pause = Duration::from_millis(2);
+    let mut sent = wire::send_paced(&m.lab, &attacker, dst, &light, 10, pause)?;
+    sent += wire::send_paced(&m.lab, &attacker, dst, &heavy, 2, pause)?;
     eprintln!(
         "hostile_input: sent {sent} of {} datagrams in {:?}",
-        datagrams.len(),
+        light.len() + heavy.len(),
         t0.elapsed()
     );
 
     // Kernel-side losses (socket buffer full) never reach the agent.
     let is_cladnet = m.kinds[a].is_cladnet();
-    let dropped0 = if is_cladnet {
-        u64_at(&before, "/counters/dropped_total")?
-    } else {
-        0
+    // An invalid datagram is either dropped (counted in dropped_total) or,
+    // for a handshake initiation with a valid mac1 while the agent is under
+    // load, answered with a cookie reply instead of being processed.
+    let rejected = |v: &Value| -> u64 {
+        let c = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+        c("/counters/dropped_total") + c("/counters/cookie_replies")
     };
+    let rejected0 = rejected(&before);
     let tolerance = (sent as u64) / 100; // 1 %
     let mut expect = 0;
     let mut after = before.clone();
-    let counted = testbed::wait_until(Duration::from_secs(15), || {
+    // Wait (bounded) until every datagram that reached the agent is accounted
+    // for; judge with the tolerance afterwards.
+    let mut exact = 0;
+    testbed::wait_until(Duration::from_secs(10), || {
         let inerr = m.lab.udp_snmp(&m.nodes[a], "InErrors").unwrap_or(0);
         expect = (sent as u64)
             .saturating_sub(inerr.saturating_sub(inerr0))
             .saturating_sub(tolerance);
         let Ok(s) = m.show(a) else { return false };
         after = s;
-        !is_cladnet
-            || after
-                .pointer("/counters/dropped_total")
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0)
-                >= dropped0 + expect
+        exact = expect + tolerance;
+        !is_cladnet || rejected(&after) >= rejected0 + exact
     });
+    let counted = !is_cladnet || rejected(&after) >= rejected0 + expect;
 
+    eprintln!(
+        "hostile_input: counters settled after {:?} (ok: {counted})",
+        t0.elapsed()
+    );
     m.assert_alive(a)?;
     m.assert_alive(b)?;
     m.ping(a, b, Duration::from_secs(10))?;
@@ -125,6 +136,11 @@ fn run(m: &mut Mesh) -> Result<()> {
     let _srv = wg::iperf3_server(&m.lab, &m.nodes[a], ov(a))?;
     let bps = wg::iperf3(&m.lab, &m.nodes[b], ov(a), 2, false)?;
     ensure!(bps > 0.0, "no throughput after the flood");
+    eprintln!(
+        "hostile_input: traffic after the flood ok at {:?} ({:.1} Mbit/s)",
+        t0.elapsed(),
+        bps / 1e6
+    );
 
     // Replayed datagrams came from the attacker: the endpoint must not move.
     let p = m.peer_view(a, b)?;
@@ -136,7 +152,9 @@ fn run(m: &mut Mesh) -> Result<()> {
     );
 
     if is_cladnet {
-        let dropped = u64_at(&after, "/counters/dropped_total")? - dropped0;
+        let dropped = u64_at(&after, "/counters/dropped_total")?
+            - u64_at(&before, "/counters/dropped_total")?;
+        let cookies = rejected(&after) - rejected0 - dropped;
         let mut by_reason = BTreeMap::new();
         if let (Some(b0), Some(b1)) = (
             before["counters"]["dropped"].as_object(),
@@ -151,8 +169,9 @@ fn run(m: &mut Mesh) -> Result<()> {
             }
         }
         eprintln!(
-            "hostile_input: dropped_total +{dropped} (need >= {expect}: sent {sent}, kernel UDP InErrors +{}, tolerance {tolerance}); by reason {by_reason:?}",
-            m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0
+            "hostile_input: dropped_total +{dropped}, cookie replies +{cookies} (need >= {expect} together: sent {sent}, kernel UDP InErrors +{}, {} unaccounted, tolerance {tolerance}); dropped by reason {by_reason:?}",
+            m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0,
+            exact.saturating_sub(dropped + cookies)
         );
         let rx =
             u64_at(&after, "/counters/rx_datagrams")? - u64_at(&before, "/counters/rx_datagrams")?;
@@ -161,8 +180,12 @@ fn run(m: &mut Mesh) -> Result<()> {
             "rx_datagrams grew by {rx} only, expected >= {expect}"
         );
         ensure!(
+            rx >= sent as u64 / 2,
+            "only {rx} of {sent} datagrams reached the agent: the test proves little"
+        );
+        ensure!(
             counted,
-            "dropped_total grew by {dropped}, expected >= {expect}; counters: {}",
+            "dropped_total (+{dropped}) + cookie_replies (+{cookies}) grew by less than {expect}; counters: {}",
             after["counters"]
         );
     }

@@ -150,10 +150,19 @@ impl Udp {
                 IoSliceMut::new(it.next().map(|b| &mut b[..]).unwrap_or(&mut []))
             })
         };
-        rb.count = self
-            .state
-            .recv(UdpSockRef::from(&self.sock), &mut slices, &mut rb.meta)?;
-        Ok(())
+        loop {
+            match self
+                .state
+                .recv(UdpSockRef::from(&self.sock), &mut slices, &mut rb.meta)
+            {
+                Ok(n) => {
+                    rb.count = n;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(libc::POLLIN, -1),
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -139,6 +139,7 @@ pub(crate) struct Inner {
     dir_path: PathBuf,
     switch_ns: String,
     state: Mutex<State>,
+    keep: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -161,7 +162,9 @@ impl Drop for Inner {
         for f in &st.extra_files {
             let _ = std::fs::remove_file(f);
         }
-        let keep = panicking || std::env::var_os("CLADNET_TESTBED_KEEP").is_some_and(|v| v == "1");
+        let keep = panicking
+            || self.keep.load(Ordering::SeqCst)
+            || std::env::var_os("CLADNET_TESTBED_KEEP").is_some_and(|v| v == "1");
         if let Some(dir) = self.dir.take() {
             if keep {
                 let p = dir.keep();
@@ -205,6 +208,7 @@ impl Lab {
                     next_host: 1,
                     ..State::default()
                 }),
+                keep: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         lab.add_ns(&switch_ns)?;
@@ -223,6 +227,48 @@ impl Lab {
         let mut v = vec!["ip", "-n", ns];
         v.extend_from_slice(args);
         host(&v)
+    }
+
+    /// Passes `r` through; on `Err`, prints the tail of every log in the lab
+    /// dir and keeps the dir (so a failing test shows what the daemons said).
+    pub fn check<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            self.inner.keep.store(true, Ordering::SeqCst);
+            eprintln!("==== testbed: lab {} failed: {e:#}", self.inner.id);
+            self.dump_logs(40);
+        }
+        r
+    }
+
+    /// Prints the last `lines` lines of every `*.log`/`*.out` file in the lab dir.
+    pub fn dump_logs(&self, lines: usize) {
+        let Ok(rd) = std::fs::read_dir(self.dir()) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log" || x == "out"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read(&f)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- {} (last {lines} of {} lines) ----",
+                f.display(),
+                all.len()
+            );
+            for l in &all[all.len().saturating_sub(lines)..] {
+                eprintln!("  {l}");
+            }
+        }
+        eprintln!(
+            "---- end of logs; files kept in {} ----",
+            self.dir().display()
+        );
     }
 
     /// The lab's id (`cl-<pid>-<n>`), also the prefix of its namespaces.

@@ -49,13 +49,17 @@ impl Kind {
 }
 
 /// The implementation tests should use for "our" side: cladnet at `bin`,
-/// unless `CLADNET_TESTBED_STANDIN=wireguard-go` (development aid while the
+/// unless `CLADNET_TESTBED_STANDIN=wireguard-go|boringtun` (development aid while the
 /// agent is incomplete: runs wireguard-go instead; never set in CI).
 pub fn ours(bin: &str) -> Kind {
     match std::env::var("CLADNET_TESTBED_STANDIN").ok().as_deref() {
         Some("wireguard-go") => {
             eprintln!("testbed: CLADNET_TESTBED_STANDIN=wireguard-go: NOT testing cladnet");
             Kind::wireguard_go().unwrap_or_else(|| Kind::WireguardGo("wireguard-go".into()))
+        }
+        Some("boringtun") => {
+            eprintln!("testbed: CLADNET_TESTBED_STANDIN=boringtun: NOT testing cladnet");
+            Kind::boringtun().unwrap_or_else(|| Kind::Boringtun("boringtun-cli".into()))
         }
         _ => Kind::Cladnet(PathBuf::from(bin)),
     }
@@ -452,11 +456,19 @@ pub fn wg_dump_to_json(ifname: &str, dump: &str) -> Result<Value> {
             continue;
         }
         let hs: u64 = f[4].parse().unwrap_or(0);
+        // wg(8) prints an epoch time; boringtun's UAPI reports seconds elapsed.
+        let ago_s = if hs == 0 {
+            None
+        } else if hs < 1_000_000_000 {
+            Some(hs)
+        } else {
+            Some(now.saturating_sub(hs))
+        };
         peers.push(json!({
             "public_key": f[0],
             "endpoint": if f[2] == "(none)" { Value::Null } else { json!(f[2]) },
             "allowed_ips": f[3].split(',').filter(|s| *s != "(none)").collect::<Vec<_>>(),
-            "last_handshake_ms": if hs == 0 { Value::Null } else { json!(now.saturating_sub(hs) * 1000) },
+            "last_handshake_ms": ago_s.map_or(Value::Null, |s| json!(s * 1000)),
             "rx_bytes": f[5].parse::<u64>().unwrap_or(0),
             "tx_bytes": f[6].parse::<u64>().unwrap_or(0),
         }));

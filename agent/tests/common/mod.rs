@@ -84,8 +84,8 @@ impl Mesh {
 
     /// Starts every node (tags "a", "b", ...).
     pub fn start_all(&mut self) -> Result<()> {
-        for i in 0..self.nodes.len() {
-            self.start(i, NAMES[i])?;
+        for (i, tag) in NAMES.iter().enumerate().take(self.nodes.len()) {
+            self.start(i, tag)?;
         }
         Ok(())
     }
@@ -103,6 +103,15 @@ impl Mesh {
             .take()
             .ok_or_else(|| anyhow!("node {} not running", NAMES[i]))?;
         t.stop()
+    }
+
+    /// SIGKILLs node i's daemon (a crash: no cleanup on its side).
+    pub fn kill9(&mut self, i: usize) -> Result<()> {
+        let mut t = self.tunnels[i]
+            .take()
+            .ok_or_else(|| anyhow!("node {} not running", NAMES[i]))?;
+        t.proc.kill_hard()?;
+        Ok(())
     }
 
     /// Node i's `show --json`.
