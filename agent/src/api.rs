@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
-/// Longest request line accepted.
-const MAX_REQUEST: usize = 256;
+/// Longest request accepted.
+pub const MAX_REQUEST: usize = 256;
 
 /// The `show` document: interface, peers and counters.
 pub fn status(device: &Device, iface: &Interface, now: Instant) -> Value {
@@ -56,15 +56,16 @@ pub fn status(device: &Device, iface: &Interface, now: Instant) -> Value {
     })
 }
 
-/// Serves the control socket at `path` until the future is dropped.
-pub async fn serve(path: &Path, device: Arc<Mutex<Device>>, iface: Interface) -> Result<()> {
+/// Binds a root-only Unix socket at `path`, refusing to steal one that a
+/// live agent serves.
+fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!(
-                "another agent already serves {}: stop it or pass another --api-socket",
+                "another agent already serves {}: stop it or pass another socket path",
                 path.display()
             );
         }
@@ -75,29 +76,53 @@ pub async fn serve(path: &Path, device: Arc<Mutex<Device>>, iface: Interface) ->
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {} to root", path.display()))?;
-    let iface = Arc::new(iface);
+    Ok(listener)
+}
+
+/// Serves requests on the socket at `path` until the future is dropped: a
+/// request is read until `terminator` (at most `max` bytes), answered by
+/// `handler` with the device locked, and the connection closed.
+pub async fn serve(
+    path: &Path,
+    device: Arc<Mutex<Device>>,
+    terminator: &'static str,
+    max: usize,
+    handler: impl Fn(&mut Device, &str) -> String + Send + Sync + 'static,
+) -> Result<()> {
+    let listener = bind(path)?;
+    let handler = Arc::new(handler);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (device, iface) = (device.clone(), iface.clone());
+        let (device, handler) = (device.clone(), handler.clone());
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-            if reader.read_line(&mut line).await.is_err() {
-                return;
-            }
-            let reply = match line.trim() {
-                "show" => {
-                    let dev = device.lock().unwrap_or_else(|e| e.into_inner());
-                    status(&dev, &iface, Instant::now())
+            let mut request = Vec::new();
+            let mut reader = tokio::io::BufReader::new(read).take(max as u64);
+            while !request.ends_with(terminator.as_bytes()) {
+                match reader.read_until(b'\n', &mut request).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                other => json!({"error": format!("unknown request {other:?}; known: show")}),
+            }
+            let request = String::from_utf8_lossy(&request);
+            let reply = {
+                let mut dev = device.lock().unwrap_or_else(|e| e.into_inner());
+                handler(&mut dev, &request)
             };
-            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+            let _ = write.write_all(reply.as_bytes()).await;
         });
     }
+}
+
+/// Answers one request of the cladnet control protocol.
+pub fn answer(device: &Device, iface: &Interface, request: &str) -> String {
+    let reply = match request.trim() {
+        "show" => status(device, iface, Instant::now()),
+        other => json!({"error": format!("unknown request {other:?}; known: show")}),
+    };
+    format!("{reply}\n")
 }
 
 /// Sends `request` to the agent at `socket` and returns its JSON answer.

@@ -4,7 +4,7 @@
 //! SIGINT or SIGTERM.
 
 use crate::wgconfig::WgConfig;
-use crate::{api, dataplane};
+use crate::{api, dataplane, uapi};
 use anyhow::{Context, Result};
 use drivers::netlink::Netlink;
 use drivers::tun::Tun;
@@ -98,14 +98,31 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
     dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
+    let wg_socket = uapi::socket_path(iface);
     runtime.block_on(async {
-        let server = api::serve(socket, device.clone(), info);
+        let port = info.listen_port;
+        let control = api::serve(
+            socket,
+            device.clone(),
+            "\n",
+            api::MAX_REQUEST,
+            move |d, r| api::answer(d, &info, r),
+        );
+        let wg = api::serve(
+            &wg_socket,
+            device.clone(),
+            "\n\n",
+            uapi::MAX_REQUEST,
+            move |d, r| uapi::handle(d, port, r, Instant::now()),
+        );
         tokio::select! {
-            r = server => r,
+            r = control => r,
+            r = wg => r,
             r = shutdown_signal() => r,
         }
     })?;
     let _ = std::fs::remove_file(socket);
+    let _ = std::fs::remove_file(&wg_socket);
     tracing::info!("cladnet agent stopped; interface {iface} removed");
     drop(tun);
     Ok(())

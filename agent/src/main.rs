@@ -3,6 +3,7 @@
 mod api;
 mod daemon;
 mod dataplane;
+mod uapi;
 mod wgconfig;
 
 use anyhow::{Context, Result};

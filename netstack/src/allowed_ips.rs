@@ -24,16 +24,14 @@ impl IpNet {
         (prefix <= max).then_some(Self { addr, prefix })
     }
 
-    /// The network with host bits cleared.
+    /// The network with host bits cleared (and the prefix clamped to the family).
     pub fn masked(self) -> Self {
+        let prefix = self.prefix.min(if self.addr.is_ipv4() { 32 } else { 128 });
         let addr = match self.addr {
             IpAddr::V4(a) => IpAddr::V4((u32::from(a) & mask32(self.prefix)).into()),
             IpAddr::V6(a) => IpAddr::V6((u128::from(a) & mask128(self.prefix)).into()),
         };
-        Self {
-            addr,
-            prefix: self.prefix,
-        }
+        Self { addr, prefix }
     }
 
     /// True if `ip` lies inside this network.
@@ -56,11 +54,15 @@ impl std::fmt::Display for IpNet {
 }
 
 fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
 }
 
 fn mask128(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+    u128::MAX
+        .checked_shl(128u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0)
 }
 
 /// Multiplicative hasher for integer keys that come from our own masking.

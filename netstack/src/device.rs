@@ -267,6 +267,39 @@ impl Device {
         true
     }
 
+    /// The current configuration of the peer with `key`.
+    pub fn peer_config(&self, key: &PublicKey) -> Option<PeerConfig> {
+        let id = self.by_key.get(key)?;
+        let p = self.peers.get(id.0 as usize)?.as_ref()?;
+        Some(PeerConfig {
+            public_key: p.public,
+            preshared_key: (p.psk != [0; 32]).then_some(p.psk),
+            endpoint: p.endpoint,
+            allowed_ips: p.allowed.clone(),
+            persistent_keepalive: p.keepalive,
+        })
+    }
+
+    /// Our private key (for WireGuard's `get` on the root-only control socket).
+    pub fn private_key(&self) -> &PrivateKey {
+        &self.key
+    }
+
+    /// Replaces our private key; every session and handshake ends, as the
+    /// peers only know the old key.
+    pub fn set_private_key(&mut self, key: PrivateKey, now: Instant) {
+        self.public = key.public_key();
+        self.key = key;
+        self.checker = CookieChecker::new(&self.public, now);
+        self.by_index.clear();
+        for p in self.peers.iter_mut().flatten() {
+            p.pending = None;
+            p.current = None;
+            p.previous = None;
+            p.next = None;
+        }
+    }
+
     /// Snapshots of every peer.
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
         self.peers.iter().flatten().map(|p| PeerInfo {
@@ -680,11 +713,13 @@ impl Device {
                 continue;
             };
             if peer.want_handshake && !peer.handshake_in_flight() {
-                let len = self.write_initiation(id, out, now);
-                self.schedule(id);
-                match len {
+                match self.write_initiation(id, out, now) {
                     Some(len) => return Some((to, len)),
-                    None => continue,
+                    None => {
+                        // `out` cannot hold an initiation; the next tick retries.
+                        self.drop(DropReason::TooBig);
+                        continue;
+                    }
                 }
             }
             let Some(peer) = self.peer_mut(id) else {

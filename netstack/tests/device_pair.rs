@@ -1,5 +1,6 @@
 //! Two devices talking through an in-memory "network": handshakes, data,
 //! roaming, replays, cookies under load and timer-driven retries.
+#![allow(clippy::unwrap_used)]
 
 use netstack::{Action, Device, DeviceConfig, DropReason, IpNet, PeerConfig, PrivateKey};
 use std::net::{IpAddr, SocketAddr};
@@ -136,8 +137,9 @@ fn first_packet_triggers_handshake_and_arrives() {
         panic!("B has a session")
     };
     assert_eq!(to, A_EP.parse().unwrap());
+    let wire = out[..len].to_vec();
     let Action::Deliver(r) =
-        p.a.decapsulate(B_EP.parse().unwrap(), &out[..len].to_vec(), &mut out, p.now)
+        p.a.decapsulate(B_EP.parse().unwrap(), &wire, &mut out, p.now)
     else {
         panic!("A decrypts B's reply")
     };
@@ -293,4 +295,23 @@ fn under_load_initiations_need_a_cookie() {
         other => panic!("expected a response, got {other:?}"),
     }
     assert_eq!(b.counters().cookie_replies, 1);
+}
+
+#[test]
+fn small_output_buffer_does_not_hang_poll_transmit() {
+    // Regression (found by the decapsulate fuzz target): a handshake due and
+    // an `out` too small for an initiation used to spin forever.
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    a.upsert_peer(PeerConfig {
+        public_key: kb.public_key(),
+        preshared_key: None,
+        endpoint: Some(B_EP.parse().unwrap()),
+        allowed_ips: vec![IpNet::new(IpAddr::from([100, 64, 0, 2]), 32).unwrap()],
+        persistent_keepalive: Some(Duration::from_secs(25)),
+    });
+    a.handle_timeout(now);
+    assert_eq!(a.poll_transmit(&mut [0u8; 100], now), None);
+    assert_eq!(a.counters().dropped(DropReason::TooBig), 1);
 }
