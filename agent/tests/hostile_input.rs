@@ -12,18 +12,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 use testbed::serde_json::Value;
+use testbed::wg;
 use testbed::wire::{self, Hostile};
-use testbed::{skip_unless_root, wg};
 
 #[test]
 fn hostile_input() -> Result<()> {
-    if skip_unless_root("hostile_input") {
-        return Ok(());
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k])?;
-    let r = run(&mut m);
-    m.lab.check(r)
+    with_pair("hostile_input", run)
 }
 
 fn run(m: &mut Mesh) -> Result<()> {

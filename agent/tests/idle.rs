@@ -7,7 +7,6 @@ mod common;
 use anyhow::{ensure, Context, Result};
 use common::*;
 use std::time::{Duration, Instant};
-use testbed::skip_unless_root;
 
 /// utime + stime of a process (all threads), in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -23,13 +22,7 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
 
 #[test]
 fn idle_agent_does_not_spin() -> Result<()> {
-    if skip_unless_root("idle_agent_does_not_spin") {
-        return Ok(());
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k])?;
-    let r = run(&mut m);
-    m.lab.check(r)
+    with_pair("idle_agent_does_not_spin", run)
 }
 
 fn run(m: &mut Mesh) -> Result<()> {

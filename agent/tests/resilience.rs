@@ -6,17 +6,10 @@ mod common;
 use anyhow::{ensure, Result};
 use common::*;
 use std::time::{Duration, Instant};
-use testbed::skip_unless_root;
 
 #[test]
 fn kill9_and_restart() -> Result<()> {
-    if skip_unless_root("kill9_and_restart") {
-        return Ok(());
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k])?;
-    let r = run_kill9(&mut m);
-    m.lab.check(r)
+    with_pair("kill9_and_restart", run_kill9)
 }
 
 fn run_kill9(m: &mut Mesh) -> Result<()> {
@@ -50,13 +43,7 @@ fn run_kill9(m: &mut Mesh) -> Result<()> {
 
 #[test]
 fn partition_and_heal() -> Result<()> {
-    if skip_unless_root("partition_and_heal") {
-        return Ok(());
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k])?;
-    let r = run_partition(&mut m);
-    m.lab.check(r)
+    with_pair("partition_and_heal", run_partition)
 }
 
 fn run_partition(m: &mut Mesh) -> Result<()> {

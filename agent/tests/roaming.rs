@@ -7,17 +7,10 @@ use anyhow::{ensure, Result};
 use common::*;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use testbed::skip_unless_root;
 
 #[test]
 fn roaming() -> Result<()> {
-    if skip_unless_root("roaming") {
-        return Ok(());
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k])?;
-    let r = run(&mut m);
-    m.lab.check(r)
+    with_pair("roaming", run)
 }
 
 fn run(m: &mut Mesh) -> Result<()> {

@@ -6,17 +6,10 @@ mod common;
 use anyhow::{ensure, Result};
 use common::*;
 use std::time::Duration;
-use testbed::skip_unless_root;
 
 #[test]
-fn wg_show_and_wg_set_work_on_cladnet() {
-    if skip_unless_root("wg_show_and_wg_set_work_on_cladnet") {
-        return;
-    }
-    let k = ours();
-    let mut m = Mesh::new(&[k.clone(), k]).expect("lab");
-    let r = run(&mut m);
-    m.lab.check(r).expect("wg tools lab");
+fn wg_show_and_wg_set_work_on_cladnet() -> Result<()> {
+    with_pair("wg_show_and_wg_set_work_on_cladnet", run)
 }
 
 fn run(m: &mut Mesh) -> Result<()> {

@@ -34,11 +34,23 @@ fn device(
     ep: Option<&str>,
     now: Instant,
 ) -> Device {
+    device_with_limit(key, peer, peer_ip, ep, now, 1000)
+}
+
+/// A device with one peer that demands cookies above `load_limit` handshakes/s.
+fn device_with_limit(
+    key: &PrivateKey,
+    peer: &PrivateKey,
+    peer_ip: [u8; 4],
+    ep: Option<&str>,
+    now: Instant,
+    load_limit: u32,
+) -> Device {
     let mut d = Device::new(
         DeviceConfig {
             private_key: key.clone(),
             mtu: 1420,
-            handshake_load_limit: 1000,
+            handshake_load_limit: load_limit,
         },
         now,
         Duration::from_secs(1_700_000_000),
@@ -250,22 +262,7 @@ fn under_load_initiations_need_a_cookie() {
     let now = Instant::now();
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
-    let mut b = Device::new(
-        DeviceConfig {
-            private_key: kb.clone(),
-            mtu: 1420,
-            handshake_load_limit: 0,
-        },
-        now,
-        Duration::from_secs(1_700_000_000),
-    );
-    b.upsert_peer(PeerConfig {
-        public_key: ka.public_key(),
-        preshared_key: Some([9; 32]),
-        endpoint: None,
-        allowed_ips: vec![IpNet::new(IpAddr::from([100, 64, 0, 1]), 32).unwrap()],
-        persistent_keepalive: None,
-    });
+    let mut b = device_with_limit(&kb, &ka, [100, 64, 0, 1], None, now, 0);
     let mut out = vec![0u8; 2048];
     let Action::Send { len, .. } = a.encapsulate(
         &ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64),
@@ -304,13 +301,9 @@ fn small_output_buffer_does_not_hang_poll_transmit() {
     let now = Instant::now();
     let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
     let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
-    a.upsert_peer(PeerConfig {
-        public_key: kb.public_key(),
-        preshared_key: None,
-        endpoint: Some(B_EP.parse().unwrap()),
-        allowed_ips: vec![IpNet::new(IpAddr::from([100, 64, 0, 2]), 32).unwrap()],
-        persistent_keepalive: Some(Duration::from_secs(25)),
-    });
+    let mut config = a.peer_config(&kb.public_key()).unwrap();
+    config.persistent_keepalive = Some(Duration::from_secs(25));
+    a.upsert_peer(config);
     a.handle_timeout(now);
     assert_eq!(a.poll_transmit(&mut [0u8; 100], now), None);
     assert_eq!(a.counters().dropped(DropReason::TooBig), 1);

@@ -8,6 +8,19 @@ use testbed::serde_json::Value;
 use testbed::wg::{self, IfaceConf, KeyPair, Kind, Tunnel};
 use testbed::{Lab, Node};
 
+/// Runs `body` on a fresh lab of two cladnet nodes in a mesh (skipped, with
+/// a loud message, when not root); on failure the lab keeps its directory and
+/// prints the daemons' logs.
+pub fn with_pair(test: &str, body: impl FnOnce(&mut Mesh) -> Result<()>) -> Result<()> {
+    if testbed::skip_unless_root(test) {
+        return Ok(());
+    }
+    let k = ours();
+    let mut m = Mesh::new(&[k.clone(), k])?;
+    let r = body(&mut m);
+    m.lab.check(r)
+}
+
 /// WireGuard port used by every node in these labs.
 pub const PORT: u16 = 51820;
 /// Bound on waiting for a first overlay ping (includes the handshake).
