@@ -9,13 +9,15 @@ use std::time::Duration;
 use testbed::wg::{IfaceConf, KeyPair, PeerConf};
 use testbed::{skip_unless_root, Lab, Node};
 
-/// Runs the agent (bounded: 15 s) and expects it to fail on its own.
+/// Runs the agent (bounded: 15 s), prefixed by `wrapper` (e.g. a privilege
+/// drop), and expects it to fail on its own.
 fn expect_failure(
     lab: &Lab,
     node: &Node,
     what: &str,
     conf_text: &str,
     ifname: &str,
+    wrapper: &[&str],
 ) -> Result<String> {
     let cfg = lab
         .write_file(&format!("{ifname}.conf"), conf_text)?
@@ -26,20 +28,17 @@ fn expect_failure(
         .join(format!("{ifname}.sock"))
         .to_string_lossy()
         .into_owned();
-    let out = lab.exec_timeout(
-        node,
-        &[
-            bin(),
-            "agent",
-            "--wg-config",
-            &cfg,
-            "--iface",
-            ifname,
-            "--api-socket",
-            &sock,
-        ],
-        Duration::from_secs(15),
-    )?;
+    let agent = [
+        bin(),
+        "agent",
+        "--wg-config",
+        &cfg,
+        "--iface",
+        ifname,
+        "--api-socket",
+        &sock,
+    ];
+    let out = lab.exec_timeout(node, &[wrapper, &agent].concat(), Duration::from_secs(15))?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!(
         "cli_errors [{what}]: {} stderr: {}",
@@ -86,7 +85,7 @@ fn run(lab: &Lab) -> Result<()> {
 
     // Malformed private key.
     let bad_key = good.wg_quick().replace(&keys[0].private, "not-a-key");
-    let e = expect_failure(lab, &n, "bad key", &bad_key, &lab.ifname("k"))?;
+    let e = expect_failure(lab, &n, "bad key", &bad_key, &lab.ifname("k"), &[])?;
     ensure!(
         !e.contains(&keys[0].private),
         "error output leaks key material"
@@ -99,7 +98,36 @@ fn run(lab: &Lab) -> Result<()> {
         "no interface",
         "[Peer]\nPublicKey = x\n",
         &lab.ifname("i"),
+        &[],
     )?;
+
+    // A CIDR with an impossible prefix: the message names the line and the value.
+    let bad_cidr = good.wg_quick().replace("100.64.0.1/24", "100.64.0.1/33");
+    let e = expect_failure(lab, &n, "bad CIDR", &bad_cidr, &lab.ifname("c"), &[])?;
+    ensure!(
+        e.contains("line") && e.contains("/33"),
+        "bad-CIDR error should name line and value: {e}"
+    );
+
+    // No permission to create a TUN device (root without CAP_NET_ADMIN).
+    let no_cap = [
+        "setpriv",
+        "--inh-caps=-net_admin",
+        "--bounding-set=-net_admin",
+    ];
+    let e = expect_failure(
+        lab,
+        &n,
+        "no TUN permission",
+        &good.wg_quick(),
+        &lab.ifname("t"),
+        &no_cap,
+    )?;
+    ensure!(
+        e.contains("CAP_NET_ADMIN"),
+        "TUN-permission error should say what is needed: {e}"
+    );
+    ensure!(e.lines().count() == 1, "one sentence, one line: {e}");
 
     // Port in use: something else holds the UDP port.
     let _holder = lab.spawn(
@@ -117,7 +145,14 @@ fn run(lab: &Lab) -> Result<()> {
             .unwrap_or(false)
     });
     ensure!(bound, "port holder did not bind");
-    let e = expect_failure(lab, &n, "port in use", &good.wg_quick(), &lab.ifname("p"))?;
+    let e = expect_failure(
+        lab,
+        &n,
+        "port in use",
+        &good.wg_quick(),
+        &lab.ifname("p"),
+        &[],
+    )?;
     ensure!(
         e.contains("51820"),
         "port-in-use error should name the port: {e}"

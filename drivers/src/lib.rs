@@ -10,12 +10,12 @@ pub mod udp;
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The TUN device could not be created.
-    #[error("cannot create TUN device {name}: {source} (run as root or with CAP_NET_ADMIN, and check that /dev/net/tun exists)")]
+    #[error("cannot create TUN device {name}: {reason}; run as root or with CAP_NET_ADMIN, and check that /dev/net/tun exists")]
     Tun {
         /// Requested interface name.
         name: String,
         /// OS error.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The UDP port is taken.
     #[error("cannot listen on UDP {addr}: the port is already in use; pick another ListenPort or stop the other program")]
@@ -24,12 +24,12 @@ pub enum DriverError {
         addr: std::net::SocketAddr,
     },
     /// Binding the UDP socket failed for another reason.
-    #[error("cannot listen on UDP {addr}: {source}")]
+    #[error("cannot listen on UDP {addr}: {reason}")]
     Bind {
         /// Requested address.
         addr: std::net::SocketAddr,
         /// OS error.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A netlink request failed.
     #[error("cannot configure interface {iface}: {what}: {detail}")]

@@ -22,9 +22,9 @@ pub struct Tun {
 impl Tun {
     /// Creates TUN device `name` with offloads enabled where the kernel allows.
     pub fn create(name: &str, mtu: u16) -> Result<Self, DriverError> {
-        let err = |source| DriverError::Tun {
+        let err = |reason| DriverError::Tun {
             name: name.to_string(),
-            source,
+            reason,
         };
         let dev = DeviceBuilder::new()
             .name(name)

@@ -65,10 +65,16 @@ impl Udp {
     pub fn bind(addr: SocketAddr) -> Result<Self, DriverError> {
         let sock = bind_socket(addr).map_err(|source| match source.kind() {
             io::ErrorKind::AddrInUse => DriverError::PortInUse { addr },
-            _ => DriverError::Bind { addr, source },
+            _ => DriverError::Bind {
+                addr,
+                reason: source,
+            },
         })?;
-        let state = UdpSocketState::new(UdpSockRef::from(&sock))
-            .map_err(|source| DriverError::Bind { addr, source })?;
+        let state =
+            UdpSocketState::new(UdpSockRef::from(&sock)).map_err(|source| DriverError::Bind {
+                addr,
+                reason: source,
+            })?;
         let _ = state.set_recv_buffer_size(UdpSockRef::from(&sock), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size(UdpSockRef::from(&sock), SOCKET_BUFFER);
         force_buffer(&sock, libc::SO_RCVBUFFORCE, SOCKET_BUFFER);
