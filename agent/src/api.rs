@@ -79,37 +79,48 @@ fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// How requests on one socket are framed.
+pub struct Framing {
+    /// A request is complete when it ends with this.
+    pub terminator: &'static str,
+    /// Longest request accepted.
+    pub max: usize,
+    /// Answer to a request that ended (or hit `max`) before its terminator.
+    pub incomplete: &'static str,
+}
+
 /// Serves requests on the socket at `path` until the future is dropped: a
-/// request is read until `terminator` (at most `max` bytes), answered by
-/// `handler` with the device locked, and the connection closed.
+/// complete request is answered by `handler` with the device locked, an
+/// incomplete one is refused unprocessed, and the connection is closed.
 pub async fn serve(
     path: &Path,
     device: Arc<Mutex<Device>>,
-    terminator: &'static str,
-    max: usize,
+    framing: Framing,
     handler: impl Fn(&mut Device, &str) -> String + Send + Sync + 'static,
 ) -> Result<()> {
     let listener = bind(path)?;
-    let handler = Arc::new(handler);
+    let (handler, framing) = (Arc::new(handler), Arc::new(framing));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (device, handler) = (device.clone(), handler.clone());
+        let (device, handler, framing) = (device.clone(), handler.clone(), framing.clone());
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut request = Vec::new();
-            let mut reader = tokio::io::BufReader::new(read).take(max as u64);
-            while !request.ends_with(terminator.as_bytes()) {
+            let mut reader = tokio::io::BufReader::new(read).take(framing.max as u64);
+            while !request.ends_with(framing.terminator.as_bytes()) {
                 match reader.read_until(b'\n', &mut request).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
             }
-            let request = String::from_utf8_lossy(&request);
-            let reply = {
+            let reply = if request.ends_with(framing.terminator.as_bytes()) {
+                let request = String::from_utf8_lossy(&request);
                 let mut dev = device.lock().unwrap_or_else(|e| e.into_inner());
                 handler(&mut dev, &request)
+            } else {
+                framing.incomplete.to_string()
             };
             let _ = write.write_all(reply.as_bytes()).await;
         });

@@ -61,6 +61,9 @@ fn build_device(config: &WgConfig, mtu: u16) -> Device {
 
 /// Runs the agent until a termination signal.
 pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
+    // Sockets and files the agent creates are root-only from the start.
+    // SAFETY: umask has no memory effects; called before any thread starts.
+    unsafe { libc::umask(0o077) };
     for key in &config.ignored_keys {
         tracing::warn!("ignoring wg-quick key {key}: cladnet does not run scripts or change DNS/routing tables");
     }
@@ -101,20 +104,22 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     let wg_socket = uapi::socket_path(iface);
     runtime.block_on(async {
         let port = info.listen_port;
-        let control = api::serve(
-            socket,
-            device.clone(),
-            "\n",
-            api::MAX_REQUEST,
-            move |d, r| api::answer(d, &info, r),
-        );
-        let wg = api::serve(
-            &wg_socket,
-            device.clone(),
-            "\n\n",
-            uapi::MAX_REQUEST,
-            move |d, r| uapi::handle(d, port, r, Instant::now()),
-        );
+        let control_framing = api::Framing {
+            terminator: "\n",
+            max: api::MAX_REQUEST,
+            incomplete: "{\"error\": \"request too long or not ended by a newline\"}\n",
+        };
+        let control = api::serve(socket, device.clone(), control_framing, move |d, r| {
+            api::answer(d, &info, r)
+        });
+        let wg_framing = api::Framing {
+            terminator: "\n\n",
+            max: uapi::MAX_REQUEST,
+            incomplete: uapi::INCOMPLETE,
+        };
+        let wg = api::serve(&wg_socket, device.clone(), wg_framing, move |d, r| {
+            uapi::handle(d, port, r, Instant::now())
+        });
         tokio::select! {
             r = control => r,
             r = wg => r,

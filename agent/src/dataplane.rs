@@ -56,79 +56,118 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
         .map(|_| ())
 }
 
-/// Drains the device's pending transmissions into `batch`, flushing when full.
-fn drain(dev: &mut Device, batch: &mut GsoBatch, udp: &Udp, now: Instant) {
-    loop {
-        if !batch.has_room() {
-            batch.send(udp);
-        }
+/// Moves the device's pending transmissions into `batch`; false if it
+/// stopped because the batch is full (send it and call again).
+fn drain(dev: &mut Device, batch: &mut GsoBatch, now: Instant) -> bool {
+    while batch.has_room() {
         match dev.poll_transmit(batch.slot(), now) {
             Some((to, len)) => batch.commit(to, len),
-            None => return,
+            None => return true,
         }
     }
+    false
+}
+
+/// True if a TUN read error means the device is gone (stop), false if it
+/// concerned one packet or was transient (go on).
+fn tun_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EBADFD | libc::ENODEV | libc::EBADF)
+    )
 }
 
 fn outbound(mut reader: TunReader, udp: &Udp, device: &Shared, mut batch: GsoBatch) {
     loop {
         let n = match reader.recv() {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::error!("reading the TUN device failed: {e}; stopping outbound traffic");
+            Err(e) if tun_gone(&e) => {
+                tracing::error!("the TUN device is gone ({e}); stopping outbound traffic");
                 return;
+            }
+            Err(e) => {
+                // E.g. a super-packet with more segments than our buffers
+                // (tiny MSS): that packet is lost, TCP resends it.
+                tracing::debug!("dropped a TUN read: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
             }
         };
         let now = Instant::now();
-        let mut dev = lock(device);
-        for i in 0..n {
-            if !batch.has_room() {
-                batch.send(udp);
+        let mut next = 0;
+        loop {
+            let mut dev = lock(device);
+            while next < n && batch.has_room() {
+                if let Action::Send { to, len } =
+                    dev.encapsulate(reader.packet(next), batch.slot(), now)
+                {
+                    batch.commit(to, len);
+                }
+                next += 1;
             }
-            if let Action::Send { to, len } = dev.encapsulate(reader.packet(i), batch.slot(), now) {
-                batch.commit(to, len);
+            let done = next == n && drain(&mut dev, &mut batch, now);
+            drop(dev);
+            batch.send(udp);
+            if done {
+                break;
             }
         }
-        drain(&mut dev, &mut batch, udp, now);
-        drop(dev);
-        batch.send(udp);
     }
+}
+
+/// Receive errors that only echo an ICMP error about an earlier send.
+fn is_icmp_echo(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::Interrupted
+    )
 }
 
 fn inbound(mut writer: TunWriter, udp: &Udp, device: &Shared, mut replies: GsoBatch) {
     let mut rx: RecvBuffers = Udp::recv_buffers();
     loop {
         if let Err(e) = udp.recv(&mut rx) {
-            if e.kind() != io::ErrorKind::Interrupted {
+            if !is_icmp_echo(&e) {
                 tracing::warn!("receiving on the UDP socket failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             continue;
         }
         let now = Instant::now();
-        let mut dev = lock(device);
-        for (from, datagram) in rx.datagrams() {
-            if writer.is_full() {
-                flush_tun(&mut writer);
-            }
-            let Some(out) = writer.next_buffer(datagram.len().max(INITIATION_LEN)) else {
-                continue;
-            };
-            match dev.decapsulate(from, datagram, out, now) {
-                Action::Deliver(range) => writer.commit(range.len()),
-                Action::Send { to, len } => {
-                    if !replies.has_room() {
-                        replies.send(udp);
-                    }
-                    replies.slot()[..len].copy_from_slice(&out[..len]);
-                    replies.commit(to, len);
+        let mut datagrams = rx.datagrams();
+        let mut carry = None;
+        loop {
+            let mut dev = lock(device);
+            let mut exhausted = true;
+            while let Some((from, datagram)) = carry.take().or_else(|| datagrams.next()) {
+                if writer.is_full() || !replies.has_room() {
+                    carry = Some((from, datagram));
+                    exhausted = false;
+                    break;
                 }
-                Action::None => {}
+                let Some(out) = writer.next_buffer(datagram.len().max(INITIATION_LEN)) else {
+                    break;
+                };
+                match dev.decapsulate(from, datagram, out, now) {
+                    Action::Deliver(range) => writer.commit(range.len()),
+                    Action::Send { to, len } => {
+                        replies.slot()[..len].copy_from_slice(&out[..len]);
+                        replies.commit(to, len);
+                    }
+                    Action::None => {}
+                }
+            }
+            let done = exhausted && drain(&mut dev, &mut replies, now);
+            drop(dev);
+            flush_tun(&mut writer);
+            replies.send(udp);
+            if done {
+                break;
             }
         }
-        drain(&mut dev, &mut replies, udp, now);
-        drop(dev);
-        flush_tun(&mut writer);
-        replies.send(udp);
     }
 }
 
@@ -142,10 +181,13 @@ fn timers(udp: &Udp, device: &Shared, mut batch: GsoBatch) {
     loop {
         std::thread::sleep(TICK);
         let now = Instant::now();
-        let mut dev = lock(device);
-        dev.handle_timeout(now);
-        drain(&mut dev, &mut batch, udp, now);
-        drop(dev);
-        batch.send(udp);
+        lock(device).handle_timeout(now);
+        loop {
+            let done = drain(&mut lock(device), &mut batch, now);
+            batch.send(udp);
+            if done {
+                break;
+            }
+        }
     }
 }

@@ -15,6 +15,8 @@ pub fn socket_path(iface: &str) -> std::path::PathBuf {
 /// errno values the protocol reports.
 const EINVAL: i32 = 22;
 const EPROTO: i32 = 71;
+/// Answer to a request cut off before its blank line: nothing is applied.
+pub const INCOMPLETE: &str = "errno=71\n\n";
 const ENOTSUP: i32 = 95;
 
 /// Longest request accepted, in bytes (bounds memory per connection).
@@ -174,7 +176,9 @@ fn apply(device: &mut Device, listen_port: u16, req: SetRequest, now: Instant) -
         if existing.is_none() && p.update_only {
             continue;
         }
-        let mut c = existing.unwrap_or(PeerConfig {
+        // `replace_peers` means the request describes each peer completely.
+        let base = if req.replace_peers { None } else { existing };
+        let mut c = base.unwrap_or(PeerConfig {
             public_key: key,
             preshared_key: None,
             endpoint: None,

@@ -263,17 +263,28 @@ impl GsoBatch {
         });
     }
 
-    /// Sends every train and empties the batch. Errors of single sends are
-    /// counted in the return value (the datagrams are lost, like on a wire).
+    /// Sends every train and empties the batch. A train the kernel refuses
+    /// as a whole (GSO unsupported on this path) is resent one datagram at a
+    /// time; returns how many datagrams were lost anyway, like on a wire.
     pub fn send(&mut self, udp: &Udp) -> usize {
         let mut failed = 0;
         for t in self.trains.drain(..) {
-            let seg = (t.count > 1).then_some(t.segment);
-            if udp.send(t.to, &self.buf[t.start..t.end], seg).is_err() {
-                failed += t.count;
+            let train = &self.buf[t.start..t.end];
+            let sent = match t.count {
+                1 => udp.send(t.to, train, None).is_ok(),
+                _ => udp.send(t.to, train, Some(t.segment)).is_ok(),
+            };
+            if !sent && t.count > 1 {
+                failed += train
+                    .chunks(t.segment)
+                    .filter(|d| udp.send(t.to, d, None).is_err())
+                    .count();
+            } else if !sent {
+                failed += 1;
             }
         }
         self.len = 0;
+        self.max_segments = udp.max_gso_segments().clamp(1, 64);
         failed
     }
 }

@@ -151,9 +151,23 @@ impl<V: Copy + PartialEq> AllowedIps<V> {
 
     /// Maps `net` to `value`, replacing any previous owner of exactly that network.
     pub fn insert(&mut self, net: IpNet, value: V) {
-        match net.masked().addr {
+        let net = net.masked();
+        match net.addr {
             IpAddr::V4(a) => self.v4.insert(u32::from(a), net.prefix, value),
             IpAddr::V6(a) => self.v6.insert(u128::from(a), net.prefix, value),
+        }
+    }
+
+    /// The value that owns exactly `net`, if any.
+    pub fn owner(&self, net: IpNet) -> Option<V> {
+        let net = net.masked();
+        match net.addr {
+            IpAddr::V4(a) => self.v4.by_len[usize::from(net.prefix)]
+                .get(&u32::from(a))
+                .copied(),
+            IpAddr::V6(a) => self.v6.by_len[usize::from(net.prefix)]
+                .get(&u128::from(a))
+                .copied(),
         }
     }
 

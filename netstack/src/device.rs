@@ -13,6 +13,7 @@ use crate::crypto::{tai64n, PrivateKey, PublicKey};
 use crate::handshake::{Initiator, Responder};
 use crate::ip;
 use crate::peer::{Peer, Pending, Slot, QUEUE_LEN};
+use crate::ratelimit::RateLimiter;
 use crate::session::Session;
 use crate::timers::*;
 use crate::wire::{self, Message, DATA_HEADER_LEN};
@@ -136,7 +137,7 @@ pub struct Counters {
     pub cookie_replies: u64,
     /// Handshake initiations sent.
     pub initiations_sent: u64,
-    drops: [u64; 16],
+    drops: [u64; DropReason::ALL.len()],
 }
 
 impl Counters {
@@ -167,6 +168,7 @@ pub struct Device {
     load_window: Instant,
     load_count: u32,
     load_limit: u32,
+    limiter: RateLimiter,
 }
 
 impl Device {
@@ -190,6 +192,7 @@ impl Device {
             load_window: now,
             load_count: 0,
             load_limit: config.handshake_load_limit,
+            limiter: RateLimiter::default(),
         }
     }
 
@@ -214,41 +217,44 @@ impl Device {
     }
 
     /// Adds a peer, or replaces the configuration of the peer with that key.
+    /// A network another peer had is moved to this one (as `wg set` does).
     pub fn upsert_peer(&mut self, config: PeerConfig) -> PeerId {
-        if let Some(&id) = self.by_key.get(&config.public_key) {
-            self.routes.remove_value(id);
-            for net in &config.allowed_ips {
-                self.routes.insert(*net, id);
+        let id = match self.by_key.get(&config.public_key) {
+            Some(&id) => id,
+            None => self.insert_peer(&config),
+        };
+        self.routes.remove_value(id);
+        let nets: Vec<IpNet> = config.allowed_ips.iter().map(|n| n.masked()).collect();
+        for net in &nets {
+            if let Some(previous) = self.routes.owner(*net).filter(|o| *o != id) {
+                if let Some(p) = self.peer_mut(previous) {
+                    p.allowed.retain(|n| n != net);
+                }
             }
-            if let Some(p) = self.peer_mut(id) {
-                p.psk = config.preshared_key.unwrap_or_default();
-                p.endpoint = config.endpoint.or(p.endpoint);
-                p.allowed = config.allowed_ips;
-                p.keepalive = config.persistent_keepalive;
-            }
-            return id;
+            self.routes.insert(*net, id);
         }
+        if let Some(p) = self.peer_mut(id) {
+            p.psk = config.preshared_key.unwrap_or_default();
+            p.endpoint = config.endpoint.or(p.endpoint);
+            p.allowed = nets;
+            p.keepalive = config.persistent_keepalive;
+        }
+        id
+    }
+
+    fn insert_peer(&mut self, config: &PeerConfig) -> PeerId {
         let slot = self
             .peers
             .iter()
             .position(Option::is_none)
             .unwrap_or(self.peers.len());
-        let id = PeerId(slot as u32);
-        for net in &config.allowed_ips {
-            self.routes.insert(*net, id);
-        }
-        let peer = Peer::new(
-            config.public_key,
-            config.preshared_key.unwrap_or_default(),
-            config.endpoint,
-            config.allowed_ips,
-            config.persistent_keepalive,
-        );
+        let peer = Peer::new(config.public_key);
         if slot == self.peers.len() {
             self.peers.push(Some(peer));
         } else {
             self.peers[slot] = Some(peer);
         }
+        let id = PeerId(slot as u32);
         self.by_key.insert(config.public_key, id);
         id
     }
@@ -375,9 +381,17 @@ impl Device {
                     return Action::Send { to, len };
                 }
                 Err(Error::BufferTooSmall) => return self.drop(DropReason::TooBig),
-                Err(_) => peer.current = None,
+                Err(_) => {
+                    // Out of counters: retire the session and handshake anew.
+                    if let Some(dead) = peer.current.take() {
+                        self.by_index.remove(&dead.local_index);
+                    }
+                }
             }
         }
+        let Some(peer) = self.peer_mut(id) else {
+            return self.drop(DropReason::NoRoute);
+        };
         let peer_queue_full = peer.queue.len() >= QUEUE_LEN;
         if peer_queue_full {
             peer.queue.pop_front();
@@ -407,7 +421,7 @@ impl Device {
         wire::write_header(out, wire::TYPE_INITIATION, index);
         peer.jar.stamp(out, wire::INITIATION_MAC1_OFFSET, now);
         let old = peer.pending.replace(Pending {
-            init,
+            init: Some(init),
             local_index: index,
             sent_at: now,
         });
@@ -445,7 +459,10 @@ impl Device {
         if !self.checker.check_mac1(raw, mac1_at) {
             return Err(self.drop(DropReason::BadMac));
         }
-        if self.under_load(now) && !self.checker.check_mac2(raw, mac1_at, from, now) {
+        if !self.under_load(now) {
+            return Ok(());
+        }
+        if !self.checker.check_mac2(raw, mac1_at, from, now) {
             return Err(
                 match self
                     .checker
@@ -459,6 +476,9 @@ impl Device {
                     Err(_) => self.drop(DropReason::TooBig),
                 },
             );
+        }
+        if !self.limiter.allow(from.ip(), now) {
+            return Err(self.drop(DropReason::RateLimited));
         }
         Ok(())
     }
@@ -591,21 +611,23 @@ impl Device {
         let Some(peer) = self.peer_mut(id) else {
             return self.drop(DropReason::UnknownIndex);
         };
-        let pending = match peer.pending.take() {
-            Some(p) if p.local_index == m.receiver => p,
-            other => {
-                peer.pending = other;
-                return self.drop(DropReason::UnknownIndex);
-            }
+        let init = match peer.pending.as_mut() {
+            Some(p) if p.local_index == m.receiver => p.init.take(),
+            _ => None,
         };
-        let session = pending
-            .init
+        let Some(init) = init else {
+            return self.drop(DropReason::UnknownIndex);
+        };
+        // A response that fails to authenticate leaves the (now dead) pending
+        // entry in place, so the retry timer still fires: a forged response
+        // cannot cancel our handshake.
+        let session = init
             .finish(m.noise)
-            .and_then(|k| Session::new(&k, pending.local_index, m.sender, true, now));
+            .and_then(|k| Session::new(&k, m.receiver, m.sender, true, now));
         let Ok(session) = session else {
-            self.by_index.remove(&pending.local_index);
             return self.drop(DropReason::Handshake);
         };
+        peer.pending = None;
         let gone: Vec<u32> = peer.install(session).collect();
         peer.endpoint = Some(from);
         peer.last_received = Some(now);
@@ -693,6 +715,9 @@ impl Device {
         };
         if self.routes.lookup(src) != Some(id) {
             return self.drop(DropReason::SourceNotAllowed);
+        }
+        if let Some(peer) = self.peer_mut(id) {
+            peer.last_data_received = Some(now);
         }
         Action::Deliver(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
     }
@@ -798,13 +823,13 @@ impl Device {
                 continue;
             };
             let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
-            let received_after_sent = match (peer.last_received, peer.last_sent) {
+            let received_after_sent = match (peer.last_data_received, peer.last_sent) {
                 (Some(r), Some(s)) => r > s,
                 (Some(_), None) => true,
                 _ => false,
             };
             if received_after_sent
-                && since(peer.last_received).is_some_and(|d| d >= KEEPALIVE_TIMEOUT)
+                && since(peer.last_data_received).is_some_and(|d| d >= KEEPALIVE_TIMEOUT)
                 && peer.current.is_some()
             {
                 peer.want_keepalive = true;

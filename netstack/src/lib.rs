@@ -13,6 +13,7 @@ pub mod device;
 pub mod handshake;
 pub mod ip;
 mod peer;
+pub mod ratelimit;
 pub mod replay;
 pub mod session;
 pub mod timers;

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 /// Most packets kept per peer while a handshake is under way.
 pub(crate) const QUEUE_LEN: usize = 128;
 
-/// An initiation in flight.
+/// An initiation in flight. `init` is `None` once a response failed to
+/// authenticate: the retry timer still runs from `sent_at`.
 pub(crate) struct Pending {
-    pub init: Initiator,
+    pub init: Option<Initiator>,
     pub local_index: u32,
     pub sent_at: Instant,
 }
@@ -47,6 +48,8 @@ pub(crate) struct Peer {
     pub queue: VecDeque<Vec<u8>>,
     pub last_sent: Option<Instant>,
     pub last_received: Option<Instant>,
+    /// Last time a non-keepalive packet arrived (keepalives are not answered).
+    pub last_data_received: Option<Instant>,
     /// Set when we send data and cleared when anything arrives.
     pub unanswered_since: Option<Instant>,
     pub want_keepalive: bool,
@@ -59,20 +62,15 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    pub fn new(
-        public: PublicKey,
-        psk: [u8; 32],
-        endpoint: Option<SocketAddr>,
-        allowed: Vec<IpNet>,
-        keepalive: Option<Duration>,
-    ) -> Self {
+    /// A peer with nothing configured and no sessions yet.
+    pub fn new(public: PublicKey) -> Self {
         Self {
             jar: CookieJar::new(&public),
             public,
-            psk,
-            endpoint,
-            allowed,
-            keepalive,
+            psk: [0; 32],
+            endpoint: None,
+            allowed: Vec::new(),
+            keepalive: None,
             pending: None,
             attempt_started: None,
             current: None,
@@ -83,6 +81,7 @@ impl Peer {
             queue: VecDeque::new(),
             last_sent: None,
             last_received: None,
+            last_data_received: None,
             unanswered_since: None,
             want_keepalive: false,
             want_handshake: false,
