@@ -2,7 +2,7 @@
 //! protocol timer. Each thread works in batches: one lock of the device per
 //! batch, I/O outside the lock, buffers allocated once.
 
-use drivers::tun::{Tun, TunReader, TunWriter};
+use drivers::tun::{Tun, TunReader, TunWaiter, TunWriter};
 use drivers::udp::{GsoBatch, RecvBuffers, Udp};
 use netstack::timers::TICK;
 use netstack::wire::{DATA_HEADER_LEN, INITIATION_LEN};
@@ -29,20 +29,38 @@ fn lock(device: &Shared) -> MutexGuard<'_, Device> {
 pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared) -> io::Result<()> {
     let max_datagram = tun_datagram_limit(device);
     let gso = || GsoBatch::new(max_datagram, SEND_BATCH, udp.max_gso_segments());
-    let (reader, writer) = (tun.reader(), tun.writer(DATA_HEADER_LEN));
+    let ends = Arc::new(Ends {
+        device: device.clone(),
+        udp: udp.clone(),
+        reader: Mutex::new(tun.reader()),
+        waiter: tun.waiter(),
+    });
+    let writer = tun.writer(DATA_HEADER_LEN);
     spawn("cladnet-tx", {
-        let (udp, device, batch) = (udp.clone(), device.clone(), gso());
-        move || outbound(reader, &udp, &device, batch)
+        let (ends, batch) = (ends.clone(), gso());
+        move || outbound(&ends, batch)
     })?;
     spawn("cladnet-rx", {
-        let (udp, device, batch) = (udp.clone(), device.clone(), gso());
-        move || inbound(writer, &udp, &device, batch)
+        let (ends, batch) = (ends.clone(), gso());
+        move || inbound(&ends, writer, batch)
     })?;
     spawn("cladnet-timer", {
-        let (udp, device, batch) = (udp.clone(), device.clone(), gso());
-        move || timers(&udp, &device, batch)
+        let batch = gso();
+        move || timers(&ends, batch)
     })?;
     Ok(())
+}
+
+/// What the data-plane threads share.
+struct Ends {
+    device: Shared,
+    udp: Arc<Udp>,
+    /// The TUN reader: owned by the tx thread while it works, and taken by
+    /// the rx thread right after it wrote to the TUN device, so an answer
+    /// the kernel produced at once (a ping reply, a TCP ACK) leaves without
+    /// waking the tx thread. Whoever holds it reads and sends in order.
+    reader: Mutex<TunReader>,
+    waiter: TunWaiter,
 }
 
 fn tun_datagram_limit(device: &Shared) -> usize {
@@ -77,26 +95,33 @@ fn tun_gone(e: &io::Error) -> bool {
     )
 }
 
-fn outbound(mut reader: TunReader, udp: &Udp, device: &Shared, mut batch: GsoBatch) {
-    loop {
-        let n = match reader.recv() {
+/// Reads what the TUN device holds now (at most `max_reads` batches),
+/// encrypts and sends it. Returns false if the device is gone.
+fn forward_ready(
+    ends: &Ends,
+    reader: &mut TunReader,
+    batch: &mut GsoBatch,
+    max_reads: usize,
+) -> bool {
+    for _ in 0..max_reads {
+        let n = match reader.try_recv() {
+            Ok(0) => return true,
             Ok(n) => n,
             Err(e) if tun_gone(&e) => {
                 tracing::error!("the TUN device is gone ({e}); stopping outbound traffic");
-                return;
+                return false;
             }
             Err(e) => {
                 // E.g. a super-packet with more segments than our buffers
                 // (tiny MSS): that packet is lost, TCP resends it.
                 tracing::debug!("dropped a TUN read: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(1));
                 continue;
             }
         };
         let now = Instant::now();
         let mut next = 0;
         loop {
-            let mut dev = lock(device);
+            let mut dev = lock(&ends.device);
             while next < n && batch.has_room() {
                 if let Action::Send { to, len } =
                     dev.encapsulate(reader.packet(next), batch.slot(), now)
@@ -105,13 +130,25 @@ fn outbound(mut reader: TunReader, udp: &Udp, device: &Shared, mut batch: GsoBat
                 }
                 next += 1;
             }
-            let done = next == n && drain(&mut dev, &mut batch, now);
+            let done = next == n && drain(&mut dev, batch, now);
             drop(dev);
-            batch.send(udp);
+            batch.send(&ends.udp);
             if done {
                 break;
             }
         }
+    }
+    true
+}
+
+fn outbound(ends: &Ends, mut batch: GsoBatch) {
+    loop {
+        let mut reader = ends.reader.lock().unwrap_or_else(|e| e.into_inner());
+        if !forward_ready(ends, &mut reader, &mut batch, usize::MAX) {
+            return;
+        }
+        drop(reader);
+        ends.waiter.wait();
     }
 }
 
@@ -126,7 +163,8 @@ fn is_icmp_echo(e: &io::Error) -> bool {
     )
 }
 
-fn inbound(mut writer: TunWriter, udp: &Udp, device: &Shared, mut replies: GsoBatch) {
+fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
+    let (udp, device) = (&ends.udp, &ends.device);
     let mut rx: RecvBuffers = Udp::recv_buffers();
     loop {
         if let Err(e) = udp.recv(&mut rx) {
@@ -168,6 +206,10 @@ fn inbound(mut writer: TunWriter, udp: &Udp, device: &Shared, mut replies: GsoBa
                 break;
             }
         }
+        // One batch at most: the rx thread must get back to its socket.
+        if let Ok(mut reader) = ends.reader.try_lock() {
+            forward_ready(ends, &mut reader, &mut replies, 1);
+        }
     }
 }
 
@@ -177,7 +219,8 @@ fn flush_tun(writer: &mut TunWriter) {
     }
 }
 
-fn timers(udp: &Udp, device: &Shared, mut batch: GsoBatch) {
+fn timers(ends: &Ends, mut batch: GsoBatch) {
+    let (udp, device) = (&ends.udp, &ends.device);
     loop {
         std::thread::sleep(TICK);
         let now = Instant::now();

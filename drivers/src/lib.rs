@@ -3,6 +3,18 @@
 //! recvmmsg, GRO and GSO) and interface configuration over rtnetlink.
 
 pub mod netlink;
+
+/// Sleeps until `fd` is ready for `events` or `timeout_ms` passes (-1: forever).
+pub(crate) fn wait_fd(fd: std::os::fd::RawFd, events: libc::c_short, timeout_ms: libc::c_int) {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let _ = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+}
+
 pub mod tun;
 pub mod udp;
 

@@ -32,6 +32,8 @@ impl Tun {
             .offload(true)
             .build_sync()
             .map_err(err)?;
+        // Non-blocking, so whichever data-plane thread is awake can drain it.
+        dev.set_nonblocking(true).map_err(err)?;
         let index = dev.if_index().map_err(err)?;
         let name = dev.name().map_err(err)?;
         Ok(Self {
@@ -67,6 +69,13 @@ impl Tun {
         }
     }
 
+    /// A handle that sleeps until the device is readable (without holding the reader).
+    pub fn waiter(&self) -> TunWaiter {
+        TunWaiter {
+            dev: self.dev.clone(),
+        }
+    }
+
     /// A batch writer sharing the device; packets start at `offset`.
     pub fn writer(&self, offset: usize) -> TunWriter {
         TunWriter {
@@ -82,6 +91,7 @@ impl Tun {
 }
 
 /// Reads batches of IP packets (super-packets are split into MTU-sized ones).
+/// The device is non-blocking: [`TunWaiter::wait`] sleeps until it is readable.
 pub struct TunReader {
     dev: Arc<SyncDevice>,
     original: Vec<u8>,
@@ -91,18 +101,37 @@ pub struct TunReader {
 }
 
 impl TunReader {
-    /// Blocks for the next batch; returns how many packets it holds.
-    pub fn recv(&mut self) -> io::Result<usize> {
+    /// Reads the next batch if the device holds one; returns how many
+    /// packets it holds (0: nothing to read now).
+    pub fn try_recv(&mut self) -> io::Result<usize> {
         self.count = 0;
-        self.count =
-            self.dev
-                .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)?;
+        match self
+            .dev
+            .recv_multiple(&mut self.original, &mut self.bufs, &mut self.sizes, 0)
+        {
+            Ok(n) => self.count = n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
         Ok(self.count)
     }
 
     /// Packet `i` of the last batch.
     pub fn packet(&self, i: usize) -> &[u8] {
         &self.bufs[i][..self.sizes[i]]
+    }
+}
+
+/// Sleeps until the TUN device has packets to read.
+pub struct TunWaiter {
+    dev: Arc<SyncDevice>,
+}
+
+impl TunWaiter {
+    /// Sleeps until the device has packets to read.
+    pub fn wait(&self) {
+        use std::os::fd::AsRawFd;
+        crate::wait_fd(self.dev.as_raw_fd(), libc::POLLIN, -1);
     }
 }
 

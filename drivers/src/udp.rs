@@ -129,13 +129,7 @@ impl Udp {
     /// Waits until the socket is ready for `events` or `timeout_ms` passes (-1: forever).
     fn wait(&self, events: libc::c_short, timeout_ms: libc::c_int) {
         use std::os::fd::AsRawFd;
-        let mut fd = libc::pollfd {
-            fd: self.sock.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let _ = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+        crate::wait_fd(self.sock.as_raw_fd(), events, timeout_ms);
     }
 
     /// Receive buffers and metadata for [`Udp::recv`].
