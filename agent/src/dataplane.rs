@@ -16,6 +16,9 @@ use std::time::Instant;
 const MAX_DATAGRAM: usize = 65_535 + 64;
 /// Datagrams a send batch holds before it must be flushed.
 const SEND_BATCH: usize = 160;
+/// Packets delivered in one receive round up to which the rx thread also
+/// forwards the answers the kernel produced (see [`Ends::reader`]).
+const LIGHT_TRAFFIC: usize = 4;
 
 type Shared = Arc<Mutex<Device>>;
 
@@ -177,6 +180,7 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
         let now = Instant::now();
         let mut datagrams = rx.datagrams();
         let mut carry = None;
+        let mut delivered = 0;
         loop {
             let mut dev = lock(device);
             let mut exhausted = true;
@@ -190,7 +194,10 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                     break;
                 };
                 match dev.decapsulate(from, datagram, out, now) {
-                    Action::Deliver(range) => writer.commit(range.len()),
+                    Action::Deliver(range) => {
+                        writer.commit(range.len());
+                        delivered += 1;
+                    }
                     Action::Send { to, len } => {
                         replies.slot()[..len].copy_from_slice(&out[..len]);
                         replies.commit(to, len);
@@ -206,9 +213,13 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                 break;
             }
         }
-        // One batch at most: the rx thread must get back to its socket.
-        if let Ok(mut reader) = ends.reader.try_lock() {
-            forward_ready(ends, &mut reader, &mut replies, 1);
+        // Only after light traffic (an exchange, not a bulk stream whose
+        // ACKs the tx thread handles in parallel), and one batch at most:
+        // the rx thread must get back to its socket.
+        if delivered <= LIGHT_TRAFFIC {
+            if let Ok(mut reader) = ends.reader.try_lock() {
+                forward_ready(ends, &mut reader, &mut replies, 1);
+            }
         }
     }
 }

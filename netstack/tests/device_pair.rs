@@ -308,3 +308,107 @@ fn small_output_buffer_does_not_hang_poll_transmit() {
     assert_eq!(a.poll_transmit(&mut [0u8; 100], now), None);
     assert_eq!(a.counters().dropped(DropReason::TooBig), 1);
 }
+
+#[test]
+fn idle_peers_do_not_ping_pong_keepalives() {
+    // Regression (review): keepalives used to be answered with keepalives,
+    // so two idle peers exchanged one every 10 s forever.
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(first, A_EP);
+    p.now += Duration::from_millis(1);
+    let data = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(data, A_EP);
+    let mut out = vec![0u8; 2048];
+    let mut sent = 0;
+    for _ in 0..600 {
+        p.now += Duration::from_millis(100);
+        p.a.handle_timeout(p.now);
+        p.b.handle_timeout(p.now);
+        let mut from_a = Vec::new();
+        while let Some((to, len)) = p.a.poll_transmit(&mut out, p.now) {
+            from_a.push((to, out[..len].to_vec()));
+        }
+        sent += from_a.len();
+        let mut from_b = Vec::new();
+        for (_, dg) in &from_a {
+            p.b.decapsulate(A_EP.parse().unwrap(), dg, &mut out, p.now);
+        }
+        while let Some((to, len)) = p.b.poll_transmit(&mut out, p.now) {
+            from_b.push((to, out[..len].to_vec()));
+        }
+        sent += from_b.len();
+        for (_, dg) in &from_b {
+            p.a.decapsulate(B_EP.parse().unwrap(), dg, &mut out, p.now);
+        }
+    }
+    // B owes one keepalive for A's data packet (after 10 s); then silence.
+    assert_eq!(sent, 1, "datagrams between idle peers in 60 s");
+}
+
+#[test]
+fn forged_response_does_not_cancel_the_handshake() {
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    let init = &first[0].1;
+    // A response to A's index with a valid mac1 (A's public key is public)
+    // but garbage where the Noise message goes.
+    let mut forged = [0u8; 92];
+    forged[0] = 2;
+    forged[4..8].copy_from_slice(&[7, 7, 7, 7]);
+    forged[8..12].copy_from_slice(&init[4..8]);
+    forged[12..60].fill(0x42);
+    let mac1_key = netstack::crypto::hash(b"mac1----", &p.a.public_key().0);
+    let mac1 = netstack::crypto::mac(&mac1_key, &forged[..60]);
+    forged[60..76].copy_from_slice(&mac1);
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        p.a.decapsulate(B_EP.parse().unwrap(), &forged, &mut out, p.now),
+        Action::None
+    );
+    assert_eq!(p.a.counters().dropped(DropReason::Handshake), 1);
+    // The retry still fires after REKEY_TIMEOUT and the handshake completes.
+    p.now += Duration::from_millis(5100);
+    p.a.handle_timeout(p.now);
+    let (to, len) =
+        p.a.poll_transmit(&mut out, p.now)
+            .expect("retry after a forged response");
+    assert_eq!(len, 148);
+    let (_, at_b) = p.run(vec![(to, out[..len].to_vec())], A_EP);
+    assert_eq!(
+        at_b.len(),
+        1,
+        "the queued packet arrives after the retried handshake"
+    );
+}
+
+#[test]
+fn moving_an_allowed_ip_removes_it_from_the_old_peer() {
+    let now = Instant::now();
+    let (ka, kb, kc) = (
+        PrivateKey::generate(),
+        PrivateKey::generate(),
+        PrivateKey::generate(),
+    );
+    let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let net = IpNet::new(IpAddr::from([100, 64, 0, 2]), 32).unwrap();
+    a.upsert_peer(PeerConfig {
+        public_key: kc.public_key(),
+        preshared_key: None,
+        endpoint: None,
+        allowed_ips: vec![net],
+        persistent_keepalive: None,
+    });
+    assert!(a
+        .peer_config(&kb.public_key())
+        .unwrap()
+        .allowed_ips
+        .is_empty());
+    // Re-applying B's (now empty) config does not take the network back.
+    let b_config = a.peer_config(&kb.public_key()).unwrap();
+    a.upsert_peer(b_config);
+    assert_eq!(
+        a.peer_config(&kc.public_key()).unwrap().allowed_ips,
+        vec![net]
+    );
+}
