@@ -19,26 +19,11 @@ fn expect_failure(
     ifname: &str,
     wrapper: &[&str],
 ) -> Result<String> {
-    let cfg = lab
-        .write_file(&format!("{ifname}.conf"), conf_text)?
-        .to_string_lossy()
-        .into_owned();
-    let sock = lab
-        .dir()
-        .join(format!("{ifname}.sock"))
-        .to_string_lossy()
-        .into_owned();
-    let agent = [
-        bin(),
-        "agent",
-        "--wg-config",
-        &cfg,
-        "--iface",
-        ifname,
-        "--api-socket",
-        &sock,
-    ];
-    let out = lab.exec_timeout(node, &[wrapper, &agent].concat(), Duration::from_secs(15))?;
+    let cfg = lab.write_file(&format!("{ifname}.conf"), conf_text)?;
+    let sock = lab.dir().join(format!("{ifname}.sock"));
+    let agent = testbed::wg::cladnet_agent_argv(std::path::Path::new(bin()), &cfg, ifname, &sock);
+    let wrapper: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
+    let out = lab.exec_timeout(node, &[wrapper, agent].concat(), Duration::from_secs(15))?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!(
         "cli_errors [{what}]: {} stderr: {}",

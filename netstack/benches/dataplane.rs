@@ -10,11 +10,14 @@
 // criterion_group! expands to an undocumented `pub fn`.
 #![allow(missing_docs)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use netstack::{Action, AllowedIps, Device, DeviceConfig, IpNet, PeerConfig, PrivateKey};
 use std::hint::black_box;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::ip_packet;
 
 const MTU: usize = 1420;
 const A_IP: [u8; 4] = [100, 64, 0, 1];
@@ -27,18 +30,6 @@ fn a_ep() -> SocketAddr {
 
 fn b_ep() -> SocketAddr {
     SocketAddr::from(([198, 18, 0, 2], 51820))
-}
-
-fn ip_packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    for (i, b) in p[20..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    p
 }
 
 fn device(key: &PrivateKey, peer: &PrivateKey, peer_ip: [u8; 4], ep: Option<SocketAddr>) -> Device {

@@ -2,9 +2,12 @@
 //! roaming, replays, cookies under load and timer-driven retries.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use netstack::{Action, Device, DeviceConfig, DropReason, IpNet, PeerConfig, PrivateKey};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::ip_packet;
 
 const A_EP: &str = "198.18.0.1:51820";
 const B_EP: &str = "198.18.0.2:51820";
@@ -13,18 +16,6 @@ struct Pair {
     a: Device,
     b: Device,
     now: Instant,
-}
-
-fn ip_packet(src: [u8; 4], dst: [u8; 4], len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    for (i, b) in p[20..].iter_mut().enumerate() {
-        *b = i as u8;
-    }
-    p
 }
 
 fn device(

@@ -247,6 +247,22 @@ pub struct Tunnel {
     pub proc: Proc,
 }
 
+/// The command line that runs a cladnet agent from a wg-quick file.
+pub fn cladnet_agent_argv(bin: &Path, cfg: &Path, ifname: &str, sock: &Path) -> Vec<String> {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let flags = [
+        "agent",
+        "--wg-config",
+        &s(cfg),
+        "--iface",
+        ifname,
+        "--api-socket",
+        &s(sock),
+    ]
+    .map(str::to_string);
+    std::iter::once(s(bin)).chain(flags).collect()
+}
+
 /// Starts `kind` in `node` with interface `ifname` (use [`Lab::ifname`]) and
 /// configuration `conf`; returns once the interface is up with its address.
 pub fn start(
@@ -262,24 +278,8 @@ pub fn start(
         Kind::Cladnet(bin) => {
             let cfg = lab.write_file(&format!("{ifname}.conf"), conf.wg_quick())?;
             let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-            let bin = bin.to_string_lossy().into_owned();
-            let cfg = cfg.to_string_lossy().into_owned();
-            let sock = api_socket.to_string_lossy().into_owned();
-            lab.spawn_env(
-                node,
-                &label,
-                &[("RUST_LOG", &rust_log)],
-                &[
-                    &bin,
-                    "agent",
-                    "--wg-config",
-                    &cfg,
-                    "--iface",
-                    ifname,
-                    "--api-socket",
-                    &sock,
-                ],
-            )?
+            let argv = cladnet_agent_argv(bin, &cfg, ifname, &api_socket);
+            lab.spawn_env(node, &label, &[("RUST_LOG", &rust_log)], &argv)?
         }
         Kind::WireguardGo(bin) | Kind::Boringtun(bin) => {
             let uapi = PathBuf::from(format!("/var/run/wireguard/{ifname}.sock"));
