@@ -57,6 +57,15 @@ fn default_socket(iface: &str) -> PathBuf {
 }
 
 fn main() {
+    // Logs go to stderr; RUST_LOG overrides the default level (info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("cladnet: {e:#}");
         std::process::exit(1);
