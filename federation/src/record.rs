@@ -1,0 +1,226 @@
+//! Signed single-writer records: a node's ed25519 key signs
+//! `(writer, version, body)` under a domain tag; anyone can check it and
+//! nobody else can produce it. The body is opaque here.
+
+use blake2::digest::{FixedOutput, Update};
+use blake2::Blake2s256;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore};
+use std::fmt;
+
+/// Domain separation: these signatures mean nothing anywhere else.
+const DOMAIN: &[u8] = b"cladnet/record/v1";
+/// Largest record body accepted (bounds memory per remote record).
+pub const MAX_BODY: usize = 16 * 1024;
+/// Encoded size without the body: writer, version, body length, signature.
+const FIXED: usize = 32 + 8 + 4 + 64;
+
+/// A node's identity: its ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub [u8; 32]);
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.0[..6].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "NodeId({hex}…)")
+    }
+}
+
+/// A node's signing key (the ed25519 seed is what gets persisted).
+pub struct NodeKey(SigningKey);
+
+impl NodeKey {
+    /// A fresh key from the OS generator.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        Self::from_seed(&seed)
+    }
+
+    /// The key with this 32-byte seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    /// The matching identity.
+    pub fn id(&self) -> NodeId {
+        NodeId(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs version `version` of this node's record.
+    pub fn sign(&self, version: u64, body: Vec<u8>) -> SignedRecord {
+        let writer = self.id();
+        let sig = self
+            .0
+            .sign(&signed_bytes(&writer, version, &body))
+            .to_bytes();
+        SignedRecord {
+            writer,
+            version,
+            body,
+            sig,
+        }
+    }
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The bytes are not an encoded record.
+    #[error("malformed record")]
+    Malformed,
+    /// The body is larger than [`MAX_BODY`].
+    #[error("record body too large")]
+    TooLarge,
+    /// The writer field is not a valid ed25519 key.
+    #[error("record writer is not a valid key")]
+    BadWriter,
+    /// The signature does not match writer, version and body.
+    #[error("record signature does not verify")]
+    BadSignature,
+}
+
+/// A record as it travels: not yet trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRecord {
+    /// Who wrote it (and whose key must have signed it).
+    pub writer: NodeId,
+    /// The writer's version counter; higher wins.
+    pub version: u64,
+    /// Opaque content.
+    pub body: Vec<u8>,
+    /// ed25519 signature over the domain tag, writer, version and body.
+    pub sig: [u8; 64],
+}
+
+fn signed_bytes(writer: &NodeId, version: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(DOMAIN.len() + 40 + body.len());
+    m.extend_from_slice(DOMAIN);
+    m.extend_from_slice(&writer.0);
+    m.extend_from_slice(&version.to_le_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+impl SignedRecord {
+    /// Wire form: writer, version (LE), body length (LE u32), body, signature.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED + self.body.len());
+        out.extend_from_slice(&self.writer.0);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.body);
+        out.extend_from_slice(&self.sig);
+        out
+    }
+
+    /// Parses the wire form; checks lengths only (see [`SignedRecord::verify`]).
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        let (writer, rest) = b.split_first_chunk::<32>().ok_or(RecordError::Malformed)?;
+        let (version, rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or(RecordError::Malformed)?;
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or(RecordError::Malformed)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > MAX_BODY {
+            return Err(RecordError::TooLarge);
+        }
+        if rest.len() != len + 64 {
+            return Err(RecordError::Malformed);
+        }
+        let (body, sig) = rest.split_at(len);
+        Ok(Self {
+            writer: NodeId(*writer),
+            version: u64::from_le_bytes(*version),
+            body: body.to_vec(),
+            sig: sig.try_into().map_err(|_| RecordError::Malformed)?,
+        })
+    }
+
+    /// Checks the signature against the writer's key.
+    pub fn verify(self) -> Result<Verified, RecordError> {
+        if self.body.len() > MAX_BODY {
+            return Err(RecordError::TooLarge);
+        }
+        let key = VerifyingKey::from_bytes(&self.writer.0).map_err(|_| RecordError::BadWriter)?;
+        let msg = signed_bytes(&self.writer, self.version, &self.body);
+        key.verify_strict(&msg, &Signature::from_bytes(&self.sig))
+            .map_err(|_| RecordError::BadSignature)?;
+        let mut h = Blake2s256::default();
+        Update::update(&mut h, &self.body);
+        Ok(Verified {
+            hash: h.finalize_fixed().into(),
+            record: self,
+        })
+    }
+}
+
+/// A record whose signature was checked; only [`SignedRecord::verify`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    record: SignedRecord,
+    hash: [u8; 32],
+}
+
+impl Verified {
+    /// The record.
+    pub fn record(&self) -> &SignedRecord {
+        &self.record
+    }
+
+    /// Order used by merge: version first, body hash to break ties between
+    /// two bodies signed with the same version (an equivocating writer).
+    pub fn rank(&self) -> (u64, [u8; 32]) {
+        (self.record.version, self.hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn signed_records_verify_and_forgeries_do_not() {
+        let k = NodeKey::generate();
+        let r = k.sign(3, b"endpoints".to_vec());
+        let again = SignedRecord::decode(&r.encode()).unwrap();
+        assert_eq!(again, r);
+        assert!(again.clone().verify().is_ok());
+        let mut bumped = r.clone();
+        bumped.version = 4;
+        assert_eq!(
+            bumped.verify().unwrap_err(),
+            RecordError::BadSignature,
+            "version is signed"
+        );
+        let mut other_writer = r.clone();
+        other_writer.writer = NodeKey::generate().id();
+        assert_eq!(
+            other_writer.verify().unwrap_err(),
+            RecordError::BadSignature,
+            "writer is bound"
+        );
+        let mut body = r;
+        body.body.push(0);
+        assert_eq!(body.verify().unwrap_err(), RecordError::BadSignature);
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_allocation() {
+        let mut b = vec![0u8; 44];
+        b[40..44].copy_from_slice(&(MAX_BODY as u32 + 1).to_le_bytes());
+        assert_eq!(SignedRecord::decode(&b), Err(RecordError::TooLarge));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            if let Ok(r) = SignedRecord::decode(&bytes) {
+                prop_assert_eq!(r.encode(), bytes);
+            }
+        }
+    }
+}
