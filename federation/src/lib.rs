@@ -10,4 +10,4 @@ pub mod record;
 pub mod state;
 
 pub use record::{NodeId, NodeKey, RecordError, SignedRecord, Verified};
-pub use state::{Ingest, State};
+pub use state::{Digest, Ingest, State};

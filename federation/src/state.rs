@@ -15,6 +15,17 @@ pub struct State {
     records: BTreeMap<NodeId, Verified>,
 }
 
+/// Every writer's version as one node knows it (anti-entropy request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Digest(pub Vec<(NodeId, u64)>);
+
+impl Digest {
+    /// Bytes this digest takes on the wire (writer + version per entry).
+    pub fn wire_len(&self) -> usize {
+        self.0.len() * 40
+    }
+}
+
 /// What ingesting one record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingest {
@@ -55,6 +66,22 @@ impl State {
     /// Every writer's version: the digest a peer compares to find what it lacks.
     pub fn versions(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
         self.records.iter().map(|(w, r)| (*w, r.record().version))
+    }
+
+    /// The version digest of this state, to send to a peer.
+    pub fn digest(&self) -> Digest {
+        Digest(self.versions().collect())
+    }
+
+    /// Encoded records this state holds that the owner of `digest` lacks
+    /// (writer unknown to it, or a higher version here).
+    pub fn newer_than(&self, digest: &Digest) -> Vec<Vec<u8>> {
+        let theirs: BTreeMap<NodeId, u64> = digest.0.iter().copied().collect();
+        self.records
+            .iter()
+            .filter(|(w, r)| theirs.get(w).is_none_or(|v| *v < r.record().version))
+            .map(|(_, r)| r.record().encode())
+            .collect()
     }
 
     /// Number of writers.
