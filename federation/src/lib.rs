@@ -1,13 +1,31 @@
-//! cladnet's control plane core, sans-IO: the network's state as a CRDT map
-//! of single-writer, signed records. Each node writes only its own record
-//! with a growing version; merging keeps the highest valid version, so every
-//! member converges on the same state whatever order gossip arrives in.
+//! cladnet's control plane. The core is sans-IO: the network's state as a
+//! CRDT map of single-writer, signed records (each node writes only its own
+//! record with a growing version; merging keeps the highest valid version),
+//! the rules that admit records (certificate chains from the network's
+//! authority, revocations), address claims, invites, and the anti-entropy
+//! exchange. Nothing in the core knows about libp2p, sockets or the clock:
+//! bytes and times come in, verified records and decisions come out.
 //!
-//! Nothing here knows about libp2p, sockets or the clock: bytes come in,
-//! verified records and merged state come out.
+//! The `net` feature adds the libp2p shell ([`net`]) that carries the core's
+//! messages over QUIC.
 
+pub mod address;
+pub mod addrspace;
+pub mod admission;
+pub mod cert;
+pub mod cidr;
+mod hex;
+pub mod ledger;
+pub mod member;
+pub mod network;
+pub mod protocol;
 pub mod record;
 pub mod state;
+pub mod sync;
+pub mod token;
 
+pub use cidr::{Cidr, CidrError};
+pub use ledger::{Ledger, Member, Network, Reject, Status};
+pub use network::NetworkId;
 pub use record::{NodeId, NodeKey, RecordError, SignedRecord, Verified};
 pub use state::{Digest, Ingest, State};

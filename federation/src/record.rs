@@ -19,6 +19,49 @@ const FIXED: usize = 32 + 8 + 4 + 64;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub [u8; 32]);
 
+impl NodeId {
+    /// Full hex form (64 digits), as shown by the CLI.
+    pub fn to_hex(&self) -> String {
+        crate::hex::encode(&self.0)
+    }
+
+    /// Short form (first 12 hex digits) for tables and logs.
+    pub fn short(&self) -> String {
+        crate::hex::encode(&self.0[..6])
+    }
+
+    /// Parses the full hex form.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        crate::hex::decode(s).map(Self)
+    }
+
+    /// Checks `signature` over `message` with this id as the ed25519 key.
+    pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
+        VerifyingKey::from_bytes(&self.0)
+            .map(|k| k.verify_strict(message, &Signature::from_bytes(signature)).is_ok())
+            .unwrap_or(false)
+    }
+}
+
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected a 64-digit hex node id"))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
 impl fmt::Debug for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let hex: String = self.0[..6].iter().map(|b| format!("{b:02x}")).collect();
@@ -40,6 +83,16 @@ impl NodeKey {
     /// The key with this 32-byte seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         Self(SigningKey::from_bytes(seed))
+    }
+
+    /// The 32-byte seed (what the state directory stores).
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Signs an arbitrary message (certificates, tokens) with this key.
+    pub fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
     }
 
     /// The matching identity.

@@ -1,0 +1,301 @@
+//! A node's copy of the network's state with the network's rules applied:
+//! records come in as bytes and enter the CRDT only if signed, well formed,
+//! of this network and written by a certified member (or the authority);
+//! everything else is refused and counted by reason. The ledger also reads
+//! the state: members and their status, revocations in force, and who owns
+//! each overlay address.
+
+use crate::address::{claim_rank, LEFT_GRACE_MS};
+use crate::cert::{validate_chain, CertError, Revocations};
+use crate::member::{AuthorityRecord, Body, MemberRecord};
+use crate::network::NetworkId;
+use crate::record::{NodeId, RecordError, SignedRecord};
+use crate::state::{Ingest, State};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+/// The network a ledger belongs to: its id and its authority's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// The network id (derived from `authority`).
+    pub id: NetworkId,
+    /// The authority's ed25519 key.
+    pub authority: NodeId,
+}
+
+impl Network {
+    /// The network whose authority is `authority`.
+    pub fn of(authority: NodeId) -> Self {
+        Self {
+            id: NetworkId::of(&authority),
+            authority,
+        }
+    }
+}
+
+/// Why a record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// Undecodable or badly signed.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// The body is not a valid record body.
+    #[error("record body is malformed")]
+    Body,
+    /// The writer's certificate chain does not prove membership.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// The record belongs to another network.
+    #[error("record of another network")]
+    WrongNetwork,
+    /// An authority record not written by this network's authority.
+    #[error("authority record written by another key")]
+    NotAuthority,
+    /// The writer has been revoked.
+    #[error("record of a revoked node")]
+    Revoked,
+}
+
+impl Reject {
+    /// Short label for counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Reject::Record(RecordError::BadSignature | RecordError::BadWriter) => "bad_signature",
+            Reject::Record(_) | Reject::Body => "malformed",
+            Reject::Cert(CertError::Expired) => "expired",
+            Reject::Cert(_) => "not_member",
+            Reject::WrongNetwork => "wrong_network",
+            Reject::NotAuthority => "not_authority",
+            Reject::Revoked => "revoked",
+        }
+    }
+}
+
+/// A member as the ledger sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    /// A member in good standing.
+    Active,
+    /// Left on purpose.
+    Left,
+    /// Revoked.
+    Revoked,
+    /// Its certificate expired.
+    Expired,
+}
+
+/// One member of the network.
+#[derive(Debug, Clone)]
+pub struct Member<'a> {
+    /// Its id.
+    pub id: NodeId,
+    /// Its record's version.
+    pub version: u64,
+    /// Its record.
+    pub record: &'a MemberRecord,
+    /// Its standing.
+    pub status: Status,
+    /// May it admit and revoke.
+    pub admit: bool,
+}
+
+/// The state plus the network's rules.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    network: Network,
+    state: State,
+    bodies: BTreeMap<NodeId, Body>,
+    revoked: BTreeSet<NodeId>,
+    rejected: BTreeMap<&'static str, u64>,
+}
+
+impl Ledger {
+    /// An empty ledger of `network`.
+    pub fn new(network: Network) -> Self {
+        Self {
+            network,
+            state: State::new(),
+            bodies: BTreeMap::new(),
+            revoked: BTreeSet::new(),
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The raw CRDT (digests, anti-entropy).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Offers an encoded record; refusals are counted by reason.
+    pub fn ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Ingest, Reject> {
+        let result = self.try_ingest(bytes, now_ms);
+        if let Err(e) = &result {
+            *self.rejected.entry(e.label()).or_default() += 1;
+        }
+        result
+    }
+
+    fn try_ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Ingest, Reject> {
+        let verified = SignedRecord::decode(bytes)?.verify()?;
+        let writer = verified.record().writer;
+        if let Some(held) = self.state.get(&writer) {
+            if held.version >= verified.record().version {
+                return Ok(Ingest::Stale);
+            }
+        }
+        let body = Body::parse(&verified.record().body).map_err(|_| Reject::Body)?;
+        match &body {
+            Body::Authority(a) => {
+                if writer != self.network.authority {
+                    return Err(Reject::NotAuthority);
+                }
+                if a.network != self.network.id {
+                    return Err(Reject::WrongNetwork);
+                }
+            }
+            Body::Member(m) => {
+                if m.network != self.network.id {
+                    return Err(Reject::WrongNetwork);
+                }
+                validate_chain(
+                    &m.chain,
+                    &self.network.authority,
+                    &self.network.id,
+                    &writer,
+                    now_ms,
+                )?;
+                if self.revoked.contains(&writer) {
+                    return Err(Reject::Revoked);
+                }
+            }
+        }
+        let outcome = self.state.insert(verified);
+        if outcome == Ingest::Newer {
+            let revokes = match &body {
+                Body::Authority(a) => !a.revocations.is_empty(),
+                Body::Member(m) => !m.revocations.is_empty(),
+            };
+            self.bodies.insert(writer, body);
+            if revokes {
+                self.revoked = self.revocations(now_ms).nodes().copied().collect();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Refusals so far, by reason label.
+    pub fn rejected(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.rejected.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// The authority's record, once known.
+    pub fn authority(&self) -> Option<&AuthorityRecord> {
+        match self.bodies.get(&self.network.authority) {
+            Some(Body::Authority(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    fn member_records(&self) -> impl Iterator<Item = (NodeId, &MemberRecord)> {
+        self.bodies.iter().filter_map(|(id, b)| match b {
+            Body::Member(m) => Some((*id, m)),
+            Body::Authority(_) => None,
+        })
+    }
+
+    /// Revocations in force: the authority's, and those of members whose
+    /// certificate lets them admit (their own later revocation does not undo
+    /// what they revoked).
+    pub fn revocations(&self, now_ms: u64) -> Revocations {
+        let mut r = Revocations::default();
+        if let Some(a) = self.authority() {
+            a.revocations.iter().for_each(|x| r.add(x));
+        }
+        for (id, m) in self.member_records() {
+            let admitter = validate_chain(
+                &m.chain,
+                &self.network.authority,
+                &self.network.id,
+                &id,
+                now_ms,
+            )
+            .is_ok_and(|leaf| leaf.admit);
+            if admitter {
+                m.revocations.iter().for_each(|x| r.add(x));
+            }
+        }
+        r
+    }
+
+    /// Every member with its standing at `now_ms`.
+    pub fn members(&self, now_ms: u64) -> Vec<Member<'_>> {
+        let revocations = self.revocations(now_ms);
+        self.member_records()
+            .map(|(id, record)| {
+                let leaf = validate_chain(
+                    &record.chain,
+                    &self.network.authority,
+                    &self.network.id,
+                    &id,
+                    now_ms,
+                );
+                let status = if leaf.is_err() {
+                    Status::Expired
+                } else if revocations.blocks(&record.chain) {
+                    Status::Revoked
+                } else if record.left_ms.is_some() {
+                    Status::Left
+                } else {
+                    Status::Active
+                };
+                Member {
+                    id,
+                    version: self.state.get(&id).map_or(0, |r| r.version),
+                    record,
+                    status,
+                    admit: leaf.is_ok_and(|l| l.admit),
+                }
+            })
+            .collect()
+    }
+
+    /// The member `id`.
+    pub fn member(&self, id: &NodeId, now_ms: u64) -> Option<Member<'_>> {
+        self.members(now_ms).into_iter().find(|m| m.id == *id)
+    }
+
+    /// Who owns each claimed address: among active members (and members
+    /// that left less than [`LEFT_GRACE_MS`] ago) whose claim lies in the
+    /// network's range, the earliest claim wins, then the lowest id.
+    pub fn address_owners(&self, now_ms: u64) -> BTreeMap<Ipv4Addr, NodeId> {
+        let range = self.authority().map(|a| a.block);
+        let mut owners: BTreeMap<Ipv4Addr, (u64, NodeId)> = BTreeMap::new();
+        for m in self.members(now_ms) {
+            let holds = match m.status {
+                Status::Active => true,
+                Status::Left => m
+                    .record
+                    .left_ms
+                    .is_some_and(|t| now_ms < t.saturating_add(LEFT_GRACE_MS)),
+                Status::Revoked | Status::Expired => false,
+            };
+            if !holds || range.is_some_and(|r| !r.is_host(m.record.address)) {
+                continue;
+            }
+            let rank = claim_rank(m.record.claimed_ms, &m.id);
+            owners
+                .entry(m.record.address)
+                .and_modify(|best| *best = (*best).min(rank))
+                .or_insert(rank);
+        }
+        owners.into_iter().map(|(a, (_, id))| (a, id)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! What records say. A record's body is JSON of one of two kinds: the
+//! authority's record (the network's name, overlay range and the
+//! authority's revocations) and a member's own record (keys, endpoints,
+//! host networks, MTU, address claim, certificate chain, revocations it
+//! issued). Every list is bounded so a record stays under the body limit.
+
+use crate::cert::{Cert, Revocation, MAX_KEEP};
+use crate::cidr::Cidr;
+use crate::network::NetworkId;
+use serde::{Deserialize, Serialize};
+use std::net::{Ipv4Addr, SocketAddr};
+
+/// Most data-plane endpoints a member may advertise.
+pub const MAX_ENDPOINTS: usize = 16;
+/// Most control-plane addresses a member may advertise.
+pub const MAX_CONTROL: usize = 8;
+/// Longest control-plane address text.
+pub const MAX_CONTROL_LEN: usize = 160;
+/// Most host networks a member may advertise.
+pub const MAX_HOST_NETWORKS: usize = 32;
+/// Most revocations one record may carry.
+pub const MAX_REVOCATIONS: usize = 64;
+
+/// The body of a signed record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Body {
+    /// Written by the network's authority key.
+    Authority(AuthorityRecord),
+    /// Written by a member about itself.
+    Member(MemberRecord),
+}
+
+/// The authority's record: what the network is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityRecord {
+    /// The network (must match the authority's key).
+    pub network: NetworkId,
+    /// Human name of the network.
+    pub name: String,
+    /// The overlay range every member's address lies in.
+    pub cidr: Cidr,
+    /// The organisation's address sub-block inside `cidr`. With one
+    /// organisation it is the whole range; federated organisations each get
+    /// their own, and their members' addresses must lie in it.
+    pub block: Cidr,
+    /// Default overlay MTU.
+    pub mtu: u16,
+    /// Nodes the authority revoked.
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
+}
+
+/// A member's own record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The network.
+    pub network: NetworkId,
+    /// Node name (as certified).
+    pub name: String,
+    /// Certificates from the authority down to this node.
+    pub chain: Vec<Cert>,
+    /// Data-plane UDP endpoints, best first.
+    pub endpoints: Vec<SocketAddr>,
+    /// Control-plane (QUIC) addresses as libp2p multiaddrs.
+    pub control: Vec<String>,
+    /// Networks the host is attached to (for overlap checks).
+    pub host_networks: Vec<Cidr>,
+    /// The MTU of this node's overlay interface.
+    pub mtu: u16,
+    /// The overlay address this node claims.
+    pub address: Ipv4Addr,
+    /// When the claim was made (ms since the Unix epoch); earlier wins.
+    pub claimed_ms: u64,
+    /// True if the user pinned the address.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Set when the node left the network on purpose (ms since the epoch).
+    #[serde(default)]
+    pub left_ms: Option<u64>,
+    /// Nodes this member revoked.
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// Not JSON of a known kind.
+    #[error("record body is not valid: {0}")]
+    Malformed(String),
+    /// A list is longer than its bound.
+    #[error("record body exceeds a limit: {0}")]
+    TooMany(&'static str),
+}
+
+impl Body {
+    /// Parses and bounds-checks a body.
+    pub fn parse(bytes: &[u8]) -> Result<Body, BodyError> {
+        let body: Body =
+            serde_json::from_slice(bytes).map_err(|e| BodyError::Malformed(e.to_string()))?;
+        body.check_bounds()?;
+        Ok(body)
+    }
+
+    /// The JSON bytes that get signed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    fn check_bounds(&self) -> Result<(), BodyError> {
+        let revocations = match self {
+            Body::Authority(a) => &a.revocations,
+            Body::Member(m) => {
+                if m.endpoints.len() > MAX_ENDPOINTS {
+                    return Err(BodyError::TooMany("endpoints"));
+                }
+                if m.control.len() > MAX_CONTROL
+                    || m.control.iter().any(|c| c.len() > MAX_CONTROL_LEN)
+                {
+                    return Err(BodyError::TooMany("control addresses"));
+                }
+                if m.host_networks.len() > MAX_HOST_NETWORKS {
+                    return Err(BodyError::TooMany("host networks"));
+                }
+                &m.revocations
+            }
+        };
+        if revocations.len() > MAX_REVOCATIONS || revocations.iter().any(|r| r.keep.len() > MAX_KEEP)
+        {
+            return Err(BodyError::TooMany("revocations"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_roundtrip_and_bounds_hold() {
+        let m = MemberRecord {
+            network: NetworkId([1; 16]),
+            name: "a".into(),
+            chain: vec![],
+            endpoints: vec!["198.18.0.1:51820".parse().unwrap()],
+            control: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
+            host_networks: vec!["198.18.0.0/24".parse().unwrap()],
+            mtu: 1420,
+            address: Ipv4Addr::new(100, 64, 0, 1),
+            claimed_ms: 5,
+            pinned: false,
+            left_ms: None,
+            revocations: vec![],
+        };
+        let b = Body::Member(m.clone());
+        assert_eq!(Body::parse(&b.to_bytes()), Ok(b));
+        let mut many = m;
+        many.endpoints = vec!["198.18.0.1:1".parse().unwrap(); MAX_ENDPOINTS + 1];
+        assert_eq!(
+            Body::parse(&Body::Member(many).to_bytes()),
+            Err(BodyError::TooMany("endpoints"))
+        );
+        assert!(matches!(Body::parse(b"{}"), Err(BodyError::Malformed(_))));
+        assert!(matches!(Body::parse(b"\xff"), Err(BodyError::Malformed(_))));
+    }
+}

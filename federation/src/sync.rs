@@ -1,0 +1,144 @@
+//! Anti-entropy between two members, in three small steps whose cost is
+//! proportional to what differs, not to the network's size:
+//!
+//! 1. the asker sends a [`Summary`]: 64 bucket hashes of (writer, version);
+//! 2. the peer answers with the versions it holds in the buckets that differ;
+//! 3. the asker pulls what the peer has newer and pushes what it has newer.
+
+use crate::record::NodeId;
+use crate::state::State;
+use blake2::digest::{FixedOutput, Update};
+use blake2::Blake2s256;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Number of summary buckets.
+pub const BUCKETS: usize = 64;
+/// Most records sent in one answer (a larger gap takes several rounds).
+pub const MAX_BATCH: usize = 512;
+
+/// Per bucket, the XOR of a hash of every (writer, version) in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary(pub Vec<u64>);
+
+fn bucket(writer: &NodeId) -> usize {
+    usize::from(writer.0[0]) % BUCKETS
+}
+
+fn entry_hash(writer: &NodeId, version: u64) -> u64 {
+    let mut h = Blake2s256::default();
+    Update::update(&mut h, &writer.0);
+    Update::update(&mut h, &version.to_le_bytes());
+    let full: [u8; 32] = h.finalize_fixed().into();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&full[..8]);
+    u64::from_le_bytes(b)
+}
+
+/// The summary of `state`.
+pub fn summary(state: &State) -> Summary {
+    let mut buckets = vec![0u64; BUCKETS];
+    for (w, v) in state.versions() {
+        buckets[bucket(&w)] ^= entry_hash(&w, v);
+    }
+    Summary(buckets)
+}
+
+/// Step 2's answer: which buckets differ, and the peer's versions in them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    /// Indices of the buckets that differ.
+    pub buckets: Vec<u8>,
+    /// The answering peer's (writer, version) in those buckets.
+    pub versions: Vec<(NodeId, u64)>,
+}
+
+/// Step 2: the buckets where `theirs` differs from `state`'s summary and
+/// the versions `state` holds in them. A malformed summary counts as all
+/// buckets differing.
+pub fn differing(state: &State, theirs: &Summary) -> Versions {
+    let mine = summary(state);
+    let buckets: Vec<u8> = (0..BUCKETS)
+        .filter(|b| theirs.0.len() != BUCKETS || theirs.0[*b] != mine.0[*b])
+        .map(|b| b as u8)
+        .collect();
+    let mut wanted = [false; BUCKETS];
+    buckets.iter().for_each(|b| wanted[usize::from(*b)] = true);
+    Versions {
+        versions: state.versions().filter(|(w, _)| wanted[bucket(w)]).collect(),
+        buckets,
+    }
+}
+
+/// Step 3: from the peer's answer, which writers to pull from it and which
+/// of our records to push to it (each capped at [`MAX_BATCH`]).
+pub fn plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
+    let mut wanted = [false; BUCKETS];
+    theirs
+        .buckets
+        .iter()
+        .for_each(|b| wanted[usize::from(*b) % BUCKETS] = true);
+    let versions: BTreeMap<NodeId, u64> = theirs.versions.iter().copied().collect();
+    let pull: Vec<NodeId> = versions
+        .iter()
+        .filter(|(w, v)| state.get(w).is_none_or(|r| r.version < **v))
+        .map(|(w, _)| *w)
+        .take(MAX_BATCH)
+        .collect();
+    let push: Vec<Vec<u8>> = state
+        .versions()
+        .filter(|(w, v)| wanted[bucket(w)] && versions.get(w).is_none_or(|t| t < v))
+        .filter_map(|(w, _)| state.get(&w).map(|r| r.encode()))
+        .take(MAX_BATCH)
+        .collect();
+    (pull, push)
+}
+
+/// The encoded records of `writers` that `state` holds (answer to a pull).
+pub fn records_of(state: &State, writers: &[NodeId]) -> Vec<Vec<u8>> {
+    writers
+        .iter()
+        .take(MAX_BATCH)
+        .filter_map(|w| state.get(w).map(|r| r.encode()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::NodeKey;
+
+    fn state(records: &[(&NodeKey, u64)]) -> State {
+        let mut s = State::new();
+        for (k, v) in records {
+            s.ingest(&k.sign(*v, vec![]).encode()).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn equal_states_exchange_nothing_and_different_ones_repair() {
+        let keys: Vec<NodeKey> = (0..50).map(|_| NodeKey::generate()).collect();
+        let all: Vec<(&NodeKey, u64)> = keys.iter().map(|k| (k, 1)).collect();
+        let a = state(&all);
+        assert_eq!(differing(&a, &summary(&a)), Versions::default());
+
+        let mut b_recs = all[..40].to_vec();
+        b_recs[0].1 = 2; // b has a newer record of writer 0
+        let mut b = state(&b_recs);
+        let mut a = a;
+        // b asks a.
+        let answer = differing(&a, &summary(&b));
+        let (pull, push) = plan(&b, &answer);
+        assert_eq!(pull.len(), 10, "b lacks ten writers");
+        assert_eq!(push.len(), 1, "a has writer 0 older");
+        for r in records_of(&a, &pull) {
+            b.ingest(&r).unwrap();
+        }
+        for r in push {
+            a.ingest(&r).unwrap();
+        }
+        assert_eq!(a, b);
+        assert_eq!(summary(&a), summary(&b));
+    }
+}

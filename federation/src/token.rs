@@ -1,0 +1,192 @@
+//! Invite tokens: one line of text a user copies to a new machine. It names
+//! the network, its authority, the inviting member and where to reach it,
+//! and carries a one-time secret; the inviter keeps only the secret's hash,
+//! its expiry and how many uses are left.
+
+use crate::network::NetworkId;
+use crate::record::NodeId;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use blake2::digest::{FixedOutput, Update};
+use blake2::Blake2s256;
+use serde::{Deserialize, Serialize};
+
+/// Every token starts with this.
+pub const PREFIX: &str = "cladnet1.";
+/// Longest token text accepted.
+pub const MAX_TOKEN: usize = 4096;
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    /// The network.
+    pub network: NetworkId,
+    /// The network's authority (the joiner checks the state it receives
+    /// against it).
+    pub authority: NodeId,
+    /// The inviting member.
+    pub inviter: NodeId,
+    /// The inviter's control-plane addresses (libp2p multiaddrs).
+    pub addrs: Vec<String>,
+    /// Which invite this is.
+    #[serde(with = "crate::hex::array")]
+    pub id: [u8; 16],
+    /// The one-time secret.
+    #[serde(with = "crate::hex::array")]
+    pub secret: [u8; 32],
+    /// Expiry (ms since the Unix epoch).
+    pub expires_ms: u64,
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a token at all (typo, truncated copy, other program's token).
+    #[error("this is not a cladnet invite token (it may be truncated): copy the whole line printed by `cladnet invite`")]
+    Malformed,
+    /// The inviter has no such invite.
+    #[error("this invite token is unknown to the member that issued it (it was revoked or belongs to another state): ask for a new one")]
+    Unknown,
+    /// All uses are spent.
+    #[error("this invite token was already used: ask a member to run `cladnet invite` again")]
+    Used,
+    /// Past its expiry.
+    #[error("this invite token expired: ask a member to run `cladnet invite` again (use --ttl for a longer life)")]
+    Expired,
+    /// For another network.
+    #[error("this invite token belongs to another network than the member you reached")]
+    ForeignNetwork,
+}
+
+fn checksum(payload: &[u8]) -> [u8; 4] {
+    let mut h = Blake2s256::default();
+    Update::update(&mut h, b"cladnet/token/v1");
+    Update::update(&mut h, payload);
+    let full: [u8; 32] = h.finalize_fixed().into();
+    [full[0], full[1], full[2], full[3]]
+}
+
+/// Hash under which the inviter stores a secret.
+pub fn secret_hash(secret: &[u8; 32]) -> [u8; 32] {
+    let mut h = Blake2s256::default();
+    Update::update(&mut h, b"cladnet/invite-secret/v1");
+    Update::update(&mut h, secret);
+    h.finalize_fixed().into()
+}
+
+impl Invite {
+    /// The token text.
+    pub fn encode(&self) -> String {
+        let mut payload = serde_json::to_vec(self).unwrap_or_default();
+        let sum = checksum(&payload);
+        payload.extend_from_slice(&sum);
+        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    /// Parses token text (surrounding whitespace is ignored).
+    pub fn decode(text: &str) -> Result<Self, TokenError> {
+        let text = text.trim();
+        if text.len() > MAX_TOKEN {
+            return Err(TokenError::Malformed);
+        }
+        let b64 = text.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| TokenError::Malformed)?;
+        let (payload, sum) = raw
+            .split_last_chunk::<4>()
+            .ok_or(TokenError::Malformed)?;
+        if checksum(payload) != *sum {
+            return Err(TokenError::Malformed);
+        }
+        serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// What the inviter stores about an invite it issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issued {
+    /// Hash of the secret.
+    #[serde(with = "crate::hex::array")]
+    pub secret_hash: [u8; 32],
+    /// Expiry (ms since the Unix epoch).
+    pub expires_ms: u64,
+    /// Uses left.
+    pub uses_left: u32,
+}
+
+impl Issued {
+    /// Spends one use of this invite for `secret` at `now_ms`; returns the
+    /// updated entry to store.
+    pub fn redeem(&self, secret: &[u8; 32], now_ms: u64) -> Result<Issued, TokenError> {
+        if !constant_time_eq(&secret_hash(secret), &self.secret_hash) {
+            return Err(TokenError::Unknown);
+        }
+        if now_ms >= self.expires_ms {
+            return Err(TokenError::Expired);
+        }
+        if self.uses_left == 0 {
+            return Err(TokenError::Used);
+        }
+        Ok(Issued {
+            uses_left: self.uses_left - 1,
+            ..self.clone()
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn invite() -> Invite {
+        Invite {
+            network: NetworkId([3; 16]),
+            authority: NodeId([4; 32]),
+            inviter: NodeId([5; 32]),
+            addrs: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
+            id: [6; 16],
+            secret: [7; 32],
+            expires_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn tokens_roundtrip_and_typos_are_caught() {
+        let t = invite().encode();
+        assert_eq!(Invite::decode(&format!(" {t}\n")), Ok(invite()));
+        let mut typo = t.clone().into_bytes();
+        let last = typo.len() - 5;
+        typo[last] = if typo[last] == b'A' { b'B' } else { b'A' };
+        let typo = String::from_utf8(typo).unwrap();
+        assert_eq!(Invite::decode(&typo), Err(TokenError::Malformed));
+        assert_eq!(Invite::decode(&t[..t.len() - 3]), Err(TokenError::Malformed));
+        assert_eq!(Invite::decode("hello"), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn one_time_secrets_expire_and_run_out() {
+        let issued = Issued {
+            secret_hash: secret_hash(&[7; 32]),
+            expires_ms: 1_000,
+            uses_left: 1,
+        };
+        let once = issued.redeem(&[7; 32], 10).unwrap();
+        assert_eq!(once.redeem(&[7; 32], 11), Err(TokenError::Used));
+        assert_eq!(issued.redeem(&[8; 32], 10), Err(TokenError::Unknown));
+        assert_eq!(issued.redeem(&[7; 32], 1_000), Err(TokenError::Expired));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(s in ".{0,300}") {
+            let _ = Invite::decode(&s);
+            let _ = Invite::decode(&format!("{PREFIX}{s}"));
+        }
+    }
+}
