@@ -3,6 +3,7 @@
 //! recvmmsg, GRO and GSO) and interface configuration over rtnetlink.
 
 pub mod netlink;
+pub mod store;
 
 /// Sleeps until `fd` is ready for `events` or `timeout_ms` passes (-1: forever).
 pub(crate) fn wait_fd(fd: std::os::fd::RawFd, events: libc::c_short, timeout_ms: libc::c_int) {

@@ -63,6 +63,53 @@ impl Netlink {
             .map_err(self.err(format!("add address {addr}/{prefix}")))
     }
 
+    /// Every address on the host: (interface index, address, prefix).
+    pub async fn addresses(&self) -> Result<Vec<(u32, IpAddr, u8)>, DriverError> {
+        let mut dump = self.handle.address().get().execute();
+        let mut out = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(self.err("list addresses".into()))?
+        {
+            if let Some(addr) = address_of(&msg) {
+                out.push((msg.header.index, addr, msg.header.prefix_len));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Makes `addr/prefix` the only IPv4 address of interface `index`.
+    pub async fn replace_ipv4(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<(), DriverError> {
+        let mut dump = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut stale = Vec::new();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(self.err("list addresses".into()))?
+        {
+            match address_of(&msg) {
+                Some(a) if a == addr && msg.header.prefix_len == prefix => return Ok(()),
+                Some(IpAddr::V4(_)) => stale.push(msg),
+                _ => {}
+            }
+        }
+        for msg in stale {
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(self.err("remove the old address".into()))?;
+        }
+        self.add_address(index, addr, prefix).await
+    }
+
     /// Sets MTU and brings interface `index` up.
     pub async fn set_up(&self, index: u32, mtu: u32) -> Result<(), DriverError> {
         self.handle
@@ -91,4 +138,17 @@ impl Netlink {
             .await
             .map_err(self.err(format!("add route {net}/{prefix}")))
     }
+}
+
+fn address_of(msg: &rtnetlink::packet_route::address::AddressMessage) -> Option<IpAddr> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut found = None;
+    for a in &msg.attributes {
+        match a {
+            AddressAttribute::Local(ip) => return Some(*ip),
+            AddressAttribute::Address(ip) => found = Some(*ip),
+            _ => {}
+        }
+    }
+    found
 }
