@@ -58,7 +58,7 @@ pub fn status(device: &Device, iface: &Interface, now: Instant) -> Value {
 
 /// Binds a root-only Unix socket at `path`, refusing to steal one that a
 /// live agent serves.
-fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

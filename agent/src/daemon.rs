@@ -133,6 +133,77 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs a network member from its state directory until a termination
+/// signal or `leave`.
+pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
+    // SAFETY: umask has no memory effects; called before any thread starts.
+    unsafe { libc::umask(0o077) };
+    let node = crate::statedir::Node::load(dir)?;
+    let (own, _) = node.own()?;
+    if own.left_ms.is_some() {
+        anyhow::bail!("this node left its network; join again with a new --state directory");
+    }
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let device = Device::new(
+        DeviceConfig {
+            private_key: PrivateKey(node.wg.0),
+            mtu: usize::from(own.mtu),
+            handshake_load_limit: HANDSHAKE_LOAD_LIMIT,
+        },
+        Instant::now(),
+        wall,
+    );
+    let udp = Udp::bind(node.settings.listen)?;
+    let tun = Tun::create(iface, own.mtu)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let control: libp2p::Multiaddr = crate::inventory::quic_multiaddr(node.settings.control_listen)
+        .parse()
+        .context("the control listen address cannot be expressed as a QUIC address")?;
+    let device = Arc::new(Mutex::new(device));
+    let udp = Arc::new(udp);
+    let result = runtime.block_on(async {
+        let netlink = Netlink::connect(tun.name())?;
+        netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
+        let shell = federation::net::Shell::start(node.key.seed(), &node.network.id, Some(control))?;
+        tracing::info!(
+            iface = %tun.name(), name = %own.name, id = %node.key.id().short(),
+            address = %own.address, listen = %node.settings.listen,
+            control = %node.settings.control_listen, "cladnet agent up"
+        );
+        dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let local_socket = crate::statedir::socket_path(dir);
+        let local = crate::mesh::serve_local(&local_socket, tx);
+        let mesh = crate::mesh::Mesh::new(node, shell, device.clone(), netlink, tun.index(), tun.name().to_string())?;
+        let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
+        let wg_framing = api::Framing {
+            terminator: "\n\n",
+            max: uapi::MAX_REQUEST,
+            incomplete: uapi::INCOMPLETE,
+        };
+        let wg_socket = uapi::socket_path(iface);
+        let wg = api::serve(&wg_socket, device.clone(), wg_framing, move |d, r| {
+            uapi::handle(d, port, r, Instant::now())
+        });
+        let r = tokio::select! {
+            r = mesh.run(rx, shutdown_signal()) => r,
+            r = local => r,
+            r = wg => r,
+        };
+        let _ = std::fs::remove_file(&wg_socket);
+        r
+    });
+    let _ = std::fs::remove_file(crate::statedir::socket_path(dir));
+    drop(tun);
+    tracing::info!("cladnet agent stopped; interface {iface} removed");
+    result
+}
+
 async fn configure_interface(tun: &Tun, config: &WgConfig, mtu: u16) -> Result<()> {
     let nl = Netlink::connect(tun.name())?;
     for a in &config.interface.addresses {

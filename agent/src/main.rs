@@ -1,15 +1,23 @@
 //! `cladnet`: the mesh VPN agent and its command-line interface.
 
 mod api;
+mod commands;
 mod daemon;
 mod dataplane;
+mod inventory;
+mod mesh;
+mod statedir;
 mod uapi;
 mod wgconfig;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use federation::Cidr;
+use serde_json::json;
 use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// cladnet: a serverless, WireGuard-compatible mesh VPN.
 #[derive(Parser)]
@@ -25,18 +33,90 @@ enum Command {
     Genkey,
     /// Read a private key on stdin and print its public key.
     Pubkey,
-    /// Run a node in the foreground from a wg-quick style configuration file.
+    /// Create a new network and its first node in a state directory.
+    Init {
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Overlay range (default: a free private range that overlaps none
+        /// of this host's networks; see `addr-space recommend`).
+        #[arg(long, value_name = "CIDR")]
+        cidr: Option<Cidr>,
+    },
+    /// Print a one-time invite token for a new node (needs the running agent).
+    Invite {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// How long the token stays valid: 90s, 30m, 1h, 7d (default 1h).
+        #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// How many nodes may join with it.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        uses: u32,
+    },
+    /// Join a network with an invite token; prepares the state directory.
+    Join {
+        /// The token printed by `cladnet invite`.
+        token: String,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Use this overlay address instead of a free one.
+        #[arg(long, value_name = "IP")]
+        address: Option<Ipv4Addr>,
+    },
+    /// Run a node in the foreground: a network member (--state) or a static
+    /// WireGuard-style node (--wg-config).
     Agent {
+        /// State directory made by `init` or `join`.
+        #[arg(long, value_name = "DIR", conflicts_with = "wg_config", required_unless_present = "wg_config")]
+        state: Option<PathBuf>,
         /// Configuration in wg-quick format ([Interface] and [Peer] sections).
         #[arg(long, value_name = "FILE")]
-        wg_config: PathBuf,
-        /// Name of the TUN interface to create (default: the file name without extension).
+        wg_config: Option<PathBuf>,
+        /// Name of the TUN interface to create (default: cladnet0 with
+        /// --state, the file name without extension with --wg-config).
         #[arg(long, value_name = "NAME")]
         iface: Option<String>,
-        /// Path of the local control socket (default: /run/cladnet/NAME.sock).
+        /// Path of the local control socket for --wg-config (default:
+        /// /run/cladnet/NAME.sock; with --state it is DIR/agent.sock).
         #[arg(long, value_name = "PATH")]
         api_socket: Option<PathBuf>,
     },
+    /// This node: name, id, address, network, range, MTU.
+    Status {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every member of the network with its address, endpoints and state.
+    Members {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a member (by name, address or id) from the network for good.
+    Revoke {
+        /// Name, overlay address or id (at least 8 hex digits) of the node.
+        node: String,
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
+    /// Leave the network: tell the others, then stop this node's agent.
+    Leave {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
+    /// Overlay address space helpers.
+    #[command(subcommand)]
+    AddrSpace(AddrSpace),
     /// Show a running agent's interface, peers and counters.
     Show {
         /// Interface of the agent to ask (socket /run/cladnet/NAME.sock).
@@ -49,6 +129,72 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `init` and `join`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// State directory to create (keys, certificates, state).
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// This node's name (a-z, 0-9, -).
+    #[arg(long, value_name = "NAME")]
+    name: String,
+    /// WireGuard UDP address.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:51820")]
+    listen: SocketAddr,
+    /// Control plane (QUIC) UDP address.
+    #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:51821")]
+    control_listen: SocketAddr,
+}
+
+impl NodeArgs {
+    fn options(&self) -> commands::NodeOptions<'_> {
+        commands::NodeOptions {
+            state: &self.state,
+            name: &self.name,
+            listen: self.listen,
+            control_listen: self.control_listen,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum AddrSpace {
+    /// List free private ranges that overlap none of the host networks and
+    /// recommend one.
+    Recommend {
+        /// A host network to avoid (repeat); default: this host's networks,
+        /// or every member's with --state.
+        #[arg(long = "host-cidr", value_name = "CIDR")]
+        host_cidr: Vec<Cidr>,
+        /// Number of hosts to size for (growth is added).
+        #[arg(long, value_name = "N", default_value_t = 250)]
+        hosts: u64,
+        /// Ask the running agent of this state directory for every
+        /// member's host networks.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses 90s, 30m, 1h, 7d or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 1h or 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?} is not a duration like 90s, 30m, 1h or 7d")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 /// Default control socket of the agent for `iface`.
@@ -72,6 +218,13 @@ fn main() {
     }
 }
 
+fn check_iface(iface: &str) -> Result<()> {
+    if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
+        anyhow::bail!("interface name {iface:?} is invalid: use 1 to 15 characters without '/' or spaces (--iface NAME)");
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Genkey => {
@@ -88,10 +241,81 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key().to_base64());
             Ok(())
         }
+        Command::Init { node, cidr } => commands::init(&node.options(), cidr),
+        Command::Join {
+            token,
+            node,
+            address,
+        } => commands::join(&node.options(), &token, address),
+        Command::Invite { state, ttl, uses } => {
+            let answer = commands::ask(
+                &state,
+                json!({"cmd": "invite", "ttl_s": ttl.as_secs(), "uses": uses}),
+            )?;
+            println!("{}", answer["token"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Status { state, json } => {
+            let s = commands::ask(&state, json!({"cmd": "status"}))?;
+            if json {
+                println!("{s}");
+            } else {
+                print!("{}", commands::status_text(&s));
+            }
+            Ok(())
+        }
+        Command::Members { state, json } => {
+            let m = commands::ask(&state, json!({"cmd": "members"}))?;
+            if json {
+                println!("{m}");
+            } else {
+                print!("{}", commands::members_table(&m));
+            }
+            Ok(())
+        }
+        Command::Revoke { node, state } => {
+            let r = commands::ask(&state, json!({"cmd": "revoke", "node": node}))?;
+            println!("revoked {node} ({})", r["revoked"].as_str().unwrap_or("?"));
+            Ok(())
+        }
+        Command::Leave { state } => {
+            commands::ask(&state, json!({"cmd": "leave"}))?;
+            println!("left the network; the agent stops");
+            Ok(())
+        }
+        Command::AddrSpace(AddrSpace::Recommend {
+            host_cidr,
+            hosts,
+            state,
+            json,
+        }) => {
+            let r = commands::recommend(host_cidr, hosts, state.as_deref())?;
+            if json {
+                println!("{r}");
+            } else {
+                let rec = &r["recommendation"];
+                println!("recommended: {}", rec["recommended"].as_str().unwrap_or("?"));
+                println!("free blocks of /{} or larger:", rec["prefix"]);
+                for b in rec["free"].as_array().into_iter().flatten() {
+                    println!("  {}", b["block"].as_str().unwrap_or("?"));
+                }
+            }
+            Ok(())
+        }
         Command::Agent {
-            wg_config,
+            state: Some(state),
+            iface,
+            ..
+        } => {
+            let iface = iface.unwrap_or_else(|| "cladnet0".into());
+            check_iface(&iface)?;
+            daemon::run_mesh(&state, &iface)
+        }
+        Command::Agent {
+            wg_config: Some(wg_config),
             iface,
             api_socket,
+            ..
         } => {
             let config = wgconfig::load(&wg_config).with_context(|| {
                 format!("{} is not a usable configuration", wg_config.display())
@@ -106,12 +330,11 @@ fn run(cli: Cli) -> Result<()> {
                         "cannot derive an interface name from the file name; pass --iface NAME",
                     )?,
             };
-            if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
-                anyhow::bail!("interface name {iface:?} is invalid: use 1 to 15 characters without '/' or spaces (--iface NAME)");
-            }
+            check_iface(&iface)?;
             let socket = api_socket.unwrap_or_else(|| default_socket(&iface));
             daemon::run(config, &iface, &socket)
         }
+        Command::Agent { .. } => anyhow::bail!("pass --state DIR or --wg-config FILE"),
         Command::Show {
             iface,
             api_socket,

@@ -17,6 +17,8 @@ pub mod cidr;
 mod hex;
 pub mod ledger;
 pub mod member;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod network;
 pub mod protocol;
 pub mod record;

@@ -1,0 +1,721 @@
+//! The control loop of a network member: feeds gossip and anti-entropy into
+//! the ledger, keeps the node's own record (endpoints, address claim) up to
+//! date, turns the ledger's members into the data plane's peer table,
+//! admits newcomers, and answers the local CLI.
+
+use crate::inventory::{quic_multiaddr, scan};
+use crate::statedir::{now_ms, Node};
+use anyhow::Result;
+use drivers::netlink::Netlink;
+use drivers::store::Table;
+use federation::admission::Admitter;
+use federation::cert::Revocation;
+use federation::member::MemberRecord;
+use federation::net::{Event, Shell};
+use federation::protocol::{Request, Response};
+use federation::token::{secret_hash, Invite, Issued};
+use federation::{address, sync, Ingest, Ledger, NodeId, Status};
+use libp2p::Multiaddr;
+use netstack::{Device, IpNet, PeerConfig, PublicKey};
+use rand_core::{OsRng, RngCore};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Keepalive on every tunnel, so liveness and NAT mappings stay fresh.
+const KEEPALIVE: Duration = Duration::from_secs(25);
+/// A member heard from within this long is alive; then suspect; then down.
+const ALIVE_FOR: Duration = Duration::from_secs(35);
+const SUSPECT_FOR: Duration = Duration::from_secs(120);
+/// Anti-entropy with one peer this often.
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Redial disconnected members this often, at most this many per round.
+const REDIAL_EVERY: Duration = Duration::from_secs(4);
+const REDIAL_BATCH: usize = 16;
+/// Re-scan host addresses this often.
+const SCAN_EVERY: Duration = Duration::from_secs(10);
+/// Longest invite life and most uses.
+pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most uses one invite may have.
+pub const MAX_INVITE_USES: u32 = 1000;
+
+/// A request from the local CLI and where its answer goes.
+pub struct LocalRequest {
+    /// The request (JSON object with `cmd`).
+    pub request: Value,
+    /// The answer (JSON).
+    pub reply: oneshot::Sender<Value>,
+}
+
+/// Everything the control loop owns.
+pub struct Mesh {
+    node: Node,
+    ledger: Ledger,
+    shell: Shell,
+    device: Arc<Mutex<Device>>,
+    netlink: Netlink,
+    tun_index: u32,
+    iface: String,
+    own: MemberRecord,
+    version: u64,
+    last_seen: BTreeMap<NodeId, Instant>,
+    started: Instant,
+    peers_synced: BTreeSet<NodeId>,
+    leaving: bool,
+}
+
+fn lock(d: &Arc<Mutex<Device>>) -> std::sync::MutexGuard<'_, Device> {
+    d.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn multiaddrs(texts: &[String]) -> Vec<Multiaddr> {
+    texts.iter().filter_map(|t| t.parse().ok()).collect()
+}
+
+impl Mesh {
+    /// Builds the loop around an already running data plane.
+    pub fn new(
+        node: Node,
+        shell: Shell,
+        device: Arc<Mutex<Device>>,
+        netlink: Netlink,
+        tun_index: u32,
+        iface: String,
+    ) -> Result<Mesh> {
+        let ledger = node.ledger()?;
+        let (own, version) = node.own()?;
+        Ok(Mesh {
+            node,
+            ledger,
+            shell,
+            device,
+            netlink,
+            tun_index,
+            iface,
+            own,
+            version,
+            last_seen: BTreeMap::new(),
+            started: Instant::now(),
+            peers_synced: BTreeSet::new(),
+            leaving: false,
+        })
+    }
+
+    /// Runs until `local` closes, a `leave` completes, or `stop` resolves.
+    pub async fn run(
+        mut self,
+        mut local: mpsc::Receiver<LocalRequest>,
+        stop: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        self.refresh_own().await?;
+        self.apply().await;
+        self.redial();
+        let mut sync_tick = tokio::time::interval(SYNC_EVERY);
+        let mut redial_tick = tokio::time::interval(REDIAL_EVERY);
+        let mut scan_tick = tokio::time::interval(SCAN_EVERY);
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                event = self.shell.next() => self.on_event(event).await,
+                _ = sync_tick.tick() => self.anti_entropy(),
+                _ = redial_tick.tick() => self.redial(),
+                _ = scan_tick.tick() => {
+                    if let Err(e) = self.refresh_own().await {
+                        tracing::warn!("cannot refresh this node's record: {e:#}");
+                    }
+                }
+                req = local.recv() => match req {
+                    Some(r) => {
+                        let answer = self.on_local(&r.request).await;
+                        let _ = r.reply.send(answer);
+                        if self.leaving {
+                            // Give gossip a moment to carry the farewell.
+                            let deadline = tokio::time::sleep(Duration::from_millis(1500));
+                            tokio::pin!(deadline);
+                            loop {
+                                tokio::select! {
+                                    e = self.shell.next() => self.on_event(e).await,
+                                    _ = &mut deadline => break,
+                                }
+                            }
+                            return Ok(());
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                r = &mut stop => return r,
+            }
+        }
+    }
+
+    fn seen(&mut self, id: NodeId) {
+        self.last_seen.insert(id, Instant::now());
+    }
+
+    /// Ingests records; stores and applies what was new.
+    async fn ingest_all(&mut self, records: &[Vec<u8>]) -> usize {
+        let now = now_ms();
+        let mut fresh = Vec::new();
+        for bytes in records {
+            if let Ok(Ingest::Newer) = self.ledger.ingest(bytes, now) {
+                if let Ok(r) = federation::SignedRecord::decode(bytes) {
+                    fresh.push((r.writer, bytes.clone()));
+                }
+            }
+        }
+        if !fresh.is_empty() {
+            if let Err(e) = self.node.save_records(&fresh) {
+                tracing::error!("cannot store received records: {e:#}");
+            }
+            self.apply().await;
+        }
+        fresh.len()
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Gossip { source, id, data } => {
+                let verdict = match self.ledger.ingest(&data, now_ms()) {
+                    Ok(Ingest::Newer) => {
+                        if let Ok(r) = federation::SignedRecord::decode(&data) {
+                            if let Err(e) = self.node.save_records(&[(r.writer, data.clone())]) {
+                                tracing::error!("cannot store a gossiped record: {e:#}");
+                            }
+                            self.seen(r.writer);
+                        }
+                        self.apply().await;
+                        Some(true)
+                    }
+                    Ok(Ingest::Stale) => None,
+                    Err(e) => {
+                        tracing::debug!("refused a gossiped record: {e}");
+                        Some(false)
+                    }
+                };
+                self.shell.validated(&id, &source, verdict);
+            }
+            Event::Request {
+                from,
+                request,
+                channel,
+            } => {
+                let response = self.on_request(from, request).await;
+                self.shell.respond(channel, response);
+            }
+            Event::Response { from, response, .. } => {
+                self.seen(from);
+                match response {
+                    Response::Versions(v) => {
+                        let (pull, push) = sync::plan(self.ledger.state(), &v);
+                        let addrs = self.control_addrs(&from);
+                        if !pull.is_empty() {
+                            self.shell.request(&from, addrs.clone(), Request::Pull(pull));
+                        }
+                        if !push.is_empty() {
+                            self.shell.request(&from, addrs, Request::Push(push));
+                        }
+                    }
+                    Response::Records(records) => {
+                        self.ingest_all(&records).await;
+                    }
+                    _ => {}
+                }
+            }
+            Event::Failed { peer, error, .. } => {
+                tracing::debug!(peer = %peer.short(), "request failed: {error}");
+            }
+            Event::Connected(id) => {
+                self.seen(id);
+                // New neighbour: repair with it right away.
+                self.shell.request(
+                    &id,
+                    vec![],
+                    Request::Summary(sync::summary(self.ledger.state())),
+                );
+            }
+            Event::Disconnected(id) => self.seen(id),
+            Event::Listening(addr) => tracing::info!("control plane listening on {addr}"),
+            Event::Observed(addr) => tracing::debug!("a peer sees us at {addr}"),
+        }
+    }
+
+    async fn on_request(&mut self, from: NodeId, request: Request) -> Response {
+        let member = self.ledger.member(&from, now_ms()).map(|m| m.status);
+        match request {
+            Request::Join(req) => self.admit(from, &req),
+            // Only members in good standing take part in anti-entropy.
+            _ if member != Some(Status::Active) => {
+                Response::Refused("only members of this network may ask".into())
+            }
+            Request::Summary(s) => {
+                self.seen(from);
+                Response::Versions(sync::differing(self.ledger.state(), &s))
+            }
+            Request::Pull(writers) => {
+                self.seen(from);
+                Response::Records(sync::records_of(self.ledger.state(), &writers))
+            }
+            Request::Push(records) => {
+                self.seen(from);
+                let records: Vec<Vec<u8>> = records.into_iter().take(sync::MAX_BATCH).collect();
+                self.ingest_all(&records).await;
+                Response::Ack
+            }
+        }
+    }
+
+    fn admit(&mut self, from: NodeId, req: &federation::protocol::JoinRequest) -> Response {
+        let key = req.invite;
+        let issued: Option<Issued> = self
+            .node
+            .store
+            .get(Table::Invites, &key)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let admitter = Admitter {
+            key: &self.node.key,
+            chain: &self.own.chain,
+            authority: self.node.authority.as_ref(),
+        };
+        match admitter.admit(&self.ledger, req, from, issued.as_ref(), now_ms()) {
+            Ok((spent, chain)) => {
+                let stored = serde_json::to_vec(&spent)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| Ok(self.node.store.put(Table::Invites, &key, &b)?));
+                if let Err(e) = stored {
+                    tracing::error!("cannot record the invite's use: {e:#}");
+                    return Response::Refused("the member could not record the invite's use; try again".into());
+                }
+                tracing::info!(name = %req.name, id = %from.short(), "admitted a new member");
+                let records = self.ledger.state().newer_than(&federation::Digest(vec![]));
+                Response::Admitted { chain, records }
+            }
+            Err(e) => {
+                tracing::warn!(id = %from.short(), "refused a join: {e}");
+                Response::Refused(e.to_string())
+            }
+        }
+    }
+
+    fn control_addrs(&self, id: &NodeId) -> Vec<Multiaddr> {
+        self.ledger
+            .member(id, now_ms())
+            .map(|m| multiaddrs(&m.record.control))
+            .unwrap_or_default()
+    }
+
+    fn anti_entropy(&mut self) {
+        let connected = self.shell.connected();
+        if connected.is_empty() {
+            return;
+        }
+        let pick = connected[(OsRng.next_u32() as usize) % connected.len()];
+        let summary = sync::summary(self.ledger.state());
+        self.shell.request(&pick, vec![], Request::Summary(summary));
+    }
+
+    fn redial(&mut self) {
+        let me = self.node.key.id();
+        let now = now_ms();
+        let targets: Vec<(NodeId, Vec<Multiaddr>)> = self
+            .ledger
+            .members(now)
+            .into_iter()
+            .filter(|m| m.status == Status::Active && m.id != me && !self.shell.is_connected(&m.id))
+            .map(|m| (m.id, multiaddrs(&m.record.control)))
+            .take(REDIAL_BATCH)
+            .collect();
+        for (id, addrs) in targets {
+            self.shell.dial(&id, addrs);
+        }
+    }
+
+    /// Publishes a new version of the own record.
+    async fn publish_own(&mut self) -> Result<()> {
+        self.version += 1;
+        let bytes = self.node.save_own(&self.own, self.version)?;
+        self.ledger.ingest(&bytes, now_ms()).ok();
+        self.shell.publish(bytes);
+        Ok(())
+    }
+
+    /// Re-scans host addresses; republishes the record if endpoints or host
+    /// networks changed; re-claims the address if another member won it.
+    async fn refresh_own(&mut self) -> Result<()> {
+        let cidr = self.ledger.authority().map(|a| a.cidr);
+        let inv = scan(Some(self.tun_index), cidr).await?;
+        let s = &self.node.settings;
+        let pick = |configured: SocketAddr| -> Vec<IpAddr> {
+            if configured.ip().is_unspecified() {
+                inv.addrs.clone()
+            } else {
+                vec![configured.ip()]
+            }
+        };
+        let endpoints: Vec<SocketAddr> = pick(s.listen)
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, s.listen.port()))
+            .take(federation::member::MAX_ENDPOINTS)
+            .collect();
+        let control: Vec<String> = pick(s.control_listen)
+            .into_iter()
+            .map(|ip| quic_multiaddr(SocketAddr::new(ip, s.control_listen.port())))
+            .take(federation::member::MAX_CONTROL)
+            .collect();
+        let networks: Vec<_> = inv
+            .networks
+            .into_iter()
+            .take(federation::member::MAX_HOST_NETWORKS)
+            .collect();
+        let mut changed = false;
+        if endpoints != self.own.endpoints || control != self.own.control || networks != self.own.host_networks {
+            self.own.endpoints = endpoints;
+            self.own.control = control;
+            self.own.host_networks = networks;
+            changed = true;
+        }
+        if self.reclaim_if_lost() {
+            changed = true;
+        }
+        if changed || self.ledger.state().get(&self.node.key.id()).is_none() {
+            self.publish_own().await?;
+            self.apply().await;
+        }
+        Ok(())
+    }
+
+    /// If another member won our address, claims a free one.
+    fn reclaim_if_lost(&mut self) -> bool {
+        let now = now_ms();
+        let me = self.node.key.id();
+        let owners = self.ledger.address_owners(now);
+        match owners.get(&self.own.address) {
+            Some(owner) if *owner != me => {}
+            _ => return false,
+        }
+        let Some(block) = self.ledger.authority().map(|a| a.block) else {
+            return false;
+        };
+        let taken: BTreeSet<_> = owners.keys().copied().collect();
+        let Some(fresh) = address::pick(&block, &me, &taken) else {
+            tracing::error!("the network's address block {block} is full: no address to claim");
+            return false;
+        };
+        tracing::warn!(
+            lost = %self.own.address, new = %fresh,
+            "another member claimed our overlay address first; claiming a new one"
+        );
+        self.own.address = fresh;
+        self.own.claimed_ms = now;
+        true
+    }
+
+    /// Makes the data plane match the ledger: peers for active members,
+    /// none for the rest; the interface carries our current address.
+    async fn apply(&mut self) {
+        if self.reclaim_if_lost() {
+            if let Err(e) = Box::pin(self.publish_own()).await {
+                tracing::error!("cannot publish the re-claimed address: {e:#}");
+            }
+        }
+        let now = now_ms();
+        let me = self.node.key.id();
+        let owners = self.ledger.address_owners(now);
+        let prefix = self.ledger.authority().map_or(32, |a| a.cidr.prefix());
+        if let Err(e) = self
+            .netlink
+            .replace_ipv4(self.tun_index, IpAddr::V4(self.own.address), prefix)
+            .await
+        {
+            tracing::error!("cannot set the overlay address on {}: {e}", self.iface);
+        }
+        let mut wanted = BTreeSet::new();
+        let mut dev = lock(&self.device);
+        for m in self.ledger.members(now) {
+            if m.id == me {
+                continue;
+            }
+            let Some(leaf) = m.record.chain.last() else { continue };
+            let key = PublicKey(leaf.wg_key);
+            if m.status != Status::Active {
+                if dev.remove_peer(&key) {
+                    tracing::info!(name = %m.record.name, status = ?m.status, "removed from the peer table");
+                }
+                continue;
+            }
+            wanted.insert(m.id);
+            let owns = owners.get(&m.record.address) == Some(&m.id);
+            let allowed_ips = if owns {
+                IpNet::new(IpAddr::V4(m.record.address), 32).into_iter().collect()
+            } else {
+                vec![]
+            };
+            let existing = dev.peer_config(&key);
+            let endpoint = existing
+                .as_ref()
+                .and_then(|c| c.endpoint)
+                .filter(|e| m.record.endpoints.contains(e))
+                .or_else(|| m.record.endpoints.first().copied());
+            let unchanged = existing
+                .as_ref()
+                .is_some_and(|c| c.allowed_ips == allowed_ips && c.endpoint == endpoint);
+            if !unchanged {
+                dev.upsert_peer(PeerConfig {
+                    public_key: key,
+                    preshared_key: None,
+                    endpoint,
+                    allowed_ips,
+                    persistent_keepalive: Some(KEEPALIVE),
+                });
+            }
+        }
+        drop(dev);
+        for gone in self.peers_synced.difference(&wanted) {
+            self.shell.disconnect(gone);
+        }
+        self.peers_synced = wanted;
+    }
+
+    fn liveness(&self, id: &NodeId, status: Status) -> (&'static str, Option<u64>) {
+        let since = self.last_seen.get(id).map(|t| t.elapsed());
+        let ms = since.map(|d| d.as_millis() as u64);
+        let state = match status {
+            Status::Left => "left",
+            Status::Revoked | Status::Expired => "revoked",
+            Status::Active if *id == self.node.key.id() => return ("alive", Some(0)),
+            Status::Active if self.shell.is_connected(id) => "alive",
+            Status::Active => match since {
+                Some(d) if d < ALIVE_FOR => "alive",
+                Some(d) if d < SUSPECT_FOR => "suspect",
+                None if self.started.elapsed() < ALIVE_FOR => "suspect",
+                _ => "down",
+            },
+        };
+        (state, ms)
+    }
+
+    async fn on_local(&mut self, req: &Value) -> Value {
+        match req["cmd"].as_str().unwrap_or("") {
+            "status" => self.status(),
+            "members" => self.members(),
+            "invite" => self.invite(req),
+            "revoke" => self.revoke(req["node"].as_str().unwrap_or("")).await,
+            "leave" => self.leave().await,
+            "host_networks" => {
+                let mut nets: Vec<federation::Cidr> = self
+                    .ledger
+                    .members(now_ms())
+                    .iter()
+                    .filter(|m| m.status == Status::Active)
+                    .flat_map(|m| m.record.host_networks.iter().copied())
+                    .collect();
+                nets.sort();
+                nets.dedup();
+                json!({"host_networks": nets})
+            }
+            other => json!({"error": format!("unknown request {other:?}")}),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let auth = self.ledger.authority();
+        let rejected: serde_json::Map<String, Value> =
+            self.ledger.rejected().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let now = now_ms();
+        let members = self.ledger.members(now);
+        json!({
+            "name": self.own.name,
+            "id": self.node.key.id().to_hex(),
+            "address": self.own.address.to_string(),
+            "network": auth.map(|a| a.name.clone()),
+            "network_id": self.node.network.id.to_string(),
+            "cidr": auth.map(|a| a.cidr.to_string()),
+            "mtu": self.own.mtu,
+            "interface": self.iface,
+            "listen": self.node.settings.listen.to_string(),
+            "control_listen": self.node.settings.control_listen.to_string(),
+            "endpoints": self.own.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "version": self.version,
+            "members": members.iter().filter(|m| m.status == Status::Active).count(),
+            "connected": self.shell.connected().len(),
+            "authority": self.node.authority.is_some(),
+            "rejected_records": rejected,
+        })
+    }
+
+    fn members(&self) -> Value {
+        let now = now_ms();
+        let list: Vec<Value> = self
+            .ledger
+            .members(now)
+            .iter()
+            .map(|m| {
+                let (state, last_seen_ms) = self.liveness(&m.id, m.status);
+                json!({
+                    "name": m.record.name,
+                    "id": m.id.to_hex(),
+                    "address": m.record.address.to_string(),
+                    "endpoints": m.record.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                    "state": state,
+                    "last_seen_ms": last_seen_ms,
+                    "version": m.version,
+                    "self": m.id == self.node.key.id(),
+                })
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    fn invite(&mut self, req: &Value) -> Value {
+        let ttl = Duration::from_secs(req["ttl_s"].as_u64().unwrap_or(3600));
+        let uses = req["uses"].as_u64().unwrap_or(1) as u32;
+        if ttl.is_zero() || ttl > MAX_INVITE_TTL || uses == 0 || uses > MAX_INVITE_USES {
+            return json!({"error": "--ttl must be between 1s and 30d and --uses between 1 and 1000"});
+        }
+        if !self.own.chain.last().is_some_and(|c| c.admit) && self.node.authority.is_none() {
+            return json!({"error": "this node may not admit others: ask another member for an invite"});
+        }
+        let mut id = [0u8; 16];
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut id);
+        OsRng.fill_bytes(&mut secret);
+        let expires_ms = now_ms() + ttl.as_millis() as u64;
+        let issued = Issued {
+            secret_hash: secret_hash(&secret),
+            expires_ms,
+            uses_left: uses,
+        };
+        let stored = serde_json::to_vec(&issued)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(self.node.store.put(Table::Invites, &id, &b)?));
+        if let Err(e) = stored {
+            return json!({"error": format!("cannot store the invite: {e:#}")});
+        }
+        let token = Invite {
+            network: self.node.network.id,
+            authority: self.node.network.authority,
+            inviter: self.node.key.id(),
+            addrs: self.own.control.clone(),
+            id,
+            secret,
+            expires_ms,
+        };
+        json!({"token": token.encode(), "expires_ms": expires_ms, "uses": uses})
+    }
+
+    /// Finds a member by name, full id or id prefix (at least 8 digits).
+    fn find(&self, who: &str) -> Result<NodeId, String> {
+        let now = now_ms();
+        let members = self.ledger.members(now);
+        let hits: Vec<NodeId> = members
+            .iter()
+            .filter(|m| {
+                m.record.name == who
+                    || m.record.address.to_string() == who
+                    || (who.len() >= 8 && m.id.to_hex().starts_with(who))
+            })
+            .map(|m| m.id)
+            .collect();
+        match hits.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(format!("no member is called {who:?}: see `cladnet members`")),
+            _ => Err(format!("{who:?} names several members: give the node id instead")),
+        }
+    }
+
+    async fn revoke(&mut self, who: &str) -> Value {
+        let target = match self.find(who) {
+            Ok(t) => t,
+            Err(e) => return json!({"error": e}),
+        };
+        if target == self.node.key.id() {
+            return json!({"error": "a node cannot revoke itself: use `cladnet leave`"});
+        }
+        if !self.own.chain.last().is_some_and(|c| c.admit) {
+            return json!({"error": "this node may not revoke members"});
+        }
+        // Members admitted through the revoked node stay members.
+        let keep: Vec<NodeId> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter_map(|m| {
+                let chain = &m.record.chain;
+                let i = chain.iter().position(|c| c.subject == target)?;
+                chain.get(i + 1).map(|c| c.subject)
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .take(federation::cert::MAX_KEEP)
+            .collect();
+        if self.own.revocations.len() >= federation::member::MAX_REVOCATIONS {
+            return json!({"error": "this node's record holds the most revocations it can; revoke from another member"});
+        }
+        self.own.revocations.push(Revocation { node: target, keep });
+        if let Err(e) = self.publish_own().await {
+            return json!({"error": format!("cannot publish the revocation: {e:#}")});
+        }
+        self.apply().await;
+        self.shell.disconnect(&target);
+        json!({"revoked": target.to_hex()})
+    }
+
+    async fn leave(&mut self) -> Value {
+        self.own.left_ms = Some(now_ms());
+        if let Err(e) = self.publish_own().await {
+            self.own.left_ms = None;
+            return json!({"error": format!("cannot publish the departure: {e:#}")});
+        }
+        // Push the farewell to every connected member directly as well.
+        let bytes = self
+            .ledger
+            .state()
+            .get(&self.node.key.id())
+            .map(|r| r.encode());
+        if let Some(bytes) = bytes {
+            for id in self.shell.connected() {
+                self.shell.request(&id, vec![], Request::Push(vec![bytes.clone()]));
+            }
+        }
+        self.leaving = true;
+        json!({"left": true})
+    }
+}
+
+/// Serves the CLI on the root-only socket `path`: one JSON request line in,
+/// one JSON answer line out, answered by the control loop.
+pub async fn serve_local(path: &std::path::Path, to_loop: mpsc::Sender<LocalRequest>) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = crate::api::bind(path)?;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let to_loop = to_loop.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = Vec::new();
+            let mut reader = tokio::io::BufReader::new(read).take(MAX_LOCAL_REQUEST);
+            let _ = reader.read_until(b'\n', &mut line).await;
+            let answer = match serde_json::from_slice::<Value>(&line) {
+                Ok(request) => {
+                    let (reply, answer) = oneshot::channel();
+                    if to_loop.send(LocalRequest { request, reply }).await.is_err() {
+                        json!({"error": "the agent is shutting down"})
+                    } else {
+                        answer.await.unwrap_or_else(|_| json!({"error": "the agent is shutting down"}))
+                    }
+                }
+                Err(_) => json!({"error": "the request is not one JSON line"}),
+            };
+            let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Longest local request accepted.
+const MAX_LOCAL_REQUEST: u64 = 4096;

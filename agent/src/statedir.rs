@@ -1,0 +1,166 @@
+//! A node's state directory: keys, network, settings, its own record and
+//! every record it knows, in the durable store. `init` and `join` create
+//! one; `agent` loads it.
+
+use anyhow::{Context, Result};
+use drivers::store::{Store, Table};
+use federation::member::{Body, MemberRecord};
+use federation::{Ledger, Network, NodeId, NodeKey, SignedRecord};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the user chose at `init`/`join`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Node name.
+    pub name: String,
+    /// WireGuard UDP address.
+    pub listen: SocketAddr,
+    /// QUIC UDP address.
+    pub control_listen: SocketAddr,
+}
+
+/// Everything loaded from a state directory.
+pub struct Node {
+    /// The store (kept open: it locks the directory against a second agent).
+    pub store: Store,
+    /// The node's ed25519 key (libp2p identity, record signatures).
+    pub key: NodeKey,
+    /// The node's WireGuard private key.
+    pub wg: netstack::PrivateKey,
+    /// The authority key, on the node that created the network.
+    pub authority: Option<NodeKey>,
+    /// The network.
+    pub network: Network,
+    /// Settings.
+    pub settings: Settings,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The agent's local socket inside the state directory.
+pub fn socket_path(dir: &Path) -> PathBuf {
+    dir.join("agent.sock")
+}
+
+const NODE_SEED: &[u8] = b"node_seed";
+const WG_KEY: &[u8] = b"wg_private";
+const AUTHORITY_SEED: &[u8] = b"authority_seed";
+const AUTHORITY_ID: &[u8] = b"authority_id";
+const SETTINGS: &[u8] = b"settings";
+const OWN: &[u8] = b"own_record";
+
+fn seed(bytes: Option<Vec<u8>>, what: &str) -> Result<[u8; 32]> {
+    bytes
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .with_context(|| format!("the state directory lacks a valid {what}: it is damaged; join again with a new --state directory"))
+}
+
+impl Node {
+    /// Writes a new node's identity and settings into a fresh store.
+    pub fn create(
+        store: Store,
+        key: NodeKey,
+        wg: netstack::PrivateKey,
+        authority: Option<NodeKey>,
+        network: Network,
+        settings: Settings,
+    ) -> Result<Node> {
+        let mut items = vec![
+            (NODE_SEED.to_vec(), key.seed().to_vec()),
+            (WG_KEY.to_vec(), wg.0.to_vec()),
+            (AUTHORITY_ID.to_vec(), network.authority.0.to_vec()),
+            (SETTINGS.to_vec(), serde_json::to_vec(&settings)?),
+        ];
+        if let Some(a) = &authority {
+            items.push((AUTHORITY_SEED.to_vec(), a.seed().to_vec()));
+        }
+        store.put_many(Table::Meta, &items)?;
+        Ok(Node {
+            store,
+            key,
+            wg,
+            authority,
+            network,
+            settings,
+        })
+    }
+
+    /// Loads the state directory `dir`.
+    pub fn load(dir: &Path) -> Result<Node> {
+        let store = Store::open(dir)?;
+        let meta = |k: &[u8]| store.get(Table::Meta, k);
+        let key = NodeKey::from_seed(&seed(meta(NODE_SEED)?, "node key")?);
+        let wg = netstack::PrivateKey(seed(meta(WG_KEY)?, "WireGuard key")?);
+        let authority = meta(AUTHORITY_SEED)?
+            .map(|s| seed(Some(s), "authority key").map(|s| NodeKey::from_seed(&s)))
+            .transpose()?;
+        let network = Network::of(NodeId(seed(meta(AUTHORITY_ID)?, "network authority")?));
+        let settings: Settings = serde_json::from_slice(
+            &meta(SETTINGS)?.context("the state directory lacks its settings: it is damaged")?,
+        )
+        .context("the state directory's settings are unreadable: it is damaged")?;
+        Ok(Node {
+            store,
+            key,
+            wg,
+            authority,
+            network,
+            settings,
+        })
+    }
+
+    /// A ledger filled with every stored record.
+    pub fn ledger(&self) -> Result<Ledger> {
+        let mut ledger = Ledger::new(self.network);
+        let now = now_ms();
+        for (_, bytes) in self.store.all(Table::Records)? {
+            if let Err(e) = ledger.ingest(&bytes, now) {
+                tracing::warn!("a stored record is no longer valid: {e}");
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// This node's latest record and its version.
+    pub fn own(&self) -> Result<(MemberRecord, u64)> {
+        let bytes = self
+            .store
+            .get(Table::Meta, OWN)?
+            .context("the state directory lacks this node's record: it is damaged")?;
+        let rec = SignedRecord::decode(&bytes).context("this node's stored record is damaged")?;
+        match Body::parse(&rec.body) {
+            Ok(Body::Member(m)) => Ok((m, rec.version)),
+            _ => anyhow::bail!("this node's stored record is damaged"),
+        }
+    }
+
+    /// Signs `record` as `version`, stores it durably (own record and the
+    /// records table) and returns the encoded record to publish.
+    pub fn save_own(&self, record: &MemberRecord, version: u64) -> Result<Vec<u8>> {
+        let bytes = self
+            .key
+            .sign(version, Body::Member(record.clone()).to_bytes())
+            .encode();
+        self.store.put(Table::Meta, OWN, &bytes)?;
+        self.store.put(Table::Records, &self.key.id().0, &bytes)?;
+        Ok(bytes)
+    }
+
+    /// Stores records received from the network.
+    pub fn save_records(&self, records: &[(NodeId, Vec<u8>)]) -> Result<()> {
+        let items: Vec<(Vec<u8>, Vec<u8>)> = records
+            .iter()
+            .map(|(w, b)| (w.0.to_vec(), b.clone()))
+            .collect();
+        self.store.put_many(Table::Records, &items)?;
+        Ok(())
+    }
+}

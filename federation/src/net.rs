@@ -1,0 +1,362 @@
+//! The libp2p shell: carries the core's records and messages between
+//! members over QUIC. gossipsub (one topic per network, strict validation:
+//! every message is signed by its sender and checked by the core before it
+//! travels further) spreads new records; request-response carries joining
+//! and anti-entropy; identify tells each node how others see it.
+//!
+//! The shell decides nothing: it turns swarm events into [`Event`]s for the
+//! agent's control loop and executes its commands.
+
+use crate::network::NetworkId;
+use crate::protocol::{Request, Response};
+use crate::record::NodeId;
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId};
+use libp2p::identity::{self, Keypair};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use std::time::Duration;
+
+/// Largest gossip message (one record plus framing).
+const MAX_GOSSIP: usize = 64 * 1024;
+/// Largest request or response (a join answer carries the whole state).
+const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
+/// How long a request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the shell could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The identity seed was refused by libp2p.
+    #[error("invalid node identity: {0}")]
+    Identity(String),
+    /// The swarm could not be built.
+    #[error("cannot start the control plane: {0}")]
+    Build(String),
+    /// The listen address is unusable.
+    #[error("cannot listen for the control plane on {addr}: {reason}; pick another --control-listen or stop the program that uses it")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    rr: request_response::cbor::Behaviour<Request, Response>,
+    identify: identify::Behaviour,
+}
+
+/// Something that happened on the control plane.
+#[derive(Debug)]
+pub enum Event {
+    /// A gossiped record, to be checked and reported with [`Shell::validated`].
+    Gossip {
+        /// The peer that forwarded it.
+        source: PeerId,
+        /// Message id (for the validation report).
+        id: MessageId,
+        /// The encoded record.
+        data: Vec<u8>,
+    },
+    /// A member asks something; answer with [`Shell::respond`].
+    Request {
+        /// Who asks (authenticated by QUIC's TLS).
+        from: NodeId,
+        /// What.
+        request: Request,
+        /// Where the answer goes.
+        channel: ResponseChannel<Response>,
+    },
+    /// The answer to one of our requests.
+    Response {
+        /// Which request.
+        id: OutboundRequestId,
+        /// Who answered.
+        from: NodeId,
+        /// The answer.
+        response: Response,
+    },
+    /// One of our requests failed (unreachable, timeout, refused stream).
+    Failed {
+        /// Which request.
+        id: OutboundRequestId,
+        /// To whom.
+        peer: NodeId,
+        /// Why.
+        error: String,
+    },
+    /// A first connection to a node is up.
+    Connected(NodeId),
+    /// The last connection to a node closed.
+    Disconnected(NodeId),
+    /// A peer told us how it sees our address.
+    Observed(Multiaddr),
+    /// We listen on this address.
+    Listening(Multiaddr),
+}
+
+/// A running libp2p swarm for one network.
+pub struct Shell {
+    swarm: Swarm<Behaviour>,
+    topic: IdentTopic,
+}
+
+/// The libp2p peer id of a node.
+pub fn peer_id(node: &NodeId) -> Option<PeerId> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&node.0).ok()?;
+    Some(identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The node id behind a libp2p peer id (ed25519 peer ids inline the key).
+pub fn node_id(peer: &PeerId) -> Option<NodeId> {
+    let key = identity::PublicKey::try_decode_protobuf(peer.as_ref().digest()).ok()?;
+    Some(NodeId(key.try_into_ed25519().ok()?.to_bytes()))
+}
+
+impl Shell {
+    /// Starts a swarm with the node's ed25519 `seed` for `network`, and
+    /// listens on `listen` (a `/ip4/…/udp/…/quic-v1` multiaddr) if given.
+    pub fn start(seed: [u8; 32], network: &NetworkId, listen: Option<Multiaddr>) -> Result<Shell, NetError> {
+        let mut seed = seed;
+        let keypair =
+            Keypair::ed25519_from_bytes(&mut seed).map_err(|e| NetError::Identity(e.to_string()))?;
+        let topic = IdentTopic::new(format!("cladnet/{network}/records"));
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|key| {
+                let config = gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .validate_messages()
+                    .max_transmit_size(MAX_GOSSIP)
+                    .heartbeat_interval(Duration::from_millis(700))
+                    .message_id_fn(|m| {
+                        use std::hash::{Hash, Hasher};
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        m.data.hash(&mut h);
+                        MessageId::from(h.finish().to_le_bytes().to_vec())
+                    })
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let gossipsub =
+                    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
+                let codec = request_response::cbor::codec::Codec::default()
+                    .set_request_size_maximum(MAX_MESSAGE)
+                    .set_response_size_maximum(MAX_MESSAGE);
+                let rr = request_response::Behaviour::with_codec(
+                    codec,
+                    [(StreamProtocol::new("/cladnet/sync/1"), ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
+                );
+                let identify = identify::Behaviour::new(identify::Config::new(
+                    "/cladnet/1".into(),
+                    key.public(),
+                ));
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                    gossipsub,
+                    rr,
+                    identify,
+                })
+            })
+            .map_err(|e| NetError::Build(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+            .build();
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .subscribe(&topic)
+            .map_err(|e| NetError::Build(e.to_string()))?;
+        if let Some(addr) = listen {
+            swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(Shell { swarm, topic })
+    }
+
+    /// Our own node id's peer id.
+    pub fn local_peer(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    /// Dials `node` at `addrs` unless already connected.
+    pub fn dial(&mut self, node: &NodeId, addrs: Vec<Multiaddr>) {
+        if let Some(peer) = peer_id(node) {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!(peer = %node.short(), "dial not started: {e}");
+            }
+        }
+    }
+
+    /// Closes every connection to `node`.
+    pub fn disconnect(&mut self, node: &NodeId) {
+        if let Some(peer) = peer_id(node) {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// True if at least one connection to `node` is up.
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        peer_id(node).is_some_and(|p| self.swarm.is_connected(&p))
+    }
+
+    /// Nodes we are connected to.
+    pub fn connected(&self) -> Vec<NodeId> {
+        self.swarm.connected_peers().filter_map(node_id).collect()
+    }
+
+    /// Gossips an encoded record (silently dropped if nobody listens yet:
+    /// anti-entropy repairs that).
+    pub fn publish(&mut self, record: Vec<u8>) {
+        if let Err(e) = self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(self.topic.clone(), record)
+        {
+            tracing::debug!("gossip not sent: {e}");
+        }
+    }
+
+    /// Reports the core's verdict on a gossiped message: `Some(true)`
+    /// forwards it, `Some(false)` rejects it (penalising the source),
+    /// `None` ignores it (a duplicate or stale record).
+    pub fn validated(&mut self, id: &MessageId, source: &PeerId, verdict: Option<bool>) {
+        let acceptance = match verdict {
+            Some(true) => MessageAcceptance::Accept,
+            Some(false) => MessageAcceptance::Reject,
+            None => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, source, acceptance);
+    }
+
+    /// Sends `request` to `node`, dialing `addrs` if needed.
+    pub fn request(&mut self, node: &NodeId, addrs: Vec<Multiaddr>, request: Request) -> Option<OutboundRequestId> {
+        let peer = peer_id(node)?;
+        Some(
+            self.swarm
+                .behaviour_mut()
+                .rr
+                .send_request_with_addresses(&peer, request, addrs),
+        )
+    }
+
+    /// Answers a request.
+    pub fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+        if self
+            .swarm
+            .behaviour_mut()
+            .rr
+            .send_response(channel, response)
+            .is_err()
+        {
+            tracing::debug!("response not sent: the asker went away");
+        }
+    }
+
+    /// Waits for the next event worth the control loop's attention.
+    pub async fn next(&mut self) -> Event {
+        loop {
+            let Some(event) = self.swarm.next().await else {
+                continue;
+            };
+            if let Some(e) = self.translate(event) {
+                return e;
+            }
+        }
+    }
+
+    fn translate(&mut self, event: SwarmEvent<BehaviourEvent>) -> Option<Event> {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => Some(Event::Listening(address)),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } if num_established.get() == 1 => node_id(&peer_id).map(Event::Connected),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => node_id(&peer_id).map(Event::Disconnected),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => Some(Event::Gossip {
+                source: propagation_source,
+                id: message_id,
+                data: message.data,
+            }),
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
+                peer,
+                message,
+                ..
+            })) => {
+                let from = node_id(&peer)?;
+                Some(match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => Event::Request {
+                        from,
+                        request,
+                        channel,
+                    },
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => Event::Response {
+                        id: request_id,
+                        from,
+                        response,
+                    },
+                })
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            })) => Some(Event::Failed {
+                id: request_id,
+                peer: node_id(&peer)?,
+                error: error.to_string(),
+            }),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                info,
+                ..
+            })) => Some(Event::Observed(info.observed_addr)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::NodeKey;
+
+    #[test]
+    fn node_and_peer_ids_map_both_ways() {
+        let k = NodeKey::generate();
+        let peer = peer_id(&k.id()).unwrap();
+        assert_eq!(node_id(&peer), Some(k.id()));
+        let mut seed = k.seed();
+        let kp = Keypair::ed25519_from_bytes(&mut seed).unwrap();
+        assert_eq!(kp.public().to_peer_id(), peer, "the swarm's identity is the node key");
+    }
+}
