@@ -1,0 +1,72 @@
+//! The network commands refuse bad input with one sentence and exit 1, and
+//! `addr-space recommend` avoids the host networks it is given.
+
+mod common;
+
+use std::process::Command;
+use testbed::serde_json::{self, Value};
+
+fn cladnet(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(common::bin())
+        .args(args)
+        .output()
+        .expect("run cladnet");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let (ok, _, err) = cladnet(args);
+    assert!(!ok, "{args:?} succeeded");
+    // The first line says it all (clap adds a hint line for usage errors).
+    let first = err.trim().lines().next().unwrap_or_default();
+    assert!(first.contains(needle), "{args:?}: {err}");
+}
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("cladnet-cli-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn bad_tokens_names_and_states_are_refused_clearly() {
+    let dir = temp_dir("bad");
+    let state = dir.to_string_lossy().into_owned();
+    fails_with(&["join", "hello", "--state", &state, "--name", "x"], "not a cladnet invite token");
+    fails_with(&["join", "cladnet1.!!!", "--state", &state, "--name", "x"], "not a cladnet invite token");
+    fails_with(&["init", "--state", &state, "--name", "Bad Name"], "node name");
+    fails_with(&["init", "--state", &state, "--name", "a", "--cidr", "100.64.0.0/33"], "not an IPv4 network");
+    fails_with(&["status", "--state", &state], "no cladnet state");
+    fails_with(&["members", "--state", &state], "no cladnet state");
+    fails_with(&["invite", "--state", &state, "--ttl", "soon"], "not a duration");
+    assert!(!dir.exists(), "refusals create nothing");
+}
+
+#[test]
+fn init_twice_is_refused_and_a_stopped_agent_is_named() {
+    let dir = temp_dir("twice");
+    let state = dir.to_string_lossy().into_owned();
+    let (ok, out, err) = cladnet(&["init", "--state", &state, "--name", "a", "--cidr", "100.64.0.0/24", "--listen", "127.0.0.1:1", "--control-listen", "127.0.0.1:2"]);
+    assert!(ok, "init: {err}");
+    assert!(out.contains("100.64.0.0/24"), "{out}");
+    fails_with(&["init", "--state", &state, "--name", "a"], "already holds a cladnet state");
+    fails_with(&["status", "--state", &state], "agent of");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn recommend_avoids_the_given_host_networks() {
+    let (ok, out, err) = cladnet(&[
+        "addr-space", "recommend", "--host-cidr", "10.0.0.0/9", "--host-cidr", "10.128.0.0/9", "--hosts", "100", "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let rec = v["recommendation"]["recommended"].as_str().expect("recommended");
+    assert!(!rec.starts_with("10."), "10/8 is fully taken, got {rec}");
+    assert!(rec.ends_with("/23"), "100 hosts with growth need a /23, got {rec}");
+    fails_with(&["addr-space", "recommend", "--host-cidr", "10.0.0.0/33"], "not an IPv4 network");
+}
