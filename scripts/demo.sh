@@ -4,13 +4,17 @@
 #   sudo scripts/demo.sh            build (release), start 3 agents, show, ping, clean up
 #   sudo scripts/demo.sh --hold     same, but wait for Enter before cleaning up, so
 #                                   you can poke around, e.g.
-#                                   sudo ip netns exec cl-<pid>-d-a ping 100.64.0.3
+#                                   sudo ip netns exec cl-<pid>-d-a cladnet members --state /tmp/cladnet-demo.*/a
+#
+# What it shows: `cladnet init` creates a network on node a; b joins with an
+# invite from a, c with an invite from b; every node lists every member and
+# reaches every other over the overlay (addresses chosen by the nodes).
 #
 # Topology (everything inside namespaces this script creates and deletes):
 #   cl-<pid>-d-sw : bridge br0
-#   cl-<pid>-d-a  : eth0 198.18.0.1/24   cladnet cl-a 100.64.0.1/24
-#   cl-<pid>-d-b  : eth0 198.18.0.2/24   cladnet cl-b 100.64.0.2/24
-#   cl-<pid>-d-c  : eth0 198.18.0.3/24   cladnet cl-c 100.64.0.3/24
+#   cl-<pid>-d-a  : eth0 198.18.0.1/24   cladnet cl-a, overlay 100.64.0.0/24
+#   cl-<pid>-d-b  : eth0 198.18.0.2/24   cladnet cl-b
+#   cl-<pid>-d-c  : eth0 198.18.0.3/24   cladnet cl-c
 # The namespaces have no route to the host or anywhere else.
 set -euo pipefail
 
@@ -68,68 +72,68 @@ for i in "${!nodes[@]}"; do
 	echo "  $ns: eth0 198.18.0.$((i + 1))/24"
 done
 
-say "keys (cladnet genkey | cladnet pubkey) and wg-quick configs"
-for n in "${nodes[@]}"; do
-	(umask 077 && "$bin" genkey >"$work/$n.key")
-	"$bin" pubkey <"$work/$n.key" >"$work/$n.pub"
-	echo "  $n: $(cat "$work/$n.pub")"
-done
-for i in "${!nodes[@]}"; do
-	n=${nodes[$i]}
-	{
-		echo "[Interface]"
-		echo "PrivateKey = $(cat "$work/$n.key")"
-		echo "ListenPort = 51820"
-		echo "Address = 100.64.0.$((i + 1))/24"
-		for j in "${!nodes[@]}"; do
-			((j == i)) && continue
-			echo
-			echo "[Peer]"
-			echo "PublicKey = $(cat "$work/${nodes[$j]}.pub")"
-			echo "Endpoint = 198.18.0.$((j + 1)):51820"
-			echo "AllowedIPs = 100.64.0.$((j + 1))/32"
-		done
-	} >"$work/cl-$n.conf"
-	chmod 600 "$work/cl-$n.conf"
-done
-sed 's/^PrivateKey = .*/PrivateKey = (hidden)/' "$work/cl-a.conf" | sed 's/^/    /'
-
-say "starting three agents"
-for n in "${nodes[@]}"; do
-	RUST_LOG=${RUST_LOG:-info} ip netns exec "$pfx-$n" "$bin" agent --wg-config "$work/cl-$n.conf" \
-		--iface "cl-$n" --api-socket "$work/$n.sock" >"$work/$n.log" 2>&1 &
+ip_of() { echo "198.18.0.$(($1 + 1))"; }
+run_in() { local n=$1; shift; ip netns exec "$pfx-$n" "$@"; }
+start_agent() {
+	local n=$1 i
+	RUST_LOG=${RUST_LOG:-info} run_in "$n" "$bin" agent --state "$work/$n" --iface "cl-$n" >"$work/$n.log" 2>&1 &
 	pids+=($!)
-	echo "  node $n: pid $!, log $work/$n.log"
-done
-for n in "${nodes[@]}"; do
+	echo "  node $n: agent pid $!, log $work/$n.log"
 	for ((i = 0; i < 100; i++)); do
-		ip -n "$pfx-$n" -o addr show dev "cl-$n" 2>/dev/null | grep -q inet && [[ -S $work/$n.sock ]] && break
+		run_in "$n" "$bin" status --state "$work/$n" >/dev/null 2>&1 && return 0
 		sleep 0.1
 	done
-	ip -n "$pfx-$n" -br addr show dev "cl-$n" || { tail -n 20 "$work/$n.log"; exit 1; }
+	tail -n 20 "$work/$n.log"; return 1
+}
+node_args() { echo "--name $1 --listen $(ip_of "$2"):51820 --control-listen $(ip_of "$2"):51821 --state $work/$1"; }
+
+say "node a: cladnet init (a new network and its authority)"
+# shellcheck disable=SC2046
+run_in a "$bin" init $(node_args a 0) --cidr 100.64.0.0/24
+start_agent a
+
+say "node b joins with an invite from a"
+token=$(run_in a "$bin" invite --state "$work/a")
+echo "  token: ${token:0:60}... (one line, valid 1 h, one use)"
+# shellcheck disable=SC2046
+run_in b "$bin" join "$token" $(node_args b 1)
+start_agent b
+
+say "node c joins with an invite from b (any member can admit)"
+token=$(run_in b "$bin" invite --state "$work/b")
+# shellcheck disable=SC2046
+run_in c "$bin" join "$token" $(node_args c 2)
+start_agent c
+
+say "cladnet members (asked on node c)"
+for ((i = 0; i < 100; i++)); do
+	[[ $(run_in c "$bin" members --state "$work/c" --json | grep -o '"state":"alive"' | wc -l) == 3 ]] && break
+	sleep 0.2
 done
+run_in c "$bin" members --state "$work/c"
 
 say "pinging every node from every node over the overlay"
+declare -A addr
+for n in "${nodes[@]}"; do
+	addr[$n]=$(run_in "$n" "$bin" status --state "$work/$n" --json | sed -E 's/.*"address":"([^"]+)".*/\1/')
+done
 fail=0
-for i in "${!nodes[@]}"; do
-	for j in "${!nodes[@]}"; do
-		((i == j)) && continue
-		if ip netns exec "$pfx-${nodes[$i]}" ping -c 3 -i 0.2 -W 2 -q "100.64.0.$((j + 1))" >"$work/ping.txt" 2>&1; then
-			echo "  ${nodes[$i]} -> ${nodes[$j]} (100.64.0.$((j + 1))): $(grep -E '^rtt' "$work/ping.txt" | cut -d= -f2)"
+for i in "${nodes[@]}"; do
+	for j in "${nodes[@]}"; do
+		[[ $i == "$j" ]] && continue
+		if run_in "$i" ping -c 3 -i 0.2 -W 2 -q "${addr[$j]}" >"$work/ping.txt" 2>&1; then
+			echo "  $i -> $j (${addr[$j]}): $(grep -E '^rtt' "$work/ping.txt" | cut -d= -f2)"
 		else
-			echo "  ${nodes[$i]} -> ${nodes[$j]} (100.64.0.$((j + 1))): FAILED"; fail=1
+			echo "  $i -> $j (${addr[$j]}): FAILED"; fail=1
 		fi
 	done
 done
 
-for n in "${nodes[@]}"; do
-	say "cladnet show (node $n)"
-	ip netns exec "$pfx-$n" "$bin" show --api-socket "$work/$n.sock" ||
-		ip netns exec "$pfx-$n" "$bin" show --api-socket "$work/$n.sock" --json
-done
+say "cladnet status (node a)"
+run_in a "$bin" status --state "$work/a"
 
 if ((hold)); then
-	say "holding: namespaces $pfx-{a,b,c}; press Enter to clean up (auto after 10 min)"
+	say "holding: namespaces $pfx-{a,b,c}, state dirs $work/{a,b,c}; press Enter to clean up (auto after 10 min)"
 	read -r -t 600 || true
 fi
 ((fail == 0)) || { echo "some pings failed; agent logs in $work (shown below)"; tail -n 20 "$work"/*.log; exit 1; }

@@ -99,8 +99,11 @@ fn own_record(
 }
 
 /// `cladnet init`: creates a network, its authority and its first node.
-pub fn init(opts: &NodeOptions, cidr: Option<Cidr>) -> Result<()> {
+pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Result<()> {
     check_name(opts.name)?;
+    if network_name.is_empty() || network_name.len() > 63 {
+        anyhow::bail!("--network must be 1 to 63 characters");
+    }
     fresh_dir(opts.state)?;
     let inventory = runtime()?.block_on(scan(None, None))?;
     let cidr = match cidr {
@@ -125,7 +128,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>) -> Result<()> {
     let now = now_ms();
     let authority_body = Body::Authority(AuthorityRecord {
         network: network.id,
-        name: opts.name.to_string(),
+        name: network_name.to_string(),
         cidr,
         block: cidr,
         mtu: DEFAULT_MTU,
@@ -145,7 +148,14 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>) -> Result<()> {
     )];
     let address = address::pick(&cidr, &key.id(), &BTreeSet::new())
         .context("the overlay range has no host addresses")?;
-    let record = own_record(&network, opts.name, chain, address, false, inventory.networks);
+    let record = own_record(
+        &network,
+        opts.name,
+        chain,
+        address,
+        false,
+        inventory.networks,
+    );
     let store = Store::create(opts.state)?;
     let node = Node::create(store, key, wg, Some(authority), network, opts.settings())?;
     let auth_bytes = node
@@ -156,8 +166,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>) -> Result<()> {
     node.save_records(&[(network.authority, auth_bytes)])?;
     node.save_own(&record, 1)?;
     println!(
-        "initialised network {} (id {}), overlay {cidr}; this node {} has address {address}\nstart it with: cladnet agent --state {}",
-        opts.name,
+        "initialised network {network_name} (id {}), overlay {cidr}; this node {} has address {address}\nstart it with: cladnet agent --state {}",
         network.id,
         opts.name,
         opts.state.display()
@@ -211,12 +220,23 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
         None => address::pick(&authority.block, &key.id(), &taken)
             .context("the network's address range is full")?,
     };
-    let record = own_record(&network, opts.name, chain, address, pinned.is_some(), inventory.networks);
+    let record = own_record(
+        &network,
+        opts.name,
+        chain,
+        address,
+        pinned.is_some(),
+        inventory.networks,
+    );
     let store = Store::create(opts.state)?;
     let node = Node::create(store, key, wg, None, network, opts.settings())?;
     let received: Vec<_> = records
         .iter()
-        .filter_map(|r| federation::SignedRecord::decode(r).ok().map(|s| (s.writer, r.clone())))
+        .filter_map(|r| {
+            federation::SignedRecord::decode(r)
+                .ok()
+                .map(|s| (s.writer, r.clone()))
+        })
         .collect();
     node.save_records(&received)?;
     node.save_own(&record, 1)?;
@@ -251,7 +271,9 @@ async fn ask_to_join(
     let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
         loop {
             match shell.next().await {
-                Event::Response { id: got, response, .. } if got == id => return Ok(response),
+                Event::Response {
+                    id: got, response, ..
+                } if got == id => return Ok(response),
                 Event::Failed { id: got, error, .. } if got == id => return Err(error),
                 _ => {}
             }
@@ -287,7 +309,8 @@ pub fn ask(dir: &Path, request: Value) -> Result<Value> {
     BufReader::new(stream)
         .read_line(&mut line)
         .context("the agent closed the connection")?;
-    let value: Value = serde_json::from_str(&line).context("the agent sent an unreadable answer")?;
+    let value: Value =
+        serde_json::from_str(&line).context("the agent sent an unreadable answer")?;
     if let Some(e) = value.get("error").and_then(Value::as_str) {
         anyhow::bail!("{e}");
     }
@@ -314,7 +337,11 @@ pub fn members_table(list: &Value) -> String {
             &id[..id.len().min(12)],
             m["endpoints"]
                 .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+                .map(|a| a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "))
                 .unwrap_or_default()
         );
     }
@@ -325,8 +352,18 @@ pub fn members_table(list: &Value) -> String {
 pub fn status_text(s: &Value) -> String {
     let mut out = String::new();
     for key in [
-        "name", "id", "address", "network", "network_id", "cidr", "mtu", "interface", "listen",
-        "control_listen", "members", "connected",
+        "name",
+        "id",
+        "address",
+        "network",
+        "network_id",
+        "cidr",
+        "mtu",
+        "interface",
+        "listen",
+        "control_listen",
+        "members",
+        "connected",
     ] {
         let v = &s[key];
         let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);

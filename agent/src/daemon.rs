@@ -169,7 +169,8 @@ pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
     let result = runtime.block_on(async {
         let netlink = Netlink::connect(tun.name())?;
         netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
-        let shell = federation::net::Shell::start(node.key.seed(), &node.network.id, Some(control))?;
+        let shell =
+            federation::net::Shell::start(node.key.seed(), &node.network.id, Some(control))?;
         tracing::info!(
             iface = %tun.name(), name = %own.name, id = %node.key.id().short(),
             address = %own.address, listen = %node.settings.listen,
@@ -179,7 +180,14 @@ pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let local_socket = crate::statedir::socket_path(dir);
         let local = crate::mesh::serve_local(&local_socket, tx);
-        let mesh = crate::mesh::Mesh::new(node, shell, device.clone(), netlink, tun.index(), tun.name().to_string())?;
+        let mesh = crate::mesh::Mesh::new(
+            node,
+            shell,
+            device.clone(),
+            netlink,
+            tun.index(),
+            tun.name().to_string(),
+        )?;
         let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
         let wg_framing = api::Framing {
             terminator: "\n\n",

@@ -41,6 +41,9 @@ enum Command {
         /// of this host's networks; see `addr-space recommend`).
         #[arg(long, value_name = "CIDR")]
         cidr: Option<Cidr>,
+        /// Name of the network (shown by `status`).
+        #[arg(long, value_name = "NAME", default_value = "cladnet")]
+        network: String,
     },
     /// Print a one-time invite token for a new node (needs the running agent).
     Invite {
@@ -68,7 +71,12 @@ enum Command {
     /// WireGuard-style node (--wg-config).
     Agent {
         /// State directory made by `init` or `join`.
-        #[arg(long, value_name = "DIR", conflicts_with = "wg_config", required_unless_present = "wg_config")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            conflicts_with = "wg_config",
+            required_unless_present = "wg_config"
+        )]
         state: Option<PathBuf>,
         /// Configuration in wg-quick format ([Interface] and [Peer] sections).
         #[arg(long, value_name = "FILE")]
@@ -205,7 +213,7 @@ fn default_socket(iface: &str) -> PathBuf {
 fn main() {
     // Logs go to stderr; RUST_LOG overrides the default level (info).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
     let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -241,7 +249,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key().to_base64());
             Ok(())
         }
-        Command::Init { node, cidr } => commands::init(&node.options(), cidr),
+        Command::Init {
+            node,
+            cidr,
+            network,
+        } => commands::init(&node.options(), cidr, &network),
         Command::Join {
             token,
             node,
@@ -294,7 +306,10 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{r}");
             } else {
                 let rec = &r["recommendation"];
-                println!("recommended: {}", rec["recommended"].as_str().unwrap_or("?"));
+                println!(
+                    "recommended: {}",
+                    rec["recommended"].as_str().unwrap_or("?")
+                );
                 println!("free blocks of /{} or larger:", rec["prefix"]);
                 for b in rec["free"].as_array().into_iter().flatten() {
                     println!("  {}", b["block"].as_str().unwrap_or("?"));

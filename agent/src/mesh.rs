@@ -212,7 +212,8 @@ impl Mesh {
                         let (pull, push) = sync::plan(self.ledger.state(), &v);
                         let addrs = self.control_addrs(&from);
                         if !pull.is_empty() {
-                            self.shell.request(&from, addrs.clone(), Request::Pull(pull));
+                            self.shell
+                                .request(&from, addrs.clone(), Request::Pull(pull));
                         }
                         if !push.is_empty() {
                             self.shell.request(&from, addrs, Request::Push(push));
@@ -288,7 +289,9 @@ impl Mesh {
                     .and_then(|b| Ok(self.node.store.put(Table::Invites, &key, &b)?));
                 if let Err(e) = stored {
                     tracing::error!("cannot record the invite's use: {e:#}");
-                    return Response::Refused("the member could not record the invite's use; try again".into());
+                    return Response::Refused(
+                        "the member could not record the invite's use; try again".into(),
+                    );
                 }
                 tracing::info!(name = %req.name, id = %from.short(), "admitted a new member");
                 let records = self.ledger.state().newer_than(&federation::Digest(vec![]));
@@ -372,7 +375,10 @@ impl Mesh {
             .take(federation::member::MAX_HOST_NETWORKS)
             .collect();
         let mut changed = false;
-        if endpoints != self.own.endpoints || control != self.own.control || networks != self.own.host_networks {
+        if endpoints != self.own.endpoints
+            || control != self.own.control
+            || networks != self.own.host_networks
+        {
             self.own.endpoints = endpoints;
             self.own.control = control;
             self.own.host_networks = networks;
@@ -439,7 +445,9 @@ impl Mesh {
             if m.id == me {
                 continue;
             }
-            let Some(leaf) = m.record.chain.last() else { continue };
+            let Some(leaf) = m.record.chain.last() else {
+                continue;
+            };
             let key = PublicKey(leaf.wg_key);
             if m.status != Status::Active {
                 if dev.remove_peer(&key) {
@@ -450,7 +458,9 @@ impl Mesh {
             wanted.insert(m.id);
             let owns = owners.get(&m.record.address) == Some(&m.id);
             let allowed_ips = if owns {
-                IpNet::new(IpAddr::V4(m.record.address), 32).into_iter().collect()
+                IpNet::new(IpAddr::V4(m.record.address), 32)
+                    .into_iter()
+                    .collect()
             } else {
                 vec![]
             };
@@ -523,8 +533,11 @@ impl Mesh {
 
     fn status(&self) -> Value {
         let auth = self.ledger.authority();
-        let rejected: serde_json::Map<String, Value> =
-            self.ledger.rejected().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let rejected: serde_json::Map<String, Value> = self
+            .ledger
+            .rejected()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         let now = now_ms();
         let members = self.ledger.members(now);
         json!({
@@ -622,8 +635,12 @@ impl Mesh {
             .collect();
         match hits.as_slice() {
             [one] => Ok(*one),
-            [] => Err(format!("no member is called {who:?}: see `cladnet members`")),
-            _ => Err(format!("{who:?} names several members: give the node id instead")),
+            [] => Err(format!(
+                "no member is called {who:?}: see `cladnet members`"
+            )),
+            _ => Err(format!(
+                "{who:?} names several members: give the node id instead"
+            )),
         }
     }
 
@@ -678,7 +695,8 @@ impl Mesh {
             .map(|r| r.encode());
         if let Some(bytes) = bytes {
             for id in self.shell.connected() {
-                self.shell.request(&id, vec![], Request::Push(vec![bytes.clone()]));
+                self.shell
+                    .request(&id, vec![], Request::Push(vec![bytes.clone()]));
             }
         }
         self.leaving = true;
@@ -688,7 +706,10 @@ impl Mesh {
 
 /// Serves the CLI on the root-only socket `path`: one JSON request line in,
 /// one JSON answer line out, answered by the control loop.
-pub async fn serve_local(path: &std::path::Path, to_loop: mpsc::Sender<LocalRequest>) -> Result<()> {
+pub async fn serve_local(
+    path: &std::path::Path,
+    to_loop: mpsc::Sender<LocalRequest>,
+) -> Result<()> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let listener = crate::api::bind(path)?;
     loop {
@@ -707,7 +728,9 @@ pub async fn serve_local(path: &std::path::Path, to_loop: mpsc::Sender<LocalRequ
                     if to_loop.send(LocalRequest { request, reply }).await.is_err() {
                         json!({"error": "the agent is shutting down"})
                     } else {
-                        answer.await.unwrap_or_else(|_| json!({"error": "the agent is shutting down"}))
+                        answer
+                            .await
+                            .unwrap_or_else(|_| json!({"error": "the agent is shutting down"}))
                     }
                 }
                 Err(_) => json!({"error": "the request is not one JSON line"}),

@@ -71,9 +71,10 @@ impl Net {
             &[common::bin(), "agent", "--state", &state, "--iface", &iface],
         )?;
         self.members[i].agent = Some(p);
-        let ok = testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
-            self.cli(i, &["status", "--json"]).is_ok()
-        });
+        let ok =
+            testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
+                self.cli(i, &["status", "--json"]).is_ok()
+            });
         if !ok {
             bail!("agent of {} did not come up", self.members[i].node.name);
         }
@@ -95,7 +96,8 @@ impl Net {
     }
 
     fn join(&self, i: usize, name: &str, token: &str) -> Result<String> {
-        self.lab.run(&self.members[i].node, &self.join_cmd(i, name, token))
+        self.lab
+            .run(&self.members[i].node, &self.join_cmd(i, name, token))
     }
 
     fn status(&self, i: usize) -> Result<Value> {
@@ -120,7 +122,9 @@ impl Net {
         let want: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
         let mut last = String::new();
         let ok = testbed::wait_until_every(timeout, Duration::from_millis(200), || {
-            let Ok(list) = self.members(i) else { return false };
+            let Ok(list) = self.members(i) else {
+                return false;
+            };
             let alive: BTreeSet<String> = list
                 .iter()
                 .filter(|m| m["state"] == "alive")
@@ -135,7 +139,10 @@ impl Net {
             alive == want && addrs.len() == want.len()
         });
         if !ok {
-            bail!("{} never listed {names:?} alive with distinct addresses; last: {last}", self.members[i].node.name);
+            bail!(
+                "{} never listed {names:?} alive with distinct addresses; last: {last}",
+                self.members[i].node.name
+            );
         }
         Ok(())
     }
@@ -191,10 +198,16 @@ fn scenario(net: &mut Net) -> Result<()> {
     // D and E through C at the same time.
     let td = net.invite(c, &[])?;
     let te = net.invite(c, &[])?;
-    let jd = net.lab.spawn(&net.members[d].node, "join-d", &net.join_cmd(d, "d", &td))?;
-    let je = net.lab.spawn(&net.members[e].node, "join-e", &net.join_cmd(e, "e", &te))?;
+    let jd = net
+        .lab
+        .spawn(&net.members[d].node, "join-d", &net.join_cmd(d, "d", &td))?;
+    let je = net
+        .lab
+        .spawn(&net.members[e].node, "join-e", &net.join_cmd(e, "e", &te))?;
     for (mut p, who) in [(jd, "d"), (je, "e")] {
-        let st = p.wait_timeout(Duration::from_secs(30)).context("join did not finish")?;
+        let st = p
+            .wait_timeout(Duration::from_secs(30))
+            .context("join did not finish")?;
         if !st.success() {
             bail!("join of {who} failed: {}", p.log());
         }
@@ -206,57 +219,107 @@ fn scenario(net: &mut Net) -> Result<()> {
         net.wait_alive(i, &five, Duration::from_secs(30))?;
     }
     let addrs: Vec<String> = (0..5).map(|i| net.address(i)).collect::<Result<_>>()?;
-    assert_eq!(addrs.iter().collect::<BTreeSet<_>>().len(), 5, "addresses {addrs:?}");
+    assert_eq!(
+        addrs.iter().collect::<BTreeSet<_>>().len(),
+        5,
+        "addresses {addrs:?}"
+    );
     for i in 0..5 {
-        for j in 0..5 {
-            if i != j && !net.lab.wait_ping(&net.members[i].node, &addrs[j], Duration::from_secs(10)) {
-                bail!("{} cannot ping {} at {}", net.members[i].node.name, net.members[j].node.name, addrs[j]);
+        for (j, to) in addrs.iter().enumerate() {
+            if i != j
+                && !net
+                    .lab
+                    .wait_ping(&net.members[i].node, to, Duration::from_secs(10))
+            {
+                bail!(
+                    "{} cannot ping {} at {to}",
+                    net.members[i].node.name,
+                    net.members[j].node.name
+                );
             }
         }
     }
 
     // Refused tokens: used, expired, another network's, garbage.
-    let used = net.lab.exec(&net.members[f].node, &net.join_cmd(f, "f", &tb))?;
+    let used = net
+        .lab
+        .exec(&net.members[f].node, &net.join_cmd(f, "f", &tb))?;
     let msg = String::from_utf8_lossy(&used.stderr);
-    assert!(!used.status.success() && msg.contains("already used"), "used token: {msg}");
+    assert!(
+        !used.status.success() && msg.contains("already used"),
+        "used token: {msg}"
+    );
     let short = net.invite(a, &["--ttl", "1s"])?;
     std::thread::sleep(Duration::from_millis(1500));
-    let expired = net.lab.exec(&net.members[f].node, &net.join_cmd(f, "f", &short))?;
+    let expired = net
+        .lab
+        .exec(&net.members[f].node, &net.join_cmd(f, "f", &short))?;
     let msg = String::from_utf8_lossy(&expired.stderr);
-    assert!(!expired.status.success() && msg.contains("expired"), "expired token: {msg}");
+    assert!(
+        !expired.status.success() && msg.contains("expired"),
+        "expired token: {msg}"
+    );
     let foreign = foreign_token(&net.invite(a, &[])?)?;
-    let out = net.lab.exec(&net.members[f].node, &net.join_cmd(f, "f", &foreign))?;
+    let out = net
+        .lab
+        .exec(&net.members[f].node, &net.join_cmd(f, "f", &foreign))?;
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && msg.contains("another network"), "foreign token: {msg}");
+    assert!(
+        !out.status.success() && msg.contains("another network"),
+        "foreign token: {msg}"
+    );
     for garbage in ["hello", "cladnet1.AAAA", &tb[..tb.len() / 2]] {
-        let out = net.lab.exec(&net.members[f].node, &net.join_cmd(f, "f", garbage))?;
+        let out = net
+            .lab
+            .exec(&net.members[f].node, &net.join_cmd(f, "f", garbage))?;
         let msg = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && msg.contains("not a cladnet invite token"), "garbage: {msg}");
+        assert!(
+            !out.status.success() && msg.contains("not a cladnet invite token"),
+            "garbage: {msg}"
+        );
         assert_eq!(msg.trim().lines().count(), 1, "one sentence: {msg}");
     }
-    assert!(!net.members[f].state.join("state.redb").exists(), "refused joins leave no state");
+    assert!(
+        !net.members[f].state.join("state.redb").exists(),
+        "refused joins leave no state"
+    );
 
     // A dies hard; F joins through D; everyone alive reaches F.
-    net.members[a].agent.as_mut().context("a runs")?.kill_hard()?;
+    net.members[a]
+        .agent
+        .as_mut()
+        .context("a runs")?
+        .kill_hard()?;
     let tf = net.invite(d, &[])?;
     let t0 = Instant::now();
     net.join(f, "f", &tf)?;
     net.start(f)?;
     let addr_f = net.address(f)?;
-    if !net.lab.wait_ping(&net.members[f].node, &addrs[d], Duration::from_secs(10)) {
+    if !net
+        .lab
+        .wait_ping(&net.members[f].node, &addrs[d], Duration::from_secs(10))
+    {
         bail!("f cannot reach d");
     }
     let join_to_ping = t0.elapsed();
-    eprintln!("FIGURE join-to-first-ping (join + agent start + first overlay ping): {join_to_ping:?}");
+    eprintln!(
+        "FIGURE join-to-first-ping (join + agent start + first overlay ping): {join_to_ping:?}"
+    );
     for i in [b, c, d, e] {
-        if !net.lab.wait_ping(&net.members[i].node, &addr_f, Duration::from_secs(15)) {
+        if !net
+            .lab
+            .wait_ping(&net.members[i].node, &addr_f, Duration::from_secs(15))
+        {
             bail!("{} cannot reach f", net.members[i].node.name);
         }
     }
     // A comes back from its state directory with the same address and reaches F.
     net.start(a)?;
     assert_eq!(net.address(a)?, addrs[a], "a keeps its address");
-    if !net.lab.wait_ping(&net.members[a].node, &addr_f, Duration::from_secs(20)) {
+    if !net
+        .lab
+        .wait_ping(&net.members[a].node, &addr_f, Duration::from_secs(20))
+    {
         bail!("restarted a cannot reach f");
     }
 
@@ -282,26 +345,45 @@ fn scenario(net: &mut Net) -> Result<()> {
     let cut_after = last_reply - revoked_at;
     eprintln!("FIGURE revocation to last reply from the revoked node: {cut_after:.3} s");
     assert!(last_reply > 0.0, "d never reached e before the revocation");
-    assert!(cut_after < 5.0, "revoked e still answered {cut_after:.1} s after the revocation");
+    assert!(
+        cut_after < 5.0,
+        "revoked e still answered {cut_after:.1} s after the revocation"
+    );
     for i in [a, b, c, d, f] {
-        assert!(!net.lab.ping1(&net.members[i].node, &addr_e), "{} still reaches revoked e", net.members[i].node.name);
+        assert!(
+            !net.lab.ping1(&net.members[i].node, &addr_e),
+            "{} still reaches revoked e",
+            net.members[i].node.name
+        );
     }
     let list = net.members(b)?;
-    let e_state = list.iter().find(|m| m["name"] == "e").map(|m| m["state"].clone());
+    let e_state = list
+        .iter()
+        .find(|m| m["name"] == "e")
+        .map(|m| m["state"].clone());
     assert_eq!(e_state, Some(Value::from("revoked")));
     // The revoked node's old credentials do not get it back in.
     net.members[e].agent.as_mut().context("e runs")?.stop()?;
     net.start(e)?;
     std::thread::sleep(Duration::from_secs(3));
-    assert!(!net.lab.ping1(&net.members[e].node, &addrs[d]), "revoked e got back in");
+    assert!(
+        !net.lab.ping1(&net.members[e].node, &addrs[d]),
+        "revoked e got back in"
+    );
 
     // F leaves; the others see it as left and drop it.
     net.cli(f, &["leave"])?;
     let p = net.members[f].agent.as_mut().context("f runs")?;
-    assert!(p.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()), "f's agent did not stop after leave");
-    let seen_left = testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(200), || {
-        net.members(b).is_ok_and(|l| l.iter().any(|m| m["name"] == "f" && m["state"] == "left"))
-    });
+    assert!(
+        p.wait_timeout(Duration::from_secs(10))
+            .is_some_and(|s| s.success()),
+        "f's agent did not stop after leave"
+    );
+    let seen_left =
+        testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(200), || {
+            net.members(b)
+                .is_ok_and(|l| l.iter().any(|m| m["name"] == "f" && m["state"] == "left"))
+        });
     assert!(seen_left, "b does not list f as left");
     Ok(())
 }
@@ -329,7 +411,10 @@ fn forged_records_never_enter_and_twenty_nodes_join_at_once() -> Result<()> {
         return Ok(());
     }
     let lab = Lab::new()?;
-    let mut names: Vec<String> = ["a", "b", "c", "d", "m"].iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = ["a", "b", "c", "d", "m"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     names.extend((0..20).map(|i| format!("j{i}")));
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut net = setup(lab, &refs)?;
@@ -357,7 +442,10 @@ fn crowd(net: &mut Net) -> Result<()> {
     let b_id = invite.inviter;
     let m_node = net.members[4].node.clone();
     let refused = net.lab.in_netns(&m_node, || inject_forgeries(&invite))??;
-    assert!(refused.contains("only members"), "push from a non-member: {refused}");
+    assert!(
+        refused.contains("only members"),
+        "push from a non-member: {refused}"
+    );
     let status = net.status(1)?;
     let rejected: u64 = status["rejected_records"]
         .as_object()
@@ -386,10 +474,15 @@ fn crowd(net: &mut Net) -> Result<()> {
             // Two joiners admitted by different members pin the same address.
             argv.extend(["--address".to_string(), PINNED.to_string()]);
         }
-        joins.push(net.lab.spawn(&net.members[i].node, &format!("join-{name}"), &argv)?);
+        joins.push(
+            net.lab
+                .spawn(&net.members[i].node, &format!("join-{name}"), &argv)?,
+        );
     }
     for (k, mut p) in joins.into_iter().enumerate() {
-        let st = p.wait_timeout(Duration::from_secs(60)).context("join did not finish")?;
+        let st = p
+            .wait_timeout(Duration::from_secs(60))
+            .context("join did not finish")?;
         if !st.success() {
             bail!("join of j{k} failed: {}", p.log());
         }
@@ -397,7 +490,11 @@ fn crowd(net: &mut Net) -> Result<()> {
     for i in 5..25 {
         net.start(i)?;
     }
-    let all: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).chain((0..20).map(|k| format!("j{k}"))).collect();
+    let all: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain((0..20).map(|k| format!("j{k}")))
+        .collect();
     let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
     for i in [0, 3, 5, 24] {
         net.wait_alive(i, &all_refs, Duration::from_secs(60))?;
@@ -406,7 +503,12 @@ fn crowd(net: &mut Net) -> Result<()> {
     let listed: Vec<(String, String)> = net
         .members(0)?
         .iter()
-        .map(|m| (m["name"].as_str().unwrap_or("").to_string(), m["address"].as_str().unwrap_or("").to_string()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["address"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     let distinct: BTreeSet<&String> = listed.iter().map(|(_, a)| a).collect();
     assert_eq!(distinct.len(), 24, "addresses not unique: {listed:?}");
@@ -415,21 +517,60 @@ fn crowd(net: &mut Net) -> Result<()> {
         let st = net.status(i)?;
         let name = st["name"].as_str().unwrap_or("").to_string();
         let addr = st["address"].as_str().unwrap_or("").to_string();
-        assert!(listed.contains(&(name.clone(), addr.clone())), "{name} says {addr}, a lists {listed:?}");
-        if net.lab.exec(&net.members[i].node, &["grep", "-q", "claiming a new one", &net.members[i].agent.as_ref().map(|p| p.log_path().to_string_lossy().into_owned()).unwrap_or_default()]).is_ok_and(|o| o.status.success()) {
+        assert!(
+            listed.contains(&(name.clone(), addr.clone())),
+            "{name} says {addr}, a lists {listed:?}"
+        );
+        if net
+            .lab
+            .exec(
+                &net.members[i].node,
+                &[
+                    "grep",
+                    "-q",
+                    "claiming a new one",
+                    &net.members[i]
+                        .agent
+                        .as_ref()
+                        .map(|p| p.log_path().to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ],
+            )
+            .is_ok_and(|o| o.status.success())
+        {
             reclaimed += 1;
         }
     }
     eprintln!("FIGURE 20 concurrent joins into a /24: {reclaimed} node(s) lost an address claim and re-claimed");
-    let holders: Vec<&String> = listed.iter().filter(|(_, a)| a == PINNED).map(|(n, _)| n).collect();
-    assert_eq!(holders.len(), 1, "exactly one of j0/j5 keeps {PINNED}: {listed:?}");
+    let holders: Vec<&String> = listed
+        .iter()
+        .filter(|(_, a)| a == PINNED)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        holders.len(),
+        1,
+        "exactly one of j0/j5 keeps {PINNED}: {listed:?}"
+    );
     assert!(reclaimed >= 1, "the other one re-claimed");
     // And the overlay works between joiners admitted by different members.
-    let addr_of = |name: &str| listed.iter().find(|(n, _)| n == name).map(|(_, a)| a.clone()).unwrap_or_default();
+    let addr_of = |name: &str| {
+        listed
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    };
     for (from, to) in [(5, "j19"), (24, "j0"), (12, "a"), (0, "j7")] {
         let target = addr_of(to);
-        if !net.lab.wait_ping(&net.members[from].node, &target, Duration::from_secs(15)) {
-            bail!("{} cannot reach {to} at {target}", net.members[from].node.name);
+        if !net
+            .lab
+            .wait_ping(&net.members[from].node, &target, Duration::from_secs(15))
+        {
+            bail!(
+                "{} cannot reach {to} at {target}",
+                net.members[from].node.name
+            );
         }
     }
     Ok(())
@@ -443,7 +584,9 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
     use federation::net::{Event, Shell};
     use federation::protocol::{Request, Response};
     use federation::NodeKey;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mallory = NodeKey::generate();
         let fake_authority = NodeKey::generate();

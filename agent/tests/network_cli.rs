@@ -36,13 +36,36 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 fn bad_tokens_names_and_states_are_refused_clearly() {
     let dir = temp_dir("bad");
     let state = dir.to_string_lossy().into_owned();
-    fails_with(&["join", "hello", "--state", &state, "--name", "x"], "not a cladnet invite token");
-    fails_with(&["join", "cladnet1.!!!", "--state", &state, "--name", "x"], "not a cladnet invite token");
-    fails_with(&["init", "--state", &state, "--name", "Bad Name"], "node name");
-    fails_with(&["init", "--state", &state, "--name", "a", "--cidr", "100.64.0.0/33"], "not an IPv4 network");
+    fails_with(
+        &["join", "hello", "--state", &state, "--name", "x"],
+        "not a cladnet invite token",
+    );
+    fails_with(
+        &["join", "cladnet1.!!!", "--state", &state, "--name", "x"],
+        "not a cladnet invite token",
+    );
+    fails_with(
+        &["init", "--state", &state, "--name", "Bad Name"],
+        "node name",
+    );
+    fails_with(
+        &[
+            "init",
+            "--state",
+            &state,
+            "--name",
+            "a",
+            "--cidr",
+            "100.64.0.0/33",
+        ],
+        "not an IPv4 network",
+    );
     fails_with(&["status", "--state", &state], "no cladnet state");
     fails_with(&["members", "--state", &state], "no cladnet state");
-    fails_with(&["invite", "--state", &state, "--ttl", "soon"], "not a duration");
+    fails_with(
+        &["invite", "--state", &state, "--ttl", "soon"],
+        "not a duration",
+    );
     assert!(!dir.exists(), "refusals create nothing");
 }
 
@@ -50,10 +73,25 @@ fn bad_tokens_names_and_states_are_refused_clearly() {
 fn init_twice_is_refused_and_a_stopped_agent_is_named() {
     let dir = temp_dir("twice");
     let state = dir.to_string_lossy().into_owned();
-    let (ok, out, err) = cladnet(&["init", "--state", &state, "--name", "a", "--cidr", "100.64.0.0/24", "--listen", "127.0.0.1:1", "--control-listen", "127.0.0.1:2"]);
+    let (ok, out, err) = cladnet(&[
+        "init",
+        "--state",
+        &state,
+        "--name",
+        "a",
+        "--cidr",
+        "100.64.0.0/24",
+        "--listen",
+        "127.0.0.1:1",
+        "--control-listen",
+        "127.0.0.1:2",
+    ]);
     assert!(ok, "init: {err}");
     assert!(out.contains("100.64.0.0/24"), "{out}");
-    fails_with(&["init", "--state", &state, "--name", "a"], "already holds a cladnet state");
+    fails_with(
+        &["init", "--state", &state, "--name", "a"],
+        "already holds a cladnet state",
+    );
     fails_with(&["status", "--state", &state], "agent of");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -61,12 +99,28 @@ fn init_twice_is_refused_and_a_stopped_agent_is_named() {
 #[test]
 fn recommend_avoids_the_given_host_networks() {
     let (ok, out, err) = cladnet(&[
-        "addr-space", "recommend", "--host-cidr", "10.0.0.0/9", "--host-cidr", "10.128.0.0/9", "--hosts", "100", "--json",
+        "addr-space",
+        "recommend",
+        "--host-cidr",
+        "10.0.0.0/9",
+        "--host-cidr",
+        "10.128.0.0/9",
+        "--hosts",
+        "100",
+        "--json",
     ]);
     assert!(ok, "{err}");
     let v: Value = serde_json::from_str(&out).expect("json");
-    let rec = v["recommendation"]["recommended"].as_str().expect("recommended");
+    let rec = v["recommendation"]["recommended"]
+        .as_str()
+        .expect("recommended");
     assert!(!rec.starts_with("10."), "10/8 is fully taken, got {rec}");
-    assert!(rec.ends_with("/23"), "100 hosts with growth need a /23, got {rec}");
-    fails_with(&["addr-space", "recommend", "--host-cidr", "10.0.0.0/33"], "not an IPv4 network");
+    assert!(
+        rec.ends_with("/23"),
+        "100 hosts with growth need a /23, got {rec}"
+    );
+    fails_with(
+        &["addr-space", "recommend", "--host-cidr", "10.0.0.0/33"],
+        "not an IPv4 network",
+    );
 }

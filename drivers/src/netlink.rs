@@ -80,7 +80,12 @@ impl Netlink {
     }
 
     /// Makes `addr/prefix` the only IPv4 address of interface `index`.
-    pub async fn replace_ipv4(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<(), DriverError> {
+    pub async fn replace_ipv4(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix: u8,
+    ) -> Result<(), DriverError> {
         let mut dump = self
             .handle
             .address()
