@@ -176,12 +176,14 @@ impl Ledger {
         }
         let outcome = self.state.insert(verified);
         if outcome == Ingest::Newer {
-            let revokes = match &body {
+            let revokes = |b: &Body| match b {
                 Body::Authority(a) => !a.revocations.is_empty(),
                 Body::Member(m) => !m.revocations.is_empty(),
             };
+            // Recompute when the new body or the one it replaces revokes.
+            let changed = revokes(&body) || self.bodies.get(&writer).is_some_and(revokes);
             self.bodies.insert(writer, body);
-            if revokes {
+            if changed {
                 self.revoked = self.revocations(now_ms).nodes().copied().collect();
             }
         }

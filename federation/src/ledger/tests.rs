@@ -193,3 +193,22 @@ fn address_conflicts_resolve_to_the_earliest_claim() {
     assert_eq!(owners.get(&Ipv4Addr::new(100, 64, 0, 5)), Some(&keys[1].id()));
     assert_eq!(owners.len(), 1, "the broadcast address is nobody's: {owners:?}");
 }
+
+#[test]
+fn a_withdrawn_revocation_no_longer_blocks_in_either_order() {
+    let mut n = net();
+    let network = *n.ledger.network();
+    let x = NodeKey::generate();
+    let chain = admit(&n, &Admitter { key: &x, chain: &[], authority: Some(&n.authority) }, &x, "x");
+    let x_rec = |v: u64| x.sign(v, Body::Member(record(&network, "x", chain.clone(), 9, 1)).to_bytes()).encode();
+    let auth = n.ledger.authority().unwrap().clone();
+    let revoking = AuthorityRecord { revocations: vec![Revocation { node: x.id(), keep: vec![] }], ..auth.clone() };
+    let v2 = n.authority.sign(2, Body::Authority(revoking).to_bytes()).encode();
+    let v3 = n.authority.sign(3, Body::Authority(auth).to_bytes()).encode();
+    let mut first = n.ledger.clone();
+    first.ingest(&v2, NOW).unwrap();
+    first.ingest(&v3, NOW).unwrap();
+    let mut second = n.ledger.clone();
+    second.ingest(&v3, NOW).unwrap();
+    assert_eq!(first.ingest(&x_rec(1), NOW), second.ingest(&x_rec(1), NOW));
+}
