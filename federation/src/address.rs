@@ -69,6 +69,9 @@ mod tests {
         let picks: BTreeSet<_> = (0..20)
             .filter_map(|_| pick(&block, &NodeKey::generate().id(), &none))
             .collect();
-        assert!(picks.len() >= 19, "20 joiners should rarely collide: {picks:?}");
+        assert!(
+            picks.len() >= 19,
+            "20 joiners should rarely collide: {picks:?}"
+        );
     }
 }

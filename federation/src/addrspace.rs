@@ -261,7 +261,11 @@ fn highest_free(block: Cidr, prefix: u8, nets: &[Cidr]) -> Option<Cidr> {
     if block.prefix() > prefix {
         return None;
     }
-    let nets: Vec<Cidr> = nets.iter().copied().filter(|n| n.overlaps(&block)).collect();
+    let nets: Vec<Cidr> = nets
+        .iter()
+        .copied()
+        .filter(|n| n.overlaps(&block))
+        .collect();
     if nets.is_empty() {
         return Cidr::new(block.last(), prefix);
     }
@@ -274,7 +278,11 @@ fn highest_free(block: Cidr, prefix: u8, nets: &[Cidr]) -> Option<Cidr> {
 
 /// Appends the maximal free blocks of `block` to `out`, in address order.
 fn collect_free(block: Cidr, nets: &[Cidr], out: &mut Vec<Cidr>) {
-    let nets: Vec<Cidr> = nets.iter().copied().filter(|n| n.overlaps(&block)).collect();
+    let nets: Vec<Cidr> = nets
+        .iter()
+        .copied()
+        .filter(|n| n.overlaps(&block))
+        .collect();
     if nets.is_empty() {
         out.push(block);
         return;
@@ -532,10 +540,19 @@ mod tests {
     #[test]
     fn replacement_keeps_the_size_and_dodges_the_conflict() {
         let aws = cs(&["172.31.0.0/16"]);
-        assert_eq!(replacement(c("172.31.0.0/16"), &aws), Some(c("10.127.0.0/16")));
-        assert_eq!(replacement(c("172.31.5.0/24"), &aws), Some(c("10.127.255.0/24")));
+        assert_eq!(
+            replacement(c("172.31.0.0/16"), &aws),
+            Some(c("10.127.0.0/16"))
+        );
+        assert_eq!(
+            replacement(c("172.31.5.0/24"), &aws),
+            Some(c("10.127.255.0/24"))
+        );
         // No conflict: keep it, even outside the pools.
-        assert_eq!(replacement(c("100.64.0.0/10"), &aws), Some(c("100.64.0.0/10")));
+        assert_eq!(
+            replacement(c("100.64.0.0/10"), &aws),
+            Some(c("100.64.0.0/10"))
+        );
         assert_eq!(
             replacement(c("100.64.0.0/10"), &cs(&["100.100.0.0/16"])),
             Some(c("10.64.0.0/10"))
@@ -568,9 +585,9 @@ mod tests {
         };
         let base = u64::from(u32::from(region.addr()));
         let step = 1u64 << (32 - u32::from(prefix));
-        (0..count).rev().map(move |i| {
-            Cidr::new(Ipv4Addr::from((base + i * step) as u32), prefix).unwrap()
-        })
+        (0..count)
+            .rev()
+            .map(move |i| Cidr::new(Ipv4Addr::from((base + i * step) as u32), prefix).unwrap())
     }
 
     fn is_free(block: Cidr, nets: &[Cidr]) -> bool {
@@ -597,13 +614,15 @@ mod tests {
     fn host_net() -> impl Strategy<Value = Cidr> {
         prop_oneof![
             // Anywhere, any size (default routes included).
-            (any::<u32>(), 0u8..=32)
-                .prop_map(|(a, p)| Cidr::new(Ipv4Addr::from(a), p).unwrap()),
+            (any::<u32>(), 0u8..=32).prop_map(|(a, p)| Cidr::new(Ipv4Addr::from(a), p).unwrap()),
             // Inside a pool, any size.
             (0usize..3, any::<u32>(), 8u8..=32).prop_map(|(i, o, p)| in_pool(i, o, p)),
             // Large chunks of a pool, to crowd it.
-            (0usize..3, any::<u32>(), 0u8..=3)
-                .prop_map(|(i, o, e)| in_pool(i, o, POOLS[i].prefix() + e)),
+            (0usize..3, any::<u32>(), 0u8..=3).prop_map(|(i, o, e)| in_pool(
+                i,
+                o,
+                POOLS[i].prefix() + e
+            )),
             // Near the top of a preferred region, where the search starts.
             (0usize..4, 0u32..(1 << 20), 9u8..=32).prop_map(|(r, o, p)| {
                 let region = PREFERENCE[r];
@@ -621,7 +640,13 @@ mod tests {
     /// often full, or have a single hole.
     fn crowded() -> impl Strategy<Value = Vec<Cidr>> {
         (
-            prop::collection::vec((0u8..=4, prop::collection::vec(prop::bool::weighted(0.85), 16)), 3),
+            prop::collection::vec(
+                (
+                    0u8..=4,
+                    prop::collection::vec(prop::bool::weighted(0.85), 16),
+                ),
+                3,
+            ),
             prop::collection::vec(host_net(), 0..4),
         )
             .prop_map(|(pools, extra)| {

@@ -95,8 +95,7 @@ impl Cidr {
 
     /// True if `ip` is a usable host address of this network.
     pub fn is_host(&self, ip: Ipv4Addr) -> bool {
-        self.contains(ip)
-            && (self.prefix >= 31 || (ip != self.addr && ip != self.last()))
+        self.contains(ip) && (self.prefix >= 31 || (ip != self.addr && ip != self.last()))
     }
 }
 

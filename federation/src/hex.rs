@@ -30,7 +30,9 @@ pub mod array {
     }
 
     /// Reads hex text of exactly N bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[u8; N], D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[u8; N], D::Error> {
         let s = String::deserialize(d)?;
         super::decode(&s).ok_or_else(|| D::Error::custom(format!("expected {} hex digits", 2 * N)))
     }
@@ -40,7 +42,10 @@ pub mod array {
 mod tests {
     #[test]
     fn roundtrip_and_rejects() {
-        assert_eq!(super::decode::<2>(&super::encode(&[0xab, 0x01])), Some([0xab, 0x01]));
+        assert_eq!(
+            super::decode::<2>(&super::encode(&[0xab, 0x01])),
+            Some([0xab, 0x01])
+        );
         assert_eq!(super::decode::<2>("abc"), None);
         assert_eq!(super::decode::<1>("zz"), None);
         assert_eq!(super::decode::<1>("é"), None);

@@ -126,7 +126,8 @@ impl Body {
                 &m.revocations
             }
         };
-        if revocations.len() > MAX_REVOCATIONS || revocations.iter().any(|r| r.keep.len() > MAX_KEEP)
+        if revocations.len() > MAX_REVOCATIONS
+            || revocations.iter().any(|r| r.keep.len() > MAX_KEEP)
         {
             return Err(BodyError::TooMany("revocations"));
         }

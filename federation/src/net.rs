@@ -122,10 +122,14 @@ pub fn node_id(peer: &PeerId) -> Option<NodeId> {
 impl Shell {
     /// Starts a swarm with the node's ed25519 `seed` for `network`, and
     /// listens on `listen` (a `/ip4/…/udp/…/quic-v1` multiaddr) if given.
-    pub fn start(seed: [u8; 32], network: &NetworkId, listen: Option<Multiaddr>) -> Result<Shell, NetError> {
+    pub fn start(
+        seed: [u8; 32],
+        network: &NetworkId,
+        listen: Option<Multiaddr>,
+    ) -> Result<Shell, NetError> {
         let mut seed = seed;
-        let keypair =
-            Keypair::ed25519_from_bytes(&mut seed).map_err(|e| NetError::Identity(e.to_string()))?;
+        let keypair = Keypair::ed25519_from_bytes(&mut seed)
+            .map_err(|e| NetError::Identity(e.to_string()))?;
         let topic = IdentTopic::new(format!("cladnet/{network}/records"));
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -151,7 +155,10 @@ impl Shell {
                     .set_response_size_maximum(MAX_MESSAGE);
                 let rr = request_response::Behaviour::with_codec(
                     codec,
-                    [(StreamProtocol::new("/cladnet/sync/1"), ProtocolSupport::Full)],
+                    [(
+                        StreamProtocol::new("/cladnet/sync/1"),
+                        ProtocolSupport::Full,
+                    )],
                     request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
                 );
                 let identify = identify::Behaviour::new(identify::Config::new(
@@ -173,10 +180,12 @@ impl Shell {
             .subscribe(&topic)
             .map_err(|e| NetError::Build(e.to_string()))?;
         if let Some(addr) = listen {
-            swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
         }
         Ok(Shell { swarm, topic })
     }
@@ -245,7 +254,12 @@ impl Shell {
     }
 
     /// Sends `request` to `node`, dialing `addrs` if needed.
-    pub fn request(&mut self, node: &NodeId, addrs: Vec<Multiaddr>, request: Request) -> Option<OutboundRequestId> {
+    pub fn request(
+        &mut self,
+        node: &NodeId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    ) -> Option<OutboundRequestId> {
         let peer = peer_id(node)?;
         Some(
             self.swarm
@@ -326,12 +340,14 @@ impl Shell {
                     },
                 })
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            })) => Some(Event::Failed {
+            SwarmEvent::Behaviour(BehaviourEvent::Rr(
+                request_response::Event::OutboundFailure {
+                    peer,
+                    request_id,
+                    error,
+                    ..
+                },
+            )) => Some(Event::Failed {
                 id: request_id,
                 peer: node_id(&peer)?,
                 error: error.to_string(),
@@ -357,6 +373,10 @@ mod tests {
         assert_eq!(node_id(&peer), Some(k.id()));
         let mut seed = k.seed();
         let kp = Keypair::ed25519_from_bytes(&mut seed).unwrap();
-        assert_eq!(kp.public().to_peer_id(), peer, "the swarm's identity is the node key");
+        assert_eq!(
+            kp.public().to_peer_id(),
+            peer,
+            "the swarm's identity is the node key"
+        );
     }
 }

@@ -38,7 +38,10 @@ impl NodeId {
     /// Checks `signature` over `message` with this id as the ed25519 key.
     pub fn verify(&self, message: &[u8], signature: &[u8; 64]) -> bool {
         VerifyingKey::from_bytes(&self.0)
-            .map(|k| k.verify_strict(message, &Signature::from_bytes(signature)).is_ok())
+            .map(|k| {
+                k.verify_strict(message, &Signature::from_bytes(signature))
+                    .is_ok()
+            })
             .unwrap_or(false)
     }
 }
@@ -52,7 +55,8 @@ impl serde::Serialize for NodeId {
 impl<'de> serde::Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Self::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected a 64-digit hex node id"))
+        Self::from_hex(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected a 64-digit hex node id"))
     }
 }
 

@@ -65,7 +65,10 @@ pub fn differing(state: &State, theirs: &Summary) -> Versions {
     let mut wanted = [false; BUCKETS];
     buckets.iter().for_each(|b| wanted[usize::from(*b)] = true);
     Versions {
-        versions: state.versions().filter(|(w, _)| wanted[bucket(w)]).collect(),
+        versions: state
+            .versions()
+            .filter(|(w, _)| wanted[bucket(w)])
+            .collect(),
         buckets,
     }
 }

@@ -93,9 +93,7 @@ impl Invite {
         let raw = URL_SAFE_NO_PAD
             .decode(b64)
             .map_err(|_| TokenError::Malformed)?;
-        let (payload, sum) = raw
-            .split_last_chunk::<4>()
-            .ok_or(TokenError::Malformed)?;
+        let (payload, sum) = raw.split_last_chunk::<4>().ok_or(TokenError::Malformed)?;
         if checksum(payload) != *sum {
             return Err(TokenError::Malformed);
         }
@@ -165,7 +163,10 @@ mod tests {
         typo[last] = if typo[last] == b'A' { b'B' } else { b'A' };
         let typo = String::from_utf8(typo).unwrap();
         assert_eq!(Invite::decode(&typo), Err(TokenError::Malformed));
-        assert_eq!(Invite::decode(&t[..t.len() - 3]), Err(TokenError::Malformed));
+        assert_eq!(
+            Invite::decode(&t[..t.len() - 3]),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(Invite::decode("hello"), Err(TokenError::Malformed));
     }
 

@@ -31,7 +31,13 @@ fn net() -> Net {
     Net { authority, ledger }
 }
 
-fn record(net: &Network, name: &str, chain: Vec<crate::cert::Cert>, last: u8, claimed_ms: u64) -> MemberRecord {
+fn record(
+    net: &Network,
+    name: &str,
+    chain: Vec<crate::cert::Cert>,
+    last: u8,
+    claimed_ms: u64,
+) -> MemberRecord {
     MemberRecord {
         network: net.id,
         name: name.into(),
@@ -70,7 +76,13 @@ fn invite() -> Issued {
 fn admit(n: &Net, admitter: &Admitter, key: &NodeKey, name: &str) -> Vec<crate::cert::Cert> {
     let net = *n.ledger.network();
     admitter
-        .admit(&n.ledger, &join_req(&net, name), key.id(), Some(&invite()), NOW)
+        .admit(
+            &n.ledger,
+            &join_req(&net, name),
+            key.id(),
+            Some(&invite()),
+            NOW,
+        )
         .unwrap()
         .1
 }
@@ -84,20 +96,42 @@ fn publish(n: &mut Net, key: &NodeKey, version: u64, r: MemberRecord) -> Result<
 fn members_join_through_members_and_outsiders_never_enter() {
     let mut n = net();
     let network = *n.ledger.network();
-    let (a, b, mallory) = (NodeKey::generate(), NodeKey::generate(), NodeKey::generate());
-    let by_authority = Admitter { key: &a, chain: &[], authority: Some(&n.authority) };
+    let (a, b, mallory) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let by_authority = Admitter {
+        key: &a,
+        chain: &[],
+        authority: Some(&n.authority),
+    };
     let a_chain = admit(&n, &by_authority, &a, "a");
     publish(&mut n, &a, 1, record(&network, "a", a_chain.clone(), 1, 1)).unwrap();
-    let by_a = Admitter { key: &a, chain: &a_chain, authority: None };
+    let by_a = Admitter {
+        key: &a,
+        chain: &a_chain,
+        authority: None,
+    };
     let b_chain = admit(&n, &by_a, &b, "b");
     assert_eq!(b_chain.len(), 2);
     publish(&mut n, &b, 1, record(&network, "b", b_chain.clone(), 2, 2)).unwrap();
 
     // A non-member signing its own record with a self-made chain.
     let fake_auth = NodeKey::generate();
-    let by_fake = Admitter { key: &mallory, chain: &[], authority: Some(&fake_auth) };
+    let by_fake = Admitter {
+        key: &mallory,
+        chain: &[],
+        authority: Some(&fake_auth),
+    };
     let m_chain = by_fake
-        .admit(&Ledger::new(network), &join_req(&network, "m"), mallory.id(), Some(&invite()), NOW)
+        .admit(
+            &Ledger::new(network),
+            &join_req(&network, "m"),
+            mallory.id(),
+            Some(&invite()),
+            NOW,
+        )
         .unwrap()
         .1;
     assert_eq!(
@@ -112,10 +146,16 @@ fn members_join_through_members_and_outsiders_never_enter() {
     // An authority record by a non-authority.
     let fake = Body::Authority(n.ledger.authority().unwrap().clone());
     assert_eq!(
-        n.ledger.ingest(&mallory.sign(2, fake.to_bytes()).encode(), NOW),
+        n.ledger
+            .ingest(&mallory.sign(2, fake.to_bytes()).encode(), NOW),
         Err(Reject::NotAuthority)
     );
-    let names: Vec<_> = n.ledger.members(NOW).iter().map(|m| m.record.name.clone()).collect();
+    let names: Vec<_> = n
+        .ledger
+        .members(NOW)
+        .iter()
+        .map(|m| m.record.name.clone())
+        .collect();
     assert_eq!(names.len(), 2);
     assert!(names.contains(&"a".to_string()) && names.contains(&"b".to_string()));
     let rejected: u64 = n.ledger.rejected().map(|(_, c)| c).sum();
@@ -127,21 +167,54 @@ fn admission_refuses_foreign_used_and_taken() {
     let mut n = net();
     let network = *n.ledger.network();
     let a = NodeKey::generate();
-    let chain = admit(&n, &Admitter { key: &a, chain: &[], authority: Some(&n.authority) }, &a, "a");
+    let chain = admit(
+        &n,
+        &Admitter {
+            key: &a,
+            chain: &[],
+            authority: Some(&n.authority),
+        },
+        &a,
+        "a",
+    );
     publish(&mut n, &a, 1, record(&network, "a", chain, 1, 1)).unwrap();
-    let by_auth = Admitter { key: &a, chain: &[], authority: Some(&n.authority) };
+    let by_auth = Admitter {
+        key: &a,
+        chain: &[],
+        authority: Some(&n.authority),
+    };
     let newcomer = NodeKey::generate();
     let mut foreign = join_req(&network, "x");
     foreign.network = crate::network::NetworkId([9; 16]);
     let err = |req: &JoinRequest, issued: Option<&Issued>| {
-        by_auth.admit(&n.ledger, req, newcomer.id(), issued, NOW).unwrap_err()
+        by_auth
+            .admit(&n.ledger, req, newcomer.id(), issued, NOW)
+            .unwrap_err()
     };
-    assert_eq!(err(&foreign, Some(&invite())), TokenError::ForeignNetwork.into());
-    assert_eq!(err(&join_req(&network, "x"), None), TokenError::Unknown.into());
-    let used = Issued { uses_left: 0, ..invite() };
-    assert_eq!(err(&join_req(&network, "x"), Some(&used)), TokenError::Used.into());
-    assert_eq!(err(&join_req(&network, "a"), Some(&invite())), AdmitError::NameTaken("a".into()));
-    assert_eq!(err(&join_req(&network, "Bad Name"), Some(&invite())), AdmitError::BadName);
+    assert_eq!(
+        err(&foreign, Some(&invite())),
+        TokenError::ForeignNetwork.into()
+    );
+    assert_eq!(
+        err(&join_req(&network, "x"), None),
+        TokenError::Unknown.into()
+    );
+    let used = Issued {
+        uses_left: 0,
+        ..invite()
+    };
+    assert_eq!(
+        err(&join_req(&network, "x"), Some(&used)),
+        TokenError::Used.into()
+    );
+    assert_eq!(
+        err(&join_req(&network, "a"), Some(&invite())),
+        AdmitError::NameTaken("a".into())
+    );
+    assert_eq!(
+        err(&join_req(&network, "Bad Name"), Some(&invite())),
+        AdmitError::BadName
+    );
 }
 
 #[test]
@@ -149,13 +222,20 @@ fn revoked_members_are_marked_and_their_updates_refused() {
     let mut n = net();
     let network = *n.ledger.network();
     let (a, b) = (NodeKey::generate(), NodeKey::generate());
-    let by_auth = Admitter { key: &a, chain: &[], authority: Some(&n.authority) };
+    let by_auth = Admitter {
+        key: &a,
+        chain: &[],
+        authority: Some(&n.authority),
+    };
     let a_chain = admit(&n, &by_auth, &a, "a");
     let b_chain = admit(&n, &by_auth, &b, "b");
     let mut a_rec = record(&network, "a", a_chain, 1, 1);
     publish(&mut n, &a, 1, a_rec.clone()).unwrap();
     publish(&mut n, &b, 1, record(&network, "b", b_chain.clone(), 2, 2)).unwrap();
-    a_rec.revocations.push(Revocation { node: b.id(), keep: vec![] });
+    a_rec.revocations.push(Revocation {
+        node: b.id(),
+        keep: vec![],
+    });
     publish(&mut n, &a, 2, a_rec).unwrap();
     let status = |n: &Net, id| n.ledger.member(&id, NOW).map(|m| m.status);
     assert_eq!(status(&n, b.id()), Some(Status::Revoked));
@@ -164,10 +244,20 @@ fn revoked_members_are_marked_and_their_updates_refused() {
         publish(&mut n, &b, 2, record(&network, "b", b_chain, 2, 2)),
         Err(Reject::Revoked)
     );
-    let by_auth_again = Admitter { key: &a, chain: &[], authority: Some(&n.authority) };
+    let by_auth_again = Admitter {
+        key: &a,
+        chain: &[],
+        authority: Some(&n.authority),
+    };
     assert_eq!(
         by_auth_again
-            .admit(&n.ledger, &join_req(&network, "b2"), b.id(), Some(&invite()), NOW)
+            .admit(
+                &n.ledger,
+                &join_req(&network, "b2"),
+                b.id(),
+                Some(&invite()),
+                NOW
+            )
             .unwrap_err(),
         AdmitError::Revoked
     );
@@ -179,7 +269,11 @@ fn address_conflicts_resolve_to_the_earliest_claim() {
     let network = *n.ledger.network();
     let keys: Vec<NodeKey> = (0..3).map(|_| NodeKey::generate()).collect();
     for (i, k) in keys.iter().enumerate() {
-        let by_auth = Admitter { key: &keys[0], chain: &[], authority: Some(&n.authority) };
+        let by_auth = Admitter {
+            key: &keys[0],
+            chain: &[],
+            authority: Some(&n.authority),
+        };
         let chain = admit(&n, &by_auth, k, &format!("n{i}"));
         // n0 and n1 both claim .5; n1 claimed first. n2 claims an address outside the block.
         let (last, claimed) = match i {
@@ -187,24 +281,64 @@ fn address_conflicts_resolve_to_the_earliest_claim() {
             1 => (5, 10),
             _ => (255, 5),
         };
-        publish(&mut n, k, 1, record(&network, &format!("n{i}"), chain, last, claimed)).unwrap();
+        publish(
+            &mut n,
+            k,
+            1,
+            record(&network, &format!("n{i}"), chain, last, claimed),
+        )
+        .unwrap();
     }
     let owners = n.ledger.address_owners(NOW);
-    assert_eq!(owners.get(&Ipv4Addr::new(100, 64, 0, 5)), Some(&keys[1].id()));
-    assert_eq!(owners.len(), 1, "the broadcast address is nobody's: {owners:?}");
+    assert_eq!(
+        owners.get(&Ipv4Addr::new(100, 64, 0, 5)),
+        Some(&keys[1].id())
+    );
+    assert_eq!(
+        owners.len(),
+        1,
+        "the broadcast address is nobody's: {owners:?}"
+    );
 }
 
 #[test]
 fn a_withdrawn_revocation_no_longer_blocks_in_either_order() {
-    let mut n = net();
+    let n = net();
     let network = *n.ledger.network();
     let x = NodeKey::generate();
-    let chain = admit(&n, &Admitter { key: &x, chain: &[], authority: Some(&n.authority) }, &x, "x");
-    let x_rec = |v: u64| x.sign(v, Body::Member(record(&network, "x", chain.clone(), 9, 1)).to_bytes()).encode();
+    let chain = admit(
+        &n,
+        &Admitter {
+            key: &x,
+            chain: &[],
+            authority: Some(&n.authority),
+        },
+        &x,
+        "x",
+    );
+    let x_rec = |v: u64| {
+        x.sign(
+            v,
+            Body::Member(record(&network, "x", chain.clone(), 9, 1)).to_bytes(),
+        )
+        .encode()
+    };
     let auth = n.ledger.authority().unwrap().clone();
-    let revoking = AuthorityRecord { revocations: vec![Revocation { node: x.id(), keep: vec![] }], ..auth.clone() };
-    let v2 = n.authority.sign(2, Body::Authority(revoking).to_bytes()).encode();
-    let v3 = n.authority.sign(3, Body::Authority(auth).to_bytes()).encode();
+    let revoking = AuthorityRecord {
+        revocations: vec![Revocation {
+            node: x.id(),
+            keep: vec![],
+        }],
+        ..auth.clone()
+    };
+    let v2 = n
+        .authority
+        .sign(2, Body::Authority(revoking).to_bytes())
+        .encode();
+    let v3 = n
+        .authority
+        .sign(3, Body::Authority(auth).to_bytes())
+        .encode();
     let mut first = n.ledger.clone();
     first.ingest(&v2, NOW).unwrap();
     first.ingest(&v3, NOW).unwrap();
