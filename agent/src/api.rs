@@ -138,12 +138,18 @@ pub fn answer(device: &Device, iface: &Interface, request: &str) -> String {
 
 /// Sends `request` to the agent at `socket` and returns its JSON answer.
 pub fn request(socket: &Path, request: &str) -> Result<Value> {
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+    let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
         format!(
             "no agent answers on {} (is `cladnet agent` running, and are you root?)",
             socket.display()
         )
     })?;
+    exchange(stream, request).map_err(|e| anyhow::anyhow!("the agent refused the request: {e:#}"))
+}
+
+/// Sends one request line on a connected control socket and reads the JSON
+/// answer line; an answer with an `error` field becomes that error.
+pub fn exchange(mut stream: std::os::unix::net::UnixStream, request: &str) -> Result<Value> {
     stream
         .write_all(format!("{request}\n").as_bytes())
         .context("cannot send the request to the agent")?;
@@ -154,7 +160,7 @@ pub fn request(socket: &Path, request: &str) -> Result<Value> {
     let value: Value =
         serde_json::from_str(&line).context("the agent sent an unreadable answer")?;
     if let Some(e) = value.get("error").and_then(Value::as_str) {
-        anyhow::bail!("the agent refused the request: {e}");
+        anyhow::bail!("{e}");
     }
     Ok(value)
 }

@@ -16,7 +16,6 @@ use federation::token::Invite;
 use federation::{address, Cidr, Ledger, Network, NodeKey};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -293,7 +292,7 @@ async fn ask_to_join(
 /// Sends one JSON request to the agent of state directory `dir`.
 pub fn ask(dir: &Path, request: Value) -> Result<Value> {
     let socket = socket_path(dir);
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
         if dir.join(drivers::store::STATE_FILE).exists() {
             format!(
                 "the agent of {} is not running: start it with `cladnet agent --state {}` (and run this as root)",
@@ -304,17 +303,7 @@ pub fn ask(dir: &Path, request: Value) -> Result<Value> {
             format!("no cladnet state in {}: run `cladnet init` or `cladnet join` first", dir.display())
         }
     })?;
-    stream.write_all(format!("{request}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(stream)
-        .read_line(&mut line)
-        .context("the agent closed the connection")?;
-    let value: Value =
-        serde_json::from_str(&line).context("the agent sent an unreadable answer")?;
-    if let Some(e) = value.get("error").and_then(Value::as_str) {
-        anyhow::bail!("{e}");
-    }
-    Ok(value)
+    crate::api::exchange(stream, &request.to_string())
 }
 
 /// Human table of `members`.
