@@ -94,6 +94,7 @@ fn own_record(
         pinned,
         left_ms: None,
         revocations: vec![],
+        metrics: None,
     }
 }
 
@@ -374,4 +375,87 @@ pub fn recommend(host_cidrs: Vec<Cidr>, hosts: u64, state: Option<&Path>) -> Res
     };
     let rec = addrspace::recommend(&nets, hosts)?;
     Ok(json!({"host_networks": nets, "recommendation": rec}))
+}
+
+/// `cladnet ping NODE`: echo requests over the overlay to a member, with
+/// the RTT of each reply and the path the tunnel takes.
+pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
+    let members = ask(dir, json!({"cmd": "members"}))?;
+    let list = members.as_array().cloned().unwrap_or_default();
+    let hits: Vec<&Value> = list
+        .iter()
+        .filter(|m| {
+            m["name"] == who
+                || m["address"] == who
+                || (who.len() >= 8 && m["id"].as_str().is_some_and(|id| id.starts_with(who)))
+        })
+        .collect();
+    let target = match hits.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!("no member is called {who:?}: see `cladnet members`"),
+        _ => anyhow::bail!("{who:?} names several members: give the node id instead"),
+    };
+    let name = target["name"].as_str().unwrap_or("?").to_string();
+    let addr: Ipv4Addr = target["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .context("that member has no overlay address")?;
+    let peers = ask(dir, json!({"cmd": "peers"}))?;
+    let peer = peers
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == name.as_str()).cloned());
+    let route = match &peer {
+        Some(p) => format!(
+            "{} via {}",
+            p["path"].as_str().unwrap_or("?"),
+            p["endpoint"].as_str().unwrap_or("no endpoint yet")
+        ),
+        None => "this node itself".into(),
+    };
+    println!("PING {name} ({addr}) over the overlay, path: {route}");
+    let rtts = runtime()?.block_on(async {
+        let mut prober = crate::probe::Prober::<u32>::new()?;
+        let mut rtts = Vec::new();
+        for seq in 0..count {
+            prober.send(seq, addr);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let mut got = None;
+            while got.is_none() {
+                tokio::select! {
+                    replies = prober.recv() => got = replies.into_iter().find(|r| r.key == seq).map(|r| r.rtt),
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            match got {
+                Some(rtt) => {
+                    println!("reply from {name} ({addr}): seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1000.0);
+                    rtts.push(rtt);
+                    tokio::time::sleep_until(deadline).await;
+                }
+                None => println!("no reply from {name} ({addr}): seq={seq}"),
+            }
+        }
+        anyhow::Ok(rtts)
+    })?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let lost = count as usize - rtts.len();
+    print!(
+        "{count} sent, {} received, {:.0}% loss",
+        rtts.len(),
+        lost as f64 * 100.0 / f64::from(count.max(1))
+    );
+    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
+        let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
+        print!(
+            ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
+            ms(*min),
+            ms(avg),
+            ms(*max)
+        );
+    }
+    println!();
+    if rtts.is_empty() {
+        anyhow::bail!("{name} did not answer over the overlay");
+    }
+    Ok(())
 }

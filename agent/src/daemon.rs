@@ -135,7 +135,7 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
 
 /// Runs a network member from its state directory until a termination
 /// signal or `leave`.
-pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
+pub fn run_mesh(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>) -> Result<()> {
     // SAFETY: umask has no memory effects; called before any thread starts.
     unsafe { libc::umask(0o077) };
     let node = crate::statedir::Node::load(dir)?;
@@ -179,6 +179,7 @@ pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
         dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let local_socket = crate::statedir::socket_path(dir);
+        let http = crate::mesh::serve_http(metrics_listen, tx.clone());
         let local = crate::mesh::serve_local(&local_socket, tx);
         let mesh = crate::mesh::Mesh::new(
             node,
@@ -202,6 +203,7 @@ pub fn run_mesh(dir: &Path, iface: &str) -> Result<()> {
             r = mesh.run(rx, shutdown_signal()) => r,
             r = local => r,
             r = wg => r,
+            r = http => r,
         };
         let _ = std::fs::remove_file(&wg_socket);
         r

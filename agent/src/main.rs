@@ -6,7 +6,9 @@ mod daemon;
 mod dataplane;
 mod inventory;
 mod mesh;
+mod probe;
 mod statedir;
+mod telemetry;
 mod uapi;
 mod wgconfig;
 
@@ -89,24 +91,29 @@ enum Command {
         /// /run/cladnet/NAME.sock; with --state it is DIR/agent.sock).
         #[arg(long, value_name = "PATH")]
         api_socket: Option<PathBuf>,
+        /// Serve Prometheus metrics (/metrics) and a page drawing the mesh
+        /// (/) on this TCP address (--state only).
+        #[arg(long, value_name = "IP:PORT", requires = "state")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// This node: name, id, address, network, range, MTU.
-    Status {
-        /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
-        state: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(QueryArgs),
     /// Every member of the network with its address, endpoints and state.
-    Members {
+    Members(QueryArgs),
+    /// This node's tunnels: endpoint, path, bytes, handshake, RTT and loss per peer.
+    Peers(QueryArgs),
+    /// The whole network: every node's CPU/memory and the RTT matrix.
+    Metrics(QueryArgs),
+    /// Ping a member over the overlay; prints RTT and the path taken.
+    Ping {
+        /// Name, overlay address or id of the member.
+        node: String,
         /// State directory of this node.
         #[arg(long, value_name = "DIR")]
         state: PathBuf,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// Number of echo requests.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        count: u32,
     },
     /// Remove a member (by name, address or id) from the network for good.
     Revoke {
@@ -137,6 +144,41 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of the query commands.
+#[derive(clap::Args)]
+struct QueryArgs {
+    /// State directory of this node.
+    #[arg(long, value_name = "DIR")]
+    state: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Ask another member (name, overlay address, id, or control IP:PORT)
+    /// and print its answer.
+    #[arg(long, value_name = "NODE|ADDR")]
+    via: Option<String>,
+}
+
+impl QueryArgs {
+    fn ask(&self, cmd: &str) -> Result<serde_json::Value> {
+        let request = match &self.via {
+            Some(target) => json!({"cmd": "via", "target": target, "request": {"cmd": cmd}}),
+            None => json!({"cmd": cmd}),
+        };
+        commands::ask(&self.state, request)
+    }
+
+    fn print(&self, cmd: &str, table: fn(&serde_json::Value) -> String) -> Result<()> {
+        let v = self.ask(cmd)?;
+        if self.json {
+            println!("{v}");
+        } else {
+            print!("{}", table(&v));
+        }
+        Ok(())
+    }
 }
 
 /// Options of `init` and `join`.
@@ -267,24 +309,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", answer["token"].as_str().unwrap_or_default());
             Ok(())
         }
-        Command::Status { state, json } => {
-            let s = commands::ask(&state, json!({"cmd": "status"}))?;
-            if json {
-                println!("{s}");
-            } else {
-                print!("{}", commands::status_text(&s));
-            }
-            Ok(())
-        }
-        Command::Members { state, json } => {
-            let m = commands::ask(&state, json!({"cmd": "members"}))?;
-            if json {
-                println!("{m}");
-            } else {
-                print!("{}", commands::members_table(&m));
-            }
-            Ok(())
-        }
+        Command::Status(q) => q.print("status", commands::status_text),
+        Command::Members(q) => q.print("members", commands::members_table),
+        Command::Peers(q) => q.print("peers", telemetry::peers_table),
+        Command::Metrics(q) => q.print("metrics", telemetry::metrics_table),
+        Command::Ping { node, state, count } => commands::ping(&state, &node, count),
         Command::Revoke { node, state } => {
             let r = commands::ask(&state, json!({"cmd": "revoke", "node": node}))?;
             println!("revoked {node} ({})", r["revoked"].as_str().unwrap_or("?"));
@@ -320,11 +349,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Agent {
             state: Some(state),
             iface,
+            metrics_listen,
             ..
         } => {
             let iface = iface.unwrap_or_else(|| "cladnet0".into());
             check_iface(&iface)?;
-            daemon::run_mesh(&state, &iface)
+            daemon::run_mesh(&state, &iface, metrics_listen)
         }
         Command::Agent {
             wg_config: Some(wg_config),

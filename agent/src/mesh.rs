@@ -4,17 +4,20 @@
 //! admits newcomers, and answers the local CLI.
 
 use crate::inventory::{quic_multiaddr, scan};
+use crate::probe::Prober;
 use crate::statedir::{now_ms, Node};
+use crate::telemetry::{self, CpuSample};
 use anyhow::Result;
 use drivers::netlink::Netlink;
 use drivers::store::Table;
 use federation::admission::Admitter;
 use federation::cert::Revocation;
-use federation::member::MemberRecord;
+use federation::member::{Link, MemberRecord, Metrics, MAX_LINKS};
 use federation::net::{Event, Shell};
 use federation::protocol::{Request, Response};
 use federation::token::{secret_hash, Invite, Issued};
 use federation::{address, sync, Ingest, Ledger, NodeId, Status};
+use libp2p::request_response::OutboundRequestId;
 use libp2p::Multiaddr;
 use netstack::{Device, IpNet, PeerConfig, PublicKey};
 use rand_core::{OsRng, RngCore};
@@ -35,8 +38,33 @@ const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Redial disconnected members this often, at most this many per round.
 const REDIAL_EVERY: Duration = Duration::from_secs(4);
 const REDIAL_BATCH: usize = 16;
+/// Control-plane connections a member keeps (gossip needs a few, not all).
+const MAX_CONTROL_PEERS: usize = 24;
 /// Re-scan host addresses this often.
 const SCAN_EVERY: Duration = Duration::from_secs(10);
+/// Probe this many peers every [`PROBE_EVERY`] (round robin).
+const PROBES_PER_ROUND: usize = 8;
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Publish the metrics summary this often at least; larger networks wait
+/// longer ([`metrics_interval`]) so gossip bytes per node stay flat.
+const METRICS_MIN_EVERY: Duration = Duration::from_secs(20);
+/// The first summary after start, once a few probes have answered.
+const METRICS_FIRST: Duration = Duration::from_secs(8);
+/// How long a `--via` query may take.
+const VIA_TIMEOUT: Duration = Duration::from_secs(12);
+/// Most `--via` queries waiting for an answer.
+const MAX_VIA: usize = 64;
+/// Local commands another member may run here with `--via`.
+const READ_ONLY: [&str; 5] = ["status", "members", "peers", "metrics", "host_networks"];
+
+/// How often a network of `members` publishes metrics: every member's
+/// summary reaches every other, so the interval grows with the network to
+/// keep each node's gossip bytes per second flat (half a second per member,
+/// at least [`METRICS_MIN_EVERY`]).
+pub fn metrics_interval(members: usize) -> Duration {
+    METRICS_MIN_EVERY.max(Duration::from_millis(500) * members as u32)
+}
+
 /// Longest invite life and most uses.
 pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most uses one invite may have.
@@ -64,7 +92,25 @@ pub struct Mesh {
     last_seen: BTreeMap<NodeId, Instant>,
     started: Instant,
     peers_synced: BTreeSet<NodeId>,
+    tunnel_rx: BTreeMap<NodeId, u64>,
     leaving: bool,
+    prober: Option<Prober<NodeId>>,
+    probe_cursor: usize,
+    cpu: CpuSample,
+    metrics: Metrics,
+    metrics_due: Instant,
+    gossip: Traffic,
+    via: BTreeMap<OutboundRequestId, (oneshot::Sender<Value>, Instant)>,
+    via_by_addr: Vec<(Multiaddr, String, oneshot::Sender<Value>, Instant)>,
+}
+
+/// Control-plane messages and payload bytes, each way.
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    in_messages: u64,
+    in_bytes: u64,
+    out_messages: u64,
+    out_bytes: u64,
 }
 
 fn lock(d: &Arc<Mutex<Device>>) -> std::sync::MutexGuard<'_, Device> {
@@ -100,7 +146,18 @@ impl Mesh {
             last_seen: BTreeMap::new(),
             started: Instant::now(),
             peers_synced: BTreeSet::new(),
+            tunnel_rx: BTreeMap::new(),
             leaving: false,
+            prober: Prober::new()
+                .map_err(|e| tracing::warn!("no overlay RTT probes: {e:#}"))
+                .ok(),
+            probe_cursor: 0,
+            cpu: CpuSample::now(),
+            metrics: Metrics::default(),
+            metrics_due: Instant::now() + METRICS_FIRST,
+            gossip: Traffic::default(),
+            via: BTreeMap::new(),
+            via_by_addr: Vec::new(),
         })
     }
 
@@ -116,11 +173,25 @@ impl Mesh {
         let mut sync_tick = tokio::time::interval(SYNC_EVERY);
         let mut redial_tick = tokio::time::interval(REDIAL_EVERY);
         let mut scan_tick = tokio::time::interval(SCAN_EVERY);
+        let mut probe_tick = tokio::time::interval(PROBE_EVERY);
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 event = self.shell.next() => self.on_event(event).await,
-                _ = sync_tick.tick() => self.anti_entropy(),
+                _ = sync_tick.tick() => {
+                    self.anti_entropy();
+                    self.observe_tunnels();
+                    self.expire_via();
+                    if Instant::now() >= self.metrics_due {
+                        self.publish_metrics().await;
+                    }
+                }
+                _ = probe_tick.tick() => self.probe_round(),
+                replies = replies(&mut self.prober) => {
+                    for r in replies {
+                        self.seen(r.key);
+                    }
+                }
                 _ = redial_tick.tick() => self.redial(),
                 _ = scan_tick.tick() => {
                     if let Err(e) = self.refresh_own().await {
@@ -128,6 +199,7 @@ impl Mesh {
                     }
                 }
                 req = local.recv() => match req {
+                    Some(r) if r.request["cmd"] == "via" => self.start_via(r),
                     Some(r) => {
                         let answer = self.on_local(&r.request).await;
                         let _ = r.reply.send(answer);
@@ -178,6 +250,8 @@ impl Mesh {
     async fn on_event(&mut self, event: Event) {
         match event {
             Event::Gossip { source, id, data } => {
+                self.gossip.in_messages += 1;
+                self.gossip.in_bytes += data.len() as u64;
                 let verdict = match self.ledger.ingest(&data, now_ms()) {
                     Ok(Ingest::Newer) => {
                         if let Ok(r) = federation::SignedRecord::decode(&data) {
@@ -205,9 +279,24 @@ impl Mesh {
                 let response = self.on_request(from, request).await;
                 self.shell.respond(channel, response);
             }
-            Event::Response { from, response, .. } => {
+            Event::Response { id, from, response } => {
                 self.seen(from);
+                self.gossip.in_messages += 1;
                 match response {
+                    Response::Answer(text) => {
+                        if let Some((reply, _)) = self.via.remove(&id) {
+                            let v = serde_json::from_str(&text).unwrap_or_else(
+                                |_| json!({"error": "the member sent an unreadable answer"}),
+                            );
+                            let _ = reply.send(v);
+                        }
+                    }
+                    Response::Refused(why) if self.via.contains_key(&id) => {
+                        if let Some((reply, _)) = self.via.remove(&id) {
+                            let _ =
+                                reply.send(json!({"error": format!("the member refused: {why}")}));
+                        }
+                    }
                     Response::Versions(v) => {
                         let (pull, push) = sync::plan(self.ledger.state(), &v);
                         let addrs = self.control_addrs(&from);
@@ -216,7 +305,7 @@ impl Mesh {
                                 .request(&from, addrs.clone(), Request::Pull(pull));
                         }
                         if !push.is_empty() {
-                            self.shell.request(&from, addrs, Request::Push(push));
+                            self.send(&from, addrs, Request::Push(push));
                         }
                     }
                     Response::Records(records) => {
@@ -225,13 +314,20 @@ impl Mesh {
                     _ => {}
                 }
             }
-            Event::Failed { peer, error, .. } => {
+            Event::Failed { id, peer, error } => {
                 tracing::debug!(peer = %peer.short(), "request failed: {error}");
+                if let Some((reply, _)) = self.via.remove(&id) {
+                    let _ =
+                        reply.send(json!({"error": format!("cannot reach that member: {error}")}));
+                }
             }
-            Event::Connected(id) => {
+            Event::Connected(id, dialed) => {
                 self.seen(id);
+                if let Some(addr) = dialed {
+                    self.send_via_by_addr(id, &addr);
+                }
                 // New neighbour: repair with it right away.
-                self.shell.request(
+                self.send(
                     &id,
                     vec![],
                     Request::Summary(sync::summary(self.ledger.state())),
@@ -258,6 +354,25 @@ impl Mesh {
             Request::Pull(writers) => {
                 self.seen(from);
                 Response::Records(sync::records_of(self.ledger.state(), &writers))
+            }
+            Request::Query(text) => {
+                self.seen(from);
+                let admit = self.ledger.member(&from, now_ms()).is_some_and(|m| m.admit);
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(q) => {
+                        let cmd = q["cmd"].as_str().unwrap_or("");
+                        let allowed = READ_ONLY.contains(&cmd)
+                            || (admit && matches!(cmd, "invite" | "revoke"));
+                        if allowed {
+                            Response::Answer(self.on_local(&q).await.to_string())
+                        } else {
+                            Response::Refused(format!(
+                                "`{cmd}` cannot be run here from another member"
+                            ))
+                        }
+                    }
+                    Err(_) => Response::Refused("the query is not JSON".into()),
+                }
             }
             Request::Push(records) => {
                 self.seen(from);
@@ -318,22 +433,316 @@ impl Mesh {
         }
         let pick = connected[(OsRng.next_u32() as usize) % connected.len()];
         let summary = sync::summary(self.ledger.state());
-        self.shell.request(&pick, vec![], Request::Summary(summary));
+        self.send(&pick, vec![], Request::Summary(summary));
     }
 
+    /// Sends a request to a member, counting it.
+    fn send(
+        &mut self,
+        to: &NodeId,
+        addrs: Vec<Multiaddr>,
+        request: Request,
+    ) -> Option<OutboundRequestId> {
+        self.gossip.out_messages += 1;
+        self.gossip.out_bytes += request.payload_len() as u64;
+        self.shell.request(to, addrs, request)
+    }
+
+    /// Active members other than us, by id, with their overlay addresses.
+    fn peer_members(&self) -> Vec<(NodeId, std::net::Ipv4Addr)> {
+        let me = self.node.key.id();
+        self.ledger
+            .members(now_ms())
+            .iter()
+            .filter(|m| m.status == Status::Active && m.id != me)
+            .map(|m| (m.id, m.record.address))
+            .collect()
+    }
+
+    /// Probes the next few peers (round robin) through the overlay.
+    fn probe_round(&mut self) {
+        let peers = self.peer_members();
+        let Some(prober) = self.prober.as_mut() else {
+            return;
+        };
+        prober.expire(Instant::now());
+        let ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
+        prober.retain(|k| ids.contains(k));
+        if peers.is_empty() {
+            return;
+        }
+        for i in 0..PROBES_PER_ROUND.min(peers.len()) {
+            let (id, addr) = peers[(self.probe_cursor + i) % peers.len()];
+            prober.send(id, addr);
+        }
+        self.probe_cursor = (self.probe_cursor + PROBES_PER_ROUND) % peers.len();
+    }
+
+    /// This node's view of one peer's link.
+    fn link(&self, id: &NodeId, info: Option<&netstack::PeerInfo>, now: Instant) -> Link {
+        let w = self.prober.as_ref().and_then(|p| p.window(id));
+        let us = |d: Option<Duration>| d.map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX));
+        Link {
+            peer: *id,
+            rtt_min_us: us(w.and_then(|w| w.min())),
+            rtt_avg_us: us(w.and_then(|w| w.avg())),
+            loss_permille: w.map_or(0, |w| w.loss_permille()),
+            rx_bytes: info.map_or(0, |i| i.rx_bytes),
+            tx_bytes: info.map_or(0, |i| i.tx_bytes),
+            handshake_age_s: info
+                .and_then(|i| i.last_handshake)
+                .map(|t| now.saturating_duration_since(t).as_secs()),
+            path: "direct".into(),
+        }
+    }
+
+    /// Data-plane facts per peer key.
+    fn peer_infos(&self) -> BTreeMap<[u8; 32], netstack::PeerInfo> {
+        lock(&self.device)
+            .peers()
+            .map(|p| (p.public_key.0, p))
+            .collect()
+    }
+
+    /// Samples own CPU, memory and a rotating sample of links, and
+    /// publishes them in the own record.
+    async fn publish_metrics(&mut self) {
+        let now = Instant::now();
+        let peers = self.peer_members();
+        let infos = self.peer_infos();
+        let keys: BTreeMap<NodeId, [u8; 32]> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter_map(|m| m.record.chain.last().map(|c| (m.id, c.wg_key)))
+            .collect();
+        // More peers than fit: publish a different slice each time.
+        let skip = if peers.len() > MAX_LINKS {
+            (self.version as usize).wrapping_mul(MAX_LINKS) % peers.len()
+        } else {
+            0
+        };
+        let links: Vec<Link> = peers
+            .iter()
+            .cycle()
+            .skip(skip)
+            .take(peers.len().min(MAX_LINKS))
+            .map(|(id, _)| self.link(id, keys.get(id).and_then(|k| infos.get(k)), now))
+            .collect();
+        let (cpu_permille, next) = self.cpu.since();
+        self.cpu = next;
+        self.metrics = Metrics {
+            sampled_ms: now_ms(),
+            uptime_s: self.started.elapsed().as_secs(),
+            cpu_permille,
+            rss_kb: telemetry::rss_kb(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            links,
+        };
+        self.own.metrics = Some(self.metrics.clone());
+        self.metrics_due = now + metrics_interval(peers.len() + 1);
+        if let Err(e) = self.publish_own().await {
+            tracing::warn!("cannot publish metrics: {e:#}");
+        }
+    }
+
+    /// `peers`: this node's data-plane view of every active member.
+    fn peers(&self) -> Value {
+        let now = Instant::now();
+        let infos = self.peer_infos();
+        let me = self.node.key.id();
+        let list: Vec<Value> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter(|m| m.status == Status::Active && m.id != me)
+            .map(|m| {
+                let info = m.record.chain.last().and_then(|c| infos.get(&c.wg_key));
+                let l = self.link(&m.id, info, now);
+                let ms = |us: Option<u32>| us.map(|u| f64::from(u) / 1000.0);
+                json!({
+                    "name": m.record.name,
+                    "id": m.id.to_hex(),
+                    "address": m.record.address.to_string(),
+                    "endpoint": info.and_then(|i| i.endpoint).map(|e| e.to_string()),
+                    "path": l.path,
+                    "rx_bytes": l.rx_bytes,
+                    "tx_bytes": l.tx_bytes,
+                    "rx_packets": info.map_or(0, |i| i.rx_packets),
+                    "tx_packets": info.map_or(0, |i| i.tx_packets),
+                    "handshakes": info.map_or(0, |i| i.handshakes),
+                    "last_handshake_ms": info.and_then(|i| i.last_handshake).map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    "rtt_ms": ms(l.rtt_avg_us),
+                    "rtt_min_ms": ms(l.rtt_min_us),
+                    "loss": f64::from(l.loss_permille) / 1000.0,
+                })
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    /// `metrics`: the network-wide view.
+    fn network_metrics(&self) -> Value {
+        let mut own = self.metrics.clone();
+        let now = Instant::now();
+        let infos = self.peer_infos();
+        let keys: BTreeMap<NodeId, [u8; 32]> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter_map(|m| m.record.chain.last().map(|c| (m.id, c.wg_key)))
+            .collect();
+        // Our own links are fresh, and complete rather than a sample.
+        own.links = self
+            .peer_members()
+            .iter()
+            .map(|(id, _)| self.link(id, keys.get(id).and_then(|k| infos.get(k)), now))
+            .collect();
+        telemetry::network_view(&self.ledger, self.node.key.id(), &own, now_ms())
+    }
+
+    /// The data plane's counters (drops by reason).
+    fn counters(&self) -> Value {
+        let dev = lock(&self.device);
+        let c = dev.counters();
+        let dropped: serde_json::Map<String, Value> = netstack::DropReason::ALL
+            .iter()
+            .map(|r| (r.label().to_string(), json!(c.dropped(*r))))
+            .collect();
+        json!({"dropped": dropped})
+    }
+
+    /// `--via`: forwards a query to another member and answers when it does.
+    fn start_via(&mut self, r: LocalRequest) {
+        if self.via.len() + self.via_by_addr.len() >= MAX_VIA {
+            let _ = r
+                .reply
+                .send(json!({"error": "too many --via queries in flight; try again"}));
+            return;
+        }
+        let target = r.request["target"].as_str().unwrap_or("").to_string();
+        let query = r.request["request"].to_string();
+        match self.find(&target) {
+            Ok(id) if id == self.node.key.id() => {
+                let _ = r
+                    .reply
+                    .send(json!({"error": "--via names this node itself: leave --via out"}));
+            }
+            Ok(id) => {
+                let addrs = self.control_addrs(&id);
+                match self.send(&id, addrs, Request::Query(query)) {
+                    Some(req) => {
+                        self.via.insert(req, (r.reply, Instant::now()));
+                    }
+                    None => {
+                        let _ = r
+                            .reply
+                            .send(json!({"error": "that member has an invalid id"}));
+                    }
+                }
+            }
+            Err(_) => {
+                match target.parse::<SocketAddr>() {
+                    // A control address of a node we do not know (yet).
+                    Ok(sa) => match quic_multiaddr(sa).parse::<Multiaddr>() {
+                        Ok(addr) => {
+                            self.shell.dial_address(addr.clone());
+                            self.via_by_addr
+                                .push((addr, query, r.reply, Instant::now()));
+                        }
+                        Err(_) => {
+                            let _ = r.reply.send(json!({"error": format!("{target} is not a usable control address")}));
+                        }
+                    },
+                    Err(_) => {
+                        let _ = r.reply.send(json!({"error": format!("no member is called {target:?} (name, overlay address, id or control IP:PORT): see `cladnet members`")}));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the queries that waited for a connection to `addr`.
+    fn send_via_by_addr(&mut self, id: NodeId, addr: &Multiaddr) {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.via_by_addr)
+            .into_iter()
+            .partition(|(a, ..)| addr.to_string().starts_with(&a.to_string()));
+        self.via_by_addr = waiting;
+        for (_, query, reply, at) in ready {
+            if let Some(req) = self.send(&id, vec![], Request::Query(query)) {
+                self.via.insert(req, (reply, at));
+            }
+        }
+    }
+
+    /// Answers `--via` queries that took too long.
+    fn expire_via(&mut self) {
+        let late = |at: &Instant| at.elapsed() > VIA_TIMEOUT;
+        let expired: Vec<OutboundRequestId> = self
+            .via
+            .iter()
+            .filter(|(_, (_, at))| late(at))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((reply, _)) = self.via.remove(&id) {
+                let _ = reply.send(json!({"error": "that member did not answer in time"}));
+            }
+        }
+        let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut self.via_by_addr)
+            .into_iter()
+            .partition(|(.., at)| late(at));
+        self.via_by_addr = fresh;
+        for (addr, _, reply, _) in old {
+            let _ = reply.send(json!({"error": format!("nothing answers at {addr}: check the address and that its agent runs")}));
+        }
+    }
+
+    /// Dials members we are not connected to, in random order, until the
+    /// control plane has [`MAX_CONTROL_PEERS`] connections: enough for
+    /// gossip and repair without a full mesh of QUIC connections.
     fn redial(&mut self) {
         let me = self.node.key.id();
-        let now = now_ms();
-        let targets: Vec<(NodeId, Vec<Multiaddr>)> = self
+        let room = MAX_CONTROL_PEERS.saturating_sub(self.shell.connected().len());
+        let mut targets: Vec<(NodeId, Vec<Multiaddr>)> = self
             .ledger
-            .members(now)
+            .members(now_ms())
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != me && !self.shell.is_connected(&m.id))
             .map(|m| (m.id, multiaddrs(&m.record.control)))
-            .take(REDIAL_BATCH)
             .collect();
-        for (id, addrs) in targets {
+        // Fisher-Yates with the OS generator: every member gets its turn.
+        for i in (1..targets.len()).rev() {
+            targets.swap(i, OsRng.next_u32() as usize % (i + 1));
+        }
+        for (id, addrs) in targets.into_iter().take(room.min(REDIAL_BATCH)) {
             self.shell.dial(&id, addrs);
+        }
+    }
+
+    /// Counts a member as heard from when its tunnel received something
+    /// since the last look (keepalives every 25 s keep quiet tunnels alive),
+    /// so liveness does not need a control connection to every member.
+    fn observe_tunnels(&mut self) {
+        let now = now_ms();
+        let by_key: BTreeMap<[u8; 32], NodeId> = self
+            .ledger
+            .members(now)
+            .iter()
+            .filter_map(|m| m.record.chain.last().map(|c| (c.wg_key, m.id)))
+            .collect();
+        let rx: Vec<(NodeId, u64)> = lock(&self.device)
+            .peers()
+            .filter_map(|p| by_key.get(&p.public_key.0).map(|id| (*id, p.rx_bytes)))
+            .collect();
+        for (id, bytes) in rx {
+            if self
+                .tunnel_rx
+                .insert(id, bytes)
+                .is_some_and(|before| before < bytes)
+            {
+                self.seen(id);
+            }
         }
     }
 
@@ -342,6 +751,8 @@ impl Mesh {
         self.version += 1;
         let bytes = self.node.save_own(&self.own, self.version)?;
         self.ledger.ingest(&bytes, now_ms()).ok();
+        self.gossip.out_messages += 1;
+        self.gossip.out_bytes += bytes.len() as u64;
         self.shell.publish(bytes);
         Ok(())
     }
@@ -515,6 +926,25 @@ impl Mesh {
             "invite" => self.invite(req),
             "revoke" => self.revoke(req["node"].as_str().unwrap_or("")).await,
             "leave" => self.leave().await,
+            "peers" => self.peers(),
+            "metrics" => self.network_metrics(),
+            "prometheus" => {
+                let text = telemetry::prometheus(
+                    &self.status(),
+                    &self.peers(),
+                    &self.members(),
+                    &self.counters(),
+                );
+                json!({"text": text})
+            }
+            "html" => {
+                let name = self
+                    .ledger
+                    .authority()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default();
+                json!({"text": telemetry::html_page(&name, &self.network_metrics())})
+            }
             "host_networks" => {
                 let mut nets: Vec<federation::Cidr> = self
                     .ledger
@@ -557,6 +987,12 @@ impl Mesh {
             "connected": self.shell.connected().len(),
             "authority": self.node.authority.is_some(),
             "rejected_records": rejected,
+            "gossip": {
+                "in_messages": self.gossip.in_messages,
+                "in_bytes": self.gossip.in_bytes,
+                "out_messages": self.gossip.out_messages,
+                "out_bytes": self.gossip.out_bytes,
+            },
         })
     }
 
@@ -620,8 +1056,10 @@ impl Mesh {
         json!({"token": token.encode(), "expires_ms": expires_ms, "uses": uses})
     }
 
-    /// Finds a member by name, full id or id prefix (at least 8 digits).
+    /// Finds a member by name, overlay address, id prefix (at least 8
+    /// digits) or control address (IP:PORT).
     fn find(&self, who: &str) -> Result<NodeId, String> {
+        let control = who.parse::<SocketAddr>().ok().map(quic_multiaddr);
         let now = now_ms();
         let members = self.ledger.members(now);
         let hits: Vec<NodeId> = members
@@ -630,6 +1068,9 @@ impl Mesh {
                 m.record.name == who
                     || m.record.address.to_string() == who
                     || (who.len() >= 8 && m.id.to_hex().starts_with(who))
+                    || control
+                        .as_ref()
+                        .is_some_and(|c| m.record.control.contains(c))
             })
             .map(|m| m.id)
             .collect();
@@ -704,6 +1145,14 @@ impl Mesh {
     }
 }
 
+/// Replies to our probes, or never if probing is off.
+async fn replies(prober: &mut Option<Prober<NodeId>>) -> Vec<crate::probe::Reply<NodeId>> {
+    match prober {
+        Some(p) => p.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Serves the CLI on the root-only socket `path`: one JSON request line in,
 /// one JSON answer line out, answered by the control loop.
 pub async fn serve_local(
@@ -736,6 +1185,72 @@ pub async fn serve_local(
                 Err(_) => json!({"error": "the request is not one JSON line"}),
             };
             let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+        });
+    }
+}
+
+/// Serves Prometheus text on `/metrics` and the mesh page on `/` (plain
+/// HTTP/1.0, one request per connection); never returns if `addr` is None.
+pub async fn serve_http(
+    addr: Option<SocketAddr>,
+    to_loop: mpsc::Sender<LocalRequest>,
+) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(addr) = addr else {
+        return std::future::pending().await;
+    };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot serve metrics on {addr}: {e}; pick another --metrics-listen")
+    })?;
+    tracing::info!("metrics on http://{addr}/metrics, mesh page on http://{addr}/");
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let to_loop = to_loop.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 2048];
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let line = String::from_utf8_lossy(&head[..n]);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (cmd, kind) = match path {
+                "/metrics" => ("prometheus", "text/plain; version=0.0.4"),
+                "/" => ("html", "text/html; charset=utf-8"),
+                _ => ("", ""),
+            };
+            let (status, body) = if cmd.is_empty() {
+                (
+                    "404 Not Found",
+                    "not found: try /metrics or /\n".to_string(),
+                )
+            } else {
+                let (reply, answer) = oneshot::channel();
+                let request = json!({"cmd": cmd});
+                let text = match to_loop.send(LocalRequest { request, reply }).await {
+                    Ok(()) => answer
+                        .await
+                        .ok()
+                        .and_then(|v| v["text"].as_str().map(str::to_string)),
+                    Err(_) => None,
+                };
+                match text {
+                    Some(t) => ("200 OK", t),
+                    None => (
+                        "503 Service Unavailable",
+                        "the agent is shutting down\n".to_string(),
+                    ),
+                }
+            };
+            let kind = if kind.is_empty() { "text/plain" } else { kind };
+            let response = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
         });
     }
 }

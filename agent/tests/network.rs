@@ -9,158 +9,11 @@
 mod common;
 
 use anyhow::{bail, Context, Result};
+use common::net::{setup, Net, CIDR, PINNED};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use testbed::serde_json::{self, Value};
-use testbed::{Lab, Node, Proc};
-
-const CIDR: &str = "100.64.0.0/24";
-/// An address two concurrent joiners both pin.
-const PINNED: &str = "100.64.0.200";
-
-struct Member {
-    node: Node,
-    state: PathBuf,
-    agent: Option<Proc>,
-}
-
-struct Net {
-    lab: Lab,
-    members: Vec<Member>,
-}
-
-impl Net {
-    fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
-        let m = &self.members[i];
-        let mut argv = vec![common::bin()];
-        argv.extend_from_slice(args);
-        let state = m.state.to_string_lossy().into_owned();
-        argv.extend_from_slice(&["--state", &state]);
-        self.lab.run(&m.node, &argv)
-    }
-
-    fn ip(&self, i: usize) -> String {
-        self.lab.addr(&self.members[i].node).to_string()
-    }
-
-    fn node_args(&self, i: usize, name: &str) -> Vec<String> {
-        let ip = self.ip(i);
-        vec![
-            "--name".into(),
-            name.into(),
-            "--listen".into(),
-            format!("{ip}:51820"),
-            "--control-listen".into(),
-            format!("{ip}:51821"),
-        ]
-    }
-
-    fn start(&mut self, i: usize) -> Result<()> {
-        let m = &self.members[i];
-        let state = m.state.to_string_lossy().into_owned();
-        let label = format!("agent-{}", m.node.name);
-        // Interface names differ per node: the UAPI sockets of all
-        // namespaces share /var/run/wireguard.
-        let iface = self.lab.ifname(&m.node.name);
-        self.lab
-            .remove_on_drop(format!("/var/run/wireguard/{iface}.sock"));
-        let p = self.lab.spawn(
-            &m.node,
-            &label,
-            &[common::bin(), "agent", "--state", &state, "--iface", &iface],
-        )?;
-        self.members[i].agent = Some(p);
-        let ok =
-            testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
-                self.cli(i, &["status", "--json"]).is_ok()
-            });
-        if !ok {
-            bail!("agent of {} did not come up", self.members[i].node.name);
-        }
-        Ok(())
-    }
-
-    fn invite(&self, i: usize, extra: &[&str]) -> Result<String> {
-        let mut args = vec!["invite"];
-        args.extend_from_slice(extra);
-        Ok(self.cli(i, &args)?.trim().to_string())
-    }
-
-    fn join_cmd(&self, i: usize, name: &str, token: &str) -> Vec<String> {
-        let mut argv: Vec<String> = vec![common::bin().into(), "join".into(), token.into()];
-        argv.extend(self.node_args(i, name));
-        argv.push("--state".into());
-        argv.push(self.members[i].state.to_string_lossy().into_owned());
-        argv
-    }
-
-    fn join(&self, i: usize, name: &str, token: &str) -> Result<String> {
-        self.lab
-            .run(&self.members[i].node, &self.join_cmd(i, name, token))
-    }
-
-    fn status(&self, i: usize) -> Result<Value> {
-        Ok(serde_json::from_str(&self.cli(i, &["status", "--json"])?)?)
-    }
-
-    fn members(&self, i: usize) -> Result<Vec<Value>> {
-        let v: Value = serde_json::from_str(&self.cli(i, &["members", "--json"])?)?;
-        v.as_array().cloned().context("members is not a list")
-    }
-
-    fn address(&self, i: usize) -> Result<String> {
-        self.status(i)?["address"]
-            .as_str()
-            .map(str::to_string)
-            .context("status has no address")
-    }
-
-    /// Waits until member `i` lists exactly `names` as alive with distinct
-    /// addresses.
-    fn wait_alive(&self, i: usize, names: &[&str], timeout: Duration) -> Result<()> {
-        let want: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut last = String::new();
-        let ok = testbed::wait_until_every(timeout, Duration::from_millis(200), || {
-            let Ok(list) = self.members(i) else {
-                return false;
-            };
-            let alive: BTreeSet<String> = list
-                .iter()
-                .filter(|m| m["state"] == "alive")
-                .filter_map(|m| m["name"].as_str().map(str::to_string))
-                .collect();
-            let addrs: BTreeSet<&str> = list
-                .iter()
-                .filter(|m| m["state"] == "alive")
-                .filter_map(|m| m["address"].as_str())
-                .collect();
-            last = format!("{list:?}");
-            alive == want && addrs.len() == want.len()
-        });
-        if !ok {
-            bail!(
-                "{} never listed {names:?} alive with distinct addresses; last: {last}",
-                self.members[i].node.name
-            );
-        }
-        Ok(())
-    }
-}
-
-fn setup(lab: Lab, names: &[&str]) -> Result<Net> {
-    let mut members = Vec::new();
-    for n in names {
-        let node = lab.add_node(n)?;
-        let state = lab.dir().join(format!("state-{n}"));
-        members.push(Member {
-            node,
-            state,
-            agent: None,
-        });
-    }
-    Ok(Net { lab, members })
-}
+use testbed::serde_json::Value;
+use testbed::Lab;
 
 #[test]
 fn five_nodes_join_through_each_other_and_survive_kill_restart_and_revocation() -> Result<()> {
@@ -176,11 +29,7 @@ fn five_nodes_join_through_each_other_and_survive_kill_restart_and_revocation() 
 fn scenario(net: &mut Net) -> Result<()> {
     let (a, b, c, d, e, f) = (0, 1, 2, 3, 4, 5);
     // A first node.
-    let mut init: Vec<String> = vec![common::bin().into(), "init".into()];
-    init.extend(net.node_args(a, "a"));
-    init.extend(["--cidr".into(), CIDR.into(), "--state".into()]);
-    init.push(net.members[a].state.to_string_lossy().into_owned());
-    net.lab.run(&net.members[a].node, &init)?;
+    net.init(a, "a")?;
     net.start(a)?;
     let st = net.status(a)?;
     for key in ["name", "id", "address", "network", "cidr", "mtu"] {
@@ -423,11 +272,7 @@ fn forged_records_never_enter_and_twenty_nodes_join_at_once() -> Result<()> {
 }
 
 fn crowd(net: &mut Net) -> Result<()> {
-    let mut init: Vec<String> = vec![common::bin().into(), "init".into()];
-    init.extend(net.node_args(0, "a"));
-    init.extend(["--cidr".into(), CIDR.into(), "--state".into()]);
-    init.push(net.members[0].state.to_string_lossy().into_owned());
-    net.lab.run(&net.members[0].node, &init)?;
+    net.init(0, "a")?;
     net.start(0)?;
     for (i, name) in [(1, "b"), (2, "c"), (3, "d")] {
         let t = net.invite(i - 1, &[])?;
@@ -615,6 +460,7 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
             pinned: false,
             left_ms: None,
             revocations: vec![],
+            metrics: None,
         };
         let forged = mallory.sign(1, Body::Member(record).to_bytes()).encode();
         let mut shell = Shell::start(mallory.seed(), &invite.network, None)?;

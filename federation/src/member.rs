@@ -7,6 +7,7 @@
 use crate::cert::{Cert, Revocation, MAX_KEEP};
 use crate::cidr::Cidr;
 use crate::network::NetworkId;
+use crate::record::NodeId;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -20,6 +21,11 @@ pub const MAX_CONTROL_LEN: usize = 160;
 pub const MAX_HOST_NETWORKS: usize = 32;
 /// Most revocations one record may carry.
 pub const MAX_REVOCATIONS: usize = 64;
+/// Most links one metrics summary may carry (a rotating sample of peers,
+/// so a record's size does not grow with the network).
+pub const MAX_LINKS: usize = 16;
+/// Longest short text field in a metrics summary.
+pub const MAX_LABEL: usize = 32;
 
 /// The body of a signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +87,47 @@ pub struct MemberRecord {
     /// Nodes this member revoked.
     #[serde(default)]
     pub revocations: Vec<Revocation>,
+    /// The node's latest measurements, published at a bounded rate.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+/// A node's own measurements as published in its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// When they were taken (ms since the Unix epoch).
+    pub sampled_ms: u64,
+    /// Agent uptime in seconds.
+    pub uptime_s: u64,
+    /// CPU use of the agent over the last interval, in thousandths of a core.
+    pub cpu_permille: u32,
+    /// Resident memory of the agent in KiB.
+    pub rss_kb: u64,
+    /// Agent version.
+    pub version: String,
+    /// A sample of this node's links to its peers.
+    pub links: Vec<Link>,
+}
+
+/// One measured link from the publishing node to `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The peer.
+    pub peer: NodeId,
+    /// Smallest round-trip time in the window (µs); `None` if no reply.
+    pub rtt_min_us: Option<u32>,
+    /// Mean round-trip time in the window (µs); `None` if no reply.
+    pub rtt_avg_us: Option<u32>,
+    /// Lost probes in the window, in thousandths.
+    pub loss_permille: u16,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Seconds since the last handshake, if any.
+    pub handshake_age_s: Option<u64>,
+    /// `direct` or `relay`.
+    pub path: String,
 }
 
 /// Why a body was refused.
@@ -123,6 +170,14 @@ impl Body {
                 if m.host_networks.len() > MAX_HOST_NETWORKS {
                     return Err(BodyError::TooMany("host networks"));
                 }
+                if let Some(x) = &m.metrics {
+                    if x.links.len() > MAX_LINKS
+                        || x.version.len() > MAX_LABEL
+                        || x.links.iter().any(|l| l.path.len() > MAX_LABEL)
+                    {
+                        return Err(BodyError::TooMany("metrics"));
+                    }
+                }
                 &m.revocations
             }
         };
@@ -154,6 +209,7 @@ mod tests {
             pinned: false,
             left_ms: None,
             revocations: vec![],
+            metrics: None,
         };
         let b = Body::Member(m.clone());
         assert_eq!(Body::parse(&b.to_bytes()), Ok(b));

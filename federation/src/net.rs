@@ -91,8 +91,9 @@ pub enum Event {
         /// Why.
         error: String,
     },
-    /// A first connection to a node is up.
-    Connected(NodeId),
+    /// A first connection to a node is up (with the address we dialed, if
+    /// we dialed).
+    Connected(NodeId, Option<Multiaddr>),
     /// The last connection to a node closed.
     Disconnected(NodeId),
     /// A peer told us how it sees our address.
@@ -208,6 +209,14 @@ impl Shell {
         }
     }
 
+    /// Dials an address whose node is not known yet; the node shows up in
+    /// [`Event::Connected`] with this address.
+    pub fn dial_address(&mut self, addr: Multiaddr) {
+        if let Err(e) = self.swarm.dial(addr) {
+            tracing::debug!("dial not started: {e}");
+        }
+    }
+
     /// Closes every connection to `node`.
     pub fn disconnect(&mut self, node: &NodeId) {
         if let Some(peer) = peer_id(node) {
@@ -300,8 +309,15 @@ impl Shell {
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
+                endpoint,
                 ..
-            } if num_established.get() == 1 => node_id(&peer_id).map(Event::Connected),
+            } if num_established.get() == 1 => {
+                let dialed = match endpoint {
+                    libp2p::core::ConnectedPoint::Dialer { address, .. } => Some(address),
+                    libp2p::core::ConnectedPoint::Listener { .. } => None,
+                };
+                node_id(&peer_id).map(|id| Event::Connected(id, dialed))
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,

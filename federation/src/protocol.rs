@@ -34,6 +34,8 @@ pub enum Request {
     Pull(Vec<NodeId>),
     /// Records you may lack.
     Push(Vec<Vec<u8>>),
+    /// A CLI query answered as if asked locally (JSON text, `--via`).
+    Query(String),
 }
 
 /// A member's answer.
@@ -52,6 +54,21 @@ pub enum Response {
     Versions(Versions),
     /// Records asked for.
     Records(Vec<Vec<u8>>),
+    /// The answer to a query (JSON text).
+    Answer(String),
     /// Done.
     Ack,
+}
+
+impl Request {
+    /// Payload bytes this request carries (for traffic counters).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Request::Join(j) => 96 + j.name.len(),
+            Request::Summary(s) => 8 * s.0.len(),
+            Request::Pull(ids) => 32 * ids.len(),
+            Request::Push(records) => records.iter().map(Vec::len).sum(),
+            Request::Query(q) => q.len(),
+        }
+    }
 }

@@ -67,6 +67,10 @@ pub struct PeerInfo {
     pub rx_bytes: u64,
     /// Bytes of datagrams sent to the peer.
     pub tx_bytes: u64,
+    /// Datagrams received from the peer.
+    pub rx_packets: u64,
+    /// Datagrams sent to the peer.
+    pub tx_packets: u64,
     /// Completed handshakes.
     pub handshakes: u64,
     /// When the last handshake completed.
@@ -314,6 +318,8 @@ impl Device {
             allowed_ips: p.allowed.clone(),
             rx_bytes: p.rx_bytes,
             tx_bytes: p.tx_bytes,
+            rx_packets: p.rx_packets,
+            tx_packets: p.tx_packets,
             handshakes: p.handshakes,
             last_handshake: p.last_handshake,
             persistent_keepalive: p.keepalive,
@@ -371,6 +377,7 @@ impl Device {
             match session.encrypt(packet, mtu, out) {
                 Ok(len) => {
                     peer.tx_bytes += len as u64;
+                    peer.tx_packets += 1;
                     peer.last_sent = Some(now);
                     peer.unanswered_since.get_or_insert(now);
                     if rekey && !peer.handshake_in_flight() {
@@ -696,6 +703,7 @@ impl Device {
         peer.last_received = Some(now);
         peer.unanswered_since = None;
         peer.rx_bytes += wire_len as u64;
+        peer.rx_packets += 1;
         let has_queue = slot == Slot::Next && !peer.queue.is_empty();
         if rekey {
             peer.want_handshake = true;
@@ -772,6 +780,7 @@ impl Device {
             let result = match sent {
                 Some(Ok(len)) => {
                     peer.tx_bytes += len as u64;
+                    peer.tx_packets += 1;
                     peer.last_sent = Some(now);
                     if packet.is_some() {
                         peer.unanswered_since.get_or_insert(now);

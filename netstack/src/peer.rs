@@ -57,6 +57,8 @@ pub(crate) struct Peer {
     pub in_outbox: bool,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     pub handshakes: u64,
     pub last_handshake: Option<Instant>,
 }
@@ -88,6 +90,8 @@ impl Peer {
             in_outbox: false,
             rx_bytes: 0,
             tx_bytes: 0,
+            rx_packets: 0,
+            tx_packets: 0,
             handshakes: 0,
             last_handshake: None,
         }

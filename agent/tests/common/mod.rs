@@ -1,6 +1,8 @@
 //! Shared helpers of the lab integration tests (each test builds its own lab).
 #![allow(dead_code)]
 
+pub mod net;
+
 use anyhow::{anyhow, Context, Result};
 use std::net::Ipv4Addr;
 use std::time::Duration;

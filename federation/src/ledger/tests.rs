@@ -51,6 +51,7 @@ fn record(
         pinned: false,
         left_ms: None,
         revocations: vec![],
+        metrics: None,
     }
 }
 
