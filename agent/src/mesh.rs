@@ -45,9 +45,6 @@ const SCAN_EVERY: Duration = Duration::from_secs(10);
 /// Probe this many peers every [`PROBE_EVERY`] (round robin).
 const PROBES_PER_ROUND: usize = 8;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// Publish the metrics summary this often at least; larger networks wait
-/// longer ([`metrics_interval`]) so gossip bytes per node stay flat.
-const METRICS_MIN_EVERY: Duration = Duration::from_secs(20);
 /// The first summary after start, once a few probes have answered.
 const METRICS_FIRST: Duration = Duration::from_secs(8);
 /// How long a `--via` query may take.
@@ -56,14 +53,6 @@ const VIA_TIMEOUT: Duration = Duration::from_secs(12);
 const MAX_VIA: usize = 64;
 /// Local commands another member may run here with `--via`.
 const READ_ONLY: [&str; 5] = ["status", "members", "peers", "metrics", "host_networks"];
-
-/// How often a network of `members` publishes metrics: every member's
-/// summary reaches every other, so the interval grows with the network to
-/// keep each node's gossip bytes per second flat (half a second per member,
-/// at least [`METRICS_MIN_EVERY`]).
-pub fn metrics_interval(members: usize) -> Duration {
-    METRICS_MIN_EVERY.max(Duration::from_millis(500) * members as u32)
-}
 
 /// Longest invite life and most uses.
 pub const MAX_INVITE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -540,7 +529,7 @@ impl Mesh {
             links,
         };
         self.own.metrics = Some(self.metrics.clone());
-        self.metrics_due = now + metrics_interval(peers.len() + 1);
+        self.metrics_due = now + federation::member::metrics_interval(peers.len() + 1);
         if let Err(e) = self.publish_own().await {
             tracing::warn!("cannot publish metrics: {e:#}");
         }

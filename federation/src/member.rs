@@ -27,6 +27,19 @@ pub const MAX_LINKS: usize = 16;
 /// Longest short text field in a metrics summary.
 pub const MAX_LABEL: usize = 32;
 
+/// Shortest interval between two metrics summaries of one node.
+pub const METRICS_MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How often each member of a network of `members` publishes its metrics
+/// summary. Every summary reaches every member, so the interval grows with
+/// the network (one second per member, at least [`METRICS_MIN_EVERY`]):
+/// the bytes each node receives per second stay flat instead of growing
+/// with the number of members.
+pub fn metrics_interval(members: usize) -> std::time::Duration {
+    let per_member = std::time::Duration::from_secs(1);
+    METRICS_MIN_EVERY.max(per_member * u32::try_from(members).unwrap_or(u32::MAX))
+}
+
 /// The body of a signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
