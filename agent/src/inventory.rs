@@ -13,6 +13,8 @@ pub struct Inventory {
     pub addrs: Vec<IpAddr>,
     /// IPv4 networks of the host's interfaces.
     pub networks: Vec<Cidr>,
+    /// Smallest MTU of the interfaces holding those addresses.
+    pub mtu: Option<u16>,
 }
 
 fn usable(ip: &IpAddr) -> bool {
@@ -29,6 +31,7 @@ fn usable(ip: &IpAddr) -> bool {
 pub async fn scan(skip: Option<u32>, overlay: Option<Cidr>) -> Result<Inventory> {
     let nl = Netlink::connect("host")?;
     let mut inv = Inventory::default();
+    let mtus: std::collections::BTreeMap<u32, u32> = nl.mtus().await?.into_iter().collect();
     let mut all = nl.addresses().await?;
     all.sort_by_key(|(_, ip, _)| (ip.is_ipv6(), *ip));
     for (index, ip, prefix) in all {
@@ -47,6 +50,9 @@ pub async fn scan(skip: Option<u32>, overlay: Option<Cidr>) -> Result<Inventory>
         }
         if !inv.addrs.contains(&ip) {
             inv.addrs.push(ip);
+        }
+        if let Some(m) = mtus.get(&index).and_then(|m| u16::try_from(*m).ok()) {
+            inv.mtu = Some(inv.mtu.map_or(m, |x| x.min(m)));
         }
     }
     Ok(inv)

@@ -41,7 +41,11 @@ const REDIAL_BATCH: usize = 16;
 /// Control-plane connections a member keeps (gossip needs a few, not all).
 const MAX_CONTROL_PEERS: usize = 24;
 /// Re-scan host addresses this often.
-const SCAN_EVERY: Duration = Duration::from_secs(10);
+const SCAN_EVERY: Duration = Duration::from_secs(3);
+/// Ask this many connected members per scan how they see our endpoint.
+const OBSERVERS: usize = 4;
+/// An observed (reflexive) endpoint is kept this long after it was reported.
+const OBSERVED_FOR: Duration = Duration::from_secs(60);
 /// Probe this many peers every [`PROBE_EVERY`] (round robin).
 const PROBES_PER_ROUND: usize = 8;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -91,6 +95,10 @@ pub struct Mesh {
     gossip: Traffic,
     via: BTreeMap<OutboundRequestId, (oneshot::Sender<Value>, Instant)>,
     via_by_addr: Vec<(Multiaddr, String, oneshot::Sender<Value>, Instant)>,
+    observed: BTreeMap<SocketAddr, Instant>,
+    chosen: BTreeMap<NodeId, SocketAddr>,
+    refresh_mtu: bool,
+    mtu_reason: String,
 }
 
 /// Control-plane messages and payload bytes, each way.
@@ -147,6 +155,10 @@ impl Mesh {
             gossip: Traffic::default(),
             via: BTreeMap::new(),
             via_by_addr: Vec::new(),
+            observed: BTreeMap::new(),
+            chosen: BTreeMap::new(),
+            refresh_mtu: false,
+            mtu_reason: String::new(),
         })
     }
 
@@ -183,6 +195,7 @@ impl Mesh {
                 }
                 _ = redial_tick.tick() => self.redial(),
                 _ = scan_tick.tick() => {
+                    self.ask_observers();
                     if let Err(e) = self.refresh_own().await {
                         tracing::warn!("cannot refresh this node's record: {e:#}");
                     }
@@ -300,6 +313,11 @@ impl Mesh {
                     Response::Records(records) => {
                         self.ingest_all(&records).await;
                     }
+                    Response::Observed(Some(endpoint)) => {
+                        if self.observed.len() < 64 || self.observed.contains_key(&endpoint) {
+                            self.observed.insert(endpoint, Instant::now());
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -344,6 +362,7 @@ impl Mesh {
                 self.seen(from);
                 Response::Records(sync::records_of(self.ledger.state(), &writers))
             }
+            Request::Observe => Response::Observed(self.observed_endpoint_of(&from)),
             Request::Query(text) => {
                 self.seen(from);
                 let admit = self.ledger.member(&from, now_ms()).is_some_and(|m| m.admit);
@@ -687,6 +706,59 @@ impl Mesh {
         }
     }
 
+    /// Sets the overlay MTU to what the smallest host link in the network
+    /// allows (see `member::overlay_mtu`).
+    async fn apply_mtu(&mut self) {
+        let default = self.ledger.authority().map_or(self.own.mtu, |a| a.mtu);
+        let now = now_ms();
+        let members = self.ledger.members(now);
+        let hosts = members
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .filter_map(|m| Some((m.record.name.as_str(), m.record.host_mtu?)));
+        let (mtu, reason) = federation::member::overlay_mtu(default, hosts);
+        self.mtu_reason = reason;
+        if mtu != self.own.mtu {
+            match self.netlink.set_up(self.tun_index, u32::from(mtu)).await {
+                Ok(()) => {
+                    tracing::info!(mtu, reason = %self.mtu_reason, "overlay MTU set");
+                    self.own.mtu = mtu;
+                    self.refresh_mtu = true;
+                }
+                Err(e) => tracing::error!("cannot set the overlay MTU to {mtu}: {e}"),
+            }
+        }
+    }
+
+    /// Asks a few connected members how they see our data-plane endpoint.
+    fn ask_observers(&mut self) {
+        let mut connected = self.shell.connected();
+        for i in (1..connected.len()).rev() {
+            connected.swap(i, OsRng.next_u32() as usize % (i + 1));
+        }
+        for id in connected.into_iter().take(OBSERVERS) {
+            self.send(&id, vec![], Request::Observe);
+        }
+    }
+
+    /// The endpoint `who`'s authenticated packets last came from.
+    fn observed_endpoint_of(&self, who: &NodeId) -> Option<SocketAddr> {
+        let key = self
+            .ledger
+            .member(who, now_ms())?
+            .record
+            .chain
+            .last()?
+            .wg_key;
+        let info = self.peer_infos().remove(&key)?;
+        let fresh = info
+            .last_handshake
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(180));
+        (info.rx_packets > 0 && fresh)
+            .then_some(info.endpoint)
+            .flatten()
+    }
+
     /// Dials members we are not connected to, in random order, until the
     /// control plane has [`MAX_CONTROL_PEERS`] connections: enough for
     /// gossip and repair without a full mesh of QUIC connections.
@@ -769,12 +841,16 @@ impl Mesh {
             .map(|ip| quic_multiaddr(SocketAddr::new(ip, s.control_listen.port())))
             .take(federation::member::MAX_CONTROL)
             .collect();
+        if inv.mtu != self.own.host_mtu {
+            self.own.host_mtu = inv.mtu;
+            self.refresh_mtu = true;
+        }
         let networks: Vec<_> = inv
             .networks
             .into_iter()
             .take(federation::member::MAX_HOST_NETWORKS)
             .collect();
-        let mut changed = false;
+        let mut changed = std::mem::take(&mut self.refresh_mtu);
         if endpoints != self.own.endpoints
             || control != self.own.control
             || networks != self.own.host_networks
@@ -782,6 +858,18 @@ impl Mesh {
             self.own.endpoints = endpoints;
             self.own.control = control;
             self.own.host_networks = networks;
+            changed = true;
+        }
+        self.observed.retain(|_, at| at.elapsed() < OBSERVED_FOR);
+        let mut reflexive: Vec<(SocketAddr, Instant)> =
+            self.observed.iter().map(|(e, at)| (*e, *at)).collect();
+        reflexive.sort_by_key(|(e, at)| (std::cmp::Reverse(*at), *e));
+        let mut reflexive: Vec<SocketAddr> =
+            reflexive.into_iter().map(|(e, _)| e).take(4).collect();
+        reflexive.sort();
+        if reflexive != self.own.reflexive {
+            tracing::info!(?reflexive, "members see this node at new endpoints");
+            self.own.reflexive = reflexive;
             changed = true;
         }
         if self.reclaim_if_lost() {
@@ -839,6 +927,7 @@ impl Mesh {
         {
             tracing::error!("cannot set the overlay address on {}: {e}", self.iface);
         }
+        self.apply_mtu().await;
         let mut wanted = BTreeSet::new();
         let mut dev = lock(&self.device);
         for m in self.ledger.members(now) {
@@ -850,6 +939,7 @@ impl Mesh {
             };
             let key = PublicKey(leaf.wg_key);
             if m.status != Status::Active {
+                self.chosen.remove(&m.id);
                 if dev.remove_peer(&key) {
                     tracing::info!(name = %m.record.name, status = ?m.status, "removed from the peer table");
                 }
@@ -865,11 +955,16 @@ impl Mesh {
                 vec![]
             };
             let existing = dev.peer_config(&key);
-            let endpoint = existing
-                .as_ref()
-                .and_then(|c| c.endpoint)
-                .filter(|e| m.record.endpoints.contains(e))
-                .or_else(|| m.record.endpoints.first().copied());
+            // A newly chosen endpoint replaces the device's; otherwise the
+            // device keeps what authenticated packets taught it (roaming).
+            let choice = federation::paths::choose_endpoint(&self.own, m.record);
+            let endpoint = match choice {
+                Some(c) if self.chosen.get(&m.id) != Some(&c) => {
+                    self.chosen.insert(m.id, c);
+                    Some(c)
+                }
+                _ => existing.as_ref().and_then(|c| c.endpoint).or(choice),
+            };
             let unchanged = existing
                 .as_ref()
                 .is_some_and(|c| c.allowed_ips == allowed_ips && c.endpoint == endpoint);
@@ -967,6 +1062,7 @@ impl Mesh {
             "network_id": self.node.network.id.to_string(),
             "cidr": auth.map(|a| a.cidr.to_string()),
             "mtu": self.own.mtu,
+            "mtu_reason": self.mtu_reason,
             "interface": self.iface,
             "listen": self.node.settings.listen.to_string(),
             "control_listen": self.node.settings.control_listen.to_string(),

@@ -79,6 +79,27 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Every interface's index and MTU.
+    pub async fn mtus(&self) -> Result<Vec<(u32, u32)>, DriverError> {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let mut dump = self.handle.link().get().execute();
+        let mut out = Vec::new();
+        while let Some(link) = dump
+            .try_next()
+            .await
+            .map_err(self.err("list links".into()))?
+        {
+            let mtu = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Mtu(m) => Some(*m),
+                _ => None,
+            });
+            if let Some(m) = mtu {
+                out.push((link.header.index, m));
+            }
+        }
+        Ok(out)
+    }
+
     /// Makes `addr/prefix` the only IPv4 address of interface `index`.
     pub async fn replace_ipv4(
         &self,

@@ -20,6 +20,7 @@ pub mod member;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod network;
+pub mod paths;
 pub mod protocol;
 pub mod record;
 pub mod state;

@@ -40,6 +40,26 @@ pub fn metrics_interval(members: usize) -> std::time::Duration {
     METRICS_MIN_EVERY.max(per_member * u32::try_from(members).unwrap_or(u32::MAX))
 }
 
+/// Bytes a tunnelled packet gains on the wire: IPv6 (40) + UDP (8) +
+/// WireGuard data header and tag (32). IPv4 needs 20 less; using the larger
+/// figure keeps one overlay MTU valid on both.
+pub const TUNNEL_OVERHEAD: u16 = 80;
+
+/// The overlay MTU of a network whose default is `default` and whose
+/// members' host MTUs are `hosts` (name, MTU): the smallest host MTU minus
+/// the tunnel overhead, so no tunnelled packet is ever fragmented or
+/// dropped on the smallest link; and the sentence that says why.
+pub fn overlay_mtu<'a>(default: u16, hosts: impl Iterator<Item = (&'a str, u16)>) -> (u16, String) {
+    let smallest = hosts.min_by_key(|(_, m)| *m);
+    match smallest {
+        Some((name, m)) if m.saturating_sub(TUNNEL_OVERHEAD) < default => {
+            let mtu = m.saturating_sub(TUNNEL_OVERHEAD).max(576);
+            (mtu, format!("the smallest host MTU in the network is {m} ({name}); minus {TUNNEL_OVERHEAD} bytes of tunnel overhead"))
+        }
+        _ => (default, format!("the network's default; every member's host MTU leaves room for it plus {TUNNEL_OVERHEAD} bytes of tunnel overhead")),
+    }
+}
+
 /// The body of a signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -79,14 +99,21 @@ pub struct MemberRecord {
     pub name: String,
     /// Certificates from the authority down to this node.
     pub chain: Vec<Cert>,
-    /// Data-plane UDP endpoints, best first.
+    /// Data-plane UDP endpoints on the host's own addresses.
     pub endpoints: Vec<SocketAddr>,
+    /// Data-plane endpoints as other members see them (behind a NAT, the
+    /// NAT's public address and port), learned from peers.
+    #[serde(default)]
+    pub reflexive: Vec<SocketAddr>,
     /// Control-plane (QUIC) addresses as libp2p multiaddrs.
     pub control: Vec<String>,
     /// Networks the host is attached to (for overlap checks).
     pub host_networks: Vec<Cidr>,
     /// The MTU of this node's overlay interface.
     pub mtu: u16,
+    /// The smallest MTU of the host links its endpoints are on.
+    #[serde(default)]
+    pub host_mtu: Option<u16>,
     /// The overlay address this node claims.
     pub address: Ipv4Addr,
     /// When the claim was made (ms since the Unix epoch); earlier wins.
@@ -172,7 +199,7 @@ impl Body {
         let revocations = match self {
             Body::Authority(a) => &a.revocations,
             Body::Member(m) => {
-                if m.endpoints.len() > MAX_ENDPOINTS {
+                if m.endpoints.len() > MAX_ENDPOINTS || m.reflexive.len() > MAX_ENDPOINTS {
                     return Err(BodyError::TooMany("endpoints"));
                 }
                 if m.control.len() > MAX_CONTROL
@@ -214,9 +241,11 @@ mod tests {
             name: "a".into(),
             chain: vec![],
             endpoints: vec!["198.18.0.1:51820".parse().unwrap()],
+            reflexive: vec![],
             control: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
             host_networks: vec!["198.18.0.0/24".parse().unwrap()],
             mtu: 1420,
+            host_mtu: None,
             address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 5,
             pinned: false,

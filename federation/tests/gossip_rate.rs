@@ -54,6 +54,7 @@ fn record_size() -> usize {
             "198.18.3.4:51820".parse().unwrap(),
             "[2001:db8::4]:51820".parse().unwrap(),
         ],
+        reflexive: vec!["198.18.200.7:40312".parse().unwrap()],
         control: vec![
             "/ip4/198.18.3.4/udp/51821/quic-v1".into(),
             "/ip6/2001:db8::4/udp/51821/quic-v1".into(),
@@ -63,6 +64,7 @@ fn record_size() -> usize {
             "10.20.0.0/16".parse().unwrap(),
         ],
         mtu: 1420,
+        host_mtu: None,
         address: Ipv4Addr::new(100, 64, 3, 4),
         claimed_ms: 1_763_000_000_000,
         pinned: false,

@@ -120,6 +120,19 @@ pub struct Node {
     pub ns: String,
 }
 
+/// What a node is, for the nodes that are not plain switch nodes (see
+/// [`crate::nat`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A site's NAT router: its switch-side interface is `wan`.
+    Router,
+    /// A host on a site's LAN (eth0 on the site bridge, private address).
+    SiteHost,
+}
+
+/// Interface name of a site router's switch-side veth end.
+pub(crate) const WAN_IF: &str = "wan";
+
 #[derive(Default)]
 struct State {
     /// Namespaces created, in creation order (switch first).
@@ -127,6 +140,8 @@ struct State {
     /// (node name, current underlay addresses)
     addrs: Vec<(String, Vec<Ipv4Addr>)>,
     next_host: u32,
+    /// Roles of the nodes that are not plain switch nodes.
+    roles: Vec<(String, Role)>,
     /// Files outside the temp dir to remove at the end (e.g. UAPI sockets).
     extra_files: Vec<PathBuf>,
     log_names: Vec<String>,
@@ -217,13 +232,15 @@ impl Lab {
         Ok(lab)
     }
 
-    fn add_ns(&self, ns: &str) -> Result<()> {
+    /// Creates namespace `ns` (registered for deletion with the lab) with `lo` up.
+    pub(crate) fn add_ns(&self, ns: &str) -> Result<()> {
         host(&["ip", "netns", "add", ns])?;
         self.inner.state().namespaces.push(ns.to_string());
         host(&["ip", "-n", ns, "link", "set", "lo", "up"])
     }
 
-    fn ip(&self, ns: &str, args: &[&str]) -> Result<()> {
+    /// Runs `ip -n NS ARGS...` (the namespace must be one of the lab's).
+    pub(crate) fn ip(&self, ns: &str, args: &[&str]) -> Result<()> {
         let mut v = vec!["ip", "-n", ns];
         v.extend_from_slice(args);
         host(&v)
@@ -316,21 +333,52 @@ impl Lab {
     /// Adds a node on the lab switch with the next free underlay address
     /// 198.18.0.N/24. `name`: 1–8 chars `[a-z0-9]`.
     pub fn add_node(&self, name: &str) -> Result<Node> {
-        let host_no = {
-            let mut st = self.inner.state();
+        let addr = self.next_underlay()?;
+        self.add_node_with_addr(name, addr)
+    }
+
+    /// Reserves the next underlay address 198.18.0.N (N ≤ 250) that no node
+    /// of the lab currently uses.
+    pub(crate) fn next_underlay(&self) -> Result<Ipv4Addr> {
+        let mut st = self.inner.state();
+        loop {
             let h = st.next_host;
+            if h > 250 {
+                bail!("lab switch is full");
+            }
             st.next_host += 1;
-            h
-        };
-        if host_no > 250 {
-            bail!("lab switch is full");
+            let a = Ipv4Addr::new(198, 18, 0, h as u8);
+            if !st.addrs.iter().any(|(_, v)| v.contains(&a)) {
+                return Ok(a);
+            }
         }
-        self.add_node_with_addr(name, Ipv4Addr::new(198, 18, 0, host_no as u8))
     }
 
     /// Adds a node on the lab switch with the given underlay address (/24;
     /// must be in 198.18.0.0/15).
     pub fn add_node_with_addr(&self, name: &str, addr: Ipv4Addr) -> Result<Node> {
+        self.check_new_node_name(name)?;
+        check_underlay(addr)?;
+        let ns = self.node_ns(name);
+        self.add_ns(&ns)?;
+        self.connect_to_switch(name, &ns, UNDERLAY_IF)?;
+        let cidr = format!("{addr}/24");
+        self.ip(&ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
+        self.register_node(name, addr, None);
+        Ok(Node {
+            name: name.to_string(),
+            ns,
+        })
+    }
+
+    /// Namespace name of node `name` (`cl-<pid>-<n>-<name>`).
+    pub(crate) fn node_ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.inner.id)
+    }
+
+    /// Errors unless `name` is a valid node name (1–8 chars `[a-z0-9]`) not
+    /// yet used in the lab.
+    pub(crate) fn check_new_node_name(&self, name: &str) -> Result<()> {
         if name.is_empty()
             || name.len() > 8
             || !name
@@ -339,45 +387,65 @@ impl Lab {
         {
             bail!("node name {name:?}: 1-8 chars [a-z0-9]");
         }
-        check_underlay(addr)?;
         if self.inner.state().addrs.iter().any(|(n, _)| n == name) {
             bail!("node {name} exists");
         }
-        let ns = format!("{}-{name}", self.inner.id);
-        self.add_ns(&ns)?;
+        Ok(())
+    }
+
+    /// Plugs namespace `ns` into the lab switch: a veth pair `v-<name>` (on
+    /// the bridge) / `ifname` (in `ns`), both up. Both ends are created
+    /// inside lab namespaces: nothing touches the root one.
+    pub(crate) fn connect_to_switch(&self, name: &str, ns: &str, ifname: &str) -> Result<()> {
         let sw = self.inner.switch_ns.clone();
         let port = format!("v-{name}");
-        // Both ends are created inside lab namespaces: nothing touches the root one.
         self.ip(
             &sw,
             &[
-                "link",
-                "add",
-                &port,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                UNDERLAY_IF,
-                "netns",
-                &ns,
+                "link", "add", &port, "type", "veth", "peer", "name", ifname, "netns", ns,
             ],
         )?;
         self.ip(&sw, &["link", "set", &port, "master", BRIDGE, "up"])?;
-        self.ip(&ns, &["link", "set", UNDERLAY_IF, "up"])?;
-        let cidr = format!("{addr}/24");
-        self.ip(&ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
-        self.inner
-            .state()
-            .addrs
-            .push((name.to_string(), vec![addr]));
-        Ok(Node {
-            name: name.to_string(),
-            ns,
-        })
+        self.ip(ns, &["link", "set", ifname, "up"])
     }
 
-    /// The node's current underlay addresses (first = primary).
+    /// Records node `name` with its primary address (what [`Lab::addr`]
+    /// returns) and its role.
+    pub(crate) fn register_node(&self, name: &str, addr: Ipv4Addr, role: Option<Role>) {
+        let mut st = self.inner.state();
+        st.addrs.push((name.to_string(), vec![addr]));
+        if let Some(r) = role {
+            st.roles.push((name.to_string(), r));
+        }
+    }
+
+    /// True if some node of the lab currently has address `a`.
+    pub(crate) fn addr_in_use(&self, a: Ipv4Addr) -> bool {
+        self.inner.state().addrs.iter().any(|(_, v)| v.contains(&a))
+    }
+
+    /// The node's role, `None` for a plain switch node.
+    pub(crate) fn role(&self, node: &Node) -> Option<Role> {
+        self.inner
+            .state()
+            .roles
+            .iter()
+            .find(|(n, _)| *n == node.name)
+            .map(|(_, r)| *r)
+    }
+
+    /// The node's interface towards its network: `wan` for a site router,
+    /// `eth0` otherwise (for a site host that is its LAN link).
+    fn link_if(&self, node: &Node) -> &'static str {
+        match self.role(node) {
+            Some(Role::Router) => WAN_IF,
+            _ => UNDERLAY_IF,
+        }
+    }
+
+    /// The node's current underlay addresses (first = primary). For a site
+    /// router: its WAN address; for a site node: its LAN address (e.g.
+    /// 192.168.2.10), see [`Lab::add_site_node`].
     pub fn addrs(&self, node: &Node) -> Vec<Ipv4Addr> {
         self.inner
             .state()
@@ -388,7 +456,8 @@ impl Lab {
             .unwrap_or_default()
     }
 
-    /// The node's primary underlay address.
+    /// The node's primary underlay address (for site routers and site nodes,
+    /// as in [`Lab::addrs`]).
     pub fn addr(&self, node: &Node) -> Ipv4Addr {
         self.addrs(node)
             .first()
@@ -397,17 +466,36 @@ impl Lab {
     }
 
     /// Roaming: replaces all of the node's underlay addresses by `new` (/24).
+    /// Not for site nodes (see [`Lab::add_site_node`]) nor site routers (use
+    /// [`Lab::change_site_wan`], which keeps the [`crate::nat::Site`] in step).
     pub fn set_addr(&self, node: &Node, new: Ipv4Addr) -> Result<()> {
+        if let Some(r) = self.role(node) {
+            bail!(
+                "set_addr: {} is a {}",
+                node.name,
+                match r {
+                    Role::Router => "site router (use Lab::change_site_wan)",
+                    Role::SiteHost => "site node (it has no underlay address)",
+                }
+            );
+        }
+        self.replace_addr(node, new)
+    }
+
+    /// Replaces all of the node's switch-side addresses by `new` (/24) on its
+    /// switch-side interface (`wan` for a router) and records it.
+    pub(crate) fn replace_addr(&self, node: &Node, new: Ipv4Addr) -> Result<()> {
         check_underlay(new)?;
         let old = self.addrs(node);
+        let ifname = self.link_if(node);
         // Delete first: removing a subnet's primary address would also
         // remove a secondary one added before it.
         for a in &old {
             let c = format!("{a}/24");
-            self.ip(&node.ns, &["addr", "del", &c, "dev", UNDERLAY_IF])?;
+            self.ip(&node.ns, &["addr", "del", &c, "dev", ifname])?;
         }
         let cidr = format!("{new}/24");
-        self.ip(&node.ns, &["addr", "add", &cidr, "dev", UNDERLAY_IF])?;
+        self.ip(&node.ns, &["addr", "add", &cidr, "dev", ifname])?;
         let mut st = self.inner.state();
         if let Some((_, v)) = st.addrs.iter_mut().find(|(n, _)| *n == node.name) {
             *v = vec![new];
@@ -415,11 +503,14 @@ impl Lab {
         Ok(())
     }
 
-    /// Takes the node's underlay link down or up (partition / heal).
+    /// Takes the node's underlay link down or up (partition / heal). For a
+    /// site router that is its `wan` link (the whole site is cut off), for a
+    /// site node its LAN link.
     pub fn set_link(&self, node: &Node, up: bool) -> Result<()> {
+        let ifname = self.link_if(node);
         self.ip(
             &node.ns,
-            &["link", "set", UNDERLAY_IF, if up { "up" } else { "down" }],
+            &["link", "set", ifname, if up { "up" } else { "down" }],
         )
     }
 

@@ -5,7 +5,9 @@
 //! dedicated "switch" namespace. Nothing is ever added to the root namespace:
 //! veth pairs are created directly inside the lab's namespaces. Underlay
 //! addresses come from 198.18.0.0/15, overlay addresses (chosen by the tests)
-//! from 100.64.0.0/10.
+//! from 100.64.0.0/10. NAT sites ([`nat`], [`Lab::add_site`]) put nodes on
+//! private LANs (10/8, 172.16/12, 192.168/16) behind router namespaces; those
+//! addresses too exist only inside the lab's namespaces.
 //!
 //! Cleanup: dropping the [`Lab`] (also during a panic's unwinding) stops every
 //! process the lab started (SIGTERM, grace, SIGKILL — by PID, only its own
@@ -17,10 +19,12 @@
 //! Everything needs root; tests call [`is_root`] and skip loudly otherwise.
 
 mod lab;
+pub mod nat;
 pub mod wg;
 pub mod wire;
 
 pub use lab::{Lab, Node, Proc, DEFAULT_EXEC_TIMEOUT};
+pub use nat::{NatKind, Site};
 /// Re-exported so that tests can parse `cladnet show --json` without their own dependency.
 pub use serde_json;
 

@@ -1,0 +1,498 @@
+//! NAT sites: private LANs behind NAT routers, like clouds or homes.
+//!
+//! A site is a router namespace (`cl-<pid>-<n>-<site>`) with `wan` on the
+//! lab switch (a 198.18.0.N/24 address, like [`Lab::add_node`]) and a bridge
+//! `lan` holding the first host address of the site's private subnet. Site
+//! nodes (`cl-<pid>-<n>-<node>`) hang off that bridge through veth pairs made
+//! inside the router's and the node's namespaces. Private addresses (10/8,
+//! 172.16/12, 192.168/16) therefore exist only inside the lab's namespaces,
+//! and the switch side has no route to any LAN: site nodes are reachable only
+//! through the NAT. Two sites may use the same subnet and the same host
+//! addresses. Everything is deleted with the lab (and by the stale sweeper),
+//! like any other node.
+//!
+//! The router's nftables table `cladnet_nat` (written to
+//! `<lab dir>/site-<name>.nft`) is, for subnet S:
+//!
+//! ```text
+//! table ip cladnet_nat {
+//!   chain postrouting {
+//!     type nat hook postrouting priority srcnat; policy accept;
+//!     oifname "wan" ip saddr S masquerade                            # Cone
+//!     oifname "wan" ip saddr S masquerade random,fully-random        # Symmetric
+//!   }
+//!   chain forward {
+//!     type filter hook forward priority filter; policy accept;
+//!     iifname "wan" ct state established,related accept
+//!     iifname "wan" drop
+//!   }
+//!   chain input {
+//!     type filter hook input priority filter; policy accept;
+//!     iifname "wan" ct state established,related accept
+//!     iifname "wan" meta l4proto icmp accept
+//!     iifname "wan" drop
+//!   }
+//! }
+//! ```
+//!
+//! The `input` drop matters for hole punching: an unsolicited datagram to
+//! the router that reached the local stack would leave a conntrack entry
+//! (peer:p → wan:q), and the router's own later outbound mapping to that
+//! peer would then have to pick another port than q (the reply tuple is
+//! taken), so the peer's prediction would fail. Dropped in `input`, the
+//! entry is never confirmed — as on real NAT gateways, which drop silently.
+
+use crate::lab::{Role, WAN_IF};
+use crate::{Lab, Node};
+use anyhow::{bail, Context, Result};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+/// Name of the LAN bridge inside a site's router namespace.
+const LAN_BRIDGE: &str = "lan";
+/// Name of the router's nftables table.
+const NFT_TABLE: &str = "cladnet_nat";
+
+/// How a site's router translates (see the module docs for the rules).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NatKind {
+    /// nftables `masquerade`: source ports are kept when free, so a LAN
+    /// socket gets the same public `wan:port` whatever the destination
+    /// (endpoint-independent mapping); inbound datagrams pass only when they
+    /// match a flow the LAN side started (conntrack matches the full 5-tuple,
+    /// i.e. address-and-port-dependent filtering). Simultaneous sends to the
+    /// predicted `wan:port` open the way: UDP hole punching works.
+    Cone,
+    /// `masquerade random,fully-random`: every new flow (each destination)
+    /// gets a random public port, so the port a peer sees cannot be
+    /// predicted by a third party: hole punching fails, relays are needed.
+    Symmetric,
+}
+
+/// A NAT site made by [`Lab::add_site`]: a router and its private LAN.
+/// Clones share the current WAN address (updated by [`Lab::change_site_wan`]).
+#[derive(Clone, Debug)]
+pub struct Site {
+    router: Node,
+    subnet: String,
+    network: Ipv4Addr,
+    prefix: u8,
+    gateway: Ipv4Addr,
+    kind: NatKind,
+    lan_mtu: u16,
+    wan: Arc<Mutex<Ipv4Addr>>,
+    hosts: Arc<Mutex<Vec<Ipv4Addr>>>,
+}
+
+impl Site {
+    /// The router node (usable with every [`Lab`] method; its switch-side
+    /// interface is `wan`, its LAN bridge `lan`).
+    pub fn router(&self) -> &Node {
+        &self.router
+    }
+
+    /// The site's name (also the router node's name).
+    pub fn name(&self) -> &str {
+        &self.router.name
+    }
+
+    /// The router's current public (WAN) address on the lab switch.
+    pub fn wan_addr(&self) -> Ipv4Addr {
+        *self.wan.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The LAN subnet, e.g. `"192.168.2.0/24"`.
+    pub fn subnet(&self) -> &str {
+        &self.subnet
+    }
+
+    /// The router's LAN address (first host of the subnet, e.g.
+    /// 192.168.2.1): the site nodes' default gateway.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
+    }
+
+    /// The NAT behaviour of the router.
+    pub fn kind(&self) -> NatKind {
+        self.kind
+    }
+
+    /// MTU of the LAN side links (bridge, router ports, nodes' eth0).
+    pub fn lan_mtu(&self) -> u16 {
+        self.lan_mtu
+    }
+
+    fn mask(&self) -> u32 {
+        prefix_mask(self.prefix)
+    }
+}
+
+fn prefix_mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+/// The private range (base, prefix length) holding `a`: 10/8, 172.16/12 or
+/// 192.168/16.
+fn private_range(a: Ipv4Addr) -> Option<(u32, u8)> {
+    let o = a.octets();
+    if o[0] == 10 {
+        Some((0x0a00_0000, 8))
+    } else if o[0] == 172 && (o[1] & 0xf0) == 16 {
+        Some((0xac10_0000, 12))
+    } else if o[0] == 192 && o[1] == 168 {
+        Some((0xc0a8_0000, 16))
+    } else {
+        None
+    }
+}
+
+/// Parses `"a.b.c.d/len"`: a network address (host bits zero), 8 ≤ len ≤ 30,
+/// entirely inside one of the private ranges.
+fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .with_context(|| format!("subnet {s:?}: expected a.b.c.d/len"))?;
+    let addr: Ipv4Addr = a
+        .parse()
+        .with_context(|| format!("subnet {s:?}: bad address"))?;
+    let prefix: u8 = l
+        .parse()
+        .with_context(|| format!("subnet {s:?}: bad prefix length"))?;
+    if !(8..=30).contains(&prefix) {
+        bail!("subnet {s:?}: prefix length must be 8..=30");
+    }
+    let mask = prefix_mask(prefix);
+    if u32::from(addr) & !mask != 0 {
+        bail!("subnet {s:?}: host bits set (network address expected)");
+    }
+    let last = Ipv4Addr::from(u32::from(addr) | !mask);
+    match (private_range(addr), private_range(last)) {
+        (Some(r1), Some(r2)) if r1 == r2 => Ok((addr, prefix)),
+        _ => bail!("subnet {s:?}: must lie inside 10/8, 172.16/12 or 192.168/16"),
+    }
+}
+
+/// The router's nftables ruleset (see the module docs).
+fn ruleset(kind: NatKind, subnet: &str) -> String {
+    let masq = match kind {
+        NatKind::Cone => "masquerade",
+        NatKind::Symmetric => "masquerade random,fully-random",
+    };
+    format!(
+        "table ip {NFT_TABLE} {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"{WAN_IF}\" ip saddr {subnet} {masq}
+  }}
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname \"{WAN_IF}\" ct state established,related accept
+    iifname \"{WAN_IF}\" drop
+  }}
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname \"{WAN_IF}\" ct state established,related accept
+    iifname \"{WAN_IF}\" meta l4proto icmp accept
+    iifname \"{WAN_IF}\" drop
+  }}
+}}
+"
+    )
+}
+
+impl Lab {
+    /// Adds a NAT site: a router namespace (node `name`, 1–8 chars
+    /// `[a-z0-9]`) with `wan` on the lab switch (next free 198.18.0.N/24
+    /// address) and a LAN bridge `lan` holding the first host address of
+    /// `subnet` (e.g. 192.168.2.1/24 for `"192.168.2.0/24"`; the subnet must
+    /// lie in 10/8, 172.16/12 or 192.168/16). IP forwarding is on; nftables
+    /// masquerades the subnet out of `wan` as `kind` says, forwards LAN →
+    /// WAN, and lets only established/related traffic in from `wan` (plus
+    /// ICMP to the router itself, so switch nodes can ping its WAN address).
+    /// `lan_mtu` is the MTU of the LAN side links. No route to the LAN
+    /// exists on the switch side.
+    pub fn add_site(&self, name: &str, subnet: &str, kind: NatKind, lan_mtu: u16) -> Result<Site> {
+        self.check_new_node_name(name)?;
+        let (network, prefix) = parse_subnet(subnet)?;
+        if lan_mtu < 576 {
+            bail!("lan_mtu {lan_mtu}: must be at least 576");
+        }
+        let subnet = format!("{network}/{prefix}");
+        let gateway = Ipv4Addr::from(u32::from(network) + 1);
+        let wan = self.next_underlay()?;
+        let ns = self.node_ns(name);
+        self.add_ns(&ns)?;
+        let router = Node {
+            name: name.to_string(),
+            ns: ns.clone(),
+        };
+        self.connect_to_switch(name, &ns, WAN_IF)?;
+        let wan_cidr = format!("{wan}/24");
+        self.ip(&ns, &["addr", "add", &wan_cidr, "dev", WAN_IF])?;
+        self.register_node(name, wan, Some(Role::Router));
+
+        let mtu = lan_mtu.to_string();
+        self.ip(
+            &ns,
+            &["link", "add", LAN_BRIDGE, "mtu", &mtu, "type", "bridge"],
+        )?;
+        let gw_cidr = format!("{gateway}/{prefix}");
+        self.ip(&ns, &["addr", "add", &gw_cidr, "dev", LAN_BRIDGE])?;
+        self.ip(&ns, &["link", "set", LAN_BRIDGE, "up"])?;
+        self.run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let rules = self.write_file(&format!("site-{name}.nft"), ruleset(kind, &subnet))?;
+        let rules = rules.to_str().context("lab dir path is not UTF-8")?;
+        self.run(&router, &["nft", "-f", rules])
+            .with_context(|| format!("loading nftables rules of site {name}"))?;
+        Ok(Site {
+            router,
+            subnet,
+            network,
+            prefix,
+            gateway,
+            kind,
+            lan_mtu,
+            wan: Arc::new(Mutex::new(wan)),
+            hosts: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Adds a node inside `site`: a namespace (`name`, 1–8 chars `[a-z0-9]`,
+    /// unique in the lab) with `eth0` on the site's LAN bridge, address
+    /// `host` (with the subnet's prefix, e.g. 192.168.2.10/24; a host
+    /// address of the subnet other than the router's), MTU `lan_mtu`, and a
+    /// default route via the router. Works with every [`Lab`] method;
+    /// [`Lab::addr`] returns its LAN address (`host`), [`Lab::set_link`]
+    /// toggles its LAN link, [`Lab::set_addr`] refuses it.
+    pub fn add_site_node(&self, site: &Site, name: &str, host: Ipv4Addr) -> Result<Node> {
+        self.check_new_node_name(name)?;
+        let mask = site.mask();
+        let h = u32::from(host);
+        if h & mask != u32::from(site.network) {
+            bail!(
+                "{host} is not in site {}'s subnet {}",
+                site.name(),
+                site.subnet
+            );
+        }
+        if h & !mask == 0 || h & !mask == !mask {
+            bail!(
+                "{host} is the network or broadcast address of {}",
+                site.subnet
+            );
+        }
+        if host == site.gateway {
+            bail!("{host} is site {}'s router address", site.name());
+        }
+        {
+            let mut hosts = site.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            if hosts.contains(&host) {
+                bail!("{host} is already used in site {}", site.name());
+            }
+            hosts.push(host);
+        }
+        let r = self.add_site_node_inner(site, name, host);
+        if r.is_err() {
+            site.hosts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|a| *a != host);
+        }
+        r
+    }
+
+    fn add_site_node_inner(&self, site: &Site, name: &str, host: Ipv4Addr) -> Result<Node> {
+        let ns = self.node_ns(name);
+        self.add_ns(&ns)?;
+        let rns = &site.router.ns;
+        let port = format!("l-{name}");
+        let mtu = site.lan_mtu.to_string();
+        // Both ends are created inside lab namespaces (router, node).
+        self.ip(
+            rns,
+            &[
+                "link", "add", &port, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "mtu",
+                &mtu, "netns", &ns,
+            ],
+        )?;
+        self.ip(rns, &["link", "set", &port, "master", LAN_BRIDGE, "up"])?;
+        self.ip(&ns, &["link", "set", "eth0", "up"])?;
+        let cidr = format!("{host}/{}", site.prefix);
+        self.ip(&ns, &["addr", "add", &cidr, "dev", "eth0"])?;
+        let gw = site.gateway.to_string();
+        self.ip(&ns, &["route", "add", "default", "via", &gw, "dev", "eth0"])?;
+        self.register_node(name, host, Some(Role::SiteHost));
+        Ok(Node {
+            name: name.to_string(),
+            ns,
+        })
+    }
+
+    /// Moves the site's router to the next free 198.18.0.N address (the old
+    /// one is removed) and flushes its conntrack table (all NAT bindings),
+    /// like a cloud NAT gateway failing over: LAN flows continue from the
+    /// new address with fresh mappings. Returns the new address.
+    pub fn change_site_wan(&self, site: &Site) -> Result<Ipv4Addr> {
+        let new = self.next_underlay()?;
+        self.change_site_wan_to(site, new)?;
+        Ok(new)
+    }
+
+    /// [`Lab::change_site_wan`] to a given address (in 198.18.0.0/24, not
+    /// used by another node).
+    pub fn change_site_wan_to(&self, site: &Site, new: Ipv4Addr) -> Result<()> {
+        let o = new.octets();
+        if o[0] != 198 || o[1] != 18 || o[2] != 0 {
+            bail!("{new}: a site's WAN address must be in 198.18.0.0/24 (the switch subnet)");
+        }
+        if self.addr_in_use(new) && self.addr(&site.router) != new {
+            bail!("{new} is already used in the lab");
+        }
+        self.replace_addr(&site.router, new)?;
+        *site.wan.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        self.flush_site_conntrack(site)
+    }
+
+    /// Flushes the conntrack table of the site's router (every NAT binding
+    /// and tracked flow; like `conntrack -F`, through ctnetlink directly so
+    /// no conntrack tool is needed).
+    pub fn flush_site_conntrack(&self, site: &Site) -> Result<()> {
+        self.in_netns(&site.router, flush_conntrack)?
+            .with_context(|| format!("flushing conntrack of site {}", site.name()))
+    }
+}
+
+/// `conntrack -F` for IPv4 in the calling thread's network namespace: an
+/// `IPCTNL_MSG_CT_DELETE` request without a tuple, acknowledged.
+fn flush_conntrack() -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+    const IPCTNL_MSG_CT_DELETE: u16 = 2;
+    const NLMSG_ERROR: u16 = 2;
+    const HDR: usize = 16;
+
+    // SAFETY: plain socket(2); the result is checked and owned below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        bail!("netlink socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: valid fd, pointer/length of a live timeval.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+    }
+    let seq: u32 = 1;
+    let mut msg = Vec::with_capacity(HDR + 4);
+    msg.extend_from_slice(&((HDR + 4) as u32).to_ne_bytes());
+    msg.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE).to_ne_bytes());
+    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // nfgenmsg: family, version (NFNETLINK_V0), res_id (big endian)
+    msg.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    // SAFETY: an all-zero sockaddr_nl is valid (kernel, no groups).
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: valid fd; buffer and address pointers/lengths are live.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        bail!("netlink send: {}", std::io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: valid fd; `buf` is live and writable for its length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            bail!("netlink recv: {}", std::io::Error::last_os_error());
+        }
+        let data = &buf[..n as usize];
+        let mut off = 0;
+        while off + HDR <= data.len() {
+            let field = |at: usize, len: usize| &data[off + at..off + at + len];
+            let len = u32::from_ne_bytes(field(0, 4).try_into()?) as usize;
+            let typ = u16::from_ne_bytes(field(4, 2).try_into()?);
+            let mseq = u32::from_ne_bytes(field(8, 4).try_into()?);
+            if len < HDR || off + len > data.len() {
+                bail!("netlink: malformed answer");
+            }
+            if typ == NLMSG_ERROR && mseq == seq {
+                if len < HDR + 4 {
+                    bail!("netlink: short error message");
+                }
+                let err = i32::from_ne_bytes(field(HDR, 4).try_into()?);
+                if err == 0 {
+                    return Ok(());
+                }
+                bail!(
+                    "conntrack flush: {}",
+                    std::io::Error::from_raw_os_error(-err)
+                );
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets() {
+        assert_eq!(
+            parse_subnet("192.168.2.0/24").unwrap(),
+            ("192.168.2.0".parse().unwrap(), 24)
+        );
+        assert!(parse_subnet("10.0.0.0/8").is_ok());
+        assert!(parse_subnet("172.16.0.0/12").is_ok());
+        assert!(parse_subnet("172.31.7.0/24").is_ok());
+        assert!(parse_subnet("192.168.2.1/24").is_err(), "host bits");
+        assert!(parse_subnet("198.18.0.0/24").is_err(), "underlay");
+        assert!(parse_subnet("8.8.8.0/24").is_err(), "public");
+        assert!(parse_subnet("172.32.0.0/24").is_err(), "outside 172.16/12");
+        assert!(parse_subnet("192.168.0.0/15").is_err(), "prefix too short");
+        assert!(parse_subnet("10.0.0.0/31").is_err());
+        assert!(parse_subnet("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn rules_differ_by_kind() {
+        let c = ruleset(NatKind::Cone, "192.168.2.0/24");
+        let s = ruleset(NatKind::Symmetric, "192.168.2.0/24");
+        assert!(c.contains("ip saddr 192.168.2.0/24 masquerade\n"));
+        assert!(s.contains("masquerade random,fully-random\n"));
+    }
+}
