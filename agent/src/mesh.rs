@@ -42,10 +42,12 @@ const REDIAL_BATCH: usize = 16;
 const MAX_CONTROL_PEERS: usize = 24;
 /// Re-scan host addresses this often.
 const SCAN_EVERY: Duration = Duration::from_secs(3);
+/// Pushes of at most this many records are re-gossiped by the receiver.
+const URGENT_PUSH: usize = 4;
 /// Ask this many connected members per scan how they see our endpoint.
 const OBSERVERS: usize = 4;
 /// An observed (reflexive) endpoint is kept this long after it was reported.
-const OBSERVED_FOR: Duration = Duration::from_secs(60);
+const OBSERVED_FOR: Duration = Duration::from_secs(20);
 /// Probe this many peers every [`PROBE_EVERY`] (round robin).
 const PROBES_PER_ROUND: usize = 8;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -95,7 +97,8 @@ pub struct Mesh {
     gossip: Traffic,
     via: BTreeMap<OutboundRequestId, (oneshot::Sender<Value>, Instant)>,
     via_by_addr: Vec<(Multiaddr, String, oneshot::Sender<Value>, Instant)>,
-    observed: BTreeMap<SocketAddr, Instant>,
+    /// Reflexive endpoints: when first and last reported.
+    observed: BTreeMap<SocketAddr, (Instant, Instant)>,
     chosen: BTreeMap<NodeId, SocketAddr>,
     refresh_mtu: bool,
     mtu_reason: String,
@@ -230,7 +233,7 @@ impl Mesh {
     }
 
     /// Ingests records; stores and applies what was new.
-    async fn ingest_all(&mut self, records: &[Vec<u8>]) -> usize {
+    async fn ingest_all(&mut self, records: &[Vec<u8>]) -> Vec<Vec<u8>> {
         let now = now_ms();
         let mut fresh = Vec::new();
         for bytes in records {
@@ -246,7 +249,7 @@ impl Mesh {
             }
             self.apply().await;
         }
-        fresh.len()
+        fresh.into_iter().map(|(_, b)| b).collect()
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -314,8 +317,15 @@ impl Mesh {
                         self.ingest_all(&records).await;
                     }
                     Response::Observed(Some(endpoint)) => {
-                        if self.observed.len() < 64 || self.observed.contains_key(&endpoint) {
-                            self.observed.insert(endpoint, Instant::now());
+                        let now = Instant::now();
+                        if let Some((_, last)) = self.observed.get_mut(&endpoint) {
+                            *last = now;
+                        } else if self.observed.len() < 64 {
+                            self.observed.insert(endpoint, (now, now));
+                            // Seen somewhere new: tell everyone now.
+                            if let Err(e) = self.refresh_own().await {
+                                tracing::warn!("cannot refresh this node's record: {e:#}");
+                            }
                         }
                     }
                     _ => {}
@@ -330,6 +340,9 @@ impl Mesh {
             }
             Event::Connected(id, dialed) => {
                 self.seen(id);
+                // A new connection may mean a new path: learn at once how
+                // this member sees us.
+                self.send(&id, vec![], Request::Observe);
                 if let Some(addr) = dialed {
                     self.send_via_by_addr(id, &addr);
                 }
@@ -340,7 +353,17 @@ impl Mesh {
                     Request::Summary(sync::summary(self.ledger.state())),
                 );
             }
-            Event::Disconnected(id) => self.seen(id),
+            Event::Disconnected(id) => {
+                // Redial at once (e.g. our NAT changed its address).
+                let addrs = self.control_addrs(&id);
+                if self
+                    .ledger
+                    .member(&id, now_ms())
+                    .is_some_and(|m| m.status == Status::Active)
+                {
+                    self.shell.dial(&id, addrs);
+                }
+            }
             Event::Listening(addr) => tracing::info!("control plane listening on {addr}"),
             Event::Observed(addr) => tracing::debug!("a peer sees us at {addr}"),
         }
@@ -385,7 +408,16 @@ impl Mesh {
             Request::Push(records) => {
                 self.seen(from);
                 let records: Vec<Vec<u8>> = records.into_iter().take(sync::MAX_BATCH).collect();
-                self.ingest_all(&records).await;
+                let fresh = self.ingest_all(&records).await;
+                // A small push is an urgent update (a member behind a NAT
+                // that just moved may reach only us): pass it on by gossip.
+                if fresh.len() <= URGENT_PUSH {
+                    for bytes in fresh {
+                        self.gossip.out_messages += 1;
+                        self.gossip.out_bytes += bytes.len() as u64;
+                        self.shell.publish(bytes);
+                    }
+                }
                 Response::Ack
             }
         }
@@ -860,13 +892,19 @@ impl Mesh {
             self.own.host_networks = networks;
             changed = true;
         }
-        self.observed.retain(|_, at| at.elapsed() < OBSERVED_FOR);
-        let mut reflexive: Vec<(SocketAddr, Instant)> =
-            self.observed.iter().map(|(e, at)| (*e, *at)).collect();
-        reflexive.sort_by_key(|(e, at)| (std::cmp::Reverse(*at), *e));
-        let mut reflexive: Vec<SocketAddr> =
-            reflexive.into_iter().map(|(e, _)| e).take(4).collect();
-        reflexive.sort();
+        self.observed
+            .retain(|_, (_, last)| last.elapsed() < OBSERVED_FOR);
+        // Seen at one of our own addresses (same LAN, no NAT) tells
+        // nothing new: only other addresses are reflexive. Newest first, so
+        // after a NAT changes its address peers try the new one first.
+        let mut reflexive: Vec<(SocketAddr, Instant)> = self
+            .observed
+            .iter()
+            .filter(|(e, _)| !inv.addrs.contains(&e.ip()))
+            .map(|(e, (first, _))| (*e, *first))
+            .collect();
+        reflexive.sort_by_key(|(e, first)| (std::cmp::Reverse(*first), *e));
+        let reflexive: Vec<SocketAddr> = reflexive.into_iter().map(|(e, _)| e).take(4).collect();
         if reflexive != self.own.reflexive {
             tracing::info!(?reflexive, "members see this node at new endpoints");
             self.own.reflexive = reflexive;
@@ -877,6 +915,18 @@ impl Mesh {
         }
         if changed || self.ledger.state().get(&self.node.key.id()).is_none() {
             self.publish_own().await?;
+            // Endpoints and addresses are urgent: push to every connected
+            // member as well, in case gossip's mesh is still re-forming.
+            if let Some(bytes) = self
+                .ledger
+                .state()
+                .get(&self.node.key.id())
+                .map(|r| r.encode())
+            {
+                for id in self.shell.connected() {
+                    self.send(&id, vec![], Request::Push(vec![bytes.clone()]));
+                }
+            }
             self.apply().await;
         }
         Ok(())

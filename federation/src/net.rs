@@ -23,6 +23,8 @@ use std::time::Duration;
 const MAX_GOSSIP: usize = 64 * 1024;
 /// Largest request or response (a join answer carries the whole state).
 const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
+/// A QUIC connection silent this long is dead (keepalives every quarter).
+const QUIC_IDLE_TIMEOUT_MS: u32 = 4000;
 /// How long a request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -134,7 +136,15 @@ impl Shell {
         let topic = IdentTopic::new(format!("cladnet/{network}/records"));
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
-            .with_quic()
+            .with_quic_config(|mut c| {
+                // libp2p's QUIC does not migrate connections: after a NAT
+                // changes its address the connection is dead. Notice it
+                // within seconds so the node redials and re-learns its
+                // public endpoint quickly.
+                c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
+                c.keep_alive_interval = Duration::from_millis(u64::from(QUIC_IDLE_TIMEOUT_MS) / 4);
+                c
+            })
             .with_behaviour(|key| {
                 let config = gossipsub::ConfigBuilder::default()
                     .validation_mode(gossipsub::ValidationMode::Strict)

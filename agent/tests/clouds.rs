@@ -1,0 +1,196 @@
+//! Two clouds behind NAT routers with the same private subnet — even the
+//! same host address — and a public node. No node is told its public
+//! address. Every ordered pair pings over the overlay; the clouds talk
+//! directly (through each other's NAT, punched by simultaneous sends), the
+//! VMs of one cloud over their private addresses; the overlay MTU fits the
+//! smallest link (1460) and a DF ping at that size crosses it; iperf3 works,
+//! and when one cloud's NAT changes its public address mid-transfer the
+//! flow heals.
+
+mod common;
+
+use anyhow::{bail, Context, Result};
+use common::net::{Member, Net};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use testbed::serde_json::{self, Value};
+use testbed::{Lab, NatKind};
+
+fn member(lab: &Lab, node: testbed::Node) -> Member {
+    let state = lab.dir().join(format!("state-{}", node.name));
+    Member {
+        node,
+        state,
+        agent: None,
+    }
+}
+
+#[test]
+fn two_clouds_with_the_same_subnet_behind_nat() -> Result<()> {
+    if testbed::skip_unless_root("clouds lab") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let p = lab.add_node("p")?;
+    let cloud_a = lab.add_site("ca", "192.168.2.0/24", NatKind::Cone, 9001)?;
+    let cloud_b = lab.add_site("cb", "192.168.2.0/24", NatKind::Cone, 1460)?;
+    let a1 = lab.add_site_node(&cloud_a, "a1", Ipv4Addr::new(192, 168, 2, 10))?;
+    let a2 = lab.add_site_node(&cloud_a, "a2", Ipv4Addr::new(192, 168, 2, 11))?;
+    let b1 = lab.add_site_node(&cloud_b, "b1", Ipv4Addr::new(192, 168, 2, 10))?;
+    let members = vec![
+        member(&lab, p),
+        member(&lab, a1),
+        member(&lab, a2),
+        member(&lab, b1),
+    ];
+    let mut net = Net { lab, members };
+    let r = scenario(&mut net, &cloud_b);
+    net.lab.check(r)
+}
+
+fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
+    let v: Value = serde_json::from_str(&net.cli(i, &["peers", "--json"])?)?;
+    v.as_array().cloned().context("peers is a list")
+}
+
+fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
+    let (p, a1, a2, b1) = (0, 1, 2, 3);
+    let names = ["p", "a1", "a2", "b1"];
+    net.init(p, "p")?;
+    net.start(p)?;
+    let t0 = Instant::now();
+    for i in [a1, a2, b1] {
+        let token = net.invite(p, &[])?;
+        net.join(i, names[i], &token)?;
+        net.start(i)?;
+    }
+    let addrs: Vec<String> = (0..4).map(|i| net.address(i)).collect::<Result<_>>()?;
+    for i in 0..4 {
+        for j in (0..4).filter(|j| *j != i) {
+            if !net
+                .lab
+                .wait_ping(&net.members[i].node, &addrs[j], Duration::from_secs(30))
+            {
+                bail!("{} cannot ping {} ({})", names[i], names[j], addrs[j]);
+            }
+        }
+    }
+    eprintln!(
+        "FIGURE all 12 ordered pairs ping {:?} after the first join",
+        t0.elapsed()
+    );
+
+    // The clouds talk directly through each other's NAT; one cloud's VMs
+    // over their private addresses.
+    let wan_b = cloud_b.wan_addr().to_string();
+    let direct =
+        testbed::wait_until_every(Duration::from_secs(30), Duration::from_millis(500), || {
+            peers(net, a1).is_ok_and(|list| {
+                let ep = |n: &str| {
+                    list.iter()
+                        .find(|x| x["name"] == n)
+                        .and_then(|x| x["endpoint"].as_str().map(str::to_string))
+                };
+                ep("b1").is_some_and(|e| e.starts_with(&format!("{wan_b}:")))
+                    && ep("a2").as_deref() == Some("192.168.2.11:51820")
+            })
+        });
+    let list = peers(net, a1)?;
+    assert!(
+        direct,
+        "a1 should reach b1 at cloud B's NAT and a2 privately: {list:?}"
+    );
+    assert!(list.iter().all(|x| x["path"] == "direct"), "{list:?}");
+
+    // One overlay MTU that fits the 1460 link, and the reason.
+    let st: Value = serde_json::from_str(&net.cli(a1, &["status", "--json"])?)?;
+    assert_eq!(st["mtu"], 1380, "{st}");
+    assert!(
+        st["mtu_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("1460")),
+        "{st}"
+    );
+    let df = net.lab.exec(
+        &net.members[a1].node,
+        &[
+            "ping", "-n", "-c", "3", "-W", "2", "-M", "do", "-s", "1352", &addrs[b1],
+        ],
+    )?;
+    assert!(
+        df.status.success(),
+        "DF ping of a full overlay packet across the 1460 cloud: {}",
+        String::from_utf8_lossy(&df.stdout)
+    );
+
+    // iperf3 from a1 to b1 while cloud B's NAT changes its public address.
+    let _server = net
+        .lab
+        .spawn(&net.members[b1].node, "iperf3-s", &["iperf3", "-s", "-1"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = net.lab.spawn(
+        &net.members[a1].node,
+        "iperf3-c",
+        &[
+            "iperf3",
+            "-c",
+            &addrs[b1],
+            "-t",
+            "20",
+            "-i",
+            "1",
+            "--forceflush",
+        ],
+    )?;
+    let mut pinger = net.lab.spawn(
+        &net.members[a1].node,
+        "ping-a1-b1",
+        &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[b1]],
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+    let changed_at = unix_now();
+    let new_wan = net.lab.change_site_wan(cloud_b)?;
+    let st = client
+        .wait_timeout(Duration::from_secs(30))
+        .context("iperf3 did not finish")?;
+    pinger.stop()?;
+    let log = client.log();
+    assert!(st.success(), "iperf3 failed: {log}");
+    let first_after = pinger
+        .log()
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+        .find(|t| *t > changed_at + 0.05);
+    let heal = first_after
+        .map(|t| t - changed_at)
+        .context("no reply after the address change")?;
+    eprintln!("FIGURE cloud B's public address changed to {new_wan}: overlay ping healed after {heal:.2} s");
+    let intervals: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("sec")
+                && l.contains("bits/sec")
+                && !l.contains("sender")
+                && !l.contains("receiver")
+        })
+        .collect();
+    let resumed = intervals
+        .iter()
+        .rev()
+        .take(5)
+        .any(|l| !l.contains(" 0.00 bits/sec"));
+    assert!(resumed, "the flow did not resume: {log}");
+    let last_intervals: Vec<&str> = log.lines().filter(|l| l.contains("receiver")).collect();
+    eprintln!(
+        "FIGURE iperf3 a1 -> b1 across the change: {}",
+        last_intervals.last().unwrap_or(&"")
+    );
+    Ok(())
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
