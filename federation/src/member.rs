@@ -63,6 +63,8 @@ pub fn overlay_mtu<'a>(default: u16, hosts: impl Iterator<Item = (&'a str, u16)>
 /// The body of a signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+// One body per member is held; boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum Body {
     /// Written by the network's authority key.
     Authority(AuthorityRecord),

@@ -51,17 +51,17 @@ fn record_size() -> usize {
         name: "edge-node-042".into(),
         chain,
         endpoints: vec![
-            "198.18.3.4:51820".parse().unwrap(),
-            "[2001:db8::4]:51820".parse().unwrap(),
+            "198.18.3.4:51820".parse().expect("valid literal"),
+            "[2001:db8::4]:51820".parse().expect("valid literal"),
         ],
-        reflexive: vec!["198.18.200.7:40312".parse().unwrap()],
+        reflexive: vec!["198.18.200.7:40312".parse().expect("valid literal")],
         control: vec![
             "/ip4/198.18.3.4/udp/51821/quic-v1".into(),
             "/ip6/2001:db8::4/udp/51821/quic-v1".into(),
         ],
         host_networks: vec![
-            "198.18.3.0/24".parse().unwrap(),
-            "10.20.0.0/16".parse().unwrap(),
+            "198.18.3.0/24".parse().expect("valid literal"),
+            "10.20.0.0/16".parse().expect("valid literal"),
         ],
         mtu: 1420,
         host_mtu: None,
