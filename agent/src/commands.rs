@@ -94,6 +94,7 @@ fn own_record(
         address,
         claimed_ms: now_ms(),
         pinned,
+        no_relay: false,
         left_ms: None,
         revocations: vec![],
         metrics: None,

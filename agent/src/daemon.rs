@@ -100,7 +100,9 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     );
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
-    dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
+    let relays = Arc::new(crate::relays::Relays::new(false));
+    dataplane::start(&tun, &udp, &device, &relays)
+        .context("cannot start the data plane threads")?;
     let wg_socket = uapi::socket_path(iface);
     runtime.block_on(async {
         let port = info.listen_port;
@@ -135,7 +137,12 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
 
 /// Runs a network member from its state directory until a termination
 /// signal or `leave`.
-pub fn run_mesh(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>) -> Result<()> {
+pub fn run_mesh(
+    dir: &Path,
+    iface: &str,
+    metrics_listen: Option<SocketAddr>,
+    relay: bool,
+) -> Result<()> {
     // SAFETY: umask has no memory effects; called before any thread starts.
     unsafe { libc::umask(0o077) };
     let node = crate::statedir::Node::load(dir)?;
@@ -166,6 +173,7 @@ pub fn run_mesh(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>) -> 
         .context("the control listen address cannot be expressed as a QUIC address")?;
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
+    let relays = Arc::new(crate::relays::Relays::new(relay));
     let result = runtime.block_on(async {
         let netlink = Netlink::connect(tun.name())?;
         netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
@@ -176,7 +184,8 @@ pub fn run_mesh(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>) -> 
             address = %own.address, listen = %node.settings.listen,
             control = %node.settings.control_listen, "cladnet agent up"
         );
-        dataplane::start(&tun, &udp, &device).context("cannot start the data plane threads")?;
+        dataplane::start(&tun, &udp, &device, &relays)
+            .context("cannot start the data plane threads")?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let local_socket = crate::statedir::socket_path(dir);
         let http = crate::mesh::serve_http(metrics_listen, tx.clone());
@@ -185,6 +194,7 @@ pub fn run_mesh(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>) -> 
             node,
             shell,
             device.clone(),
+            relays.clone(),
             netlink,
             tun.index(),
             tun.name().to_string(),

@@ -2,8 +2,10 @@
 //! protocol timer. Each thread works in batches: one lock of the device per
 //! batch, I/O outside the lock, buffers allocated once.
 
+use crate::relays::Relays;
 use drivers::tun::{Tun, TunReader, TunWaiter, TunWriter};
 use drivers::udp::{GsoBatch, RecvBuffers, Udp};
+use netstack::relay::{self, Envelope};
 use netstack::timers::TICK;
 use netstack::wire::{DATA_HEADER_LEN, INITIATION_LEN};
 use netstack::{Action, Device};
@@ -29,7 +31,7 @@ fn lock(device: &Shared) -> MutexGuard<'_, Device> {
 }
 
 /// Starts the three data-plane threads.
-pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared) -> io::Result<()> {
+pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared, relays: &Arc<Relays>) -> io::Result<()> {
     let max_datagram = tun_datagram_limit(device);
     let gso = || GsoBatch::new(max_datagram, SEND_BATCH, udp.max_gso_segments());
     let ends = Arc::new(Ends {
@@ -37,6 +39,7 @@ pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared) -> io::Result<()> {
         udp: udp.clone(),
         reader: Mutex::new(tun.reader()),
         waiter: tun.waiter(),
+        relays: relays.clone(),
     });
     let writer = tun.writer(DATA_HEADER_LEN);
     spawn("cladnet-tx", {
@@ -64,6 +67,14 @@ struct Ends {
     /// waking the tx thread. Whoever holds it reads and sends in order.
     reader: Mutex<TunReader>,
     waiter: TunWaiter,
+    relays: Arc<Relays>,
+}
+
+impl Ends {
+    /// Sends a batch, wrapping datagrams to relayed peers.
+    fn send(&self, batch: &mut GsoBatch) {
+        batch.send_via(&self.udp, &|to| self.relays.rewrite(to));
+    }
 }
 
 fn tun_datagram_limit(device: &Shared) -> usize {
@@ -135,7 +146,7 @@ fn forward_ready(
             }
             let done = next == n && drain(&mut dev, batch, now);
             drop(dev);
-            batch.send(&ends.udp);
+            ends.send(batch);
             if done {
                 break;
             }
@@ -193,6 +204,20 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                 let Some(out) = writer.next_buffer(datagram.len().max(INITIATION_LEN)) else {
                     break;
                 };
+                // Relay envelopes: forward for others, or unwrap ours.
+                let (from, datagram) = match relay::parse(datagram) {
+                    None => (from, datagram),
+                    Some(Envelope::From { source, inner }) => {
+                        match ends.relays.inbound(from, source) {
+                            Some(v) => (v, inner),
+                            None => continue,
+                        }
+                    }
+                    Some(Envelope::To { target, inner }) => {
+                        forward_relayed(ends, &dev, from, target, inner, &mut replies);
+                        continue;
+                    }
+                };
                 match dev.decapsulate(from, datagram, out, now) {
                     Action::Deliver(range) => {
                         writer.commit(range.len());
@@ -208,7 +233,7 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
             let done = exhausted && drain(&mut dev, &mut replies, now);
             drop(dev);
             flush_tun(&mut writer);
-            replies.send(udp);
+            ends.send(&mut replies);
             if done {
                 break;
             }
@@ -224,6 +249,42 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
     }
 }
 
+/// Relays `inner` from the peer at `from` to the member with key id
+/// `target`: only between peers whose endpoints we know (so strangers
+/// cannot use us as a reflector), never to another relayed path, and only
+/// if this node serves as a relay.
+fn forward_relayed(
+    ends: &Ends,
+    dev: &Device,
+    from: std::net::SocketAddr,
+    target: relay::KeyId,
+    inner: &[u8],
+    out: &mut GsoBatch,
+) {
+    let source = dev.peer_at(from);
+    let to = ends
+        .relays
+        .member(&target)
+        .and_then(|k| dev.endpoint_of(&k))
+        .filter(|e| !relay::is_virtual(e));
+    let (Some(source), Some(to), true) = (source, to, ends.relays.serve) else {
+        ends.relays
+            .refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return;
+    };
+    let slot = out.slot();
+    if slot.len() < relay::HEADER + inner.len() {
+        return;
+    }
+    let mut header = [0u8; relay::HEADER];
+    relay::write_header(relay::FROM, &relay::key_id(&source), &mut header);
+    slot[..relay::HEADER].copy_from_slice(&header);
+    slot[relay::HEADER..relay::HEADER + inner.len()].copy_from_slice(inner);
+    out.commit(to, relay::HEADER + inner.len());
+    ends.relays.count(inner.len());
+}
+
 fn flush_tun(writer: &mut TunWriter) {
     if let Err(e) = writer.flush() {
         tracing::debug!("writing to the TUN device failed: {e}");
@@ -231,14 +292,14 @@ fn flush_tun(writer: &mut TunWriter) {
 }
 
 fn timers(ends: &Ends, mut batch: GsoBatch) {
-    let (udp, device) = (&ends.udp, &ends.device);
+    let device = &ends.device;
     loop {
         std::thread::sleep(TICK);
         let now = Instant::now();
         lock(device).handle_timeout(now);
         loop {
             let done = drain(&mut lock(device), &mut batch, now);
-            batch.send(udp);
+            ends.send(&mut batch);
             if done {
                 break;
             }

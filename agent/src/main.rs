@@ -7,6 +7,7 @@ mod dataplane;
 mod inventory;
 mod mesh;
 mod probe;
+mod relays;
 mod statedir;
 mod telemetry;
 mod uapi;
@@ -95,6 +96,9 @@ enum Command {
         /// (/) on this TCP address (--state only).
         #[arg(long, value_name = "IP:PORT", requires = "state")]
         metrics_listen: Option<SocketAddr>,
+        /// Never relay other members' traffic through this node.
+        #[arg(long, requires = "state")]
+        no_relay: bool,
     },
     /// This node: name, id, address, network, range, MTU.
     Status(QueryArgs),
@@ -350,11 +354,12 @@ fn run(cli: Cli) -> Result<()> {
             state: Some(state),
             iface,
             metrics_listen,
+            no_relay,
             ..
         } => {
             let iface = iface.unwrap_or_else(|| "cladnet0".into());
             check_iface(&iface)?;
-            daemon::run_mesh(&state, &iface, metrics_listen)
+            daemon::run_mesh(&state, &iface, metrics_listen, !no_relay)
         }
         Command::Agent {
             wg_config: Some(wg_config),

@@ -5,6 +5,7 @@
 
 use crate::inventory::{quic_multiaddr, scan};
 use crate::probe::Prober;
+use crate::relays::Relays;
 use crate::statedir::{now_ms, Node};
 use crate::telemetry::{self, CpuSample};
 use anyhow::Result;
@@ -42,6 +43,10 @@ const REDIAL_BATCH: usize = 16;
 const MAX_CONTROL_PEERS: usize = 24;
 /// Re-scan host addresses this often.
 const SCAN_EVERY: Duration = Duration::from_secs(3);
+/// A direct path with no handshake for this long falls back to a relay.
+const DIRECT_GRACE: Duration = Duration::from_secs(6);
+/// A relayed peer is tried directly again this often, for DIRECT_GRACE.
+const DIRECT_RETRY: Duration = Duration::from_secs(60);
 /// Pushes of at most this many records are re-gossiped by the receiver.
 const URGENT_PUSH: usize = 4;
 /// Ask this many connected members per scan how they see our endpoint.
@@ -102,6 +107,17 @@ pub struct Mesh {
     chosen: BTreeMap<NodeId, SocketAddr>,
     refresh_mtu: bool,
     mtu_reason: String,
+    relays: Arc<Relays>,
+    paths: BTreeMap<NodeId, PathState>,
+}
+
+/// How this node reaches one peer.
+#[derive(Debug, Clone, Copy)]
+struct PathState {
+    /// When a direct endpoint was last put in place (and tried since).
+    direct_since: Instant,
+    /// The relay in use, if any.
+    relay: Option<NodeId>,
 }
 
 /// Control-plane messages and payload bytes, each way.
@@ -127,13 +143,17 @@ impl Mesh {
         node: Node,
         shell: Shell,
         device: Arc<Mutex<Device>>,
+        relays: Arc<Relays>,
         netlink: Netlink,
         tun_index: u32,
         iface: String,
     ) -> Result<Mesh> {
         let ledger = node.ledger()?;
-        let (own, version) = node.own()?;
+        let (mut own, version) = node.own()?;
+        own.no_relay = !relays.serve;
         Ok(Mesh {
+            relays,
+            paths: BTreeMap::new(),
             node,
             ledger,
             shell,
@@ -185,6 +205,7 @@ impl Mesh {
                 _ = sync_tick.tick() => {
                     self.anti_entropy();
                     self.observe_tunnels();
+                    self.manage_paths();
                     self.expire_via();
                     if Instant::now() >= self.metrics_due {
                         self.publish_metrics().await;
@@ -532,7 +553,7 @@ impl Mesh {
             handshake_age_s: info
                 .and_then(|i| i.last_handshake)
                 .map(|t| now.saturating_duration_since(t).as_secs()),
-            path: "direct".into(),
+            path: self.path_of(info.and_then(|i| i.endpoint)).0,
         }
     }
 
@@ -606,6 +627,7 @@ impl Mesh {
                     "address": m.record.address.to_string(),
                     "endpoint": info.and_then(|i| i.endpoint).map(|e| e.to_string()),
                     "path": l.path,
+                    "relay": self.path_of(info.and_then(|i| i.endpoint)).1,
                     "rx_bytes": l.rx_bytes,
                     "tx_bytes": l.tx_bytes,
                     "rx_packets": info.map_or(0, |i| i.rx_packets),
@@ -738,6 +760,147 @@ impl Mesh {
         }
     }
 
+    /// Falls back to a relay for peers whose direct path gave no handshake
+    /// within [`DIRECT_GRACE`], and tries relayed peers directly again every
+    /// [`DIRECT_RETRY`] (a direct packet from them also moves us back, by
+    /// WireGuard's roaming).
+    fn manage_paths(&mut self) {
+        let now = Instant::now();
+        let me = self.node.key.id();
+        let members: Vec<(NodeId, PublicKey, bool)> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter(|m| m.status == Status::Active && m.id != me)
+            .filter_map(|m| {
+                Some((
+                    m.id,
+                    PublicKey(m.record.chain.last()?.wg_key),
+                    m.record.no_relay,
+                ))
+            })
+            .collect();
+        let infos = self.peer_infos();
+        let recent = |k: &PublicKey| {
+            infos
+                .get(&k.0)
+                .and_then(|i| i.last_handshake)
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(150))
+        };
+        for (id, key, _) in &members {
+            let Some(state) = self.paths.get(id).copied() else {
+                continue;
+            };
+            let endpoint = infos.get(&key.0).and_then(|i| i.endpoint);
+            let relayed = endpoint.is_some_and(|e| netstack::relay::is_virtual(&e));
+            let since_direct = now.saturating_duration_since(state.direct_since);
+            // A live path always has a session (keepalives rekey it); no
+            // session DIRECT_GRACE after trying the direct endpoint means
+            // the direct path does not work.
+            let has_session = recent(key);
+            if relayed {
+                if since_direct > DIRECT_RETRY + DIRECT_GRACE {
+                    // Time to try the direct path again.
+                    if let Some(direct) = self.chosen.get(id).copied() {
+                        self.set_endpoint(key, direct);
+                        self.paths.insert(
+                            *id,
+                            PathState {
+                                direct_since: now,
+                                relay: state.relay,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            if has_session || since_direct < DIRECT_GRACE {
+                continue;
+            }
+            // No direct handshake: pick the relay we reach fastest among
+            // members that relay and that we have a live tunnel with.
+            // ... among members that relay, that we have a live tunnel
+            // with, and that report a live tunnel with the peer.
+            let reaches = |r: &NodeId| {
+                self.ledger.member(r, now_ms()).is_some_and(|m| {
+                    m.record.metrics.as_ref().is_some_and(|x| {
+                        x.links.iter().any(|l| {
+                            l.peer == *id
+                                && l.path == "direct"
+                                && l.handshake_age_s.is_some_and(|a| a < 150)
+                        })
+                    })
+                })
+            };
+            let relay = members
+                .iter()
+                .filter(|(r, rk, no_relay)| r != id && !no_relay && recent(rk) && reaches(r))
+                .filter_map(|(r, rk, _)| {
+                    let at = infos
+                        .get(&rk.0)?
+                        .endpoint
+                        .filter(|e| !netstack::relay::is_virtual(e))?;
+                    let rtt = self
+                        .prober
+                        .as_ref()
+                        .and_then(|p| p.window(r))
+                        .and_then(|w| w.avg())
+                        .unwrap_or(Duration::from_secs(1));
+                    Some((rtt, *r, at))
+                })
+                .min();
+            let Some((_, relay_id, relay_at)) = relay else {
+                continue;
+            };
+            let Some(virtual_endpoint) = self.relays.path(relay_at, netstack::relay::key_id(key))
+            else {
+                continue;
+            };
+            let names = telemetry::names(&self.ledger, now_ms());
+            tracing::info!(
+                peer = %names.get(id).cloned().unwrap_or_default(),
+                relay = %names.get(&relay_id).cloned().unwrap_or_default(),
+                "no direct path after {DIRECT_GRACE:?}; relaying"
+            );
+            self.set_endpoint(key, virtual_endpoint);
+            // Keep direct_since: the retry clock runs from the failed attempt.
+            self.paths.insert(
+                *id,
+                PathState {
+                    direct_since: state.direct_since,
+                    relay: Some(relay_id),
+                },
+            );
+        }
+    }
+
+    /// Points the device at `endpoint` for the peer with `key`.
+    fn set_endpoint(&self, key: &PublicKey, endpoint: SocketAddr) {
+        let mut dev = lock(&self.device);
+        if let Some(mut c) = dev.peer_config(key) {
+            c.endpoint = Some(endpoint);
+            dev.upsert_peer(c);
+        }
+    }
+
+    /// The path to a peer as shown to users: `direct`, or `relay` and the
+    /// relaying member's name.
+    fn path_of(&self, endpoint: Option<SocketAddr>) -> (String, Option<String>) {
+        let Some(e) = endpoint.filter(netstack::relay::is_virtual) else {
+            return ("direct".into(), None);
+        };
+        let relay_at = self.relays.relay_of(&e);
+        let key = relay_at.and_then(|r| lock(&self.device).peer_at(r));
+        let name = key.and_then(|k| {
+            self.ledger
+                .members(now_ms())
+                .iter()
+                .find(|m| m.record.chain.last().is_some_and(|c| c.wg_key == k.0))
+                .map(|m| m.record.name.clone())
+        });
+        ("relay".into(), name)
+    }
+
     /// Sets the overlay MTU to what the smallest host link in the network
     /// allows (see `member::overlay_mtu`).
     async fn apply_mtu(&mut self) {
@@ -789,6 +952,7 @@ impl Mesh {
         (info.rx_packets > 0 && fresh)
             .then_some(info.endpoint)
             .flatten()
+            .filter(|e| !netstack::relay::is_virtual(e))
     }
 
     /// Dials members we are not connected to, in random order, until the
@@ -978,6 +1142,13 @@ impl Mesh {
             tracing::error!("cannot set the overlay address on {}: {e}", self.iface);
         }
         self.apply_mtu().await;
+        self.relays.set_members(
+            self.ledger
+                .members(now)
+                .iter()
+                .filter(|m| m.status == Status::Active)
+                .filter_map(|m| m.record.chain.last().map(|c| PublicKey(c.wg_key))),
+        );
         let mut wanted = BTreeSet::new();
         let mut dev = lock(&self.device);
         for m in self.ledger.members(now) {
@@ -1011,6 +1182,13 @@ impl Mesh {
             let endpoint = match choice {
                 Some(c) if self.chosen.get(&m.id) != Some(&c) => {
                     self.chosen.insert(m.id, c);
+                    self.paths.insert(
+                        m.id,
+                        PathState {
+                            direct_since: Instant::now(),
+                            relay: None,
+                        },
+                    );
                     Some(c)
                 }
                 _ => existing.as_ref().and_then(|c| c.endpoint).or(choice),
@@ -1122,6 +1300,11 @@ impl Mesh {
             "connected": self.shell.connected().len(),
             "authority": self.node.authority.is_some(),
             "rejected_records": rejected,
+            "relay": {
+                "serves": self.relays.serve,
+                "relayed_bytes": self.relays.relayed_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                "refused": self.relays.refused.load(std::sync::atomic::Ordering::Relaxed),
+            },
             "gossip": {
                 "in_messages": self.gossip.in_messages,
                 "in_bytes": self.gossip.in_bytes,

@@ -5,7 +5,8 @@
 //! VMs of one cloud over their private addresses; the overlay MTU fits the
 //! smallest link (1460) and a DF ping at that size crosses it; iperf3 works,
 //! and when one cloud's NAT changes its public address mid-transfer the
-//! flow heals.
+//! flow heals. A third cloud behind a symmetric NAT reaches the others
+//! through the public node, visible as `path: relay` with the relay's name.
 
 mod common;
 
@@ -37,11 +38,14 @@ fn two_clouds_with_the_same_subnet_behind_nat() -> Result<()> {
     let a1 = lab.add_site_node(&cloud_a, "a1", Ipv4Addr::new(192, 168, 2, 10))?;
     let a2 = lab.add_site_node(&cloud_a, "a2", Ipv4Addr::new(192, 168, 2, 11))?;
     let b1 = lab.add_site_node(&cloud_b, "b1", Ipv4Addr::new(192, 168, 2, 10))?;
+    let cloud_c = lab.add_site("cc", "10.10.0.0/24", NatKind::Symmetric, 1500)?;
+    let c1 = lab.add_site_node(&cloud_c, "c1", Ipv4Addr::new(10, 10, 0, 10))?;
     let members = vec![
         member(&lab, p),
         member(&lab, a1),
         member(&lab, a2),
         member(&lab, b1),
+        member(&lab, c1),
     ];
     let mut net = Net { lab, members };
     let r = scenario(&mut net, &cloud_b);
@@ -54,19 +58,19 @@ fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
 }
 
 fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
-    let (p, a1, a2, b1) = (0, 1, 2, 3);
-    let names = ["p", "a1", "a2", "b1"];
+    let (p, a1, a2, b1, c1) = (0, 1, 2, 3, 4);
+    let names = ["p", "a1", "a2", "b1", "c1"];
     net.init(p, "p")?;
     net.start(p)?;
     let t0 = Instant::now();
-    for i in [a1, a2, b1] {
+    for i in [a1, a2, b1, c1] {
         let token = net.invite(p, &[])?;
         net.join(i, names[i], &token)?;
         net.start(i)?;
     }
-    let addrs: Vec<String> = (0..4).map(|i| net.address(i)).collect::<Result<_>>()?;
-    for i in 0..4 {
-        for j in (0..4).filter(|j| *j != i) {
+    let addrs: Vec<String> = (0..5).map(|i| net.address(i)).collect::<Result<_>>()?;
+    for i in 0..5 {
+        for j in (0..5).filter(|j| *j != i) {
             if !net
                 .lab
                 .wait_ping(&net.members[i].node, &addrs[j], Duration::from_secs(30))
@@ -76,7 +80,7 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
         }
     }
     eprintln!(
-        "FIGURE all 12 ordered pairs ping {:?} after the first join",
+        "FIGURE all 20 ordered pairs ping {:?} after the first join",
         t0.elapsed()
     );
 
@@ -100,7 +104,43 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
         direct,
         "a1 should reach b1 at cloud B's NAT and a2 privately: {list:?}"
     );
-    assert!(list.iter().all(|x| x["path"] == "direct"), "{list:?}");
+    assert!(
+        list.iter()
+            .filter(|x| x["name"] != "c1")
+            .all(|x| x["path"] == "direct"),
+        "{list:?}"
+    );
+
+    // Cloud C's symmetric NAT defeats hole punching: its traffic with the
+    // other clouds goes through the public node, and says so.
+    let relayed =
+        testbed::wait_until_every(Duration::from_secs(40), Duration::from_millis(500), || {
+            peers(net, a1).is_ok_and(|l| {
+                l.iter()
+                    .any(|x| x["name"] == "c1" && x["path"] == "relay" && x["relay"] == "p")
+            })
+        });
+    assert!(
+        relayed,
+        "a1 should reach c1 through p: {:?}",
+        peers(net, a1)?
+    );
+    let c_view = peers(net, c1)?;
+    let to_b = c_view
+        .iter()
+        .find(|x| x["name"] == "b1")
+        .context("c1 lists b1")?;
+    assert_eq!(to_b["path"], "relay", "{c_view:?}");
+    let to_p = c_view
+        .iter()
+        .find(|x| x["name"] == "p")
+        .context("c1 lists p")?;
+    assert_eq!(to_p["path"], "direct", "{c_view:?}");
+    let st: Value = serde_json::from_str(&net.cli(p, &["status", "--json"])?)?;
+    assert!(
+        st["relay"]["relayed_bytes"].as_u64().unwrap_or(0) > 0,
+        "p meters relayed bytes: {st}"
+    );
 
     // One overlay MTU that fits the 1460 link, and the reason.
     let st: Value = serde_json::from_str(&net.cli(a1, &["status", "--json"])?)?;

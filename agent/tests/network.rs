@@ -460,6 +460,7 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
             address: std::net::Ipv4Addr::new(100, 64, 0, 77),
             claimed_ms: 0,
             pinned: false,
+            no_relay: false,
             left_ms: None,
             revocations: vec![],
             metrics: None,

@@ -71,6 +71,15 @@ impl Reject {
     }
 }
 
+/// What a member's certificate chain proved when its record was ingested.
+#[derive(Debug, Clone, Copy)]
+struct ChainFacts {
+    /// The earliest expiry along the chain.
+    expires_ms: u64,
+    /// Whether the leaf may admit.
+    admit: bool,
+}
+
 /// A member as the ledger sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -105,6 +114,8 @@ pub struct Ledger {
     network: Network,
     state: State,
     bodies: BTreeMap<NodeId, Body>,
+    /// Per member, what its verified chain proves (checked once, at ingest).
+    chains: BTreeMap<NodeId, ChainFacts>,
     revoked: BTreeSet<NodeId>,
     rejected: BTreeMap<&'static str, u64>,
 }
@@ -116,6 +127,7 @@ impl Ledger {
             network,
             state: State::new(),
             bodies: BTreeMap::new(),
+            chains: BTreeMap::new(),
             revoked: BTreeSet::new(),
             rejected: BTreeMap::new(),
         }
@@ -149,6 +161,7 @@ impl Ledger {
             }
         }
         let body = Body::parse(&verified.record().body).map_err(|_| Reject::Body)?;
+        let mut facts = None;
         match &body {
             Body::Authority(a) => {
                 if writer != self.network.authority {
@@ -162,7 +175,7 @@ impl Ledger {
                 if m.network != self.network.id {
                     return Err(Reject::WrongNetwork);
                 }
-                validate_chain(
+                let leaf = validate_chain(
                     &m.chain,
                     &self.network.authority,
                     &self.network.id,
@@ -172,6 +185,10 @@ impl Ledger {
                 if self.revoked.contains(&writer) {
                     return Err(Reject::Revoked);
                 }
+                facts = Some(ChainFacts {
+                    expires_ms: m.chain.iter().map(|c| c.expires_ms).min().unwrap_or(0),
+                    admit: leaf.admit,
+                });
             }
         }
         let outcome = self.state.insert(verified);
@@ -183,6 +200,9 @@ impl Ledger {
             // Recompute when the new body or the one it replaces revokes.
             let changed = revokes(&body) || self.bodies.get(&writer).is_some_and(revokes);
             self.bodies.insert(writer, body);
+            if let Some(f) = facts {
+                self.chains.insert(writer, f);
+            }
             if changed {
                 self.revoked = self.revocations(now_ms).nodes().copied().collect();
             }
@@ -219,56 +239,62 @@ impl Ledger {
             a.revocations.iter().for_each(|x| r.add(x));
         }
         for (id, m) in self.member_records() {
-            let admitter = validate_chain(
-                &m.chain,
-                &self.network.authority,
-                &self.network.id,
-                &id,
-                now_ms,
-            )
-            .is_ok_and(|leaf| leaf.admit);
-            if admitter {
+            if self.admitter(&id, now_ms) {
                 m.revocations.iter().for_each(|x| r.add(x));
             }
         }
         r
     }
 
+    /// True if `id`'s verified chain lets it admit and has not expired.
+    fn admitter(&self, id: &NodeId, now_ms: u64) -> bool {
+        self.chains
+            .get(id)
+            .is_some_and(|f| f.admit && now_ms < f.expires_ms)
+    }
+
     /// Every member with its standing at `now_ms`.
     pub fn members(&self, now_ms: u64) -> Vec<Member<'_>> {
         let revocations = self.revocations(now_ms);
         self.member_records()
-            .map(|(id, record)| {
-                let leaf = validate_chain(
-                    &record.chain,
-                    &self.network.authority,
-                    &self.network.id,
-                    &id,
-                    now_ms,
-                );
-                let status = if leaf.is_err() {
-                    Status::Expired
-                } else if revocations.blocks(&record.chain) {
-                    Status::Revoked
-                } else if record.left_ms.is_some() {
-                    Status::Left
-                } else {
-                    Status::Active
-                };
-                Member {
-                    id,
-                    version: self.state.get(&id).map_or(0, |r| r.version),
-                    record,
-                    status,
-                    admit: leaf.is_ok_and(|l| l.admit),
-                }
-            })
+            .map(|(id, record)| self.standing(id, record, &revocations, now_ms))
             .collect()
+    }
+
+    fn standing<'a>(
+        &self,
+        id: NodeId,
+        record: &'a MemberRecord,
+        revocations: &Revocations,
+        now_ms: u64,
+    ) -> Member<'a> {
+        let live = self.chains.get(&id).is_some_and(|f| now_ms < f.expires_ms);
+        let status = if !live {
+            Status::Expired
+        } else if revocations.blocks(&record.chain) {
+            Status::Revoked
+        } else if record.left_ms.is_some() {
+            Status::Left
+        } else {
+            Status::Active
+        };
+        Member {
+            id,
+            version: self.state.get(&id).map_or(0, |r| r.version),
+            record,
+            status,
+            admit: live && self.admitter(&id, now_ms),
+        }
     }
 
     /// The member `id`.
     pub fn member(&self, id: &NodeId, now_ms: u64) -> Option<Member<'_>> {
-        self.members(now_ms).into_iter().find(|m| m.id == *id)
+        match self.bodies.get(id) {
+            Some(Body::Member(record)) => {
+                Some(self.standing(*id, record, &self.revocations(now_ms), now_ms))
+            }
+            _ => None,
+        }
     }
 
     /// Who owns each claimed address: among active members (and members

@@ -123,6 +123,9 @@ pub struct MemberRecord {
     /// True if the user pinned the address.
     #[serde(default)]
     pub pinned: bool,
+    /// True if this node does not relay for others (`--no-relay`).
+    #[serde(default)]
+    pub no_relay: bool,
     /// Set when the node left the network on purpose (ms since the epoch).
     #[serde(default)]
     pub left_ms: Option<u64>,
@@ -251,6 +254,7 @@ mod tests {
             address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 5,
             pinned: false,
+            no_relay: false,
             left_ms: None,
             revocations: vec![],
             metrics: None,

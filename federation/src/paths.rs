@@ -61,6 +61,7 @@ mod tests {
             address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 0,
             pinned: false,
+            no_relay: false,
             left_ms: None,
             revocations: vec![],
             metrics: None,

@@ -68,6 +68,7 @@ fn record_size() -> usize {
         address: Ipv4Addr::new(100, 64, 3, 4),
         claimed_ms: 1_763_000_000_000,
         pinned: false,
+        no_relay: false,
         left_ms: None,
         revocations: vec![],
         metrics: Some(Metrics {

@@ -290,6 +290,22 @@ impl Device {
         })
     }
 
+    /// The peer whose current endpoint is `endpoint` (learned from its
+    /// authenticated packets or configured).
+    pub fn peer_at(&self, endpoint: SocketAddr) -> Option<PublicKey> {
+        self.peers
+            .iter()
+            .flatten()
+            .find(|p| p.endpoint == Some(endpoint))
+            .map(|p| p.public)
+    }
+
+    /// The current endpoint of the peer with `key`.
+    pub fn endpoint_of(&self, key: &PublicKey) -> Option<SocketAddr> {
+        let id = self.by_key.get(key)?;
+        self.peers.get(id.0 as usize)?.as_ref()?.endpoint
+    }
+
     /// Our private key (for WireGuard's `get` on the root-only control socket).
     pub fn private_key(&self) -> &PrivateKey {
         &self.key

@@ -14,6 +14,7 @@ pub mod handshake;
 pub mod ip;
 mod peer;
 pub mod ratelimit;
+pub mod relay;
 pub mod replay;
 pub mod session;
 pub mod timers;

@@ -51,6 +51,7 @@ fn record(
         address: Ipv4Addr::new(100, 64, 0, last),
         claimed_ms,
         pinned: false,
+        no_relay: false,
         left_ms: None,
         revocations: vec![],
         metrics: None,
