@@ -557,6 +557,15 @@ impl Mesh {
         }
     }
 
+    /// Every member's WireGuard key, by id.
+    fn member_keys(&self) -> BTreeMap<NodeId, [u8; 32]> {
+        self.ledger
+            .members(now_ms())
+            .iter()
+            .filter_map(|m| m.record.chain.last().map(|c| (m.id, c.wg_key)))
+            .collect()
+    }
+
     /// Data-plane facts per peer key.
     fn peer_infos(&self) -> BTreeMap<[u8; 32], netstack::PeerInfo> {
         lock(&self.device)
@@ -571,12 +580,7 @@ impl Mesh {
         let now = Instant::now();
         let peers = self.peer_members();
         let infos = self.peer_infos();
-        let keys: BTreeMap<NodeId, [u8; 32]> = self
-            .ledger
-            .members(now_ms())
-            .iter()
-            .filter_map(|m| m.record.chain.last().map(|c| (m.id, c.wg_key)))
-            .collect();
+        let keys = self.member_keys();
         // More peers than fit: publish a different slice each time.
         let skip = if peers.len() > MAX_LINKS {
             (self.version as usize).wrapping_mul(MAX_LINKS) % peers.len()
@@ -648,12 +652,7 @@ impl Mesh {
         let mut own = self.metrics.clone();
         let now = Instant::now();
         let infos = self.peer_infos();
-        let keys: BTreeMap<NodeId, [u8; 32]> = self
-            .ledger
-            .members(now_ms())
-            .iter()
-            .filter_map(|m| m.record.chain.last().map(|c| (m.id, c.wg_key)))
-            .collect();
+        let keys = self.member_keys();
         // Our own links are fresh, and complete rather than a sample.
         own.links = self
             .peer_members()
@@ -981,12 +980,10 @@ impl Mesh {
     /// since the last look (keepalives every 25 s keep quiet tunnels alive),
     /// so liveness does not need a control connection to every member.
     fn observe_tunnels(&mut self) {
-        let now = now_ms();
         let by_key: BTreeMap<[u8; 32], NodeId> = self
-            .ledger
-            .members(now)
-            .iter()
-            .filter_map(|m| m.record.chain.last().map(|c| (c.wg_key, m.id)))
+            .member_keys()
+            .into_iter()
+            .map(|(id, k)| (k, id))
             .collect();
         let rx: Vec<(NodeId, u64)> = lock(&self.device)
             .peers()

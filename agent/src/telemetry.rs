@@ -114,6 +114,12 @@ pub fn network_view(ledger: &Ledger, me: NodeId, own: &Metrics, now_ms: u64) -> 
     json!({"nodes": nodes, "rtt": rtt})
 }
 
+/// `v × scale` with `decimals` digits and a unit, or `-` when absent.
+fn number(v: &Value, scale: f64, decimals: usize, unit: &str) -> String {
+    v.as_f64()
+        .map_or("-".into(), |x| format!("{:.*}{unit}", decimals, x * scale))
+}
+
 /// Human table of `peers`.
 pub fn peers_table(peers: &Value) -> String {
     let mut out = format!(
@@ -139,9 +145,7 @@ pub fn peers_table(peers: &Value) -> String {
             p["address"].as_str().unwrap_or("?"),
             p["endpoint"].as_str().unwrap_or("-"),
             p["path"].as_str().unwrap_or("?"),
-            p["rtt_ms"]
-                .as_f64()
-                .map_or("-".into(), |v| format!("{v:.3}")),
+            number(&p["rtt_ms"], 1.0, 3, ""),
             p["loss"].as_f64().unwrap_or(0.0) * 100.0,
             p["rx_bytes"],
             p["tx_bytes"],
@@ -163,15 +167,9 @@ pub fn metrics_table(m: &Value) -> String {
             "{:<16} {:<15} {:>6} {:>9} {:>9}  {}",
             n["name"].as_str().unwrap_or("?"),
             n["address"].as_str().unwrap_or("?"),
-            n["cpu_pct"]
-                .as_f64()
-                .map_or("-".into(), |v| format!("{v:.1}")),
-            n["rss_kb"]
-                .as_u64()
-                .map_or("-".into(), |v| format!("{:.1}", v as f64 / 1024.0)),
-            n["uptime_s"]
-                .as_u64()
-                .map_or("-".into(), |v| format!("{v}s")),
+            number(&n["cpu_pct"], 1.0, 1, ""),
+            number(&n["rss_kb"], 1.0 / 1024.0, 1, ""),
+            number(&n["uptime_s"], 1.0, 0, "s"),
             n["version"].as_str().unwrap_or("-"),
         );
     }
@@ -182,9 +180,7 @@ pub fn metrics_table(m: &Value) -> String {
             "  {:<16} -> {:<16} {:>9} {:>6.1}% {}",
             r["from"].as_str().unwrap_or("?"),
             r["to"].as_str().unwrap_or("?"),
-            r["rtt_ms"]
-                .as_f64()
-                .map_or("-".into(), |v| format!("{v:.3}")),
+            number(&r["rtt_ms"], 1.0, 3, ""),
             r["loss"].as_f64().unwrap_or(0.0) * 100.0,
             r["path"].as_str().unwrap_or("")
         );

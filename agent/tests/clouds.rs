@@ -5,7 +5,8 @@
 //! VMs of one cloud over their private addresses; the overlay MTU fits the
 //! smallest link (1460) and a DF ping at that size crosses it; iperf3 works,
 //! and when one cloud's NAT changes its public address mid-transfer the
-//! flow heals. A third cloud behind a symmetric NAT reaches the others
+//! flow heals; a node frozen for a minute (SIGSTOP) that resumes behind a
+//! new public address rejoins without help. A third cloud behind a symmetric NAT reaches the others
 //! through the public node, visible as `path: relay` with the relay's name.
 
 mod common;
@@ -225,6 +226,29 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
     eprintln!(
         "FIGURE iperf3 a1 -> b1 across the change: {}",
         last_intervals.last().unwrap_or(&"")
+    );
+
+    // b1's agent is frozen for a minute (SIGSTOP, like a suspended VM) while
+    // its NAT gets yet another public address; resumed, it rejoins alone.
+    let agent = net.members[b1].agent.as_mut().context("b1 runs")?;
+    agent.signal(libc::SIGSTOP)?;
+    let newer_wan = net.lab.change_site_wan(cloud_b)?;
+    std::thread::sleep(Duration::from_secs(60));
+    net.members[b1]
+        .agent
+        .as_mut()
+        .context("b1 runs")?
+        .signal(libc::SIGCONT)?;
+    let resumed = Instant::now();
+    if !net
+        .lab
+        .wait_ping(&net.members[a1].node, &addrs[b1], Duration::from_secs(30))
+    {
+        bail!("b1 did not rejoin after a minute frozen and a new public address");
+    }
+    eprintln!(
+        "FIGURE b1 frozen 60 s, NAT moved to {newer_wan}: a1 reaches it {:?} after it resumed",
+        resumed.elapsed()
     );
     Ok(())
 }
