@@ -76,7 +76,10 @@ ip_of() { echo "198.18.0.$(($1 + 1))"; }
 run_in() { local n=$1; shift; ip netns exec "$pfx-$n" "$@"; }
 start_agent() {
 	local n=$1 i
-	RUST_LOG=${RUST_LOG:-info} run_in "$n" "$bin" agent --state "$work/$n" --iface "cl-$n" >"$work/$n.log" 2>&1 &
+	# Not through run_in: a backgrounded function would leave $! naming a
+	# subshell, and cleanup would miss the agent. `ip netns exec` execs the
+	# agent in place, so $! is the agent itself.
+	RUST_LOG=${RUST_LOG:-info} ip netns exec "$pfx-$n" "$bin" agent --state "$work/$n" --iface "cl-$n" >"$work/$n.log" 2>&1 &
 	pids+=($!)
 	echo "  node $n: agent pid $!, log $work/$n.log"
 	for ((i = 0; i < 100; i++)); do
