@@ -1,0 +1,177 @@
+//! How each peer is reached: reflexive endpoints learned from members,
+//! relay fallback when no direct path works, and the path shown to users.
+
+use super::*;
+
+impl Mesh {
+    /// Falls back to a relay for peers whose direct path gave no handshake
+    /// within [`DIRECT_GRACE`], and tries relayed peers directly again every
+    /// [`DIRECT_RETRY`] (a direct packet from them also moves us back, by
+    /// WireGuard's roaming).
+    pub(super) fn manage_paths(&mut self) {
+        let now = Instant::now();
+        let me = self.node.key.id();
+        let members: Vec<(NodeId, PublicKey, bool)> = self
+            .ledger
+            .members(now_ms())
+            .iter()
+            .filter(|m| m.status == Status::Active && m.id != me)
+            .filter_map(|m| {
+                Some((
+                    m.id,
+                    PublicKey(m.record.chain.last()?.wg_key),
+                    m.record.no_relay,
+                ))
+            })
+            .collect();
+        let infos = self.peer_infos();
+        let recent = |k: &PublicKey| {
+            infos
+                .get(&k.0)
+                .and_then(|i| i.last_handshake)
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(150))
+        };
+        for (id, key, _) in &members {
+            let Some(state) = self.paths.get(id).copied() else {
+                continue;
+            };
+            let endpoint = infos.get(&key.0).and_then(|i| i.endpoint);
+            let relayed = endpoint.is_some_and(|e| netstack::relay::is_virtual(&e));
+            let since_direct = now.saturating_duration_since(state.direct_since);
+            // A live path always has a session (keepalives rekey it); no
+            // session DIRECT_GRACE after trying the direct endpoint means
+            // the direct path does not work.
+            let has_session = recent(key);
+            if relayed {
+                if since_direct > DIRECT_RETRY + DIRECT_GRACE {
+                    // Time to try the direct path again.
+                    if let Some(direct) = self.chosen.get(id).copied() {
+                        self.set_endpoint(key, direct);
+                        self.paths.insert(
+                            *id,
+                            PathState {
+                                direct_since: now,
+                                relay: state.relay,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            if has_session || since_direct < DIRECT_GRACE {
+                continue;
+            }
+            // No direct handshake: pick the relay we reach fastest among
+            // members that relay and that we have a live tunnel with.
+            // ... among members that relay, that we have a live tunnel
+            // with, and that report a live tunnel with the peer.
+            let reaches = |r: &NodeId| {
+                self.ledger.member(r, now_ms()).is_some_and(|m| {
+                    m.record.metrics.as_ref().is_some_and(|x| {
+                        x.links.iter().any(|l| {
+                            l.peer == *id
+                                && l.path == "direct"
+                                && l.handshake_age_s.is_some_and(|a| a < 150)
+                        })
+                    })
+                })
+            };
+            let relay = members
+                .iter()
+                .filter(|(r, rk, no_relay)| r != id && !no_relay && recent(rk) && reaches(r))
+                .filter_map(|(r, rk, _)| {
+                    let at = infos
+                        .get(&rk.0)?
+                        .endpoint
+                        .filter(|e| !netstack::relay::is_virtual(e))?;
+                    let rtt = self
+                        .prober
+                        .as_ref()
+                        .and_then(|p| p.window(r))
+                        .and_then(|w| w.avg())
+                        .unwrap_or(Duration::from_secs(1));
+                    Some((rtt, *r, at))
+                })
+                .min();
+            let Some((_, relay_id, relay_at)) = relay else {
+                continue;
+            };
+            let Some(virtual_endpoint) = self.relays.path(relay_at, netstack::relay::key_id(key))
+            else {
+                continue;
+            };
+            let names = telemetry::names(&self.ledger, now_ms());
+            tracing::info!(
+                peer = %names.get(id).cloned().unwrap_or_default(),
+                relay = %names.get(&relay_id).cloned().unwrap_or_default(),
+                "no direct path after {DIRECT_GRACE:?}; relaying"
+            );
+            self.set_endpoint(key, virtual_endpoint);
+            // Keep direct_since: the retry clock runs from the failed attempt.
+            self.paths.insert(
+                *id,
+                PathState {
+                    direct_since: state.direct_since,
+                    relay: Some(relay_id),
+                },
+            );
+        }
+    }
+
+    /// Points the device at `endpoint` for the peer with `key`.
+    pub(super) fn set_endpoint(&self, key: &PublicKey, endpoint: SocketAddr) {
+        let mut dev = lock(&self.device);
+        if let Some(mut c) = dev.peer_config(key) {
+            c.endpoint = Some(endpoint);
+            dev.upsert_peer(c);
+        }
+    }
+
+    /// The path to a peer as shown to users: `direct`, or `relay` and the
+    /// relaying member's name.
+    pub(super) fn path_of(&self, endpoint: Option<SocketAddr>) -> (String, Option<String>) {
+        let Some(e) = endpoint.filter(netstack::relay::is_virtual) else {
+            return ("direct".into(), None);
+        };
+        let relay_at = self.relays.relay_of(&e);
+        let key = relay_at.and_then(|r| lock(&self.device).peer_at(r));
+        let name = key.and_then(|k| {
+            self.ledger
+                .members(now_ms())
+                .iter()
+                .find(|m| m.record.chain.last().is_some_and(|c| c.wg_key == k.0))
+                .map(|m| m.record.name.clone())
+        });
+        ("relay".into(), name)
+    }
+
+    /// Asks a few connected members how they see our data-plane endpoint.
+    pub(super) fn ask_observers(&mut self) {
+        let mut connected = self.shell.connected();
+        for i in (1..connected.len()).rev() {
+            connected.swap(i, OsRng.next_u32() as usize % (i + 1));
+        }
+        for id in connected.into_iter().take(OBSERVERS) {
+            self.send(&id, vec![], Request::Observe);
+        }
+    }
+
+    /// The endpoint `who`'s authenticated packets last came from.
+    pub(super) fn observed_endpoint_of(&self, who: &NodeId) -> Option<SocketAddr> {
+        let key = self
+            .ledger
+            .member(who, now_ms())?
+            .record
+            .chain
+            .last()?
+            .wg_key;
+        let info = self.peer_infos().remove(&key)?;
+        let fresh = info
+            .last_handshake
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(180));
+        (info.rx_packets > 0 && fresh)
+            .then_some(info.endpoint)
+            .flatten()
+            .filter(|e| !netstack::relay::is_virtual(e))
+    }
+}
