@@ -98,10 +98,12 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         iface = %info.name, port = listen_port, mtu, offload = info.offload,
         public_key = %device.public_key(), peers = config.peers.len(), "cladnet agent up"
     );
+    // Plain WireGuard peers have no member list: nobody is answered.
+    let (echo, _) = crate::echo::Echo::new(device.private_key().clone());
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
     let relays = Arc::new(crate::relays::Relays::new(false));
-    dataplane::start(&tun, &udp, &device, &relays)
+    dataplane::start(&tun, &udp, &device, &relays, &Arc::new(echo))
         .context("cannot start the data plane threads")?;
     let wg_socket = uapi::socket_path(iface);
     runtime.block_on(async {
@@ -174,6 +176,8 @@ pub fn run_mesh(
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
     let relays = Arc::new(crate::relays::Relays::new(relay));
+    let (echo, answers) = crate::echo::Echo::new(PrivateKey(node.wg.0));
+    let echo = Arc::new(echo);
     let result = runtime.block_on(async {
         let netlink = Netlink::connect(tun.name())?;
         netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
@@ -184,7 +188,7 @@ pub fn run_mesh(
             address = %own.address, listen = %node.settings.listen,
             control = %node.settings.control_listen, "cladnet agent up"
         );
-        dataplane::start(&tun, &udp, &device, &relays)
+        dataplane::start(&tun, &udp, &device, &relays, &echo)
             .context("cannot start the data plane threads")?;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let local_socket = crate::statedir::socket_path(dir);
@@ -194,7 +198,12 @@ pub fn run_mesh(
             node,
             shell,
             device.clone(),
-            relays.clone(),
+            crate::mesh::Reach {
+                relays: relays.clone(),
+                echo,
+                answers,
+                udp: udp.clone(),
+            },
             netlink,
             tun.index(),
             tun.name().to_string(),

@@ -2,9 +2,11 @@
 //! protocol timer. Each thread works in batches: one lock of the device per
 //! batch, I/O outside the lock, buffers allocated once.
 
+use crate::echo::Echo;
 use crate::relays::Relays;
 use drivers::tun::{Tun, TunReader, TunWaiter, TunWriter};
 use drivers::udp::{GsoBatch, RecvBuffers, Udp};
+use netstack::echo;
 use netstack::relay::{self, Envelope};
 use netstack::timers::TICK;
 use netstack::wire::{DATA_HEADER_LEN, INITIATION_LEN};
@@ -31,7 +33,13 @@ fn lock(device: &Shared) -> MutexGuard<'_, Device> {
 }
 
 /// Starts the three data-plane threads.
-pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared, relays: &Arc<Relays>) -> io::Result<()> {
+pub fn start(
+    tun: &Tun,
+    udp: &Arc<Udp>,
+    device: &Shared,
+    relays: &Arc<Relays>,
+    echo: &Arc<Echo>,
+) -> io::Result<()> {
     let max_datagram = tun_datagram_limit(device);
     let gso = || GsoBatch::new(max_datagram, SEND_BATCH, udp.max_gso_segments());
     let ends = Arc::new(Ends {
@@ -40,6 +48,7 @@ pub fn start(tun: &Tun, udp: &Arc<Udp>, device: &Shared, relays: &Arc<Relays>) -
         reader: Mutex::new(tun.reader()),
         waiter: tun.waiter(),
         relays: relays.clone(),
+        echo: echo.clone(),
     });
     let writer = tun.writer(DATA_HEADER_LEN);
     spawn("cladnet-tx", {
@@ -68,6 +77,7 @@ struct Ends {
     reader: Mutex<TunReader>,
     waiter: TunWaiter,
     relays: Arc<Relays>,
+    echo: Arc<Echo>,
 }
 
 impl Ends {
@@ -204,6 +214,14 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                 let Some(out) = writer.next_buffer(datagram.len().max(INITIATION_LEN)) else {
                     break;
                 };
+                // Endpoint echo: answer members, pass answers on.
+                if let Some(message) = echo::parse(datagram) {
+                    if let Some(reply) = ends.echo.handle(from, message, datagram) {
+                        replies.slot()[..reply.len()].copy_from_slice(&reply);
+                        replies.commit(from, reply.len());
+                    }
+                    continue;
+                }
                 // Relay envelopes: forward for others, or unwrap ours.
                 let (from, datagram) = match relay::parse(datagram) {
                     None => (from, datagram),

@@ -4,6 +4,7 @@ mod api;
 mod commands;
 mod daemon;
 mod dataplane;
+mod echo;
 mod inventory;
 mod mesh;
 mod probe;

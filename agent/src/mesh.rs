@@ -3,6 +3,7 @@
 //! date, turns the ledger's members into the data plane's peer table,
 //! admits newcomers, and answers the local CLI.
 
+use crate::echo::{Answer, Echo};
 use crate::inventory::{quic_multiaddr, scan};
 use crate::probe::Prober;
 use crate::relays::Relays;
@@ -23,7 +24,7 @@ use libp2p::Multiaddr;
 use netstack::{Device, IpNet, PeerConfig, PublicKey};
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,18 +49,26 @@ const REDIAL_EVERY: Duration = Duration::from_secs(4);
 const REDIAL_BATCH: usize = 16;
 /// Control-plane connections a member keeps (gossip needs a few, not all).
 const MAX_CONTROL_PEERS: usize = 24;
+/// After a host change, re-read the host once it has been quiet this long.
+const HOST_QUIET: Duration = Duration::from_millis(150);
 /// Re-scan host addresses this often.
 const SCAN_EVERY: Duration = Duration::from_secs(3);
 /// A direct path with no handshake for this long falls back to a relay.
-const DIRECT_GRACE: Duration = Duration::from_secs(6);
+const DIRECT_GRACE: Duration = Duration::from_secs(4);
 /// A relayed peer is tried directly again this often, for DIRECT_GRACE.
 const DIRECT_RETRY: Duration = Duration::from_secs(60);
 /// Pushes of at most this many records are re-gossiped by the receiver.
 const URGENT_PUSH: usize = 4;
-/// Ask this many connected members per scan how they see our endpoint.
-const OBSERVERS: usize = 4;
+/// Ask this many peers every [`ECHO_EVERY`] where they see our datagrams
+/// come from (round robin over peers with a direct endpoint).
+const ECHO_PER_ROUND: usize = 3;
+const ECHO_EVERY: Duration = Duration::from_secs(1);
+/// Questions whose answers are still awaited (older ones are forgotten).
+const MAX_ASKED: usize = 64;
 /// An observed (reflexive) endpoint is kept this long after it was reported.
 const OBSERVED_FOR: Duration = Duration::from_secs(20);
+/// Most reflexive endpoints remembered at once.
+const MAX_OBSERVED: usize = 64;
 /// Probe this many peers every [`PROBE_EVERY`] (round robin).
 const PROBES_PER_ROUND: usize = 8;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -111,11 +120,38 @@ pub struct Mesh {
     via_by_addr: Vec<(Multiaddr, String, oneshot::Sender<Value>, Instant)>,
     /// Reflexive endpoints: when first and last reported.
     observed: BTreeMap<SocketAddr, (Instant, Instant)>,
+    echoes: Echoes,
+    /// Echo questions awaiting an answer: nonce and peer asked.
+    asked: VecDeque<(u64, PublicKey)>,
+    /// Where each peer last saw us (a change means our endpoint moved).
+    echoed: BTreeMap<PublicKey, SocketAddr>,
+    echo_cursor: usize,
     chosen: BTreeMap<NodeId, SocketAddr>,
     refresh_mtu: bool,
     mtu_reason: String,
     relays: Arc<Relays>,
     paths: BTreeMap<NodeId, PathState>,
+}
+
+/// What the control loop shares with the data plane to reach peers: the
+/// relay tables, the endpoint echo (`crate::echo`) and its answers, and
+/// the data-plane socket questions leave from.
+pub struct Reach {
+    /// Relay tables and counters.
+    pub relays: Arc<Relays>,
+    /// Pair keys and counters shared with the rx thread.
+    pub echo: Arc<Echo>,
+    /// Authenticated answers from the rx thread.
+    pub answers: mpsc::Receiver<Answer>,
+    /// The data-plane socket.
+    pub udp: Arc<drivers::udp::Udp>,
+}
+
+/// The endpoint echo's part of [`Reach`].
+struct Echoes {
+    echo: Arc<Echo>,
+    answers: mpsc::Receiver<Answer>,
+    udp: Arc<drivers::udp::Udp>,
 }
 
 /// How this node reaches one peer.
@@ -150,11 +186,17 @@ impl Mesh {
         node: Node,
         shell: Shell,
         device: Arc<Mutex<Device>>,
-        relays: Arc<Relays>,
+        reach: Reach,
         netlink: Netlink,
         tun_index: u32,
         iface: String,
     ) -> Result<Mesh> {
+        let Reach {
+            relays,
+            echo,
+            answers,
+            udp,
+        } = reach;
         let ledger = node.ledger()?;
         let (mut own, version) = node.own()?;
         own.no_relay = !relays.serve;
@@ -186,6 +228,10 @@ impl Mesh {
             via: BTreeMap::new(),
             via_by_addr: Vec::new(),
             observed: BTreeMap::new(),
+            echoes: Echoes { echo, answers, udp },
+            asked: VecDeque::new(),
+            echoed: BTreeMap::new(),
+            echo_cursor: 0,
             chosen: BTreeMap::new(),
             refresh_mtu: false,
             mtu_reason: String::new(),
@@ -205,6 +251,16 @@ impl Mesh {
         let mut redial_tick = tokio::time::interval(REDIAL_EVERY);
         let mut scan_tick = tokio::time::interval(SCAN_EVERY);
         let mut probe_tick = tokio::time::interval(PROBE_EVERY);
+        let mut echo_tick = tokio::time::interval(ECHO_EVERY);
+        // Host changes re-read the host after a short quiet spell (one
+        // change comes as a burst of messages); the scan tick stays as the
+        // periodic check.
+        let mut host_changes = self
+            .netlink
+            .host_changes()
+            .map_err(|e| tracing::warn!("host changes are only polled: {e}"))
+            .ok();
+        let mut rescan_at: Option<tokio::time::Instant> = None;
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -219,6 +275,23 @@ impl Mesh {
                     }
                 }
                 _ = probe_tick.tick() => self.probe_round(),
+                _ = echo_tick.tick() => self.ask_echo(),
+                change = next_change(&mut host_changes) => match change {
+                    Some(()) => {
+                        rescan_at.get_or_insert(tokio::time::Instant::now() + HOST_QUIET);
+                    }
+                    None => {
+                        tracing::warn!("the netlink watch ended; host changes are only polled");
+                        host_changes = None;
+                    }
+                },
+                _ = sleep_until(rescan_at) => {
+                    rescan_at = None;
+                    if let Err(e) = self.refresh_own().await {
+                        tracing::warn!("cannot refresh this node's record: {e:#}");
+                    }
+                }
+                Some(answer) = self.echoes.answers.recv() => self.on_echo(answer).await,
                 replies = replies(&mut self.prober) => {
                     for r in replies {
                         self.seen(r.key);
@@ -226,7 +299,6 @@ impl Mesh {
                 }
                 _ = redial_tick.tick() => self.redial(),
                 _ = scan_tick.tick() => {
-                    self.ask_observers();
                     if let Err(e) = self.refresh_own().await {
                         tracing::warn!("cannot refresh this node's record: {e:#}");
                     }
@@ -344,18 +416,6 @@ impl Mesh {
                     Response::Records(records) => {
                         self.ingest_all(&records).await;
                     }
-                    Response::Observed(Some(endpoint)) => {
-                        let now = Instant::now();
-                        if let Some((_, last)) = self.observed.get_mut(&endpoint) {
-                            *last = now;
-                        } else if self.observed.len() < 64 {
-                            self.observed.insert(endpoint, (now, now));
-                            // Seen somewhere new: tell everyone now.
-                            if let Err(e) = self.refresh_own().await {
-                                tracing::warn!("cannot refresh this node's record: {e:#}");
-                            }
-                        }
-                    }
                     _ => {}
                 }
             }
@@ -368,9 +428,6 @@ impl Mesh {
             }
             Event::Connected(id, dialed) => {
                 self.seen(id);
-                // A new connection may mean a new path: learn at once how
-                // this member sees us.
-                self.send(&id, vec![], Request::Observe);
                 if let Some(addr) = dialed {
                     self.send_via_by_addr(id, &addr);
                 }
@@ -413,7 +470,6 @@ impl Mesh {
                 self.seen(from);
                 Response::Records(sync::records_of(self.ledger.state(), &writers))
             }
-            Request::Observe => Response::Observed(self.observed_endpoint_of(&from)),
             Request::Query(text) => {
                 self.seen(from);
                 let admit = self.ledger.member(&from, now_ms()).is_some_and(|m| m.admit);
@@ -701,13 +757,16 @@ impl Mesh {
             tracing::error!("cannot set the overlay address on {}: {e}", self.iface);
         }
         self.apply_mtu().await;
-        self.relays.set_members(
-            self.ledger
-                .members(now)
-                .iter()
-                .filter(|m| m.status == Status::Active)
-                .filter_map(|m| m.record.chain.last().map(|c| PublicKey(c.wg_key))),
-        );
+        let member_keys: Vec<PublicKey> = self
+            .ledger
+            .members(now)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .filter_map(|m| m.record.chain.last().map(|c| PublicKey(c.wg_key)))
+            .collect();
+        self.relays.set_members(member_keys.iter().copied());
+        self.echoed.retain(|k, _| member_keys.contains(k));
+        self.echoes.echo.set_members(member_keys.into_iter());
         let mut wanted = BTreeSet::new();
         let mut dev = lock(&self.device);
         for m in self.ledger.members(now) {
@@ -774,6 +833,25 @@ impl Mesh {
 }
 
 /// Replies to our probes, or never if probing is off.
+/// The next host change (`None`: the watch ended), or never without one.
+async fn next_change<S: libp2p::futures::Stream<Item = ()> + Unpin>(
+    watch: &mut Option<S>,
+) -> Option<()> {
+    use libp2p::futures::StreamExt;
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `at`, or forever if there is no deadline.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn replies(prober: &mut Option<Prober<NodeId>>) -> Vec<crate::probe::Reply<NodeId>> {
     match prober {
         Some(p) => p.recv().await,

@@ -49,7 +49,7 @@ fn two_clouds_with_the_same_subnet_behind_nat() -> Result<()> {
         member(&lab, c1),
     ];
     let mut net = Net { lab, members };
-    let r = scenario(&mut net, &cloud_b);
+    let r = scenario(&mut net, &cloud_a, &cloud_b);
     net.lab.check(r)
 }
 
@@ -58,16 +58,43 @@ fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
     v.as_array().cloned().context("peers is a list")
 }
 
-fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
+fn scenario(net: &mut Net, cloud_a: &testbed::Site, cloud_b: &testbed::Site) -> Result<()> {
     let (p, a1, a2, b1, c1) = (0, 1, 2, 3, 4);
     let names = ["p", "a1", "a2", "b1", "c1"];
     net.init(p, "p")?;
     net.start(p)?;
     let t0 = Instant::now();
+    let p_addr = net.address(p)?;
+    // Join to first ping: to the public node, and for b1 and c1 also to a1
+    // behind another NAT (hole punched for b1, relayed for c1).
     for i in [a1, a2, b1, c1] {
+        let started = Instant::now();
         let token = net.invite(p, &[])?;
         net.join(i, names[i], &token)?;
         net.start(i)?;
+        let node = &net.members[i].node;
+        if !net.lab.wait_ping(node, &p_addr, Duration::from_secs(30)) {
+            bail!("{} cannot ping p after joining", names[i]);
+        }
+        eprintln!(
+            "FIGURE join to first ping {} -> p: {:.2} s",
+            names[i],
+            started.elapsed().as_secs_f64()
+        );
+        if i == b1 || i == c1 {
+            let a1_addr = net.address(a1)?;
+            if !net
+                .lab
+                .wait_ping(&net.members[i].node, &a1_addr, Duration::from_secs(30))
+            {
+                bail!("{} cannot ping a1 after joining", names[i]);
+            }
+            eprintln!(
+                "FIGURE join to first ping {} -> a1 (another NAT): {:.2} s",
+                names[i],
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     let addrs: Vec<String> = (0..5).map(|i| net.address(i)).collect::<Result<_>>()?;
     for i in 0..5 {
@@ -197,15 +224,7 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
     pinger.stop()?;
     let log = client.log();
     assert!(st.success(), "iperf3 failed: {log}");
-    let first_after = pinger
-        .log()
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
-        .find(|t| *t > changed_at + 0.05);
-    let heal = first_after
-        .map(|t| t - changed_at)
-        .context("no reply after the address change")?;
+    let heal = healed_after(&pinger.log(), changed_at)?;
     eprintln!("FIGURE cloud B's public address changed to {new_wan}: overlay ping healed after {heal:.2} s");
     let intervals: Vec<&str> = log
         .lines()
@@ -226,6 +245,74 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
     eprintln!(
         "FIGURE iperf3 a1 -> b1 across the change: {}",
         last_intervals.last().unwrap_or(&"")
+    );
+
+    // More moves of cloud B's NAT, a ping stream each, for repeated
+    // measurements of the time to heal.
+    let mut heals = vec![heal];
+    for round in 0..4 {
+        let mut pinger = net.lab.spawn(
+            &net.members[a1].node,
+            &format!("ping-heal-{round}"),
+            &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[b1]],
+        )?;
+        std::thread::sleep(Duration::from_secs(2));
+        let changed_at = unix_now();
+        net.lab.change_site_wan(cloud_b)?;
+        let healed =
+            testbed::wait_until_every(Duration::from_secs(20), Duration::from_millis(200), || {
+                healed_after(&pinger.log(), changed_at).is_ok()
+            });
+        pinger.stop()?;
+        assert!(healed, "a1 -> b1 did not heal after NAT move {round}");
+        heals.push(healed_after(&pinger.log(), changed_at)?);
+    }
+    heals.sort_by(f64::total_cmp);
+    eprintln!(
+        "FIGURE heal after a NAT address change, {} moves: min {:.2} s, median {:.2} s, max {:.2} s",
+        heals.len(),
+        heals[0],
+        heals[heals.len() / 2],
+        heals[heals.len() - 1]
+    );
+
+    // a2's DHCP lease changes its LAN address: it notices (netlink), and
+    // its LAN neighbour and a peer behind another NAT reach it again.
+    let pings: Vec<testbed::Proc> = [a1, b1]
+        .iter()
+        .map(|&i| {
+            net.lab.spawn(
+                &net.members[i].node,
+                &format!("ping-{}-a2", names[i]),
+                &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[a2]],
+            )
+        })
+        .collect::<Result<_>>()?;
+    std::thread::sleep(Duration::from_secs(2));
+    let changed_at = unix_now();
+    let a2_node = net.members[a2].node.clone();
+    net.lab
+        .change_site_node_addr(cloud_a, &a2_node, Ipv4Addr::new(192, 168, 2, 12))?;
+    let healed =
+        testbed::wait_until_every(Duration::from_secs(20), Duration::from_millis(200), || {
+            pings
+                .iter()
+                .all(|p| healed_after(&p.log(), changed_at).is_ok())
+        });
+    let times: Vec<String> = pings
+        .iter()
+        .map(|p| healed_after(&p.log(), changed_at).map_or("never".into(), |t| format!("{t:.2} s")))
+        .collect();
+    for mut p in pings {
+        p.stop()?;
+    }
+    assert!(
+        healed,
+        "a2 unreachable after its address changed: {times:?}"
+    );
+    eprintln!(
+        "FIGURE a2's LAN address changed: a1 (same LAN) reaches it after {}, b1 (another NAT) after {}",
+        times[0], times[1]
     );
 
     // b1's agent is frozen for a minute (SIGSTOP, like a suspended VM) while
@@ -251,6 +338,18 @@ fn scenario(net: &mut Net, cloud_b: &testbed::Site) -> Result<()> {
         resumed.elapsed()
     );
     Ok(())
+}
+
+/// Seconds from `changed_at` (Unix time) to the first reply `ping -D`
+/// logged after it.
+fn healed_after(ping_log: &str, changed_at: f64) -> Result<f64> {
+    ping_log
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+        .find(|t| *t > changed_at + 0.05)
+        .map(|t| t - changed_at)
+        .context("no reply after the address change")
 }
 
 fn unix_now() -> f64 {

@@ -132,7 +132,7 @@ fn scenario(net: &mut Net) -> Result<()> {
         "unknown target: {err}"
     );
     let mut other: Vec<String> = vec![common::bin().into(), "init".into()];
-    other.extend(net.node_args(x, "x"));
+    other.extend(net.node_args("x"));
     other.extend([
         "--cidr".into(),
         "100.65.0.0/24".into(),

@@ -26,6 +26,32 @@ impl Netlink {
         })
     }
 
+    /// Host network changes as the kernel announces them (an address added
+    /// or removed, a link up, down or with a new MTU), one `()` each, so a
+    /// caller re-reads the host at once instead of at its next poll. The
+    /// stream ends if the netlink socket fails.
+    pub fn host_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = ()> + Unpin, DriverError> {
+        use futures_util::StreamExt;
+        use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
+        use rtnetlink::sys::{AsyncSocket, SocketAddr};
+        let fail = |what: &str, e: std::io::Error| DriverError::Netlink {
+            iface: self.iface.clone(),
+            what: what.into(),
+            detail: e.to_string(),
+        };
+        let (mut conn, _, messages) =
+            rtnetlink::new_connection().map_err(|e| fail("open netlink socket", e))?;
+        let groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_LINK;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&SocketAddr::new(0, groups))
+            .map_err(|e| fail("subscribe to address and link changes", e))?;
+        tokio::spawn(conn);
+        Ok(messages.map(|_| ()))
+    }
+
     fn err(&self, what: String) -> impl FnOnce(rtnetlink::Error) -> DriverError + '_ {
         move |e| DriverError::Netlink {
             iface: self.iface.clone(),

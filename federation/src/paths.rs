@@ -16,8 +16,9 @@ fn site(m: &MemberRecord) -> BTreeSet<IpAddr> {
     m.reflexive.iter().map(SocketAddr::ip).collect()
 }
 
-/// True if `m` is seen at an address of its own (no NAT in between).
-fn unnatted(m: &MemberRecord) -> bool {
+/// True if `m` is seen at an address of its own (no NAT in between), or
+/// nobody reported seeing it elsewhere.
+pub fn unnatted(m: &MemberRecord) -> bool {
     m.reflexive
         .iter()
         .all(|r| m.endpoints.iter().any(|e| e.ip() == r.ip()))

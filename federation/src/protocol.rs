@@ -36,8 +36,6 @@ pub enum Request {
     Push(Vec<Vec<u8>>),
     /// A CLI query answered as if asked locally (JSON text, `--via`).
     Query(String),
-    /// Which data-plane endpoint do you see me at?
-    Observe,
 }
 
 /// A member's answer.
@@ -58,8 +56,6 @@ pub enum Response {
     Records(Vec<Vec<u8>>),
     /// The answer to a query (JSON text).
     Answer(String),
-    /// The endpoint the asker's authenticated packets came from, if any.
-    Observed(Option<std::net::SocketAddr>),
     /// Done.
     Ack,
 }
@@ -73,7 +69,6 @@ impl Request {
             Request::Pull(ids) => 32 * ids.len(),
             Request::Push(records) => records.iter().map(Vec::len).sum(),
             Request::Query(q) => q.len(),
-            Request::Observe => 0,
         }
     }
 }

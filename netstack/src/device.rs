@@ -24,6 +24,20 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
+/// Initiations from keys that are not peers yet kept at once, at most.
+const MAX_EARLY: usize = 8;
+
+/// A valid initiation from a key that was not a peer when it arrived. A
+/// mesh adds a new member as a peer when its record arrives, which is often
+/// just after the member's first initiation: answering it then saves the
+/// initiator a [`REKEY_TIMEOUT`] wait.
+struct Early {
+    key: PublicKey,
+    from: SocketAddr,
+    datagram: [u8; wire::INITIATION_LEN],
+    at: Instant,
+}
+
 /// Handle of a peer inside one device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PeerId(pub u32);
@@ -173,6 +187,7 @@ pub struct Device {
     load_count: u32,
     load_limit: u32,
     limiter: RateLimiter,
+    early: VecDeque<Early>,
 }
 
 impl Device {
@@ -197,6 +212,7 @@ impl Device {
             load_count: 0,
             load_limit: config.handshake_load_limit,
             limiter: RateLimiter::default(),
+            early: VecDeque::new(),
         }
     }
 
@@ -572,6 +588,17 @@ impl Device {
             return self.drop(DropReason::Handshake);
         };
         let Some(&id) = self.by_key.get(&responder.peer) else {
+            if let Ok(datagram) = m.raw.try_into() {
+                if self.early.len() >= MAX_EARLY {
+                    self.early.pop_front();
+                }
+                self.early.push_back(Early {
+                    key: responder.peer,
+                    from,
+                    datagram,
+                    at: now,
+                });
+            }
             return self.drop(DropReason::UnknownPeer);
         };
         let Some(peer) = self.peer_mut(id) else {
@@ -749,6 +776,11 @@ impl Device {
     /// Writes the next datagram the device wants to send (queued packets,
     /// keepalives, handshake initiations) into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
+        if !self.early.is_empty() {
+            if let Some(answer) = self.answer_early(out, now) {
+                return Some(answer);
+            }
+        }
         while let Some(id) = self.outbox.pop_front() {
             let mtu = self.mtu;
             let Some(peer) = self.peer_mut(id) else {
@@ -815,6 +847,26 @@ impl Device {
             self.drop(DropReason::TooBig);
         }
         None
+    }
+
+    /// Answers a kept initiation whose key has become a peer since; drops
+    /// kept initiations older than [`REKEY_TIMEOUT`] (the initiator has
+    /// sent a new one by then).
+    fn answer_early(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
+        self.early
+            .retain(|e| now.saturating_duration_since(e.at) < REKEY_TIMEOUT);
+        let i = self
+            .early
+            .iter()
+            .position(|e| self.by_key.contains_key(&e.key))?;
+        let early = self.early.remove(i)?;
+        let Ok(Message::Initiation(m)) = wire::parse(&early.datagram) else {
+            return None;
+        };
+        match self.on_initiation(early.from, m, out, now) {
+            Action::Send { to, len } => Some((to, len)),
+            _ => None,
+        }
     }
 
     /// Runs the protocol timers; call every [`TICK`].

@@ -403,3 +403,66 @@ fn moving_an_allowed_ip_removes_it_from_the_old_peer() {
         vec![net]
     );
 }
+
+/// A device that has no peers yet (B before a member's record arrived).
+fn lonely(key: &PrivateKey, now: Instant) -> Device {
+    Device::new(
+        DeviceConfig {
+            private_key: key.clone(),
+            mtu: 1420,
+            handshake_load_limit: 1000,
+        },
+        now,
+        Duration::from_secs(1_700_000_000),
+    )
+}
+
+fn a_as_peer(ka: &PrivateKey) -> PeerConfig {
+    PeerConfig {
+        public_key: ka.public_key(),
+        preshared_key: Some([9; 32]),
+        endpoint: None,
+        allowed_ips: vec![IpNet::new(IpAddr::from([100, 64, 0, 1]), 32).unwrap()],
+        persistent_keepalive: None,
+    }
+}
+
+#[test]
+fn an_initiation_that_arrives_just_before_its_peer_is_answered_when_the_peer_is_added() {
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let b = lonely(&kb, now);
+    let mut p = Pair { a, b, now };
+    let pkt = ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100);
+    let first = p.send_a(&pkt);
+    let (_, at_b) = p.run(first, A_EP);
+    assert!(at_b.is_empty(), "B does not know A yet");
+    assert_eq!(p.b.counters().dropped(DropReason::UnknownPeer), 1);
+    // A's record arrives: B adds A and answers the kept initiation at once,
+    // well before A's own retry (REKEY_TIMEOUT).
+    p.now += Duration::from_millis(300);
+    p.b.upsert_peer(a_as_peer(&ka));
+    let (_, at_b) = p.run(vec![], A_EP);
+    assert_eq!(
+        at_b,
+        vec![pkt],
+        "A's queued packet arrives over the session"
+    );
+    assert_eq!(p.b.peers().next().map(|i| i.handshakes), Some(1));
+}
+
+#[test]
+fn a_kept_initiation_expires() {
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let b = lonely(&kb, now);
+    let mut p = Pair { a, b, now };
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(first, A_EP);
+    p.now += Duration::from_secs(6);
+    p.b.upsert_peer(a_as_peer(&ka));
+    let mut out = vec![0u8; 2048];
+    assert_eq!(p.b.poll_transmit(&mut out, p.now), None);
+}

@@ -496,11 +496,16 @@ impl Lab {
         }
         let cidr = format!("{new}/24");
         self.ip(&node.ns, &["addr", "add", &cidr, "dev", ifname])?;
+        self.record_addr(node, new);
+        Ok(())
+    }
+
+    /// Records `new` as the node's only address (see [`Lab::addrs`]).
+    pub(crate) fn record_addr(&self, node: &Node, new: Ipv4Addr) {
         let mut st = self.inner.state();
         if let Some((_, v)) = st.addrs.iter_mut().find(|(n, _)| *n == node.name) {
             *v = vec![new];
         }
-        Ok(())
     }
 
     /// Takes the node's underlay link down or up (partition / heal). For a

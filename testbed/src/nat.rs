@@ -332,6 +332,42 @@ impl Lab {
         })
     }
 
+    /// Gives a node of `site` a new LAN address, like a DHCP lease that
+    /// changed: the old address goes, `new` (a free host address of the
+    /// subnet) comes, and the default route via the router is put back.
+    pub fn change_site_node_addr(&self, site: &Site, node: &Node, new: Ipv4Addr) -> Result<()> {
+        let old = self.addr(node);
+        {
+            let mut hosts = site.hosts.lock().unwrap_or_else(|e| e.into_inner());
+            if !hosts.contains(&old) {
+                bail!("{} is not a node of site {}", node.name, site.name());
+            }
+            let h = u32::from(new);
+            if h & site.mask() != u32::from(site.network)
+                || new == site.gateway
+                || hosts.contains(&new)
+            {
+                bail!(
+                    "{new} is not a free host address of site {}'s subnet {}",
+                    site.name(),
+                    site.subnet
+                );
+            }
+            hosts.retain(|a| *a != old);
+            hosts.push(new);
+        }
+        self.ip(&node.ns, &["addr", "flush", "dev", "eth0"])?;
+        let cidr = format!("{new}/{}", site.prefix);
+        self.ip(&node.ns, &["addr", "add", &cidr, "dev", "eth0"])?;
+        let gw = site.gateway.to_string();
+        self.ip(
+            &node.ns,
+            &["route", "replace", "default", "via", &gw, "dev", "eth0"],
+        )?;
+        self.record_addr(node, new);
+        Ok(())
+    }
+
     /// Moves the site's router to the next free 198.18.0.N address (the old
     /// one is removed) and flushes its conntrack table (all NAT bindings),
     /// like a cloud NAT gateway failing over: LAN flows continue from the

@@ -69,6 +69,7 @@ impl Mesh {
             "listen": self.node.settings.listen.to_string(),
             "control_listen": self.node.settings.control_listen.to_string(),
             "endpoints": self.own.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            "reflexive": self.own.reflexive.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
             "version": self.version,
             "members": members.iter().filter(|m| m.status == Status::Active).count(),
             "connected": self.shell.connected().len(),
@@ -78,6 +79,10 @@ impl Mesh {
                 "serves": self.relays.serve,
                 "relayed_bytes": self.relays.relayed_bytes.load(std::sync::atomic::Ordering::Relaxed),
                 "refused": self.relays.refused.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            "echo": {
+                "answered": self.echoes.echo.answered.load(std::sync::atomic::Ordering::Relaxed),
+                "dropped": self.echoes.echo.dropped.load(std::sync::atomic::Ordering::Relaxed),
             },
             "gossip": {
                 "in_messages": self.gossip.in_messages,

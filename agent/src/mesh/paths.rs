@@ -61,10 +61,11 @@ impl Mesh {
             if has_session || since_direct < DIRECT_GRACE {
                 continue;
             }
-            // No direct handshake: pick the relay we reach fastest among
-            // members that relay and that we have a live tunnel with.
-            // ... among members that relay, that we have a live tunnel
-            // with, and that report a live tunnel with the peer.
+            // No direct handshake: pick a relay among members that relay
+            // and that we have a live tunnel with: first those whose last
+            // metrics report a live tunnel with the peer, then those not
+            // behind a NAT (they reach everyone), then the one we reach
+            // fastest. Not waiting for metrics saves up to an interval.
             let reaches = |r: &NodeId| {
                 self.ledger.member(r, now_ms()).is_some_and(|m| {
                     m.record.metrics.as_ref().is_some_and(|x| {
@@ -78,7 +79,7 @@ impl Mesh {
             };
             let relay = members
                 .iter()
-                .filter(|(r, rk, no_relay)| r != id && !no_relay && recent(rk) && reaches(r))
+                .filter(|(r, rk, no_relay)| r != id && !no_relay && recent(rk))
                 .filter_map(|(r, rk, _)| {
                     let at = infos
                         .get(&rk.0)?
@@ -90,10 +91,14 @@ impl Mesh {
                         .and_then(|p| p.window(r))
                         .and_then(|w| w.avg())
                         .unwrap_or(Duration::from_secs(1));
-                    Some((rtt, *r, at))
+                    let public = self
+                        .ledger
+                        .member(r, now_ms())
+                        .is_some_and(|m| federation::paths::unnatted(m.record));
+                    Some((!reaches(r), !public, rtt, *r, at))
                 })
                 .min();
-            let Some((_, relay_id, relay_at)) = relay else {
+            let Some((_, _, _, relay_id, relay_at)) = relay else {
                 continue;
             };
             let Some(virtual_endpoint) = self.relays.path(relay_at, netstack::relay::key_id(key))
@@ -145,33 +150,69 @@ impl Mesh {
         ("relay".into(), name)
     }
 
-    /// Asks a few connected members how they see our data-plane endpoint.
-    pub(super) fn ask_observers(&mut self) {
-        let mut connected = self.shell.connected();
-        for i in (1..connected.len()).rev() {
-            connected.swap(i, OsRng.next_u32() as usize % (i + 1));
+    /// Asks a few peers with a direct endpoint, over the data-plane
+    /// socket, where our datagrams reach them from (`crate::echo`).
+    pub(super) fn ask_echo(&mut self) {
+        let direct: Vec<(PublicKey, SocketAddr)> = lock(&self.device)
+            .peers()
+            .filter_map(|p| {
+                let at = p.endpoint.filter(|e| !netstack::relay::is_virtual(e))?;
+                Some((p.public_key, at))
+            })
+            .collect();
+        for i in 0..ECHO_PER_ROUND.min(direct.len()) {
+            let (key, at) = direct[(self.echo_cursor + i) % direct.len()];
+            let nonce = OsRng.next_u64();
+            let Some(question) = self.echoes.echo.question(&key, nonce) else {
+                continue;
+            };
+            if self.asked.len() >= MAX_ASKED {
+                self.asked.pop_front();
+            }
+            self.asked.push_back((nonce, key));
+            if let Err(e) = self.echoes.udp.send(at, &question, None) {
+                tracing::debug!("cannot send an endpoint echo to {at}: {e}");
+            }
         }
-        for id in connected.into_iter().take(OBSERVERS) {
-            self.send(&id, vec![], Request::Observe);
-        }
+        self.echo_cursor = self.echo_cursor.wrapping_add(ECHO_PER_ROUND);
     }
 
-    /// The endpoint `who`'s authenticated packets last came from.
-    pub(super) fn observed_endpoint_of(&self, who: &NodeId) -> Option<SocketAddr> {
-        let key = self
-            .ledger
-            .member(who, now_ms())?
-            .record
-            .chain
-            .last()?
-            .wg_key;
-        let info = self.peer_infos().remove(&key)?;
-        let fresh = info
-            .last_handshake
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(180));
-        (info.rx_packets > 0 && fresh)
-            .then_some(info.endpoint)
-            .flatten()
-            .filter(|e| !netstack::relay::is_virtual(e))
+    /// Takes an answer to one of our questions. A peer that now sees us
+    /// somewhere else means our address or our NAT's moved: the control
+    /// connections are dead (QUIC here cannot migrate), so they are closed
+    /// and redialled at once instead of timing out, and the new endpoint
+    /// goes out in our record.
+    pub(super) async fn on_echo(&mut self, answer: Answer) {
+        let Some(i) = self
+            .asked
+            .iter()
+            .position(|(n, k)| *n == answer.nonce && *k == answer.from)
+        else {
+            return; // not asked, or answered already (a replay)
+        };
+        self.asked.remove(i);
+        let before = self.echoed.insert(answer.from, answer.seen);
+        let now = Instant::now();
+        if let Some((_, last)) = self.observed.get_mut(&answer.seen) {
+            *last = now;
+            return;
+        }
+        // Seen somewhere new by a peer that saw us elsewhere: we moved.
+        if let Some(before) = before.filter(|b| *b != answer.seen) {
+            tracing::info!(
+                from = %before, to = %answer.seen,
+                "peers see this node at a new endpoint; reconnecting the control plane"
+            );
+            for id in self.shell.connected() {
+                self.shell.disconnect(&id);
+            }
+        }
+        if self.observed.len() < MAX_OBSERVED {
+            self.observed.insert(answer.seen, (now, now));
+            // Tell everyone now.
+            if let Err(e) = self.refresh_own().await {
+                tracing::warn!("cannot refresh this node's record: {e:#}");
+            }
+        }
     }
 }

@@ -39,16 +39,10 @@ impl Net {
         self.lab.addr(&self.members[i].node).to_string()
     }
 
-    pub fn node_args(&self, i: usize, name: &str) -> Vec<String> {
-        let ip = self.ip(i);
-        vec![
-            "--name".into(),
-            name.into(),
-            "--listen".into(),
-            format!("{ip}:51820"),
-            "--control-listen".into(),
-            format!("{ip}:51821"),
-        ]
+    /// Node arguments as a user gives them: a name, and the default listen
+    /// addresses (every host address, so a changed address keeps working).
+    pub fn node_args(&self, name: &str) -> Vec<String> {
+        vec!["--name".into(), name.into()]
     }
 
     pub fn start(&mut self, i: usize) -> Result<()> {
@@ -58,7 +52,7 @@ impl Net {
     /// Initialises node `i` as the first node of a new network on [`CIDR`].
     pub fn init(&self, i: usize, name: &str) -> Result<()> {
         let mut init: Vec<String> = vec![super::bin().into(), "init".into()];
-        init.extend(self.node_args(i, name));
+        init.extend(self.node_args(name));
         init.extend(["--cidr".into(), CIDR.into(), "--state".into()]);
         init.push(self.members[i].state.to_string_lossy().into_owned());
         self.lab.run(&self.members[i].node, &init)?;
@@ -103,7 +97,7 @@ impl Net {
 
     pub fn join_cmd(&self, i: usize, name: &str, token: &str) -> Vec<String> {
         let mut argv: Vec<String> = vec![super::bin().into(), "join".into(), token.into()];
-        argv.extend(self.node_args(i, name));
+        argv.extend(self.node_args(name));
         argv.push("--state".into());
         argv.push(self.members[i].state.to_string_lossy().into_owned());
         argv

@@ -1,0 +1,176 @@
+//! Endpoint echo in the agent (`netstack::echo`): the pair keys shared with
+//! each member, answering members' questions in the rx thread, and handing
+//! authenticated answers to the control loop, which asks (`mesh::paths`).
+
+use netstack::echo::{self, Message, PairKey, REPLY_LEN, REQUEST_LEN};
+use netstack::relay::{key_id, KeyId};
+use netstack::{PrivateKey, PublicKey};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use tokio::sync::mpsc;
+
+/// Answers waiting for the control loop; more are dropped (and counted).
+const QUEUE: usize = 64;
+
+/// An authenticated answer: `from` sees our datagrams arrive from `seen`.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer {
+    /// The answering member.
+    pub from: PublicKey,
+    /// The nonce of our question.
+    pub nonce: u64,
+    /// Our endpoint as the answerer sees it.
+    pub seen: SocketAddr,
+}
+
+/// Members' pair keys and counters, shared by the control loop and the rx
+/// thread.
+pub struct Echo {
+    own: PrivateKey,
+    own_id: KeyId,
+    /// Key id → (member's key, pair key); only members are listed, so the
+    /// table is bounded by the member list the control loop sets.
+    members: RwLock<BTreeMap<KeyId, (PublicKey, PairKey)>>,
+    answers: mpsc::Sender<Answer>,
+    /// Questions answered.
+    pub answered: AtomicU64,
+    /// Echo messages dropped: unknown asker, bad MAC, queue full.
+    pub dropped: AtomicU64,
+}
+
+impl Echo {
+    /// State for the node with WireGuard key `own`, and the receiving end
+    /// of its answers.
+    pub fn new(own: PrivateKey) -> (Self, mpsc::Receiver<Answer>) {
+        let (answers, rx) = mpsc::channel(QUEUE);
+        let own_id = key_id(&own.public_key());
+        let echo = Self {
+            own,
+            own_id,
+            members: RwLock::new(BTreeMap::new()),
+            answers,
+            answered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        };
+        (echo, rx)
+    }
+
+    /// Sets the members that may ask and answer. Pair keys already known
+    /// are kept, so a new member list costs one X25519 per new member.
+    pub fn set_members(&self, keys: impl Iterator<Item = PublicKey>) {
+        let old = self
+            .members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let members = keys
+            .filter_map(|k| {
+                let id = key_id(&k);
+                let pair = match old.get(&id) {
+                    Some((known, pair)) if *known == k => *pair,
+                    _ => echo::pair_key(&self.own, &k)?,
+                };
+                Some((id, (k, pair)))
+            })
+            .collect();
+        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
+    }
+
+    fn pair(&self, id: &KeyId) -> Option<(PublicKey, PairKey)> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
+    }
+
+    /// A question to `peer`, or `None` if it is not a member.
+    pub fn question(&self, peer: &PublicKey, nonce: u64) -> Option<[u8; REQUEST_LEN]> {
+        let (_, pair) = self.pair(&key_id(peer))?;
+        Some(echo::request(&self.own_id, nonce, &pair))
+    }
+
+    /// Handles echo message `message` (the whole `datagram`) that came from
+    /// `from`: returns the reply to a member's question, and passes a
+    /// member's answer to the control loop. Everything else is dropped.
+    pub fn handle(
+        &self,
+        from: SocketAddr,
+        message: Message,
+        datagram: &[u8],
+    ) -> Option<[u8; REPLY_LEN]> {
+        let id = match message {
+            Message::Request { asker, .. } => asker,
+            Message::Reply { answerer, .. } => answerer,
+        };
+        let Some((member, pair)) = self
+            .pair(&id)
+            .filter(|(_, pair)| echo::authentic(datagram, pair))
+        else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        match message {
+            Message::Request { nonce, .. } => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                Some(echo::reply(&self.own_id, nonce, from, &pair))
+            }
+            Message::Reply { nonce, seen, .. } => {
+                let answer = Answer {
+                    from: member,
+                    nonce,
+                    seen,
+                };
+                if self.answers.try_send(answer).is_err() {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_answer_each_other_and_strangers_are_dropped() {
+        let (a_key, b_key, c_key) = (
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+            PrivateKey::generate(),
+        );
+        let (a, mut a_rx) = Echo::new(a_key.clone());
+        let (b, _) = Echo::new(b_key.clone());
+        let (c, _) = Echo::new(c_key.clone());
+        a.set_members([b_key.public_key()].into_iter());
+        b.set_members([a_key.public_key()].into_iter());
+        c.set_members([b_key.public_key()].into_iter());
+        let a_at: SocketAddr = "198.18.1.1:51820".parse().unwrap();
+
+        let q = a.question(&b_key.public_key(), 42).unwrap();
+        let r = b
+            .handle(a_at, echo::parse(&q).unwrap(), &q)
+            .expect("b answers a member");
+        assert_eq!(a.handle(b_at(), echo::parse(&r).unwrap(), &r), None);
+        let got = a_rx.try_recv().unwrap();
+        assert_eq!(
+            (got.from, got.nonce, got.seen),
+            (b_key.public_key(), 42, a_at)
+        );
+
+        // c is no member of b's: its question is dropped and counted.
+        let q = c.question(&b_key.public_key(), 1).unwrap();
+        assert_eq!(b.handle(a_at, echo::parse(&q).unwrap(), &q), None);
+        assert_eq!(b.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(b.answered.load(Ordering::Relaxed), 1);
+        assert!(c.question(&a_key.public_key(), 1).is_none());
+    }
+
+    fn b_at() -> SocketAddr {
+        "198.18.1.2:51820".parse().unwrap()
+    }
+}
