@@ -17,7 +17,7 @@ secs="${1:-60}"
 if [ $# -gt 0 ]; then
     targets=("$@")
 else
-    targets=(parse_message decapsulate decapsulate_session handshake_responder)
+    targets=(parse_message decapsulate decapsulate_session handshake_responder echo_parse)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
