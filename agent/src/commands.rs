@@ -91,6 +91,7 @@ fn own_record(
         host_networks,
         mtu: DEFAULT_MTU,
         host_mtu: None,
+        path_mtu: None,
         address,
         claimed_ms: now_ms(),
         pinned,

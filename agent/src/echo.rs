@@ -2,7 +2,7 @@
 //! each member, answering members' questions in the rx thread, and handing
 //! authenticated answers to the control loop, which asks (`mesh::paths`).
 
-use netstack::echo::{self, Message, PairKey, REPLY_LEN, REQUEST_LEN};
+use netstack::echo::{self, Message, PairKey, REPLY_LEN};
 use netstack::relay::{key_id, KeyId};
 use netstack::{PrivateKey, PublicKey};
 use std::collections::BTreeMap;
@@ -23,6 +23,8 @@ pub struct Answer {
     pub nonce: u64,
     /// Our endpoint as the answerer sees it.
     pub seen: SocketAddr,
+    /// The length our question arrived with (padded: a path MTU probe).
+    pub len: u16,
 }
 
 /// Members' pair keys and counters, shared by the control loop and the rx
@@ -86,10 +88,11 @@ impl Echo {
             .copied()
     }
 
-    /// A question to `peer`, or `None` if it is not a member.
-    pub fn question(&self, peer: &PublicKey, nonce: u64) -> Option<[u8; REQUEST_LEN]> {
+    /// A question to `peer` padded to `len` bytes, or `None` if `peer` is
+    /// not a member.
+    pub fn question(&self, peer: &PublicKey, nonce: u64, len: u16) -> Option<Vec<u8>> {
         let (_, pair) = self.pair(&key_id(peer))?;
-        Some(echo::request(&self.own_id, nonce, &pair))
+        Some(echo::request(&self.own_id, nonce, &pair, len))
     }
 
     /// Handles echo message `message` (the whole `datagram`) that came from
@@ -113,15 +116,18 @@ impl Echo {
             return None;
         };
         match message {
-            Message::Request { nonce, .. } => {
+            Message::Request { nonce, len, .. } => {
                 self.answered.fetch_add(1, Ordering::Relaxed);
-                Some(echo::reply(&self.own_id, nonce, from, &pair))
+                Some(echo::reply(&self.own_id, nonce, from, len, &pair))
             }
-            Message::Reply { nonce, seen, .. } => {
+            Message::Reply {
+                nonce, seen, len, ..
+            } => {
                 let answer = Answer {
                     from: member,
                     nonce,
                     seen,
+                    len,
                 };
                 if self.answers.try_send(answer).is_err() {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -151,23 +157,23 @@ mod tests {
         c.set_members([b_key.public_key()].into_iter());
         let a_at: SocketAddr = "198.18.1.1:51820".parse().unwrap();
 
-        let q = a.question(&b_key.public_key(), 42).unwrap();
+        let q = a.question(&b_key.public_key(), 42, 1300).unwrap();
         let r = b
             .handle(a_at, echo::parse(&q).unwrap(), &q)
             .expect("b answers a member");
         assert_eq!(a.handle(b_at(), echo::parse(&r).unwrap(), &r), None);
         let got = a_rx.try_recv().unwrap();
         assert_eq!(
-            (got.from, got.nonce, got.seen),
-            (b_key.public_key(), 42, a_at)
+            (got.from, got.nonce, got.seen, got.len),
+            (b_key.public_key(), 42, a_at, 1300)
         );
 
         // c is no member of b's: its question is dropped and counted.
-        let q = c.question(&b_key.public_key(), 1).unwrap();
+        let q = c.question(&b_key.public_key(), 1, 0).unwrap();
         assert_eq!(b.handle(a_at, echo::parse(&q).unwrap(), &q), None);
         assert_eq!(b.dropped.load(Ordering::Relaxed), 1);
         assert_eq!(b.answered.load(Ordering::Relaxed), 1);
-        assert!(c.question(&a_key.public_key(), 1).is_none());
+        assert!(c.question(&a_key.public_key(), 1, 0).is_none());
     }
 
     fn b_at() -> SocketAddr {

@@ -21,6 +21,7 @@ use federation::token::{secret_hash, Invite, Issued};
 use federation::{address, sync, Ingest, Ledger, NodeId, Status};
 use libp2p::request_response::OutboundRequestId;
 use libp2p::Multiaddr;
+use netstack::pmtu::PathProbe;
 use netstack::{Device, IpNet, PeerConfig, PublicKey};
 use rand_core::{OsRng, RngCore};
 use serde_json::{json, Value};
@@ -65,6 +66,10 @@ const ECHO_PER_ROUND: usize = 3;
 const ECHO_EVERY: Duration = Duration::from_secs(1);
 /// Questions whose answers are still awaited (older ones are forgotten).
 const MAX_ASKED: usize = 64;
+/// IPv4 and UDP headers: what a path MTU probe travels in.
+const IPV4_UDP: u16 = 28;
+/// A question unanswered this long is counted as lost.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 /// An observed (reflexive) endpoint is kept this long after it was reported.
 const OBSERVED_FOR: Duration = Duration::from_secs(20);
 /// Most reflexive endpoints remembered at once.
@@ -121,8 +126,10 @@ pub struct Mesh {
     /// Reflexive endpoints: when first and last reported.
     observed: BTreeMap<SocketAddr, (Instant, Instant)>,
     echoes: Echoes,
-    /// Echo questions awaiting an answer: nonce and peer asked.
-    asked: VecDeque<(u64, PublicKey)>,
+    /// Echo questions awaiting an answer.
+    asked: VecDeque<Asked>,
+    /// Path MTU search per peer (padded questions).
+    path_probes: BTreeMap<PublicKey, PathProbe>,
     /// Where each peer last saw us (a change means our endpoint moved).
     echoed: BTreeMap<PublicKey, SocketAddr>,
     echo_cursor: usize,
@@ -152,6 +159,16 @@ struct Echoes {
     echo: Arc<Echo>,
     answers: mpsc::Receiver<Answer>,
     udp: Arc<drivers::udp::Udp>,
+}
+
+/// An echo question awaiting its answer.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    nonce: u64,
+    peer: PublicKey,
+    /// Padded length (a path MTU probe if above `echo::REQUEST_LEN`).
+    len: u16,
+    at: Instant,
 }
 
 /// How this node reaches one peer.
@@ -230,6 +247,7 @@ impl Mesh {
             observed: BTreeMap::new(),
             echoes: Echoes { echo, answers, udp },
             asked: VecDeque::new(),
+            path_probes: BTreeMap::new(),
             echoed: BTreeMap::new(),
             echo_cursor: 0,
             chosen: BTreeMap::new(),
@@ -578,11 +596,11 @@ impl Mesh {
         let default = self.ledger.authority().map_or(self.own.mtu, |a| a.mtu);
         let now = now_ms();
         let members = self.ledger.members(now);
-        let hosts = members
+        let active = members
             .iter()
             .filter(|m| m.status == Status::Active)
-            .filter_map(|m| Some((m.record.name.as_str(), m.record.host_mtu?)));
-        let (mtu, reason) = federation::member::overlay_mtu(default, hosts);
+            .map(|m| m.record);
+        let (mtu, reason) = federation::member::overlay_mtu(default, active);
         self.mtu_reason = reason;
         if mtu != self.own.mtu {
             match self.netlink.set_up(self.tun_index, u32::from(mtu)).await {
@@ -766,6 +784,7 @@ impl Mesh {
             .collect();
         self.relays.set_members(member_keys.iter().copied());
         self.echoed.retain(|k, _| member_keys.contains(k));
+        self.path_probes.retain(|k, _| member_keys.contains(k));
         self.echoes.echo.set_members(member_keys.into_iter());
         let mut wanted = BTreeSet::new();
         let mut dev = lock(&self.device);

@@ -53,6 +53,102 @@ fn two_clouds_with_the_same_subnet_behind_nat() -> Result<()> {
     net.lab.check(r)
 }
 
+/// A site whose uplink is narrower (1400) than every host's link (1500):
+/// full-size tunnel datagrams would vanish on it. Path MTU probing finds
+/// the narrow path, the whole network's overlay MTU shrinks to fit, and
+/// `status` says why; a DF ping at the new MTU and iperf3 cross it.
+#[test]
+fn a_narrow_uplink_is_found_by_path_mtu_probing() -> Result<()> {
+    if testbed::skip_unless_root("narrow uplink lab") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let p = lab.add_node("p")?;
+    let q = lab.add_node("q")?;
+    let site = lab.add_site("cn", "192.168.7.0/24", NatKind::Cone, 1500)?;
+    let n1 = lab.add_site_node(&site, "n1", Ipv4Addr::new(192, 168, 7, 10))?;
+    lab.set_site_wan_mtu(&site, 1400)?;
+    let members = vec![member(&lab, p), member(&lab, q), member(&lab, n1)];
+    let mut net = Net { lab, members };
+    let r = narrow_uplink(&mut net);
+    net.lab.check(r)
+}
+
+fn narrow_uplink(net: &mut Net) -> Result<()> {
+    let (p, q, n1) = (0, 1, 2);
+    net.init(p, "p")?;
+    net.start(p)?;
+    for (i, name) in [(q, "q"), (n1, "n1")] {
+        let token = net.invite(p, &[])?;
+        net.join(i, name, &token)?;
+        net.start(i)?;
+    }
+    let started = Instant::now();
+    let status = |i: usize| -> Result<Value> {
+        Ok(serde_json::from_str(&net.cli(i, &["status", "--json"])?)?)
+    };
+    let fitted = |st: &Value| {
+        st["mtu"]
+            .as_u64()
+            .is_some_and(|m| (1312..=1320).contains(&m))
+    };
+    let converged =
+        testbed::wait_until_every(Duration::from_secs(60), Duration::from_millis(500), || {
+            [p, q, n1]
+                .iter()
+                .all(|&i| status(i).is_ok_and(|st| fitted(&st)))
+        });
+    let st = status(p)?;
+    assert!(
+        converged,
+        "every member's overlay MTU should fit the 1400-byte uplink: {st}"
+    );
+    eprintln!(
+        "FIGURE narrow uplink found and every overlay MTU fitted {:.1} s after the last join: {}",
+        started.elapsed().as_secs_f64(),
+        st["mtu_reason"]
+    );
+    assert!(
+        st["mtu_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("probed path MTU")),
+        "{st}"
+    );
+    let mtu = st["mtu"].as_u64().context("mtu")?;
+    let n1_addr = net.address(n1)?;
+    let size = (mtu - 28).to_string();
+    let df = net.lab.exec(
+        &net.members[p].node,
+        &[
+            "ping", "-n", "-c", "3", "-W", "2", "-M", "do", "-s", &size, &n1_addr,
+        ],
+    )?;
+    assert!(
+        df.status.success(),
+        "DF ping of a full overlay packet across the narrow uplink: {}",
+        String::from_utf8_lossy(&df.stdout)
+    );
+    let _server = net
+        .lab
+        .spawn(&net.members[n1].node, "iperf3-s", &["iperf3", "-s", "-1"])?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = net.lab.exec_timeout(
+        &net.members[p].node,
+        &["iperf3", "-c", &n1_addr, "-t", "3"],
+        Duration::from_secs(20),
+    )?;
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iperf3 across the narrow uplink: {log}"
+    );
+    eprintln!(
+        "FIGURE iperf3 p -> n1 across the 1400-byte uplink: {}",
+        log.lines().find(|l| l.contains("receiver")).unwrap_or("")
+    );
+    Ok(())
+}
+
 fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
     let v: Value = serde_json::from_str(&net.cli(i, &["peers", "--json"])?)?;
     v.as_array().cloned().context("peers is a list")

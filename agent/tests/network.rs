@@ -457,6 +457,7 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
             host_networks: vec![],
             mtu: 1420,
             host_mtu: None,
+            path_mtu: None,
             address: std::net::Ipv4Addr::new(100, 64, 0, 77),
             claimed_ms: 0,
             pinned: false,

@@ -46,17 +46,28 @@ pub fn metrics_interval(members: usize) -> std::time::Duration {
 pub const TUNNEL_OVERHEAD: u16 = 80;
 
 /// The overlay MTU of a network whose default is `default` and whose
-/// members' host MTUs are `hosts` (name, MTU): the smallest host MTU minus
-/// the tunnel overhead, so no tunnelled packet is ever fragmented or
-/// dropped on the smallest link; and the sentence that says why.
-pub fn overlay_mtu<'a>(default: u16, hosts: impl Iterator<Item = (&'a str, u16)>) -> (u16, String) {
-    let smallest = hosts.min_by_key(|(_, m)| *m);
-    match smallest {
-        Some((name, m)) if m.saturating_sub(TUNNEL_OVERHEAD) < default => {
+/// members are `members`: the smallest host MTU or probed path MTU any
+/// member reports, minus the tunnel overhead, so no tunnelled packet is
+/// ever fragmented or dropped on the smallest link or path; and the
+/// sentence that says why.
+pub fn overlay_mtu<'a>(
+    default: u16,
+    members: impl Iterator<Item = &'a MemberRecord>,
+) -> (u16, String) {
+    let limits = members.flat_map(|m| {
+        [
+            m.host_mtu.map(|v| (v, m.name.as_str(), "host MTU")),
+            m.path_mtu.map(|v| (v, m.name.as_str(), "probed path MTU")),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    match limits.min_by_key(|(v, _, _)| *v) {
+        Some((m, name, what)) if m.saturating_sub(TUNNEL_OVERHEAD) < default => {
             let mtu = m.saturating_sub(TUNNEL_OVERHEAD).max(576);
-            (mtu, format!("the smallest host MTU in the network is {m} ({name}); minus {TUNNEL_OVERHEAD} bytes of tunnel overhead"))
+            (mtu, format!("the smallest {what} in the network is {m} ({name}); minus {TUNNEL_OVERHEAD} bytes of tunnel overhead"))
         }
-        _ => (default, format!("the network's default; every member's host MTU leaves room for it plus {TUNNEL_OVERHEAD} bytes of tunnel overhead")),
+        _ => (default, format!("the network's default; every member's host and path MTU leaves room for it plus {TUNNEL_OVERHEAD} bytes of tunnel overhead")),
     }
 }
 
@@ -116,6 +127,11 @@ pub struct MemberRecord {
     /// The smallest MTU of the host links its endpoints are on.
     #[serde(default)]
     pub host_mtu: Option<u16>,
+    /// The largest underlay packet some path from this node carries, when
+    /// probing found one smaller than its host MTU (a narrower link on
+    /// the way).
+    #[serde(default)]
+    pub path_mtu: Option<u16>,
     /// The overlay address this node claims.
     pub address: Ipv4Addr,
     /// When the claim was made (ms since the Unix epoch); earlier wins.
@@ -251,6 +267,7 @@ mod tests {
             host_networks: vec!["198.18.0.0/24".parse().unwrap()],
             mtu: 1420,
             host_mtu: None,
+            path_mtu: None,
             address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 5,
             pinned: false,

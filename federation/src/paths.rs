@@ -59,6 +59,7 @@ mod tests {
             host_networks: vec![net.parse().unwrap()],
             mtu: 1420,
             host_mtu: None,
+            path_mtu: None,
             address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 0,
             pinned: false,

@@ -65,6 +65,7 @@ fn record_size() -> usize {
         ],
         mtu: 1420,
         host_mtu: None,
+        path_mtu: None,
         address: Ipv4Addr::new(100, 64, 3, 4),
         claimed_ms: 1_763_000_000_000,
         pinned: false,

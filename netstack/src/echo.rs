@@ -4,10 +4,16 @@
 //! session is needed, so a node learns where its NAT maps it before its
 //! first handshake, and notices within a second when its NAT moves.
 //!
+//! A question may be padded to probe the path MTU: its answer says how
+//! long the question was when it arrived, so the asker learns which sizes
+//! the path carries (the data-plane socket sends with DF set).
+//!
 //! ```text
 //! request: type 18 (u32 LE) | asker key id (8) | nonce (8) | MAC (16)
+//!          | padding (any length)
 //! reply:   type 19 (u32 LE) | answerer key id (8) | nonce (8)
-//!          | port (u16 BE) | IPv6 or IPv4-mapped address (16) | MAC (16)
+//!          | port (u16 BE) | IPv6 or IPv4-mapped address (16)
+//!          | request length (u16 BE) | MAC (16)
 //! ```
 //!
 //! The MAC key is a hash of the X25519 agreement of the two members' static
@@ -23,10 +29,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 pub const REQUEST: u32 = 18;
 /// "From here."
 pub const REPLY: u32 = 19;
-/// Length of a request.
+/// Length of an unpadded request.
 pub const REQUEST_LEN: usize = 4 + 8 + 8 + 16;
 /// Length of a reply.
-pub const REPLY_LEN: usize = 4 + 8 + 8 + 2 + 16 + 16;
+pub const REPLY_LEN: usize = 4 + 8 + 8 + 2 + 16 + 2 + 16;
 
 /// The MAC key two members share.
 pub type PairKey = [u8; 32];
@@ -50,6 +56,8 @@ pub enum Message {
         asker: KeyId,
         /// The asker's nonce.
         nonce: u64,
+        /// The request's length, padding included.
+        len: u16,
     },
     /// An answer from the member with key id `answerer`.
     Reply {
@@ -59,6 +67,8 @@ pub enum Message {
         nonce: u64,
         /// Where the question came from, as the answerer saw it.
         seen: SocketAddr,
+        /// The question's length as it arrived.
+        len: u16,
     },
 }
 
@@ -70,29 +80,39 @@ pub fn parse(datagram: &[u8]) -> Option<Message> {
     let (nonce, rest) = rest.split_first_chunk::<8>()?;
     let nonce = u64::from_le_bytes(*nonce);
     match (u32::from_le_bytes(*kind), datagram.len()) {
-        (REQUEST, REQUEST_LEN) => Some(Message::Request { asker: *id, nonce }),
+        (REQUEST, n) if n >= REQUEST_LEN => Some(Message::Request {
+            asker: *id,
+            nonce,
+            len: u16::try_from(n).ok()?,
+        }),
         (REPLY, REPLY_LEN) => {
             let (port, rest) = rest.split_first_chunk::<2>()?;
-            let (ip, _) = rest.split_first_chunk::<16>()?;
+            let (ip, rest) = rest.split_first_chunk::<16>()?;
+            let (len, _) = rest.split_first_chunk::<2>()?;
             let ip = Ipv6Addr::from(*ip);
             let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
             Some(Message::Reply {
                 answerer: *id,
                 nonce,
                 seen: SocketAddr::new(ip, u16::from_be_bytes(*port)),
+                len: u16::from_be_bytes(*len),
             })
         }
         _ => None,
     }
 }
 
-/// True if the MAC at the end of `datagram` (a message [`parse`] accepted)
-/// was made with `key`.
+/// True if the MAC of `datagram` (a message [`parse`] accepted; a
+/// request's padding is not covered) was made with `key`.
 pub fn authentic(datagram: &[u8], key: &PairKey) -> bool {
-    let Some(body_len) = datagram.len().checked_sub(16) else {
+    let end = match datagram.first_chunk::<4>().map(|k| u32::from_le_bytes(*k)) {
+        Some(REQUEST) => REQUEST_LEN,
+        _ => REPLY_LEN,
+    };
+    let Some(message) = datagram.get(..end) else {
         return false;
     };
-    let (body, tag) = datagram.split_at(body_len);
+    let (body, tag) = message.split_at(end - 16);
     let expected = mac(key, body);
     // Constant time: the comparison must not tell how much of a forgery
     // was right.
@@ -103,18 +123,26 @@ pub fn authentic(datagram: &[u8], key: &PairKey) -> bool {
         == 0
 }
 
-/// A request from `asker` with `nonce`.
-pub fn request(asker: &KeyId, nonce: u64, key: &PairKey) -> [u8; REQUEST_LEN] {
-    let mut out = [0u8; REQUEST_LEN];
+/// A request from `asker` with `nonce`, padded to `len` bytes (at least
+/// [`REQUEST_LEN`]).
+pub fn request(asker: &KeyId, nonce: u64, key: &PairKey, len: u16) -> Vec<u8> {
+    let mut out = vec![0u8; usize::from(len).max(REQUEST_LEN)];
     out[..4].copy_from_slice(&REQUEST.to_le_bytes());
     out[4..12].copy_from_slice(asker);
     out[12..20].copy_from_slice(&nonce.to_le_bytes());
-    seal(&mut out, key);
+    seal(&mut out[..REQUEST_LEN], key);
     out
 }
 
-/// The reply of `answerer` to the request with `nonce` that came from `seen`.
-pub fn reply(answerer: &KeyId, nonce: u64, seen: SocketAddr, key: &PairKey) -> [u8; REPLY_LEN] {
+/// The reply of `answerer` to the request with `nonce` and length `len`
+/// that came from `seen`.
+pub fn reply(
+    answerer: &KeyId,
+    nonce: u64,
+    seen: SocketAddr,
+    len: u16,
+    key: &PairKey,
+) -> [u8; REPLY_LEN] {
     let mut out = [0u8; REPLY_LEN];
     out[..4].copy_from_slice(&REPLY.to_le_bytes());
     out[4..12].copy_from_slice(answerer);
@@ -125,6 +153,7 @@ pub fn reply(answerer: &KeyId, nonce: u64, seen: SocketAddr, key: &PairKey) -> [
         IpAddr::V6(v6) => v6,
     };
     out[22..38].copy_from_slice(&ip.octets());
+    out[38..40].copy_from_slice(&len.to_be_bytes());
     seal(&mut out, key);
     out
 }
@@ -155,26 +184,35 @@ mod tests {
         assert_eq!(pair_key(&a, &PublicKey([0; 32])), None, "low-order key");
 
         let a_id = key_id(&a.public_key());
-        let q = request(&a_id, 7, &ab);
+        let q = request(&a_id, 7, &ab, 0);
         assert_eq!(
             parse(&q),
             Some(Message::Request {
                 asker: a_id,
-                nonce: 7
+                nonce: 7,
+                len: REQUEST_LEN as u16
             })
         );
         assert!(authentic(&q, &ab));
+        let padded = request(&a_id, 7, &ab, 1400);
+        assert_eq!(padded.len(), 1400);
+        assert!(matches!(
+            parse(&padded),
+            Some(Message::Request { len: 1400, .. })
+        ));
+        assert!(authentic(&padded, &ab), "padding is not covered by the MAC");
         assert!(!authentic(&q, &cb), "c cannot pass for a");
 
         let seen: SocketAddr = "198.18.7.1:40000".parse().unwrap();
         let b_id = key_id(&b.public_key());
-        let mut r = reply(&b_id, 7, seen, &ab);
+        let mut r = reply(&b_id, 7, seen, 1400, &ab);
         assert_eq!(
             parse(&r),
             Some(Message::Reply {
                 answerer: b_id,
                 nonce: 7,
-                seen
+                seen,
+                len: 1400
             })
         );
         assert!(authentic(&r, &ab));
@@ -183,25 +221,26 @@ mod tests {
 
         let v6: SocketAddr = "[2001:db8::5]:9".parse().unwrap();
         assert!(
-            matches!(parse(&reply(&b_id, 1, v6, &ab)), Some(Message::Reply { seen, .. }) if seen == v6)
+            matches!(parse(&reply(&b_id, 1, v6, 36, &ab)), Some(Message::Reply { seen, .. }) if seen == v6)
         );
     }
 
     #[test]
     fn other_datagrams_are_not_echo_messages() {
         let key = [3u8; 32];
-        let q = request(&[1; 8], 1, &key);
+        let q = request(&[1; 8], 1, &key, 0);
         assert_eq!(parse(&q[..REQUEST_LEN - 1]), None, "truncated");
-        let mut long = q.to_vec();
+        let r = reply(&[1; 8], 1, "198.18.0.1:1".parse().unwrap(), 36, &key);
+        let mut long = r.to_vec();
         long.push(0);
-        assert_eq!(parse(&long), None, "too long");
+        assert_eq!(parse(&long), None, "a reply too long");
         for t in 1u32..=4 {
             let mut wg = vec![0u8; REQUEST_LEN];
             wg[..4].copy_from_slice(&t.to_le_bytes());
             assert_eq!(parse(&wg), None);
         }
         // A request's bytes relabelled as a reply do not parse (length).
-        let mut relabelled = q;
+        let mut relabelled = q.clone();
         relabelled[..4].copy_from_slice(&REPLY.to_le_bytes());
         assert_eq!(parse(&relabelled), None);
     }

@@ -14,6 +14,7 @@ pub mod echo;
 pub mod handshake;
 pub mod ip;
 mod peer;
+pub mod pmtu;
 pub mod ratelimit;
 pub mod relay;
 pub mod replay;

@@ -332,6 +332,17 @@ impl Lab {
         })
     }
 
+    /// Narrows the link between `site` and the switch to `mtu` (a VPN or
+    /// PPPoE uplink, say): bigger packets are dropped on it both ways, and
+    /// the site's hosts do not know, as their own links stay wider.
+    pub fn set_site_wan_mtu(&self, site: &Site, mtu: u16) -> Result<()> {
+        let mtu = mtu.to_string();
+        self.ip(
+            &site.router.ns,
+            &["link", "set", "dev", WAN_IF, "mtu", &mtu],
+        )
+    }
+
     /// Gives a node of `site` a new LAN address, like a DHCP lease that
     /// changed: the old address goes, `new` (a free host address of the
     /// subnet) comes, and the default route via the router is put back.

@@ -65,6 +65,8 @@ impl Mesh {
             "cidr": auth.map(|a| a.cidr.to_string()),
             "mtu": self.own.mtu,
             "mtu_reason": self.mtu_reason,
+            "host_mtu": self.own.host_mtu,
+            "path_mtu": self.own.path_mtu,
             "interface": self.iface,
             "listen": self.node.settings.listen.to_string(),
             "control_listen": self.node.settings.control_listen.to_string(),

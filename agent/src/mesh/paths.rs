@@ -151,8 +151,12 @@ impl Mesh {
     }
 
     /// Asks a few peers with a direct endpoint, over the data-plane
-    /// socket, where our datagrams reach them from (`crate::echo`).
+    /// socket, where our datagrams reach them from (`crate::echo`); while a
+    /// path's MTU is not known to fit the overlay's, a padded question
+    /// probes it too (`netstack::pmtu`).
     pub(super) fn ask_echo(&mut self) {
+        let now = Instant::now();
+        self.expire_questions(now);
         let direct: Vec<(PublicKey, SocketAddr)> = lock(&self.device)
             .peers()
             .filter_map(|p| {
@@ -160,21 +164,78 @@ impl Mesh {
                 Some((p.public_key, at))
             })
             .collect();
+        // The largest tunnel datagram the overlay MTU implies, with the
+        // whole overhead budget (IPv6 headers, a relay envelope) minus the
+        // IPv4 + UDP headers the probe itself travels in.
+        let target = self.own.mtu + federation::member::TUNNEL_OVERHEAD - IPV4_UDP;
         for i in 0..ECHO_PER_ROUND.min(direct.len()) {
             let (key, at) = direct[(self.echo_cursor + i) % direct.len()];
-            let nonce = OsRng.next_u64();
-            let Some(question) = self.echoes.echo.question(&key, nonce) else {
-                continue;
-            };
-            if self.asked.len() >= MAX_ASKED {
-                self.asked.pop_front();
-            }
-            self.asked.push_back((nonce, key));
-            if let Err(e) = self.echoes.udp.send(at, &question, None) {
-                tracing::debug!("cannot send an endpoint echo to {at}: {e}");
+            let probe = self
+                .path_probes
+                .entry(key)
+                .or_insert_with(|| PathProbe::new(target));
+            probe.set_target(target);
+            let sizes = [Some(0), probe.next(now).filter(|_| at.is_ipv4())];
+            for len in sizes.into_iter().flatten() {
+                self.ask(key, at, len, now);
             }
         }
         self.echo_cursor = self.echo_cursor.wrapping_add(ECHO_PER_ROUND);
+    }
+
+    fn ask(&mut self, peer: PublicKey, at: SocketAddr, len: u16, now: Instant) {
+        let nonce = OsRng.next_u64();
+        let Some(question) = self.echoes.echo.question(&peer, nonce, len) else {
+            return;
+        };
+        if self.asked.len() >= MAX_ASKED {
+            self.asked.pop_front();
+        }
+        self.asked.push_back(Asked {
+            nonce,
+            peer,
+            len: u16::try_from(question.len()).unwrap_or(u16::MAX),
+            at: now,
+        });
+        if let Err(e) = self.echoes.udp.send(at, &question, None) {
+            tracing::debug!("cannot send an endpoint echo to {at}: {e}");
+        }
+    }
+
+    /// Counts questions unanswered for [`ANSWER_WITHIN`] as lost; a lost
+    /// probe tells the path MTU search that size may not fit.
+    fn expire_questions(&mut self, now: Instant) {
+        while let Some(q) = self.asked.front().copied() {
+            if now.saturating_duration_since(q.at) < ANSWER_WITHIN {
+                break;
+            }
+            self.asked.pop_front();
+            if usize::from(q.len) > netstack::echo::REQUEST_LEN {
+                if let Some(p) = self.path_probes.get_mut(&q.peer) {
+                    p.unanswered(q.len, now);
+                }
+            }
+        }
+        self.update_path_mtu();
+    }
+
+    /// Publishes the narrowest probed path (as an IPv4 packet size) when
+    /// probing found one narrower than the overlay needs.
+    fn update_path_mtu(&mut self) {
+        let limit = self
+            .path_probes
+            .values()
+            .filter_map(PathProbe::limit)
+            .min()
+            .map(|l| l + IPV4_UDP);
+        if limit != self.own.path_mtu {
+            tracing::warn!(
+                path_mtu = ?limit,
+                "probing found a path narrower than the hosts' links; the overlay MTU follows"
+            );
+            self.own.path_mtu = limit;
+            self.refresh_mtu = true;
+        }
     }
 
     /// Takes an answer to one of our questions. A peer that now sees us
@@ -186,11 +247,16 @@ impl Mesh {
         let Some(i) = self
             .asked
             .iter()
-            .position(|(n, k)| *n == answer.nonce && *k == answer.from)
+            .position(|q| q.nonce == answer.nonce && q.peer == answer.from)
         else {
             return; // not asked, or answered already (a replay)
         };
         self.asked.remove(i);
+        if usize::from(answer.len) > netstack::echo::REQUEST_LEN {
+            if let Some(p) = self.path_probes.get_mut(&answer.from) {
+                p.answered(answer.len);
+            }
+        }
         let before = self.echoed.insert(answer.from, answer.seen);
         let now = Instant::now();
         if let Some((_, last)) = self.observed.get_mut(&answer.seen) {

@@ -48,6 +48,7 @@ fn record(
         host_networks: vec![],
         mtu: 1420,
         host_mtu: None,
+        path_mtu: None,
         address: Ipv4Addr::new(100, 64, 0, last),
         claimed_ms,
         pinned: false,

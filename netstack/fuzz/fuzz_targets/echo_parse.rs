@@ -15,12 +15,13 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(!echo::authentic(data, &KEY), "random bytes authenticated");
     let again = match m {
-        Message::Request { asker, nonce } => echo::request(&asker, nonce, &KEY).to_vec(),
+        Message::Request { asker, nonce, len } => echo::request(&asker, nonce, &KEY, len),
         Message::Reply {
             answerer,
             nonce,
             seen,
-        } => echo::reply(&answerer, nonce, seen, &KEY).to_vec(),
+            len,
+        } => echo::reply(&answerer, nonce, seen, len, &KEY).to_vec(),
     };
     assert!(echo::authentic(&again, &KEY));
     assert_eq!(echo::parse(&again), Some(m));
