@@ -11,6 +11,7 @@ use crate::network::NetworkId;
 use crate::protocol::{Request, Response};
 use crate::record::NodeId;
 use futures::StreamExt;
+use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId};
 use libp2p::identity::{self, Keypair};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
@@ -27,6 +28,13 @@ const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
 const QUIC_IDLE_TIMEOUT_MS: u32 = 4000;
 /// How long a request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections others open to us, at most: members keep about 24 each
+/// (spread at random), joiners one; more is someone flooding us.
+const MAX_INCOMING: u32 = 256;
+/// Incoming connections still in their handshake, at most.
+const MAX_PENDING_INCOMING: u32 = 64;
+/// Connections with one peer, at most (two dials crossing make two).
+const MAX_PER_PEER: u32 = 3;
 
 /// Why the shell could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +57,7 @@ pub enum NetError {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    limits: connection_limits::Behaviour,
     gossipsub: gossipsub::Behaviour,
     rr: request_response::cbor::Behaviour<Request, Response>,
     identify: identify::Behaviour,
@@ -176,7 +185,14 @@ impl Shell {
                     "/cladnet/1".into(),
                     key.public(),
                 ));
+                let limits = connection_limits::Behaviour::new(
+                    ConnectionLimits::default()
+                        .with_max_established_incoming(Some(MAX_INCOMING))
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+                        .with_max_established_per_peer(Some(MAX_PER_PEER)),
+                );
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
+                    limits,
                     gossipsub,
                     rr,
                     identify,

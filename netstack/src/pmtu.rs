@@ -28,6 +28,8 @@ pub struct PathProbe {
     misses: u8,
     /// The limit found before a retry, kept while the retry runs.
     held: Option<u16>,
+    /// When the latest question the peer answered was sent.
+    reached: Option<Instant>,
 }
 
 impl PathProbe {
@@ -40,6 +42,7 @@ impl PathProbe {
             bad: None,
             misses: 0,
             held: None,
+            reached: None,
         }
     }
 
@@ -81,10 +84,19 @@ impl PathProbe {
         self.misses = 0;
     }
 
-    /// A probe of `len` bytes got no answer in time (`now`).
-    pub fn unanswered(&mut self, len: u16, now: Instant) {
-        if len <= self.ok {
-            return; // that size passed before: a loss, not a limit
+    /// Some question sent at `sent_at` (a small one, say) was answered:
+    /// the peer was reachable then.
+    pub fn reached(&mut self, sent_at: Instant) {
+        self.reached = Some(self.reached.map_or(sent_at, |r| r.max(sent_at)));
+    }
+
+    /// A probe of `len` bytes sent at `sent_at` got no answer in time
+    /// (`now`). It counts against the size only if a question sent at the
+    /// same time or later was answered: a peer that answers nothing (gone,
+    /// or our own loop stalled) says nothing about sizes.
+    pub fn unanswered(&mut self, len: u16, sent_at: Instant, now: Instant) {
+        if len <= self.ok || self.reached.is_none_or(|r| r < sent_at) {
+            return;
         }
         self.misses += 1;
         if self.misses >= MISSES {
@@ -118,10 +130,11 @@ mod tests {
         while let Some(len) = p.next(now) {
             sent += 1;
             assert!(sent < 200, "the search does not end: {p:?}");
+            p.reached(now); // the small question sent alongside
             if len <= carries {
                 p.answered(len);
             } else {
-                p.unanswered(len, now);
+                p.unanswered(len, now, now);
             }
         }
         (p, sent)
@@ -144,8 +157,18 @@ mod tests {
     fn one_loss_is_not_a_limit_and_a_lower_target_keeps_the_limit() {
         let now = Instant::now();
         let mut p = PathProbe::new(1432);
-        p.unanswered(1432, now);
-        p.unanswered(1432, now);
+        for _ in 0..5 {
+            p.unanswered(1432, now, now);
+        }
+        assert_eq!(
+            p.next(now),
+            Some(1432),
+            "a silent peer says nothing about sizes"
+        );
+        assert_eq!(p.limit(), None);
+        p.reached(now);
+        p.unanswered(1432, now, now);
+        p.unanswered(1432, now, now);
         assert_eq!(
             p.next(now),
             Some(1432),
@@ -168,10 +191,11 @@ mod tests {
         assert_eq!(p.limit(), limit);
         while let Some(len) = p.next(later) {
             assert_eq!(p.limit(), limit, "the limit holds during the search");
+            p.reached(later);
             if len <= 1372 {
                 p.answered(len);
             } else {
-                p.unanswered(len, later);
+                p.unanswered(len, later, later);
             }
         }
         assert_eq!(p.limit(), limit);

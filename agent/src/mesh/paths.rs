@@ -212,7 +212,7 @@ impl Mesh {
             self.asked.pop_front();
             if usize::from(q.len) > netstack::echo::REQUEST_LEN {
                 if let Some(p) = self.path_probes.get_mut(&q.peer) {
-                    p.unanswered(q.len, now);
+                    p.unanswered(q.len, q.at, now);
                 }
             }
         }
@@ -251,9 +251,12 @@ impl Mesh {
         else {
             return; // not asked, or answered already (a replay)
         };
-        self.asked.remove(i);
-        if usize::from(answer.len) > netstack::echo::REQUEST_LEN {
-            if let Some(p) = self.path_probes.get_mut(&answer.from) {
+        let Some(question) = self.asked.remove(i) else {
+            return;
+        };
+        if let Some(p) = self.path_probes.get_mut(&answer.from) {
+            p.reached(question.at);
+            if usize::from(answer.len) > netstack::echo::REQUEST_LEN {
                 p.answered(answer.len);
             }
         }
