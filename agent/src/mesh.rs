@@ -596,11 +596,12 @@ impl Mesh {
         let default = self.ledger.authority().map_or(self.own.mtu, |a| a.mtu);
         let now = now_ms();
         let members = self.ledger.members(now);
-        let active = members
+        let active: Vec<&MemberRecord> = members
             .iter()
             .filter(|m| m.status == Status::Active)
-            .map(|m| m.record);
-        let (mtu, reason) = federation::member::overlay_mtu(default, active);
+            .map(|m| m.record)
+            .collect();
+        let (mtu, reason) = federation::member::overlay_mtu(default, &active);
         self.mtu_reason = reason;
         if mtu != self.own.mtu {
             match self.netlink.set_up(self.tun_index, u32::from(mtu)).await {

@@ -41,20 +41,35 @@ pub fn metrics_interval(members: usize) -> std::time::Duration {
 }
 
 /// Bytes a tunnelled packet gains on the wire: IPv6 (40) + UDP (8) +
-/// WireGuard data header and tag (32). IPv4 needs 20 less; using the larger
-/// figure keeps one overlay MTU valid on both.
+/// WireGuard data header and tag (32). IPv4 needs 20 less, which leaves
+/// room for a relay envelope (12): one overlay MTU valid on both.
 pub const TUNNEL_OVERHEAD: u16 = 80;
+/// The overhead where some member has an IPv6 endpoint: a relayed packet
+/// may then travel over IPv6 with its envelope (80 + 12).
+pub const TUNNEL_OVERHEAD_IPV6: u16 = TUNNEL_OVERHEAD + 12;
+
+/// The tunnel overhead the overlay MTU must leave room for in a network of
+/// `members`.
+pub fn tunnel_overhead(members: &[&MemberRecord]) -> u16 {
+    let ipv6 = members
+        .iter()
+        .flat_map(|m| m.endpoints.iter().chain(&m.reflexive))
+        .any(SocketAddr::is_ipv6);
+    if ipv6 {
+        TUNNEL_OVERHEAD_IPV6
+    } else {
+        TUNNEL_OVERHEAD
+    }
+}
 
 /// The overlay MTU of a network whose default is `default` and whose
 /// members are `members`: the smallest host MTU or probed path MTU any
 /// member reports, minus the tunnel overhead, so no tunnelled packet is
 /// ever fragmented or dropped on the smallest link or path; and the
 /// sentence that says why.
-pub fn overlay_mtu<'a>(
-    default: u16,
-    members: impl Iterator<Item = &'a MemberRecord>,
-) -> (u16, String) {
-    let limits = members.flat_map(|m| {
+pub fn overlay_mtu(default: u16, members: &[&MemberRecord]) -> (u16, String) {
+    let overhead = tunnel_overhead(members);
+    let limits = members.iter().flat_map(|m| {
         [
             m.host_mtu.map(|v| (v, m.name.as_str(), "host MTU")),
             m.path_mtu.map(|v| (v, m.name.as_str(), "probed path MTU")),
@@ -63,11 +78,11 @@ pub fn overlay_mtu<'a>(
         .flatten()
     });
     match limits.min_by_key(|(v, _, _)| *v) {
-        Some((m, name, what)) if m.saturating_sub(TUNNEL_OVERHEAD) < default => {
-            let mtu = m.saturating_sub(TUNNEL_OVERHEAD).max(576);
-            (mtu, format!("the smallest {what} in the network is {m} ({name}); minus {TUNNEL_OVERHEAD} bytes of tunnel overhead"))
+        Some((m, name, what)) if m.saturating_sub(overhead) < default => {
+            let mtu = m.saturating_sub(overhead).max(576);
+            (mtu, format!("the smallest {what} in the network is {m} ({name}); minus {overhead} bytes of tunnel overhead"))
         }
-        _ => (default, format!("the network's default; every member's host and path MTU leaves room for it plus {TUNNEL_OVERHEAD} bytes of tunnel overhead")),
+        _ => (default, format!("the network's default; every member's host and path MTU leaves room for it plus {overhead} bytes of tunnel overhead")),
     }
 }
 
@@ -256,8 +271,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bodies_roundtrip_and_bounds_hold() {
-        let m = MemberRecord {
+    fn the_overlay_mtu_fits_the_narrowest_host_or_path_and_ipv6_relays() {
+        let mut a = record();
+        let mut b = record();
+        b.name = "b".into();
+        let (mtu, why) = overlay_mtu(1420, &[&a, &b]);
+        assert_eq!(mtu, 1420, "{why}");
+        a.host_mtu = Some(1460);
+        b.host_mtu = Some(9001);
+        let (mtu, why) = overlay_mtu(1420, &[&a, &b]);
+        assert_eq!(mtu, 1380);
+        assert!(why.contains("host MTU") && why.contains("(a)"), "{why}");
+        b.path_mtu = Some(1400);
+        let (mtu, why) = overlay_mtu(1420, &[&a, &b]);
+        assert_eq!(mtu, 1320);
+        assert!(why.contains("probed path MTU in the network is 1400 (b)"), "{why}");
+        // An IPv6 endpoint anywhere: room for a relay envelope over IPv6.
+        b.reflexive = vec!["[2001:db8::2]:51820".parse().unwrap()];
+        assert_eq!(overlay_mtu(1420, &[&a, &b]).0, 1308);
+    }
+
+    fn record() -> MemberRecord {
+        MemberRecord {
             network: NetworkId([1; 16]),
             name: "a".into(),
             chain: vec![],
@@ -275,7 +310,12 @@ mod tests {
             left_ms: None,
             revocations: vec![],
             metrics: None,
-        };
+        }
+    }
+
+    #[test]
+    fn bodies_roundtrip_and_bounds_hold() {
+        let m = record();
         let b = Body::Member(m.clone());
         assert_eq!(Body::parse(&b.to_bytes()), Ok(b));
         let mut many = m;
