@@ -320,6 +320,29 @@ pub fn prometheus(status: &Value, peers: &Value, members: &Value, counters: &Val
         "Control-plane payload bytes (gossip and anti-entropy).",
         gossip_bytes,
     );
+    let plain = |v: &Value| v.as_f64().map(|n| vec![(String::new(), n)]).unwrap_or_default();
+    family(
+        "cladnet_relayed_bytes_total",
+        "counter",
+        "Bytes this node relayed between other members.",
+        plain(&status["relay"]["relayed_bytes"]),
+    );
+    family(
+        "cladnet_relay_refused_total",
+        "counter",
+        "Relay envelopes refused (sender or target unknown, relaying off).",
+        plain(&status["relay"]["refused"]),
+    );
+    let echo: Vec<(String, f64)> = ["answered", "dropped"]
+        .iter()
+        .filter_map(|k| Some((format!("{{result=\"{k}\"}}"), status["echo"][k].as_f64()?)))
+        .collect();
+    family(
+        "cladnet_echo_questions_total",
+        "counter",
+        "Endpoint-echo messages from others: questions answered, and messages dropped (unknown sender, bad MAC, queue full).",
+        echo,
+    );
     let mut by_state: BTreeMap<String, f64> = ["alive", "suspect", "down", "left", "revoked"]
         .iter()
         .map(|s| (s.to_string(), 0.0))

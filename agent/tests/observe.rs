@@ -158,6 +158,31 @@ fn scenario(net: &mut Net) -> Result<()> {
         !out.status.success() && err.contains("only members"),
         "outsider: {err}"
     );
+    // Forged endpoint echoes from the outsider, questions and answers with
+    // made-up key ids and MACs: dropped and counted, never answered.
+    let dropped = |net: &Net| -> Result<u64> {
+        let st = query(net, a, &["status", "--json"])?;
+        st["echo"]["dropped"].as_u64().context("status.echo.dropped")
+    };
+    let before = dropped(net)?;
+    let forge = format!(
+        "import os, socket, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(1.0)\n\
+         for i in range(20):\n    s.sendto(struct.pack('<I', 18) + os.urandom(32), ('{a_ip}', 51820))\n\
+         for i in range(20):\n    s.sendto(struct.pack('<I', 19) + os.urandom(52), ('{a_ip}', 51820))\n\
+         try:\n    s.recvfrom(100)\n    print('answered')\n\
+         except socket.timeout:\n    print('silent')\n",
+        a_ip = net.ip(a)
+    );
+    let out = net.lab.run(&net.members[x].node, &["python3", "-c", &forge])?;
+    assert_eq!(out.trim(), "silent", "a forged echo question got an answer");
+    let counted =
+        testbed::wait_until_every(Duration::from_secs(5), Duration::from_millis(200), || {
+            dropped(net).is_ok_and(|n| n >= before + 40)
+        });
+    assert!(counted, "40 forged echoes should be counted as dropped");
+
     let unreachable = format!("{}:51899", net.ip(a));
     let out = net.lab.exec_timeout(
         &net.members[x].node,
@@ -198,6 +223,10 @@ fn scenario(net: &mut Net) -> Result<()> {
         "cladnet_gossip_bytes_total{direction=\"out\"}",
         "cladnet_records_rejected_total",
         "cladnet_members{state=\"alive\"} 4",
+        "cladnet_relayed_bytes_total ",
+        "cladnet_relay_refused_total ",
+        "cladnet_echo_questions_total{result=\"answered\"}",
+        "cladnet_echo_questions_total{result=\"dropped\"}",
     ] {
         assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
     }
