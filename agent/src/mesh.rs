@@ -58,6 +58,9 @@ const SCAN_EVERY: Duration = Duration::from_secs(3);
 const DIRECT_GRACE: Duration = Duration::from_secs(4);
 /// A relayed peer is tried directly again this often, for DIRECT_GRACE.
 const DIRECT_RETRY: Duration = Duration::from_secs(60);
+/// A relayed peer whose last this many overlay probes were lost is
+/// moved to another relay (its relay went away).
+const RELAY_SILENT: usize = 3;
 /// Pushes of at most this many records are re-gossiped by the receiver.
 const URGENT_PUSH: usize = 4;
 /// Ask this many peers every [`ECHO_EVERY`] where they see our datagrams
@@ -178,6 +181,8 @@ struct PathState {
     direct_since: Instant,
     /// The relay in use, if any.
     relay: Option<NodeId>,
+    /// When that relay was put in place.
+    relay_since: Instant,
 }
 
 /// Control-plane messages and payload bytes, each way.
@@ -825,6 +830,7 @@ impl Mesh {
                         PathState {
                             direct_since: Instant::now(),
                             relay: None,
+                            relay_since: Instant::now(),
                         },
                     );
                     Some(c)

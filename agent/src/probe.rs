@@ -43,6 +43,11 @@ impl Window {
         Some(answered.iter().sum::<Duration>() / n)
     }
 
+    /// True if the last `n` probes (at least `n` so far) were all lost.
+    pub fn last_lost(&self, n: usize) -> bool {
+        self.results.len() >= n && self.results.iter().rev().take(n).all(Option::is_none)
+    }
+
     /// Lost share of the window, in thousandths (0 with no probes yet).
     pub fn loss_permille(&self) -> u16 {
         let lost = self.results.iter().filter(|r| r.is_none()).count();
@@ -180,6 +185,11 @@ impl<K: Ord + Copy> Prober<K> {
         self.windows.get(key)
     }
 
+    /// Forgets the results of `key` (its path changed).
+    pub fn forget(&mut self, key: &K) {
+        self.windows.remove(key);
+    }
+
     /// Forgets peers for which `keep` is false.
     pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
         self.windows.retain(|k, _| keep(k));
@@ -208,6 +218,11 @@ mod tests {
         }
         assert_eq!(w.results.len(), WINDOW);
         assert_eq!(w.loss_permille(), 0, "old losses leave the window");
+        assert!(!w.last_lost(2));
+        w.push(None);
+        w.push(None);
+        assert!(w.last_lost(2) && !w.last_lost(3));
+        assert!(!Window::default().last_lost(1), "no probes is not silence");
     }
 
     #[test]

@@ -320,7 +320,11 @@ pub fn prometheus(status: &Value, peers: &Value, members: &Value, counters: &Val
         "Control-plane payload bytes (gossip and anti-entropy).",
         gossip_bytes,
     );
-    let plain = |v: &Value| v.as_f64().map(|n| vec![(String::new(), n)]).unwrap_or_default();
+    let plain = |v: &Value| {
+        v.as_f64()
+            .map(|n| vec![(String::new(), n)])
+            .unwrap_or_default()
+    };
     family(
         "cladnet_relayed_bytes_total",
         "counter",

@@ -149,6 +149,106 @@ fn narrow_uplink(net: &mut Net) -> Result<()> {
     Ok(())
 }
 
+/// Two public nodes that can relay, and two sites whose NATs defeat hole
+/// punching between them (symmetric and cone): their traffic is relayed.
+/// When the relay in use freezes (SIGSTOP), both ends move to the other
+/// relay without help.
+#[test]
+fn a_relay_that_goes_away_is_replaced() -> Result<()> {
+    if testbed::skip_unless_root("relay failover lab") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let p = lab.add_node("p")?;
+    let q = lab.add_node("q")?;
+    let sym = lab.add_site("cs", "10.20.0.0/24", NatKind::Symmetric, 1500)?;
+    let s1 = lab.add_site_node(&sym, "s1", Ipv4Addr::new(10, 20, 0, 10))?;
+    let cone = lab.add_site("cc", "192.168.9.0/24", NatKind::Cone, 1500)?;
+    let c1 = lab.add_site_node(&cone, "c1", Ipv4Addr::new(192, 168, 9, 10))?;
+    let members = vec![
+        member(&lab, p),
+        member(&lab, q),
+        member(&lab, s1),
+        member(&lab, c1),
+    ];
+    let mut net = Net { lab, members };
+    let r = relay_failover(&mut net);
+    net.lab.check(r)
+}
+
+fn relay_failover(net: &mut Net) -> Result<()> {
+    let (p, q, s1, c1) = (0, 1, 2, 3);
+    let names = ["p", "q", "s1", "c1"];
+    net.init(p, "p")?;
+    net.start(p)?;
+    for i in [q, s1, c1] {
+        let token = net.invite(p, &[])?;
+        net.join(i, names[i], &token)?;
+        net.start(i)?;
+    }
+    let relay_to_c1 = |net: &Net| -> Option<String> {
+        peers(net, s1).ok()?.iter().find_map(|x| {
+            (x["name"] == "c1" && x["path"] == "relay")
+                .then(|| x["relay"].as_str().map(str::to_string))
+                .flatten()
+        })
+    };
+    let relayed =
+        testbed::wait_until_every(Duration::from_secs(40), Duration::from_millis(500), || {
+            relay_to_c1(net).is_some()
+        });
+    assert!(
+        relayed,
+        "s1 should reach c1 through a relay: {:?}",
+        peers(net, s1)?
+    );
+    let first = relay_to_c1(net).context("a relay")?;
+    let (gone, other) = if first == "p" { (p, "q") } else { (q, "p") };
+    let c1_addr = net.address(c1)?;
+    if !net
+        .lab
+        .wait_ping(&net.members[s1].node, &c1_addr, Duration::from_secs(20))
+    {
+        bail!("s1 cannot ping c1 through {first}");
+    }
+    let mut pinger = net.lab.spawn(
+        &net.members[s1].node,
+        "ping-s1-c1",
+        &["ping", "-n", "-D", "-i", "0.2", "-W", "1", &c1_addr],
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped_at = unix_now();
+    net.members[gone]
+        .agent
+        .as_mut()
+        .context("the relay runs")?
+        .signal(libc::SIGSTOP)?;
+    // Well before the direct path's periodic retry (after 64 s) could
+    // pick another relay by chance.
+    let moved =
+        testbed::wait_until_every(Duration::from_secs(40), Duration::from_millis(500), || {
+            relay_to_c1(net).as_deref() == Some(other)
+                && healed_after(&pinger.log(), stopped_at + 1.0).is_ok()
+        });
+    let healed = healed_after(&pinger.log(), stopped_at);
+    pinger.stop()?;
+    net.members[gone]
+        .agent
+        .as_mut()
+        .context("the relay runs")?
+        .signal(libc::SIGCONT)?;
+    assert!(
+        moved,
+        "s1 -> c1 should move from {first} to {other}: {:?}",
+        peers(net, s1)?
+    );
+    eprintln!(
+        "FIGURE relay {first} frozen: s1 -> c1 moved to {other}, pings answered again after {:.1} s",
+        healed?
+    );
+    Ok(())
+}
+
 fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
     let v: Value = serde_json::from_str(&net.cli(i, &["peers", "--json"])?)?;
     v.as_array().cloned().context("peers is a list")

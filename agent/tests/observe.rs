@@ -162,7 +162,9 @@ fn scenario(net: &mut Net) -> Result<()> {
     // made-up key ids and MACs: dropped and counted, never answered.
     let dropped = |net: &Net| -> Result<u64> {
         let st = query(net, a, &["status", "--json"])?;
-        st["echo"]["dropped"].as_u64().context("status.echo.dropped")
+        st["echo"]["dropped"]
+            .as_u64()
+            .context("status.echo.dropped")
     };
     let before = dropped(net)?;
     let forge = format!(
@@ -175,7 +177,9 @@ fn scenario(net: &mut Net) -> Result<()> {
          except socket.timeout:\n    print('silent')\n",
         a_ip = net.ip(a)
     );
-    let out = net.lab.run(&net.members[x].node, &["python3", "-c", &forge])?;
+    let out = net
+        .lab
+        .run(&net.members[x].node, &["python3", "-c", &forge])?;
     assert_eq!(out.trim(), "silent", "a forged echo question got an answer");
     let counted =
         testbed::wait_until_every(Duration::from_secs(5), Duration::from_millis(200), || {

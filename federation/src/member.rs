@@ -285,7 +285,10 @@ mod tests {
         b.path_mtu = Some(1400);
         let (mtu, why) = overlay_mtu(1420, &[&a, &b]);
         assert_eq!(mtu, 1320);
-        assert!(why.contains("probed path MTU in the network is 1400 (b)"), "{why}");
+        assert!(
+            why.contains("probed path MTU in the network is 1400 (b)"),
+            "{why}"
+        );
         // An IPv6 endpoint anywhere: room for a relay envelope over IPv6.
         b.reflexive = vec!["[2001:db8::2]:51820".parse().unwrap()];
         assert_eq!(overlay_mtu(1420, &[&a, &b]).0, 1308);

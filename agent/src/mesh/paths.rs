@@ -42,23 +42,19 @@ impl Mesh {
             // session DIRECT_GRACE after trying the direct endpoint means
             // the direct path does not work.
             let has_session = recent(key);
+            let mut avoid = None;
             if relayed {
-                if since_direct > DIRECT_RETRY + DIRECT_GRACE {
-                    // Time to try the direct path again.
-                    if let Some(direct) = self.chosen.get(id).copied() {
-                        self.set_endpoint(key, direct);
-                        self.paths.insert(
-                            *id,
-                            PathState {
-                                direct_since: now,
-                                relay: state.relay,
-                            },
-                        );
+                let through = now.saturating_duration_since(state.relay_since) > DIRECT_GRACE;
+                if through && self.silent(id) {
+                    // The relay no longer gets us through: another one.
+                    avoid = state.relay;
+                } else {
+                    if since_direct > DIRECT_RETRY + DIRECT_GRACE {
+                        self.try_direct(id, key, state.relay, now);
                     }
+                    continue;
                 }
-                continue;
-            }
-            if has_session || since_direct < DIRECT_GRACE {
+            } else if has_session || since_direct < DIRECT_GRACE {
                 continue;
             }
             // No direct handshake: pick a relay among members that relay
@@ -79,7 +75,9 @@ impl Mesh {
             };
             let relay = members
                 .iter()
-                .filter(|(r, rk, no_relay)| r != id && !no_relay && recent(rk))
+                .filter(|(r, rk, no_relay)| {
+                    r != id && Some(*r) != avoid && !no_relay && recent(rk) && !self.silent(r)
+                })
                 .filter_map(|(r, rk, _)| {
                     let at = infos
                         .get(&rk.0)?
@@ -99,6 +97,10 @@ impl Mesh {
                 })
                 .min();
             let Some((_, _, _, relay_id, relay_at)) = relay else {
+                if avoid.is_some() {
+                    // No other relay: the direct path is all that is left.
+                    self.try_direct(id, key, None, now);
+                }
                 continue;
             };
             let Some(virtual_endpoint) = self.relays.path(relay_at, netstack::relay::key_id(key))
@@ -106,21 +108,59 @@ impl Mesh {
                 continue;
             };
             let names = telemetry::names(&self.ledger, now_ms());
-            tracing::info!(
-                peer = %names.get(id).cloned().unwrap_or_default(),
-                relay = %names.get(&relay_id).cloned().unwrap_or_default(),
-                "no direct path after {DIRECT_GRACE:?}; relaying"
-            );
+            let name = |n: &NodeId| names.get(n).cloned().unwrap_or_default();
+            match avoid {
+                Some(old) => tracing::info!(
+                    peer = %name(id), relay = %name(&relay_id), failed = %name(&old),
+                    "the relay stopped getting through; relaying elsewhere"
+                ),
+                None => tracing::info!(
+                    peer = %name(id), relay = %name(&relay_id),
+                    "no direct path after {DIRECT_GRACE:?}; relaying"
+                ),
+            }
             self.set_endpoint(key, virtual_endpoint);
+            if let Some(p) = self.prober.as_mut() {
+                p.forget(id);
+            }
             // Keep direct_since: the retry clock runs from the failed attempt.
             self.paths.insert(
                 *id,
                 PathState {
                     direct_since: state.direct_since,
                     relay: Some(relay_id),
+                    relay_since: now,
                 },
             );
         }
+    }
+
+    /// Tries the direct endpoint chosen for peer `id` again (for
+    /// [`DIRECT_GRACE`]; `relay` is the one to fall back to meanwhile).
+    fn try_direct(&mut self, id: &NodeId, key: &PublicKey, relay: Option<NodeId>, now: Instant) {
+        let Some(direct) = self.chosen.get(id).copied() else {
+            return;
+        };
+        self.set_endpoint(key, direct);
+        if let Some(p) = self.prober.as_mut() {
+            p.forget(id);
+        }
+        self.paths.insert(
+            *id,
+            PathState {
+                direct_since: now,
+                relay,
+                relay_since: now,
+            },
+        );
+    }
+
+    /// True if our last [`RELAY_SILENT`] overlay probes to `id` were lost.
+    fn silent(&self, id: &NodeId) -> bool {
+        self.prober
+            .as_ref()
+            .and_then(|p| p.window(id))
+            .is_some_and(|w| w.last_lost(RELAY_SILENT))
     }
 
     /// Points the device at `endpoint` for the peer with `key`.
