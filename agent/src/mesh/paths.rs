@@ -1,13 +1,16 @@
-//! How each peer is reached: reflexive endpoints learned from members,
-//! relay fallback when no direct path works, and the path shown to users.
+//! How each peer is reached: the endpoint echo (where members see us, and
+//! whether our address moved), path MTU probes, relay fallback when no
+//! direct path works and failover when a relay goes away, and the path
+//! shown to users.
 
 use super::*;
 
 impl Mesh {
     /// Falls back to a relay for peers whose direct path gave no handshake
-    /// within [`DIRECT_GRACE`], and tries relayed peers directly again every
-    /// [`DIRECT_RETRY`] (a direct packet from them also moves us back, by
-    /// WireGuard's roaming).
+    /// within [`DIRECT_GRACE`], moves relayed peers whose last
+    /// [`RELAY_SILENT`] probes were lost to another relay, and tries relayed
+    /// peers directly again every [`DIRECT_RETRY`] (a direct packet from
+    /// them also moves us back, by WireGuard's roaming).
     pub(super) fn manage_paths(&mut self) {
         let now = Instant::now();
         let me = self.node.key.id();
