@@ -3,6 +3,7 @@
 //! UDP port, starts the data plane and the control socket, and runs until
 //! SIGINT or SIGTERM.
 
+use crate::members::MemberKeys;
 use crate::wgconfig::WgConfig;
 use crate::{api, dataplane, uapi};
 use anyhow::{Context, Result};
@@ -98,11 +99,13 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         iface = %info.name, port = listen_port, mtu, offload = info.offload,
         public_key = %device.public_key(), peers = config.peers.len(), "cladnet agent up"
     );
-    // Plain WireGuard peers have no member list: nobody is answered.
-    let (echo, _) = crate::echo::Echo::new(device.private_key().clone());
+    // Plain WireGuard peers have no member list: nobody is answered or
+    // relayed.
+    let members = Arc::new(MemberKeys::new(device.private_key().clone()));
+    let (echo, _) = crate::echo::Echo::new(members.clone());
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
-    let relays = Arc::new(crate::relays::Relays::new(false));
+    let relays = Arc::new(crate::relays::Relays::new(false, members));
     dataplane::start(&tun, &udp, &device, &relays, &Arc::new(echo))
         .context("cannot start the data plane threads")?;
     let wg_socket = uapi::socket_path(iface);
@@ -175,8 +178,9 @@ pub fn run_mesh(
         .context("the control listen address cannot be expressed as a QUIC address")?;
     let device = Arc::new(Mutex::new(device));
     let udp = Arc::new(udp);
-    let relays = Arc::new(crate::relays::Relays::new(relay));
-    let (echo, answers) = crate::echo::Echo::new(PrivateKey(node.wg.0));
+    let members = Arc::new(MemberKeys::new(PrivateKey(node.wg.0)));
+    let relays = Arc::new(crate::relays::Relays::new(relay, members.clone()));
+    let (echo, answers) = crate::echo::Echo::new(members.clone());
     let echo = Arc::new(echo);
     let result = runtime.block_on(async {
         let netlink = Netlink::connect(tun.name())?;
@@ -199,6 +203,7 @@ pub fn run_mesh(
             shell,
             device.clone(),
             crate::mesh::Reach {
+                members,
                 relays: relays.clone(),
                 echo,
                 answers,

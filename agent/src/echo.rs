@@ -1,14 +1,15 @@
-//! Endpoint echo in the agent (`netstack::echo`): the pair keys shared with
-//! each member, answering members' questions in the rx thread, and handing
-//! authenticated answers to the control loop, which asks (`mesh::paths`).
+//! Endpoint echo in the agent (`netstack::echo`): answering members'
+//! questions in the rx thread (with the pair keys of `crate::members`), and
+//! handing authenticated answers to the control loop, which asks
+//! (`mesh::paths`).
 
+use crate::members::MemberKeys;
 use netstack::echo::{self, Message, PairKey, REPLY_LEN};
 use netstack::relay::{key_id, KeyId};
-use netstack::{PrivateKey, PublicKey};
-use std::collections::BTreeMap;
+use netstack::PublicKey;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// Answers waiting for the control loop; more are dropped (and counted).
@@ -27,14 +28,10 @@ pub struct Answer {
     pub len: u16,
 }
 
-/// Members' pair keys and counters, shared by the control loop and the rx
+/// The endpoint echo's state, shared by the control loop and the rx
 /// thread.
 pub struct Echo {
-    own: PrivateKey,
-    own_id: KeyId,
-    /// Key id → (member's key, pair key); only members are listed, so the
-    /// table is bounded by the member list the control loop sets.
-    members: RwLock<BTreeMap<KeyId, (PublicKey, PairKey)>>,
+    members: Arc<MemberKeys>,
     answers: mpsc::Sender<Answer>,
     /// Questions answered.
     pub answered: AtomicU64,
@@ -43,15 +40,12 @@ pub struct Echo {
 }
 
 impl Echo {
-    /// State for the node with WireGuard key `own`, and the receiving end
-    /// of its answers.
-    pub fn new(own: PrivateKey) -> (Self, mpsc::Receiver<Answer>) {
+    /// State answering and asking the members of `members`, and the
+    /// receiving end of its answers.
+    pub fn new(members: Arc<MemberKeys>) -> (Self, mpsc::Receiver<Answer>) {
         let (answers, rx) = mpsc::channel(QUEUE);
-        let own_id = key_id(&own.public_key());
         let echo = Self {
-            own,
-            own_id,
-            members: RwLock::new(BTreeMap::new()),
+            members,
             answers,
             answered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -59,40 +53,15 @@ impl Echo {
         (echo, rx)
     }
 
-    /// Sets the members that may ask and answer. Pair keys already known
-    /// are kept, so a new member list costs one X25519 per new member.
-    pub fn set_members(&self, keys: impl Iterator<Item = PublicKey>) {
-        let old = self
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let members = keys
-            .filter_map(|k| {
-                let id = key_id(&k);
-                let pair = match old.get(&id) {
-                    Some((known, pair)) if *known == k => *pair,
-                    _ => echo::pair_key(&self.own, &k)?,
-                };
-                Some((id, (k, pair)))
-            })
-            .collect();
-        *self.members.write().unwrap_or_else(|e| e.into_inner()) = members;
-    }
-
     fn pair(&self, id: &KeyId) -> Option<(PublicKey, PairKey)> {
-        self.members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .copied()
+        self.members.get(id).map(|m| (m.key, m.pair))
     }
 
     /// A question to `peer` padded to `len` bytes, or `None` if `peer` is
     /// not a member.
     pub fn question(&self, peer: &PublicKey, nonce: u64, len: u16) -> Option<Vec<u8>> {
         let (_, pair) = self.pair(&key_id(peer))?;
-        Some(echo::request(&self.own_id, nonce, &pair, len))
+        Some(echo::request(&self.members.own_id(), nonce, &pair, len))
     }
 
     /// Handles echo message `message` (the whole `datagram`) that came from
@@ -118,7 +87,7 @@ impl Echo {
         match message {
             Message::Request { nonce, len, .. } => {
                 self.answered.fetch_add(1, Ordering::Relaxed);
-                Some(echo::reply(&self.own_id, nonce, from, len, &pair))
+                Some(echo::reply(&self.members.own_id(), nonce, from, len, &pair))
             }
             Message::Reply {
                 nonce, seen, len, ..
@@ -141,6 +110,7 @@ impl Echo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netstack::PrivateKey;
 
     #[test]
     fn members_answer_each_other_and_strangers_are_dropped() {
@@ -149,12 +119,14 @@ mod tests {
             PrivateKey::generate(),
             PrivateKey::generate(),
         );
-        let (a, mut a_rx) = Echo::new(a_key.clone());
-        let (b, _) = Echo::new(b_key.clone());
-        let (c, _) = Echo::new(c_key.clone());
-        a.set_members([b_key.public_key()].into_iter());
-        b.set_members([a_key.public_key()].into_iter());
-        c.set_members([b_key.public_key()].into_iter());
+        let echo = |own: &PrivateKey, member: &PrivateKey| {
+            let members = Arc::new(MemberKeys::new(own.clone()));
+            members.set([member.public_key()].into_iter());
+            Echo::new(members)
+        };
+        let (a, mut a_rx) = echo(&a_key, &b_key);
+        let (b, _) = echo(&b_key, &a_key);
+        let (c, _) = echo(&c_key, &b_key);
         let a_at: SocketAddr = "198.18.1.1:51820".parse().unwrap();
 
         let q = a.question(&b_key.public_key(), 42, 1300).unwrap();

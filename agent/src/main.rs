@@ -6,6 +6,7 @@ mod daemon;
 mod dataplane;
 mod echo;
 mod inventory;
+mod members;
 mod mesh;
 mod probe;
 mod relays;

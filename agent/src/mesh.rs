@@ -5,6 +5,7 @@
 
 use crate::echo::{Answer, Echo};
 use crate::inventory::{quic_multiaddr, scan};
+use crate::members::MemberKeys;
 use crate::probe::Prober;
 use crate::relays::Relays;
 use crate::statedir::{now_ms, Node};
@@ -129,6 +130,7 @@ pub struct Mesh {
     /// Reflexive endpoints: when first and last reported.
     observed: BTreeMap<SocketAddr, (Instant, Instant)>,
     echoes: Echoes,
+    members: Arc<MemberKeys>,
     /// Echo questions awaiting an answer.
     asked: VecDeque<Asked>,
     /// Path MTU search per peer (padded questions).
@@ -147,6 +149,8 @@ pub struct Mesh {
 /// relay tables, the endpoint echo (`crate::echo`) and its answers, and
 /// the data-plane socket questions leave from.
 pub struct Reach {
+    /// Members' keys, read by the relays and the echo.
+    pub members: Arc<MemberKeys>,
     /// Relay tables and counters.
     pub relays: Arc<Relays>,
     /// Pair keys and counters shared with the rx thread.
@@ -214,6 +218,7 @@ impl Mesh {
         iface: String,
     ) -> Result<Mesh> {
         let Reach {
+            members,
             relays,
             echo,
             answers,
@@ -251,6 +256,7 @@ impl Mesh {
             via_by_addr: Vec::new(),
             observed: BTreeMap::new(),
             echoes: Echoes { echo, answers, udp },
+            members,
             asked: VecDeque::new(),
             path_probes: BTreeMap::new(),
             echoed: BTreeMap::new(),
@@ -788,10 +794,9 @@ impl Mesh {
             .filter(|m| m.status == Status::Active)
             .filter_map(|m| m.record.chain.last().map(|c| PublicKey(c.wg_key)))
             .collect();
-        self.relays.set_members(member_keys.iter().copied());
         self.echoed.retain(|k, _| member_keys.contains(k));
         self.path_probes.retain(|k, _| member_keys.contains(k));
-        self.echoes.echo.set_members(member_keys.into_iter());
+        self.members.set(member_keys.into_iter());
         let mut wanted = BTreeSet::new();
         let mut dev = lock(&self.device);
         for m in self.ledger.members(now) {

@@ -8,20 +8,19 @@
 //! from the virtual endpoint, so WireGuard's roaming keeps both ends on the
 //! relayed path until a direct packet arrives.
 
+use crate::members::MemberKeys;
 use netstack::relay::{self, KeyId};
 use netstack::PublicKey;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// Most relayed paths kept (bounds the tables, keyed partly by remote input).
 const MAX_PATHS: usize = 4096;
 
 #[derive(Default)]
 struct Table {
-    /// Members' key ids.
-    ids: BTreeMap<KeyId, PublicKey>,
     /// Virtual endpoint → (relay's real endpoint, far peer's key id).
     virt: BTreeMap<SocketAddr, (SocketAddr, KeyId)>,
     /// (relay's real endpoint, far peer's key id) → virtual endpoint.
@@ -32,6 +31,7 @@ struct Table {
 /// Relay paths and counters.
 pub struct Relays {
     table: RwLock<Table>,
+    members: Arc<MemberKeys>,
     /// Whether this node relays for others (`--no-relay` turns it off).
     pub serve: bool,
     /// Bytes this node relayed for others.
@@ -41,10 +41,11 @@ pub struct Relays {
 }
 
 impl Relays {
-    /// Empty tables.
-    pub fn new(serve: bool) -> Self {
+    /// Empty tables; relaying only between members of `members`.
+    pub fn new(serve: bool, members: Arc<MemberKeys>) -> Self {
         Self {
             table: RwLock::new(Table::default()),
+            members,
             serve,
             relayed_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -59,14 +60,9 @@ impl Relays {
         self.table.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the members whose envelopes are accepted.
-    pub fn set_members(&self, keys: impl Iterator<Item = PublicKey>) {
-        self.write().ids = keys.map(|k| (relay::key_id(&k), k)).collect();
-    }
-
     /// The member with key id `id`.
     pub fn member(&self, id: &KeyId) -> Option<PublicKey> {
-        self.read().ids.get(id).copied()
+        self.members.get(id).map(|m| m.key)
     }
 
     /// The virtual endpoint for reaching the peer with key id `target`
@@ -89,9 +85,7 @@ impl Relays {
     /// For an envelope from `relay` carrying a datagram of member `source`:
     /// the virtual endpoint to decapsulate it from.
     pub fn inbound(&self, relay: SocketAddr, source: KeyId) -> Option<SocketAddr> {
-        if !self.read().ids.contains_key(&source) {
-            return None;
-        }
+        self.members.get(&source)?;
         self.path(relay, source)
     }
 
@@ -124,9 +118,13 @@ mod tests {
 
     #[test]
     fn paths_are_stable_and_only_members_are_accepted() {
-        let r = Relays::new(true);
-        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
-        r.set_members([a].into_iter());
+        let members = Arc::new(MemberKeys::new(netstack::PrivateKey::generate()));
+        let r = Relays::new(true, members.clone());
+        let (a, b) = (
+            netstack::PrivateKey::generate().public_key(),
+            PublicKey([2; 32]),
+        );
+        members.set([a].into_iter());
         let relay_at: SocketAddr = "198.18.0.1:51820".parse().unwrap();
         let v = r.path(relay_at, relay::key_id(&b)).unwrap();
         assert_eq!(r.path(relay_at, relay::key_id(&b)), Some(v));

@@ -211,11 +211,7 @@ fn relay_failover(net: &mut Net) -> Result<()> {
     {
         bail!("s1 cannot ping c1 through {first}");
     }
-    let mut pinger = net.lab.spawn(
-        &net.members[s1].node,
-        "ping-s1-c1",
-        &["ping", "-n", "-D", "-i", "0.2", "-W", "1", &c1_addr],
-    )?;
+    let mut pinger = ping_stream(net, s1, "ping-s1-c1", &c1_addr, "0.2")?;
     std::thread::sleep(Duration::from_secs(2));
     let stopped_at = unix_now();
     net.members[gone]
@@ -406,11 +402,7 @@ fn scenario(net: &mut Net, cloud_a: &testbed::Site, cloud_b: &testbed::Site) -> 
             "--forceflush",
         ],
     )?;
-    let mut pinger = net.lab.spawn(
-        &net.members[a1].node,
-        "ping-a1-b1",
-        &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[b1]],
-    )?;
+    let mut pinger = ping_stream(net, a1, "ping-a1-b1", &addrs[b1], "0.1")?;
     std::thread::sleep(Duration::from_secs(3));
     let changed_at = unix_now();
     let new_wan = net.lab.change_site_wan(cloud_b)?;
@@ -447,11 +439,7 @@ fn scenario(net: &mut Net, cloud_a: &testbed::Site, cloud_b: &testbed::Site) -> 
     // measurements of the time to heal.
     let mut heals = vec![heal];
     for round in 0..4 {
-        let mut pinger = net.lab.spawn(
-            &net.members[a1].node,
-            &format!("ping-heal-{round}"),
-            &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[b1]],
-        )?;
+        let mut pinger = ping_stream(net, a1, &format!("ping-heal-{round}"), &addrs[b1], "0.1")?;
         std::thread::sleep(Duration::from_secs(2));
         let changed_at = unix_now();
         net.lab.change_site_wan(cloud_b)?;
@@ -476,13 +464,7 @@ fn scenario(net: &mut Net, cloud_a: &testbed::Site, cloud_b: &testbed::Site) -> 
     // its LAN neighbour and a peer behind another NAT reach it again.
     let pings: Vec<testbed::Proc> = [a1, b1]
         .iter()
-        .map(|&i| {
-            net.lab.spawn(
-                &net.members[i].node,
-                &format!("ping-{}-a2", names[i]),
-                &["ping", "-n", "-D", "-i", "0.1", "-W", "1", &addrs[a2]],
-            )
-        })
+        .map(|&i| ping_stream(net, i, &format!("ping-{}-a2", names[i]), &addrs[a2], "0.1"))
         .collect::<Result<_>>()?;
     std::thread::sleep(Duration::from_secs(2));
     let changed_at = unix_now();
@@ -534,6 +516,22 @@ fn scenario(net: &mut Net, cloud_a: &testbed::Site, cloud_b: &testbed::Site) -> 
         resumed.elapsed()
     );
     Ok(())
+}
+
+/// A `ping -D` stream (timestamped replies, one every `interval` s) from
+/// member `from` to `to`, logged under `label`.
+fn ping_stream(
+    net: &Net,
+    from: usize,
+    label: &str,
+    to: &str,
+    interval: &str,
+) -> Result<testbed::Proc> {
+    net.lab.spawn(
+        &net.members[from].node,
+        label,
+        &["ping", "-n", "-D", "-i", interval, "-W", "1", to],
+    )
 }
 
 /// Seconds from `changed_at` (Unix time) to the first reply `ping -D`

@@ -267,6 +267,32 @@ impl Body {
 }
 
 #[cfg(test)]
+impl MemberRecord {
+    /// A member record with nothing but `name` set, for tests to fill in.
+    pub(crate) fn example(name: &str) -> Self {
+        MemberRecord {
+            network: NetworkId([0; 16]),
+            name: name.into(),
+            chain: vec![],
+            endpoints: vec![],
+            reflexive: vec![],
+            control: vec![],
+            host_networks: vec![],
+            mtu: 1420,
+            host_mtu: None,
+            path_mtu: None,
+            address: Ipv4Addr::new(100, 64, 0, 1),
+            claimed_ms: 0,
+            pinned: false,
+            no_relay: false,
+            left_ms: None,
+            revocations: vec![],
+            metrics: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -297,22 +323,11 @@ mod tests {
     fn record() -> MemberRecord {
         MemberRecord {
             network: NetworkId([1; 16]),
-            name: "a".into(),
-            chain: vec![],
             endpoints: vec!["198.18.0.1:51820".parse().unwrap()],
-            reflexive: vec![],
             control: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
             host_networks: vec!["198.18.0.0/24".parse().unwrap()],
-            mtu: 1420,
-            host_mtu: None,
-            path_mtu: None,
-            address: Ipv4Addr::new(100, 64, 0, 1),
             claimed_ms: 5,
-            pinned: false,
-            no_relay: false,
-            left_ms: None,
-            revocations: vec![],
-            metrics: None,
+            ..MemberRecord::example("a")
         }
     }
 

@@ -45,28 +45,13 @@ pub fn choose_endpoint(me: &MemberRecord, peer: &MemberRecord) -> Option<SocketA
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::NetworkId;
-    use std::net::Ipv4Addr;
 
     fn node(endpoint: &str, net: &str, reflexive: &[&str]) -> MemberRecord {
         MemberRecord {
-            network: NetworkId([0; 16]),
-            name: "n".into(),
-            chain: vec![],
             endpoints: vec![endpoint.parse().unwrap()],
             reflexive: reflexive.iter().map(|r| r.parse().unwrap()).collect(),
-            control: vec![],
             host_networks: vec![net.parse().unwrap()],
-            mtu: 1420,
-            host_mtu: None,
-            path_mtu: None,
-            address: Ipv4Addr::new(100, 64, 0, 1),
-            claimed_ms: 0,
-            pinned: false,
-            no_relay: false,
-            left_ms: None,
-            revocations: vec![],
-            metrics: None,
+            ..MemberRecord::example("n")
         }
     }
 

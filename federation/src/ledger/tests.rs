@@ -40,22 +40,10 @@ fn record(
 ) -> MemberRecord {
     MemberRecord {
         network: net.id,
-        name: name.into(),
         chain,
-        endpoints: vec![],
-        reflexive: vec![],
-        control: vec![],
-        host_networks: vec![],
-        mtu: 1420,
-        host_mtu: None,
-        path_mtu: None,
         address: Ipv4Addr::new(100, 64, 0, last),
         claimed_ms,
-        pinned: false,
-        no_relay: false,
-        left_ms: None,
-        revocations: vec![],
-        metrics: None,
+        ..MemberRecord::example(name)
     }
 }
 
