@@ -47,6 +47,10 @@ pub struct Cert {
     pub sig: [u8; 64],
 }
 
+/// Bytes a certificate stands for in traffic counters (network, issuer,
+/// subject, keys, times, signature; the name is small and not counted).
+pub const CERT_BYTES: usize = 16 + 32 + 32 + 32 + 1 + 8 + 8 + 64;
+
 /// What a certificate states, before it is signed.
 #[derive(Debug, Clone)]
 pub struct Claim {

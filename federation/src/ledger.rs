@@ -1,8 +1,10 @@
 //! A node's copy of the network's state with the network's rules applied:
 //! records come in as bytes and enter the CRDT only if signed, well formed,
 //! of this network and written by a certified member (or the authority);
-//! everything else is refused and counted by reason. The ledger also reads
-//! the state: members and their status, revocations in force, and who owns
+//! everything else is refused and counted by reason. [`Ledger::ingest`]
+//! says what an accepted record changed ([`Delta`]), so consumers react to
+//! deltas instead of re-reading everything. The ledger also reads the
+//! state: members and their status, revocations in force, and who owns
 //! each overlay address.
 
 use crate::address::{claim_rank, LEFT_GRACE_MS};
@@ -11,7 +13,7 @@ use crate::member::{AuthorityRecord, Body, MemberRecord};
 use crate::network::NetworkId;
 use crate::record::{NodeId, RecordError, SignedRecord};
 use crate::state::{Ingest, State};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// The network a ledger belongs to: its id and its authority's key.
@@ -93,6 +95,72 @@ pub enum Status {
     Expired,
 }
 
+/// What one accepted record changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Who is a member, or in what standing: a new member, one that left,
+    /// a new certificate chain, revocations (which can change the standing
+    /// of members other than the writer), the authority's record.
+    pub membership: bool,
+    /// Where the writer is reached: host, reflexive or control endpoints.
+    pub endpoints: bool,
+    /// The writer's overlay address claim.
+    pub address: bool,
+    /// What the writer's links carry (host MTU, probed path MTU), or
+    /// whether it relays for others.
+    pub paths: bool,
+    /// The writer's published measurements.
+    pub metrics: bool,
+}
+
+impl Changes {
+    /// Everything changed (a writer seen for the first time).
+    pub const ALL: Changes = Changes {
+        membership: true,
+        endpoints: true,
+        address: true,
+        paths: true,
+        metrics: true,
+    };
+
+    /// True if the peer table (members, endpoints, addresses, MTU) may
+    /// have to change; false for a metrics-only update.
+    pub fn peers(&self) -> bool {
+        self.membership || self.endpoints || self.address || self.paths
+    }
+
+    fn between(old: &Body, new: &Body) -> Changes {
+        match (old, new) {
+            (Body::Member(a), Body::Member(b)) => Changes {
+                membership: a.chain != b.chain
+                    || a.left_ms != b.left_ms
+                    || a.revocations != b.revocations
+                    || a.name != b.name,
+                endpoints: a.endpoints != b.endpoints
+                    || a.reflexive != b.reflexive
+                    || a.control != b.control,
+                address: a.address != b.address || a.claimed_ms != b.claimed_ms,
+                paths: a.host_mtu != b.host_mtu
+                    || a.path_mtu != b.path_mtu
+                    || a.mtu != b.mtu
+                    || a.no_relay != b.no_relay
+                    || a.host_networks != b.host_networks,
+                metrics: a.metrics != b.metrics,
+            },
+            _ => Changes::ALL,
+        }
+    }
+}
+
+/// An accepted record: whose, and what it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delta {
+    /// The record's writer.
+    pub writer: NodeId,
+    /// What changed.
+    pub changes: Changes,
+}
+
 /// One member of the network.
 #[derive(Debug, Clone)]
 pub struct Member<'a> {
@@ -116,7 +184,10 @@ pub struct Ledger {
     bodies: BTreeMap<NodeId, Body>,
     /// Per member, what its verified chain proves (checked once, at ingest).
     chains: BTreeMap<NodeId, ChainFacts>,
-    revoked: BTreeSet<NodeId>,
+    /// Revocations in force, computed when a record that revokes arrives,
+    /// valid until the first revoker's certificate expires.
+    in_force: Revocations,
+    in_force_until: u64,
     rejected: BTreeMap<&'static str, u64>,
 }
 
@@ -128,7 +199,8 @@ impl Ledger {
             state: State::new(),
             bodies: BTreeMap::new(),
             chains: BTreeMap::new(),
-            revoked: BTreeSet::new(),
+            in_force: Revocations::default(),
+            in_force_until: u64::MAX,
             rejected: BTreeMap::new(),
         }
     }
@@ -143,8 +215,10 @@ impl Ledger {
         &self.state
     }
 
-    /// Offers an encoded record; refusals are counted by reason.
-    pub fn ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Ingest, Reject> {
+    /// Offers an encoded record: what it changed if it was accepted and
+    /// outranks the writer's record held here, `None` if it does not.
+    /// Refusals are counted by reason.
+    pub fn ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<Delta>, Reject> {
         let result = self.try_ingest(bytes, now_ms);
         if let Err(e) = &result {
             *self.rejected.entry(e.label()).or_default() += 1;
@@ -152,13 +226,12 @@ impl Ledger {
         result
     }
 
-    fn try_ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Ingest, Reject> {
+    fn try_ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<Delta>, Reject> {
         let verified = SignedRecord::decode(bytes)?.verify()?;
         let writer = verified.record().writer;
-        if let Some(held) = self.state.get(&writer) {
-            if held.version >= verified.record().version {
-                return Ok(Ingest::Stale);
-            }
+        // The state's rule, checked first so stale copies cost no parsing.
+        if self.state.rank(&writer) >= Some(verified.rank()) {
+            return Ok(None);
         }
         let body = Body::parse(&verified.record().body).map_err(|_| Reject::Body)?;
         let mut facts = None;
@@ -182,7 +255,7 @@ impl Ledger {
                     &writer,
                     now_ms,
                 )?;
-                if self.revoked.contains(&writer) {
+                if self.revocations(now_ms).contains(&writer) {
                     return Err(Reject::Revoked);
                 }
                 facts = Some(ChainFacts {
@@ -191,23 +264,27 @@ impl Ledger {
                 });
             }
         }
-        let outcome = self.state.insert(verified);
-        if outcome == Ingest::Newer {
-            let revokes = |b: &Body| match b {
-                Body::Authority(a) => !a.revocations.is_empty(),
-                Body::Member(m) => !m.revocations.is_empty(),
-            };
-            // Recompute when the new body or the one it replaces revokes.
-            let changed = revokes(&body) || self.bodies.get(&writer).is_some_and(revokes);
-            self.bodies.insert(writer, body);
-            if let Some(f) = facts {
-                self.chains.insert(writer, f);
-            }
-            if changed {
-                self.revoked = self.revocations(now_ms).nodes().copied().collect();
-            }
+        if self.state.insert(verified) == Ingest::Stale {
+            return Ok(None);
         }
-        Ok(outcome)
+        let revokes = |b: &Body| match b {
+            Body::Authority(a) => !a.revocations.is_empty(),
+            Body::Member(m) => !m.revocations.is_empty(),
+        };
+        // Recompute when the new body or the one it replaces revokes.
+        let revocations = revokes(&body) || self.bodies.get(&writer).is_some_and(revokes);
+        let changes = match self.bodies.get(&writer) {
+            Some(old) => Changes::between(old, &body),
+            None => Changes::ALL,
+        };
+        self.bodies.insert(writer, body);
+        if let Some(f) = facts {
+            self.chains.insert(writer, f);
+        }
+        if revocations {
+            (self.in_force, self.in_force_until) = self.compute_revocations(now_ms);
+        }
+        Ok(Some(Delta { writer, changes }))
     }
 
     /// Refusals so far, by reason label.
@@ -233,17 +310,29 @@ impl Ledger {
     /// Revocations in force: the authority's, and those of members whose
     /// certificate lets them admit (their own later revocation does not undo
     /// what they revoked).
-    pub fn revocations(&self, now_ms: u64) -> Revocations {
+    pub fn revocations(&self, now_ms: u64) -> std::borrow::Cow<'_, Revocations> {
+        if now_ms < self.in_force_until {
+            std::borrow::Cow::Borrowed(&self.in_force)
+        } else {
+            std::borrow::Cow::Owned(self.compute_revocations(now_ms).0)
+        }
+    }
+
+    /// Revocations in force at `now_ms`, and until when they stay so (the
+    /// earliest expiry of a revoker's chain).
+    fn compute_revocations(&self, now_ms: u64) -> (Revocations, u64) {
         let mut r = Revocations::default();
+        let mut until = u64::MAX;
         if let Some(a) = self.authority() {
             a.revocations.iter().for_each(|x| r.add(x));
         }
         for (id, m) in self.member_records() {
-            if self.admitter(&id, now_ms) {
+            if self.admitter(&id, now_ms) && !m.revocations.is_empty() {
                 m.revocations.iter().for_each(|x| r.add(x));
+                until = until.min(self.chains.get(&id).map_or(u64::MAX, |f| f.expires_ms));
             }
         }
-        r
+        (r, until)
     }
 
     /// True if `id`'s verified chain lets it admit and has not expired.

@@ -14,8 +14,11 @@ pub mod addrspace;
 pub mod admission;
 pub mod cert;
 pub mod cidr;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fixture;
 mod hex;
 pub mod ledger;
+pub mod liveness;
 pub mod member;
 #[cfg(feature = "net")]
 pub mod net;
@@ -23,6 +26,7 @@ pub mod network;
 pub mod paths;
 pub mod protocol;
 pub mod record;
+pub mod replica;
 pub mod state;
 pub mod sync;
 pub mod token;
@@ -30,5 +34,5 @@ pub mod token;
 pub use cidr::{Cidr, CidrError};
 pub use ledger::{Ledger, Member, Network, Reject, Status};
 pub use network::NetworkId;
-pub use record::{NodeId, NodeKey, RecordError, SignedRecord, Verified};
-pub use state::{Digest, Ingest, State};
+pub use record::{NodeId, NodeKey, Rank, RecordError, SignedRecord, Verified};
+pub use state::{Ingest, State};

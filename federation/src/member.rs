@@ -15,8 +15,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub const MAX_ENDPOINTS: usize = 16;
 /// Most control-plane addresses a member may advertise.
 pub const MAX_CONTROL: usize = 8;
-/// Longest control-plane address text.
-pub const MAX_CONTROL_LEN: usize = 160;
 /// Most host networks a member may advertise.
 pub const MAX_HOST_NETWORKS: usize = 32;
 /// Most revocations one record may carry.
@@ -133,8 +131,8 @@ pub struct MemberRecord {
     /// NAT's public address and port), learned from peers.
     #[serde(default)]
     pub reflexive: Vec<SocketAddr>,
-    /// Control-plane (QUIC) addresses as libp2p multiaddrs.
-    pub control: Vec<String>,
+    /// Control-plane (QUIC over UDP) endpoints on the host's addresses.
+    pub control: Vec<SocketAddr>,
     /// Networks the host is attached to (for overlap checks).
     pub host_networks: Vec<Cidr>,
     /// The MTU of this node's overlay interface.
@@ -239,7 +237,6 @@ impl Body {
                     return Err(BodyError::TooMany("endpoints"));
                 }
                 if m.control.len() > MAX_CONTROL
-                    || m.control.iter().any(|c| c.len() > MAX_CONTROL_LEN)
                 {
                     return Err(BodyError::TooMany("control addresses"));
                 }
@@ -266,10 +263,11 @@ impl Body {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 impl MemberRecord {
-    /// A member record with nothing but `name` set, for tests to fill in.
-    pub(crate) fn example(name: &str) -> Self {
+    /// A member record with nothing but `name` set, for tests to fill in
+    /// (feature `test-support` makes it available to other crates' tests).
+    pub fn example(name: &str) -> Self {
         MemberRecord {
             network: NetworkId([0; 16]),
             name: name.into(),
@@ -324,7 +322,7 @@ mod tests {
         MemberRecord {
             network: NetworkId([1; 16]),
             endpoints: vec!["198.18.0.1:51820".parse().unwrap()],
-            control: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
+            control: vec!["198.18.0.1:51821".parse().unwrap()],
             host_networks: vec!["198.18.0.0/24".parse().unwrap()],
             claimed_ms: 5,
             ..MemberRecord::example("a")

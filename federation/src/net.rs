@@ -5,19 +5,31 @@
 //! and anti-entropy; identify tells each node how others see it.
 //!
 //! The shell decides nothing: it turns swarm events into [`Event`]s for the
-//! agent's control loop and executes its commands.
+//! agent's control loop and executes its commands. It does enforce, at the
+//! gossip layer, the member list it is given ([`Shell::set_members`]):
+//! gossipsub's peer scoring keeps every other peer below its graylist
+//! threshold from the moment its connection is up, so no record is
+//! published, forwarded or offered to it and nothing it gossips is read.
+//! libp2p's types stop here: the rest of the agent sees node ids, socket
+//! addresses and the opaque [`RequestId`] and [`GossipTicket`].
 
 use crate::network::NetworkId;
 use crate::protocol::{Request, Response};
 use crate::record::NodeId;
 use futures::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId};
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, PeerScoreParams,
+    PeerScoreThresholds,
+};
 use libp2p::identity::{self, Keypair};
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::multiaddr::Protocol;
 use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Largest gossip message (one record plus framing).
@@ -35,6 +47,11 @@ const MAX_INCOMING: u32 = 256;
 const MAX_PENDING_INCOMING: u32 = 64;
 /// Connections with one peer, at most (two dials crossing make two).
 const MAX_PER_PEER: u32 = 3;
+/// Gossipsub application score of a member: far above any penalty.
+const MEMBER_SCORE: f64 = 1000.0;
+/// Gossipsub application score of anyone else: far below the graylist
+/// threshold, so nothing is sent to it or read from it.
+const OUTSIDER_SCORE: f64 = -1000.0;
 
 /// Why the shell could not start.
 #[derive(Debug, thiserror::Error)]
@@ -63,15 +80,30 @@ struct Behaviour {
     identify: identify::Behaviour,
 }
 
+/// Which request an answer or failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(OutboundRequestId);
+
+/// A gossiped message awaiting its verdict ([`Shell::validated`]).
+#[derive(Debug, Clone)]
+pub struct GossipTicket {
+    id: MessageId,
+    source: PeerId,
+}
+
+/// Where to send the answer to a request ([`Shell::respond`]).
+#[derive(Debug)]
+pub struct Reply(ResponseChannel<Response>);
+
 /// Something that happened on the control plane.
 #[derive(Debug)]
 pub enum Event {
     /// A gossiped record, to be checked and reported with [`Shell::validated`].
     Gossip {
-        /// The peer that forwarded it.
-        source: PeerId,
-        /// Message id (for the validation report).
-        id: MessageId,
+        /// The node that forwarded it.
+        source: NodeId,
+        /// For the verdict.
+        ticket: GossipTicket,
         /// The encoded record.
         data: Vec<u8>,
     },
@@ -82,12 +114,12 @@ pub enum Event {
         /// What.
         request: Request,
         /// Where the answer goes.
-        channel: ResponseChannel<Response>,
+        reply: Reply,
     },
     /// The answer to one of our requests.
     Response {
         /// Which request.
-        id: OutboundRequestId,
+        id: RequestId,
         /// Who answered.
         from: NodeId,
         /// The answer.
@@ -96,7 +128,7 @@ pub enum Event {
     /// One of our requests failed (unreachable, timeout, refused stream).
     Failed {
         /// Which request.
-        id: OutboundRequestId,
+        id: RequestId,
         /// To whom.
         peer: NodeId,
         /// Why.
@@ -104,19 +136,46 @@ pub enum Event {
     },
     /// A first connection to a node is up (with the address we dialed, if
     /// we dialed).
-    Connected(NodeId, Option<Multiaddr>),
+    Connected(NodeId, Option<SocketAddr>),
     /// The last connection to a node closed.
     Disconnected(NodeId),
-    /// A peer told us how it sees our address.
-    Observed(Multiaddr),
-    /// We listen on this address.
-    Listening(Multiaddr),
+    /// A peer told us how it sees our control endpoint.
+    Observed(SocketAddr),
+    /// We listen on this endpoint.
+    Listening(SocketAddr),
 }
 
 /// A running libp2p swarm for one network.
 pub struct Shell {
     swarm: Swarm<Behaviour>,
     topic: IdentTopic,
+    /// Peers allowed into gossip (members of the network).
+    members: HashSet<PeerId>,
+}
+
+/// The QUIC multiaddr of a UDP endpoint.
+pub fn multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(match addr.ip() {
+            IpAddr::V4(ip) => Protocol::Ip4(ip),
+            IpAddr::V6(ip) => Protocol::Ip6(ip),
+        })
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
+}
+
+/// The UDP endpoint of a QUIC multiaddr (`None` for anything else).
+pub fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip = match parts.next()? {
+        Protocol::Ip4(ip) => IpAddr::V4(ip),
+        Protocol::Ip6(ip) => IpAddr::V6(ip),
+        _ => return None,
+    };
+    match parts.next()? {
+        Protocol::Udp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
 }
 
 /// The libp2p peer id of a node.
@@ -133,11 +192,11 @@ pub fn node_id(peer: &PeerId) -> Option<NodeId> {
 
 impl Shell {
     /// Starts a swarm with the node's ed25519 `seed` for `network`, and
-    /// listens on `listen` (a `/ip4/…/udp/…/quic-v1` multiaddr) if given.
+    /// listens for QUIC on UDP endpoint `listen` if given.
     pub fn start(
         seed: [u8; 32],
         network: &NetworkId,
-        listen: Option<Multiaddr>,
+        listen: Option<SocketAddr>,
     ) -> Result<Shell, NetError> {
         let mut seed = seed;
         let keypair = Keypair::ed25519_from_bytes(&mut seed)
@@ -160,16 +219,20 @@ impl Shell {
                     .validate_messages()
                     .max_transmit_size(MAX_GOSSIP)
                     .heartbeat_interval(Duration::from_millis(700))
-                    .message_id_fn(|m| {
-                        use std::hash::{Hash, Hasher};
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        m.data.hash(&mut h);
-                        MessageId::from(h.finish().to_le_bytes().to_vec())
-                    })
+                    .message_id_fn(|m| MessageId::from(crate::protocol::gossip_id(&m.data).to_vec()))
                     .build()
                     .map_err(|e| e.to_string())?;
-                let gossipsub =
+                let mut gossipsub =
                     gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
+                // Scores only separate members from the rest: no topic
+                // scoring, and no penalty for sharing an address (VMs
+                // behind one NAT do).
+                let scores = PeerScoreParams {
+                    app_specific_weight: 1.0,
+                    ip_colocation_factor_weight: 0.0,
+                    ..PeerScoreParams::default()
+                };
+                gossipsub.with_peer_score(scores, PeerScoreThresholds::default())?;
                 let codec = request_response::cbor::codec::Codec::default()
                     .set_request_size_maximum(MAX_MESSAGE)
                     .set_response_size_maximum(MAX_MESSAGE);
@@ -208,25 +271,44 @@ impl Shell {
             .map_err(|e| NetError::Build(e.to_string()))?;
         if let Some(addr) = listen {
             swarm
-                .listen_on(addr.clone())
+                .listen_on(multiaddr(addr))
                 .map_err(|e| NetError::Listen {
                     addr: addr.to_string(),
                     reason: e.to_string(),
                 })?;
         }
-        Ok(Shell { swarm, topic })
+        Ok(Shell {
+            swarm,
+            topic,
+            members: HashSet::new(),
+        })
     }
 
-    /// Our own node id's peer id.
-    pub fn local_peer(&self) -> PeerId {
-        *self.swarm.local_peer_id()
+    /// Sets who may take part in gossip: these nodes, and nobody else.
+    pub fn set_members(&mut self, members: impl IntoIterator<Item = NodeId>) {
+        let members: HashSet<PeerId> = members.into_iter().filter_map(|m| peer_id(&m)).collect();
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            if members.contains(&peer) != self.members.contains(&peer) {
+                self.score(&peer, members.contains(&peer));
+            }
+        }
+        self.members = members;
+    }
+
+    fn score(&mut self, peer: &PeerId, member: bool) {
+        let score = if member { MEMBER_SCORE } else { OUTSIDER_SCORE };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .set_application_score(peer, score);
     }
 
     /// Dials `node` at `addrs` unless already connected.
-    pub fn dial(&mut self, node: &NodeId, addrs: Vec<Multiaddr>) {
+    pub fn dial(&mut self, node: &NodeId, addrs: &[SocketAddr]) {
         if let Some(peer) = peer_id(node) {
             let opts = DialOpts::peer_id(peer)
-                .addresses(addrs)
+                .addresses(addrs.iter().copied().map(multiaddr).collect())
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
             if let Err(e) = self.swarm.dial(opts) {
@@ -237,8 +319,8 @@ impl Shell {
 
     /// Dials an address whose node is not known yet; the node shows up in
     /// [`Event::Connected`] with this address.
-    pub fn dial_address(&mut self, addr: Multiaddr) {
-        if let Err(e) = self.swarm.dial(addr) {
+    pub fn dial_address(&mut self, addr: SocketAddr) {
+        if let Err(e) = self.swarm.dial(multiaddr(addr)) {
             tracing::debug!("dial not started: {e}");
         }
     }
@@ -273,44 +355,44 @@ impl Shell {
         }
     }
 
-    /// Reports the core's verdict on a gossiped message: `Some(true)`
-    /// forwards it, `Some(false)` rejects it (penalising the source),
-    /// `None` ignores it (a duplicate or stale record).
-    pub fn validated(&mut self, id: &MessageId, source: &PeerId, verdict: Option<bool>) {
+    /// Reports the core's verdict on a gossiped message.
+    pub fn validated(&mut self, ticket: &GossipTicket, verdict: crate::replica::Verdict) {
+        use crate::replica::Verdict;
         let acceptance = match verdict {
-            Some(true) => MessageAcceptance::Accept,
-            Some(false) => MessageAcceptance::Reject,
-            None => MessageAcceptance::Ignore,
+            Verdict::Accept => MessageAcceptance::Accept,
+            Verdict::Reject => MessageAcceptance::Reject,
+            Verdict::Ignore => MessageAcceptance::Ignore,
         };
         self.swarm
             .behaviour_mut()
             .gossipsub
-            .report_message_validation_result(id, source, acceptance);
+            .report_message_validation_result(&ticket.id, &ticket.source, acceptance);
     }
 
     /// Sends `request` to `node`, dialing `addrs` if needed.
     pub fn request(
         &mut self,
         node: &NodeId,
-        addrs: Vec<Multiaddr>,
+        addrs: &[SocketAddr],
         request: Request,
-    ) -> Option<OutboundRequestId> {
+    ) -> Option<RequestId> {
         let peer = peer_id(node)?;
-        Some(
+        let addrs = addrs.iter().copied().map(multiaddr).collect();
+        Some(RequestId(
             self.swarm
                 .behaviour_mut()
                 .rr
                 .send_request_with_addresses(&peer, request, addrs),
-        )
+        ))
     }
 
     /// Answers a request.
-    pub fn respond(&mut self, channel: ResponseChannel<Response>, response: Response) {
+    pub fn respond(&mut self, reply: Reply, response: Response) {
         if self
             .swarm
             .behaviour_mut()
             .rr
-            .send_response(channel, response)
+            .send_response(reply.0, response)
             .is_err()
         {
             tracing::debug!("response not sent: the asker went away");
@@ -331,15 +413,24 @@ impl Shell {
 
     fn translate(&mut self, event: SwarmEvent<BehaviourEvent>) -> Option<Event> {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => Some(Event::Listening(address)),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                socket_addr(&address).map(Event::Listening)
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 num_established,
                 endpoint,
                 ..
-            } if num_established.get() == 1 => {
+            } => {
+                // Before any message of this connection is read: a peer
+                // that is not a member gets no gossip and is not heard.
+                let member = self.members.contains(&peer_id);
+                self.score(&peer_id, member);
+                if num_established.get() != 1 {
+                    return None;
+                }
                 let dialed = match endpoint {
-                    libp2p::core::ConnectedPoint::Dialer { address, .. } => Some(address),
+                    libp2p::core::ConnectedPoint::Dialer { address, .. } => socket_addr(&address),
                     libp2p::core::ConnectedPoint::Listener { .. } => None,
                 };
                 node_id(&peer_id).map(|id| Event::Connected(id, dialed))
@@ -354,8 +445,11 @@ impl Shell {
                 message_id,
                 message,
             })) => Some(Event::Gossip {
-                source: propagation_source,
-                id: message_id,
+                source: node_id(&propagation_source)?,
+                ticket: GossipTicket {
+                    id: message_id,
+                    source: propagation_source,
+                },
                 data: message.data,
             }),
             SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::Message {
@@ -370,13 +464,13 @@ impl Shell {
                     } => Event::Request {
                         from,
                         request,
-                        channel,
+                        reply: Reply(channel),
                     },
                     request_response::Message::Response {
                         request_id,
                         response,
                     } => Event::Response {
-                        id: request_id,
+                        id: RequestId(request_id),
                         from,
                         response,
                     },
@@ -390,14 +484,14 @@ impl Shell {
                     ..
                 },
             )) => Some(Event::Failed {
-                id: request_id,
+                id: RequestId(request_id),
                 peer: node_id(&peer)?,
                 error: error.to_string(),
             }),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 info,
                 ..
-            })) => Some(Event::Observed(info.observed_addr)),
+            })) => socket_addr(&info.observed_addr).map(Event::Observed),
             _ => None,
         }
     }
@@ -407,6 +501,19 @@ impl Shell {
 mod tests {
     use super::*;
     use crate::record::NodeKey;
+
+    #[test]
+    fn endpoints_and_quic_multiaddrs_map_both_ways() {
+        for text in ["198.18.0.1:51821", "[2001:db8::1]:4433"] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(socket_addr(&multiaddr(addr)), Some(addr));
+        }
+        assert_eq!(
+            multiaddr("198.18.0.1:51821".parse().unwrap()).to_string(),
+            "/ip4/198.18.0.1/udp/51821/quic-v1"
+        );
+        assert_eq!(socket_addr(&"/dns4/example/tcp/1".parse().unwrap()), None);
+    }
 
     #[test]
     fn node_and_peer_ids_map_both_ways() {

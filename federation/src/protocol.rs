@@ -1,6 +1,6 @@
 //! Messages members exchange over the request-response protocol: joining,
-//! anti-entropy (summary → versions → pull/push), nothing else. Plain serde
-//! types; the libp2p shell picks the encoding.
+//! anti-entropy (summary → versions → pull/push) and forwarded CLI queries.
+//! Plain serde types; the libp2p shell picks the encoding.
 
 use crate::cert::Cert;
 use crate::network::NetworkId;
@@ -50,6 +50,10 @@ pub enum Response {
     },
     /// No, and why (one sentence for the user).
     Refused(String),
+    /// "I do not know you as a member": only members take part in
+    /// anti-entropy and queries. A member just admitted answers it by
+    /// pushing its own record, which proves its membership.
+    NotMember,
     /// Anti-entropy step 2.
     Versions(Versions),
     /// Records asked for.
@@ -58,6 +62,21 @@ pub enum Response {
     Answer(String),
     /// Done.
     Ack,
+}
+
+/// The id under which gossip de-duplicates a message carrying `data`:
+/// a specified hash (BLAKE2s-256 under a domain tag, first 16 bytes), so
+/// nodes built by different compilers or for other platforms agree on
+/// which messages they have seen.
+pub fn gossip_id(data: &[u8]) -> [u8; 16] {
+    use blake2::digest::{FixedOutput, Update};
+    let mut h = blake2::Blake2s256::default();
+    Update::update(&mut h, b"cladnet/gossip/v1");
+    Update::update(&mut h, data);
+    let full: [u8; 32] = h.finalize_fixed().into();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&full[..16]);
+    id
 }
 
 impl Request {
@@ -70,5 +89,36 @@ impl Request {
             Request::Push(records) => records.iter().map(Vec::len).sum(),
             Request::Query(q) => q.len(),
         }
+    }
+}
+
+impl Response {
+    /// Payload bytes this response carries (for traffic counters).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Response::Admitted { chain, records } => {
+                chain.len() * crate::cert::CERT_BYTES + records.iter().map(Vec::len).sum::<usize>()
+            }
+            Response::Refused(why) => why.len(),
+            Response::Versions(v) => v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len(),
+            Response::Records(records) => records.iter().map(Vec::len).sum(),
+            Response::Answer(text) => text.len(),
+            Response::NotMember | Response::Ack => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gossip_ids_are_a_specified_hash() {
+        // BLAKE2s-256 of "cladnet/gossip/v1" || "record", first 16 bytes:
+        // every build of every version on every platform must agree.
+        assert_eq!(
+            crate::hex::encode(&gossip_id(b"record")),
+            "a18376517ca8b11af17a70dc7782b8a8"
+        );
     }
 }

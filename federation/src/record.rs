@@ -207,18 +207,38 @@ impl SignedRecord {
             .map_err(|_| RecordError::BadSignature)?;
         let mut h = Blake2s256::default();
         Update::update(&mut h, &self.body);
+        let hash: [u8; 32] = h.finalize_fixed().into();
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&hash[..16]);
         Ok(Verified {
-            hash: h.finalize_fixed().into(),
+            rank: Rank {
+                version: self.version,
+                tag,
+            },
             record: self,
         })
     }
+}
+
+/// The order in which one writer's records replace each other, the same
+/// everywhere (ledger, state, anti-entropy): the higher version wins, and
+/// between two bodies signed with one version (an equivocating writer: a
+/// bug, a restore from an old backup, malice) the higher body hash, so
+/// every member keeps the same one whatever order they arrive in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Rank {
+    /// The writer's version counter.
+    pub version: u64,
+    /// The first 16 bytes of the body's BLAKE2s hash.
+    #[serde(with = "crate::hex::array")]
+    pub tag: [u8; 16],
 }
 
 /// A record whose signature was checked; only [`SignedRecord::verify`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     record: SignedRecord,
-    hash: [u8; 32],
+    rank: Rank,
 }
 
 impl Verified {
@@ -227,10 +247,9 @@ impl Verified {
         &self.record
     }
 
-    /// Order used by merge: version first, body hash to break ties between
-    /// two bodies signed with the same version (an equivocating writer).
-    pub fn rank(&self) -> (u64, [u8; 32]) {
-        (self.record.version, self.hash)
+    /// Where it stands among its writer's records.
+    pub fn rank(&self) -> Rank {
+        self.rank
     }
 }
 

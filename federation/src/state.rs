@@ -1,10 +1,10 @@
 //! The network's state: one verified record per writer, merged as a
 //! state-based CRDT (`crdts::CvRDT`): a merge keeps, per writer, the record
-//! with the highest (version, body hash). Merge is commutative, associative
+//! of the highest [`Rank`] (version, then body hash). Merge is commutative, associative
 //! and idempotent, so members that saw the same records hold the same state
 //! whatever the order, duplication or batching of what they received.
 
-use crate::record::{NodeId, RecordError, SignedRecord, Verified};
+use crate::record::{NodeId, Rank, RecordError, SignedRecord, Verified};
 use crdts::CvRDT;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -13,17 +13,6 @@ use std::convert::Infallible;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     records: BTreeMap<NodeId, Verified>,
-}
-
-/// Every writer's version as one node knows it (anti-entropy request).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digest(pub Vec<(NodeId, u64)>);
-
-impl Digest {
-    /// Bytes this digest takes on the wire (writer + version per entry).
-    pub fn wire_len(&self) -> usize {
-        self.0.len() * 40
-    }
 }
 
 /// What ingesting one record did.
@@ -63,25 +52,19 @@ impl State {
         self.records.get(writer).map(Verified::record)
     }
 
-    /// Every writer's version: the digest a peer compares to find what it lacks.
-    pub fn versions(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
-        self.records.iter().map(|(w, r)| (*w, r.record().version))
+    /// The rank of `writer`'s record held here.
+    pub fn rank(&self, writer: &NodeId) -> Option<Rank> {
+        self.records.get(writer).map(Verified::rank)
     }
 
-    /// The version digest of this state, to send to a peer.
-    pub fn digest(&self) -> Digest {
-        Digest(self.versions().collect())
+    /// Every writer's rank: what a peer compares to find what it lacks.
+    pub fn versions(&self) -> impl Iterator<Item = (NodeId, Rank)> + '_ {
+        self.records.iter().map(|(w, r)| (*w, r.rank()))
     }
 
-    /// Encoded records this state holds that the owner of `digest` lacks
-    /// (writer unknown to it, or a higher version here).
-    pub fn newer_than(&self, digest: &Digest) -> Vec<Vec<u8>> {
-        let theirs: BTreeMap<NodeId, u64> = digest.0.iter().copied().collect();
-        self.records
-            .iter()
-            .filter(|(w, r)| theirs.get(w).is_none_or(|v| *v < r.record().version))
-            .map(|(_, r)| r.record().encode())
-            .collect()
+    /// Every record, encoded (a joining member's first state).
+    pub fn encoded(&self) -> Vec<Vec<u8>> {
+        self.records.values().map(|r| r.record().encode()).collect()
     }
 
     /// Number of writers.
@@ -194,6 +177,9 @@ mod tests {
         stolen.writer = k.id();
         assert_eq!(s.ingest(&stolen.encode()), Err(RecordError::BadSignature));
         assert_eq!(s.get(&k.id()).map(|r| r.body.as_slice()), Some(&b"new"[..]));
-        assert_eq!(s.versions().collect::<Vec<_>>(), vec![(k.id(), 2)]);
+        assert_eq!(
+            s.versions().map(|(w, r)| (w, r.version)).collect::<Vec<_>>(),
+            vec![(k.id(), 2)]
+        );
     }
 }

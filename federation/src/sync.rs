@@ -1,11 +1,16 @@
 //! Anti-entropy between two members, in three small steps whose cost is
 //! proportional to what differs, not to the network's size:
 //!
-//! 1. the asker sends a [`Summary`]: 64 bucket hashes of (writer, version);
-//! 2. the peer answers with the versions it holds in the buckets that differ;
-//! 3. the asker pulls what the peer has newer and pushes what it has newer.
+//! 1. the asker sends a [`Summary`]: 64 bucket hashes of (writer, rank);
+//! 2. the peer answers with the ranks it holds in the buckets that differ;
+//! 3. the asker pulls what the peer ranks higher and pushes what it ranks
+//!    higher.
+//!
+//! A rank is a version and a body hash ([`Rank`]), the order the ledger and
+//! the state keep too: two members holding different bodies of one version
+//! see their summaries differ and end with the same one.
 
-use crate::record::NodeId;
+use crate::record::{NodeId, Rank};
 use crate::state::State;
 use blake2::digest::{FixedOutput, Update};
 use blake2::Blake2s256;
@@ -17,7 +22,7 @@ pub const BUCKETS: usize = 64;
 /// Most records sent in one answer (a larger gap takes several rounds).
 pub const MAX_BATCH: usize = 512;
 
-/// Per bucket, the XOR of a hash of every (writer, version) in it.
+/// Per bucket, the XOR of a hash of every (writer, rank) in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary(pub Vec<u64>);
 
@@ -25,10 +30,11 @@ fn bucket(writer: &NodeId) -> usize {
     usize::from(writer.0[0]) % BUCKETS
 }
 
-fn entry_hash(writer: &NodeId, version: u64) -> u64 {
+fn entry_hash(writer: &NodeId, rank: &Rank) -> u64 {
     let mut h = Blake2s256::default();
     Update::update(&mut h, &writer.0);
-    Update::update(&mut h, &version.to_le_bytes());
+    Update::update(&mut h, &rank.version.to_le_bytes());
+    Update::update(&mut h, &rank.tag);
     let full: [u8; 32] = h.finalize_fixed().into();
     let mut b = [0u8; 8];
     b.copy_from_slice(&full[..8]);
@@ -38,23 +44,27 @@ fn entry_hash(writer: &NodeId, version: u64) -> u64 {
 /// The summary of `state`.
 pub fn summary(state: &State) -> Summary {
     let mut buckets = vec![0u64; BUCKETS];
-    for (w, v) in state.versions() {
-        buckets[bucket(&w)] ^= entry_hash(&w, v);
+    for (w, r) in state.versions() {
+        buckets[bucket(&w)] ^= entry_hash(&w, &r);
     }
     Summary(buckets)
 }
 
-/// Step 2's answer: which buckets differ, and the peer's versions in them.
+/// Step 2's answer: which buckets differ, and the peer's ranks in them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Versions {
     /// Indices of the buckets that differ.
     pub buckets: Vec<u8>,
-    /// The answering peer's (writer, version) in those buckets.
-    pub versions: Vec<(NodeId, u64)>,
+    /// The answering peer's (writer, rank) in those buckets.
+    pub versions: Vec<(NodeId, Rank)>,
 }
 
+/// Bytes one (writer, rank) entry of [`Versions`] stands for (writer,
+/// version, tag), for traffic counters.
+pub const ENTRY_BYTES: usize = 32 + 8 + 16;
+
 /// Step 2: the buckets where `theirs` differs from `state`'s summary and
-/// the versions `state` holds in them. A malformed summary counts as all
+/// the ranks `state` holds in them. A malformed summary counts as all
 /// buckets differing.
 pub fn differing(state: &State, theirs: &Summary) -> Versions {
     let mine = summary(state);
@@ -81,10 +91,10 @@ pub fn plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
         .buckets
         .iter()
         .for_each(|b| wanted[usize::from(*b) % BUCKETS] = true);
-    let versions: BTreeMap<NodeId, u64> = theirs.versions.iter().copied().collect();
+    let versions: BTreeMap<NodeId, Rank> = theirs.versions.iter().copied().collect();
     let pull: Vec<NodeId> = versions
         .iter()
-        .filter(|(w, v)| state.get(w).is_none_or(|r| r.version < **v))
+        .filter(|(w, v)| state.rank(w).is_none_or(|r| r < **v))
         .map(|(w, _)| *w)
         .take(MAX_BATCH)
         .collect();

@@ -26,8 +26,8 @@ pub struct Invite {
     pub authority: NodeId,
     /// The inviting member.
     pub inviter: NodeId,
-    /// The inviter's control-plane addresses (libp2p multiaddrs).
-    pub addrs: Vec<String>,
+    /// The inviter's control-plane (QUIC over UDP) endpoints.
+    pub addrs: Vec<std::net::SocketAddr>,
     /// Which invite this is.
     #[serde(with = "crate::hex::array")]
     pub id: [u8; 16],
@@ -147,7 +147,7 @@ mod tests {
             network: NetworkId([3; 16]),
             authority: NodeId([4; 32]),
             inviter: NodeId([5; 32]),
-            addrs: vec!["/ip4/198.18.0.1/udp/51821/quic-v1".into()],
+            addrs: vec!["198.18.0.1:51821".parse().unwrap()],
             id: [6; 16],
             secret: [7; 32],
             expires_ms: 1_000,

@@ -8,7 +8,7 @@
 //!
 //! 1. the asker sends `sync::summary` of its state (64 bucket hashes);
 //! 2. the peer answers `sync::differing`: the buckets that differ and the
-//!    (writer, version) pairs it holds in them;
+//!    (writer, rank) pairs it holds in them;
 //! 3. the asker runs `sync::plan` on that answer, sends `Pull(writers)`, which
 //!    the peer answers with `sync::records_of`, and `Push(records)`, which the
 //!    peer ingests (the agent's `Ack` is not modelled).
@@ -30,7 +30,7 @@
 //!
 //! Counted per member, sent and received (a lost message is sent, not
 //! received; a duplicate is received twice): summary 64 × 8 bytes, versions
-//! one byte per bucket plus 40 per (writer, version), pull 32 per writer,
+//! one byte per bucket plus 56 per (writer, version, body tag), pull 32 per writer,
 //! records their encoded length. Transport and serialisation framing (QUIC,
 //! request-response headers, CBOR) and the push's `Ack` are not counted.
 //!
@@ -328,11 +328,11 @@ impl Replica for Real {
                 .state
                 .versions()
                 .enumerate()
-                .all(|(i, (w, v))| w == book.ids[i] && v == u64::from(book.latest(i)))
+                .all(|(i, (w, v))| w == book.ids[i] && v.version == u64::from(book.latest(i)))
     }
 
     fn versions_bytes(versions: &Versions) -> usize {
-        versions.buckets.len() + 40 * versions.versions.len()
+        versions.buckets.len() + sync::ENTRY_BYTES * versions.versions.len()
     }
 
     fn pull_bytes(writers: &Vec<NodeId>) -> usize {
@@ -473,7 +473,7 @@ impl Replica for Model {
     }
 
     fn versions_bytes(versions: &ModelVersions) -> usize {
-        versions.buckets.len() + 40 * versions.entries.len()
+        versions.buckets.len() + sync::ENTRY_BYTES * versions.entries.len()
     }
 
     fn pull_bytes(writers: &Vec<u32>) -> usize {
@@ -901,7 +901,7 @@ mod tests {
             // An answer lists only the versions in the buckets of the changed
             // writers (n / 64 writers each on average; allow twice that), and a
             // member answers about one summary per round.
-            let answers = rounds * writers * (1 + 40 * 2 * n.div_ceil(BUCKETS as u64));
+            let answers = rounds * writers * (1 + sync::ENTRY_BYTES as u64 * 2 * n.div_ceil(BUCKETS as u64));
             let versions = wave.sent_per_member(Kind::Versions);
             assert!(
                 versions <= answers,
@@ -1014,7 +1014,7 @@ mod tests {
             let listed: Vec<(u32, u32)> = versions
                 .versions
                 .iter()
-                .map(|(w, v)| (index(w), *v as u32))
+                .map(|(w, v)| (index(w), v.version as u32))
                 .collect();
             assert!(listed == model_versions.entries, "step 2: versions differ");
             // Step 3: a plans, b answers the pull.

@@ -56,8 +56,8 @@ fn record_size() -> usize {
         ],
         reflexive: vec!["198.18.200.7:40312".parse().expect("valid literal")],
         control: vec![
-            "/ip4/198.18.3.4/udp/51821/quic-v1".into(),
-            "/ip6/2001:db8::4/udp/51821/quic-v1".into(),
+            "198.18.3.4:51821".parse().expect("addr"),
+            "[2001:db8::4]:51821".parse().expect("addr"),
         ],
         host_networks: vec![
             "198.18.3.0/24".parse().expect("valid literal"),

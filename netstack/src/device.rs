@@ -4,8 +4,9 @@
 //!
 //! Use: feed packets read from the TUN device to [`Device::encapsulate`],
 //! datagrams read from the UDP socket to [`Device::decapsulate`], call
-//! [`Device::handle_timeout`] every [`crate::timers::TICK`], and after each of
-//! these drain [`Device::poll_transmit`] until it returns `None`.
+//! [`Device::handle_timeout`] when [`Device::poll_timeout`] says, and after
+//! each of these drain [`Device::poll_transmit`] until it returns `None`.
+//! Completed handshakes come out of [`Device::poll_handshake`].
 
 use crate::allowed_ips::{AllowedIps, IpNet};
 use crate::cookie::CookieChecker;
@@ -26,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// Initiations from keys that are not peers yet kept at once, at most.
 const MAX_EARLY: usize = 8;
+/// Completed handshakes waiting to be reported, at most (older reports are
+/// dropped: they only speed up what the caller would see anyway).
+const MAX_HANDSHAKE_REPORTS: usize = 256;
 
 /// A valid initiation from a key that was not a peer when it arrived. A
 /// mesh adds a new member as a peer when its record arrives, which is often
@@ -188,6 +192,16 @@ pub struct Device {
     load_limit: u32,
     limiter: RateLimiter,
     early: VecDeque<Early>,
+    /// Which peer each endpoint belongs to (relays look senders up per packet).
+    by_endpoint: HashMap<SocketAddr, PeerId>,
+    /// Peers whose handshake completed since the last report.
+    handshakes: VecDeque<PublicKey>,
+    /// When the timers last ran, and the earliest deadline they found.
+    last_sweep: Option<Instant>,
+    timer_due: Option<Instant>,
+    /// Something happened since the timers last ran (their deadlines may
+    /// have moved).
+    touched: bool,
 }
 
 impl Device {
@@ -213,6 +227,11 @@ impl Device {
             load_limit: config.handshake_load_limit,
             limiter: RateLimiter::default(),
             early: VecDeque::new(),
+            by_endpoint: HashMap::new(),
+            handshakes: VecDeque::new(),
+            last_sweep: None,
+            timer_due: None,
+            touched: true,
         }
     }
 
@@ -224,6 +243,30 @@ impl Device {
     /// Inner MTU.
     pub fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    /// Changes the inner MTU (packets are padded up to it at most).
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+    }
+
+    /// Points peer `id` at `endpoint`, keeping the endpoint index in step.
+    fn set_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) {
+        let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if peer.endpoint == endpoint {
+            return;
+        }
+        if let Some(old) = peer.endpoint {
+            if self.by_endpoint.get(&old) == Some(&id) {
+                self.by_endpoint.remove(&old);
+            }
+        }
+        peer.endpoint = endpoint;
+        if let Some(new) = endpoint {
+            self.by_endpoint.insert(new, id);
+        }
     }
 
     /// Counters so far.
@@ -239,6 +282,7 @@ impl Device {
     /// Adds a peer, or replaces the configuration of the peer with that key.
     /// A network another peer had is moved to this one (as `wg set` does).
     pub fn upsert_peer(&mut self, config: PeerConfig) -> PeerId {
+        self.touched = true;
         let id = match self.by_key.get(&config.public_key) {
             Some(&id) => id,
             None => self.insert_peer(&config),
@@ -255,9 +299,11 @@ impl Device {
         }
         if let Some(p) = self.peer_mut(id) {
             p.psk = config.preshared_key.unwrap_or_default();
-            p.endpoint = config.endpoint.or(p.endpoint);
             p.allowed = nets;
             p.keepalive = config.persistent_keepalive;
+        }
+        if config.endpoint.is_some() {
+            self.set_endpoint(id, config.endpoint);
         }
         id
     }
@@ -281,9 +327,12 @@ impl Device {
 
     /// Removes a peer and everything that refers to it.
     pub fn remove_peer(&mut self, key: &PublicKey) -> bool {
-        let Some(id) = self.by_key.remove(key) else {
+        let Some(id) = self.by_key.get(key).copied() else {
             return false;
         };
+        self.touched = true;
+        self.set_endpoint(id, None);
+        self.by_key.remove(key);
         self.routes.remove_value(id);
         if let Some(peer) = self.peers.get_mut(id.0 as usize).and_then(Option::take) {
             for i in peer.indices() {
@@ -307,13 +356,21 @@ impl Device {
     }
 
     /// The peer whose current endpoint is `endpoint` (learned from its
-    /// authenticated packets or configured).
+    /// authenticated packets or configured); O(1).
     pub fn peer_at(&self, endpoint: SocketAddr) -> Option<PublicKey> {
-        self.peers
-            .iter()
-            .flatten()
-            .find(|p| p.endpoint == Some(endpoint))
-            .map(|p| p.public)
+        let id = self.by_endpoint.get(&endpoint)?;
+        Some(self.peers.get(id.0 as usize)?.as_ref()?.public)
+    }
+
+    /// Points the peer with `key` at `endpoint` (a newly chosen path);
+    /// false if there is no such peer.
+    pub fn set_peer_endpoint(&mut self, key: &PublicKey, endpoint: SocketAddr) -> bool {
+        let Some(id) = self.by_key.get(key).copied() else {
+            return false;
+        };
+        self.touched = true;
+        self.set_endpoint(id, Some(endpoint));
+        true
     }
 
     /// The current endpoint of the peer with `key`.
@@ -330,6 +387,7 @@ impl Device {
     /// Replaces our private key; every session and handshake ends, as the
     /// peers only know the old key.
     pub fn set_private_key(&mut self, key: PrivateKey, now: Instant) {
+        self.touched = true;
         self.public = key.public_key();
         self.key = key;
         self.checker = CookieChecker::new(&self.public, now);
@@ -389,6 +447,7 @@ impl Device {
     /// has no session yet, the packet is queued and a handshake initiation
     /// may be written instead.
     pub fn encapsulate(&mut self, packet: &[u8], out: &mut [u8], now: Instant) -> Action {
+        self.touched = true;
         let Some(dst) = ip::destination(packet) else {
             return self.drop(DropReason::BadInnerPacket);
         };
@@ -532,6 +591,7 @@ impl Device {
         out: &mut [u8],
         now: Instant,
     ) -> Action {
+        self.touched = true;
         self.counters.rx_datagrams += 1;
         match wire::parse(datagram) {
             Err(_) => self.drop(DropReason::Malformed),
@@ -640,13 +700,13 @@ impl Device {
         peer.jar.stamp(out, wire::RESPONSE_MAC1_OFFSET, now);
         peer.last_timestamp = timestamp;
         peer.last_initiation_at = Some(now);
-        peer.endpoint = Some(from);
         peer.last_received = Some(now);
         peer.last_sent = Some(now);
         let old = peer.next.replace(session).map(|s| s.local_index);
         if let Some(old) = old {
             self.by_index.remove(&old);
         }
+        self.set_endpoint(id, Some(from));
         self.counters.tx_datagrams += 1;
         Action::Send {
             to: from,
@@ -679,7 +739,6 @@ impl Device {
         };
         peer.pending = None;
         let gone: Vec<u32> = peer.install(session).collect();
-        peer.endpoint = Some(from);
         peer.last_received = Some(now);
         peer.unanswered_since = None;
         peer.attempt_started = None;
@@ -689,11 +748,26 @@ impl Device {
         if peer.queue.is_empty() {
             peer.want_keepalive = true;
         }
+        let public = peer.public;
         for i in gone {
             self.by_index.remove(&i);
         }
+        self.set_endpoint(id, Some(from));
+        self.report_handshake(public);
         self.schedule(id);
         Action::None
+    }
+
+    fn report_handshake(&mut self, peer: PublicKey) {
+        if self.handshakes.len() >= MAX_HANDSHAKE_REPORTS {
+            self.handshakes.pop_front();
+        }
+        self.handshakes.push_back(peer);
+    }
+
+    /// The next peer whose handshake completed (a session is up).
+    pub fn poll_handshake(&mut self) -> Option<PublicKey> {
+        self.handshakes.pop_front()
     }
 
     fn on_data(
@@ -726,8 +800,10 @@ impl Device {
             Err(_) => return self.drop(DropReason::Decrypt),
         };
         let mut gone = None;
+        let mut confirmed_now = false;
         if slot == Slot::Next {
             if let Some(confirmed) = peer.next.take() {
+                confirmed_now = true;
                 gone = peer.install(confirmed).next();
                 peer.handshakes += 1;
                 peer.last_handshake = Some(now);
@@ -742,7 +818,6 @@ impl Device {
                 && now.saturating_duration_since(s.created)
                     >= REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT
         }) && !peer.handshake_in_flight();
-        peer.endpoint = Some(from);
         peer.last_received = Some(now);
         peer.unanswered_since = None;
         peer.rx_bytes += wire_len as u64;
@@ -750,6 +825,13 @@ impl Device {
         let has_queue = slot == Slot::Next && !peer.queue.is_empty();
         if rekey {
             peer.want_handshake = true;
+        }
+        let public = peer.public;
+        if peer.endpoint != Some(from) {
+            self.set_endpoint(id, Some(from));
+        }
+        if confirmed_now {
+            self.report_handshake(public);
         }
         if let Some(i) = gone {
             self.by_index.remove(&i);
@@ -776,6 +858,12 @@ impl Device {
     /// Writes the next datagram the device wants to send (queued packets,
     /// keepalives, handshake initiations) into `out`.
     pub fn poll_transmit(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
+        let sent = self.next_transmit(out, now);
+        self.touched |= sent.is_some();
+        sent
+    }
+
+    fn next_transmit(&mut self, out: &mut [u8], now: Instant) -> Option<(SocketAddr, usize)> {
         if !self.early.is_empty() {
             if let Some(answer) = self.answer_early(out, now) {
                 return Some(answer);
@@ -869,8 +957,9 @@ impl Device {
         }
     }
 
-    /// Runs the protocol timers; call every [`TICK`].
+    /// Runs the protocol timers; call when [`Device::poll_timeout`] says.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let mut due: Option<Instant> = None;
         for slot in 0..self.peers.len() {
             let id = PeerId(slot as u32);
             let Some(peer) = self.peer_mut(id) else {
@@ -925,12 +1014,35 @@ impl Device {
                     work = true;
                 }
             }
+            let next = peer.next_deadline(now, received_after_sent);
+            due = match (due, next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             for i in gone {
                 self.by_index.remove(&i);
             }
             if work {
                 self.schedule(id);
             }
+        }
+        // A deadline already past (work that cannot be done yet, such as
+        // a keepalive with no endpoint) is retried at the tick, not in a
+        // busy loop.
+        self.timer_due = due.map(|d| d.max(now + TICK));
+        self.last_sweep = Some(now);
+        self.touched = false;
+    }
+
+    /// When [`Device::handle_timeout`] must run next: within [`TICK`] of
+    /// the last run while anything happens (packets, configuration), and
+    /// otherwise at the earliest timer deadline it found (`None`: no
+    /// timer is running, an idle device with no peers to keep alive).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.last_sweep {
+            None => Some(self.mono_base),
+            Some(t) if self.touched => Some(t + TICK),
+            Some(_) => self.timer_due,
         }
     }
 }

@@ -3,16 +3,20 @@
 //! cookies and the allowed-IPs routing table.
 //!
 //! Nothing here touches a socket, a device or the clock: callers feed
-//! datagrams, packets and the current time into a [`Device`] and get back
-//! bytes to send, packets to deliver and work to do at the next tick.
+//! datagrams, packets and the current time into a [`Node`] (a mesh
+//! member: WireGuard plus relay envelopes and the endpoint echo) or a bare
+//! [`Device`], and get back bytes to send, packets to deliver, events and
+//! when to run the timers next.
 
 pub mod allowed_ips;
+pub mod asker;
 pub mod cookie;
 pub mod crypto;
 pub mod device;
 pub mod echo;
 pub mod handshake;
 pub mod ip;
+pub mod node;
 mod peer;
 pub mod pmtu;
 pub mod ratelimit;
@@ -27,6 +31,7 @@ pub use crypto::{PrivateKey, PublicKey};
 pub use device::{
     Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo,
 };
+pub use node::{Node, NodeCounters, Route};
 
 /// Why a message could not be processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -6,7 +6,7 @@ use crate::cookie::CookieJar;
 use crate::crypto::PublicKey;
 use crate::handshake::{Initiator, TIMESTAMP_LEN};
 use crate::session::Session;
-use crate::timers::REJECT_AFTER_TIME;
+use crate::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -145,6 +145,33 @@ impl Peer {
     /// True if a handshake for a new session should be under way or started.
     pub fn handshake_in_flight(&self) -> bool {
         self.pending.is_some()
+    }
+
+    /// The earliest time one of this peer's timers fires, as they stand
+    /// (a session expiring, a handshake retry, a keepalive due);
+    /// `received_after_sent` if data arrived after our last send.
+    pub fn next_deadline(&self, now: Instant, received_after_sent: bool) -> Option<Instant> {
+        let sessions = [&self.current, &self.previous, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|s| s.created + REJECT_AFTER_TIME);
+        let retry = self.pending.as_ref().map(|p| p.sent_at + REKEY_TIMEOUT);
+        let answer = self
+            .last_data_received
+            .filter(|_| received_after_sent && self.current.is_some())
+            .map(|t| t + KEEPALIVE_TIMEOUT);
+        let unanswered = self
+            .unanswered_since
+            .map(|t| t + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+        let keepalive = self
+            .keepalive
+            .map(|i| self.last_sent.map_or(now, |t| t + i));
+        sessions
+            .chain(retry)
+            .chain(answer)
+            .chain(unanswered)
+            .chain(keepalive)
+            .min()
     }
 
     /// Drops sessions older than REJECT_AFTER_TIME; returns their indices.

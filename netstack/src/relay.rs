@@ -11,7 +11,9 @@
 //! apart. A key id is a hash of the peer's WireGuard public key.
 
 use crate::crypto::{hash, PublicKey};
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::{Duration, Instant};
 
 /// "Relay this to the peer with this key id."
 pub const TO: u32 = 16;
@@ -99,10 +101,146 @@ pub fn is_virtual(addr: &SocketAddr) -> bool {
     }
 }
 
+/// Relayed paths kept at once, at most; a new one then replaces the one
+/// unused the longest.
+pub const MAX_PATHS: usize = 4096;
+/// A path unused this long is forgotten.
+pub const IDLE: Duration = Duration::from_secs(600);
+
+/// One relayed path: a peer reached through a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Path {
+    /// The relay's real endpoint.
+    pub relay: SocketAddr,
+    /// The relay's key.
+    pub relay_key: PublicKey,
+    /// The far peer's key id.
+    pub peer: KeyId,
+    used: Instant,
+}
+
+/// Relayed paths by virtual endpoint, and back. Entries are made only for
+/// pairs the caller authenticated (a relay that is a member reached at
+/// its known endpoint, a peer that is a member), so the table holds at
+/// most members × relays; it is bounded anyway, and idle paths go.
+#[derive(Debug, Default)]
+pub struct Paths {
+    by_virtual: HashMap<SocketAddr, Path>,
+    by_route: HashMap<(SocketAddr, KeyId), SocketAddr>,
+    next: u32,
+}
+
+impl Paths {
+    /// The virtual endpoint of `peer` through the relay `relay_key` at
+    /// `relay`, made if needed.
+    pub fn get_or_insert(
+        &mut self,
+        relay: SocketAddr,
+        relay_key: PublicKey,
+        peer: KeyId,
+        now: Instant,
+    ) -> SocketAddr {
+        if let Some(v) = self.by_route.get(&(relay, peer)).copied() {
+            if let Some(p) = self.by_virtual.get_mut(&v) {
+                p.used = now;
+                p.relay_key = relay_key;
+            }
+            return v;
+        }
+        if self.by_virtual.len() >= MAX_PATHS {
+            let oldest = self
+                .by_virtual
+                .iter()
+                .min_by_key(|(_, p)| p.used)
+                .map(|(v, _)| *v);
+            if let Some(v) = oldest {
+                self.remove(&v);
+            }
+        }
+        let v = loop {
+            self.next = self.next.wrapping_add(1);
+            let v = virtual_endpoint(self.next);
+            if !self.by_virtual.contains_key(&v) {
+                break v;
+            }
+        };
+        self.by_virtual.insert(
+            v,
+            Path {
+                relay,
+                relay_key,
+                peer,
+                used: now,
+            },
+        );
+        self.by_route.insert((relay, peer), v);
+        v
+    }
+
+    /// Where a datagram to virtual endpoint `v` goes (and marks it used).
+    pub fn route(&mut self, v: &SocketAddr, now: Instant) -> Option<Path> {
+        let p = self.by_virtual.get_mut(v)?;
+        p.used = now;
+        Some(*p)
+    }
+
+    /// The path behind virtual endpoint `v`.
+    pub fn get(&self, v: &SocketAddr) -> Option<&Path> {
+        self.by_virtual.get(v)
+    }
+
+    fn remove(&mut self, v: &SocketAddr) {
+        if let Some(p) = self.by_virtual.remove(v) {
+            self.by_route.remove(&(p.relay, p.peer));
+        }
+    }
+
+    /// Forgets paths unused for [`IDLE`] and those `keep` refuses.
+    pub fn retain(&mut self, now: Instant, keep: impl Fn(&Path) -> bool) {
+        let gone: Vec<SocketAddr> = self
+            .by_virtual
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.used) >= IDLE || !keep(p))
+            .map(|(v, _)| *v)
+            .collect();
+        gone.iter().for_each(|v| self.remove(v));
+    }
+
+    /// Paths held.
+    pub fn len(&self) -> usize {
+        self.by_virtual.len()
+    }
+
+    /// True if no path is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_virtual.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn paths_are_stable_bounded_and_forgotten_when_idle() {
+        let t0 = Instant::now();
+        let mut paths = Paths::default();
+        let relay: SocketAddr = "198.18.0.1:51820".parse().unwrap();
+        let rk = PublicKey([1; 32]);
+        let v = paths.get_or_insert(relay, rk, [2; 8], t0);
+        assert!(is_virtual(&v));
+        assert_eq!(paths.get_or_insert(relay, rk, [2; 8], t0), v);
+        assert_eq!(paths.route(&v, t0).map(|p| (p.relay, p.peer)), Some((relay, [2; 8])));
+        for i in 0..(MAX_PATHS as u32 + 10) {
+            let later = t0 + Duration::from_millis(u64::from(i) + 1);
+            paths.get_or_insert(relay, rk, (i + 10).to_le_bytes().repeat(2).try_into().unwrap(), later);
+        }
+        assert_eq!(paths.len(), MAX_PATHS, "bounded");
+        assert!(paths.get(&v).is_none(), "the oldest went first");
+        paths.retain(t0 + IDLE + Duration::from_secs(10), |_| true);
+        assert!(paths.is_empty(), "idle paths are forgotten");
+    }
 
     #[test]
     fn envelopes_roundtrip_and_wireguard_messages_are_not_envelopes() {

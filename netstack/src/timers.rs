@@ -18,5 +18,6 @@ pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accept at most one initiation from the same peer within this interval.
 pub const INITIATION_MIN_INTERVAL: Duration = Duration::from_millis(20);
-/// How often the caller should call `Device::handle_timeout`.
+/// The timers' resolution: while anything happens, `Device::poll_timeout`
+/// asks for `Device::handle_timeout` again within this long.
 pub const TICK: Duration = Duration::from_millis(100);

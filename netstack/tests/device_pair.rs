@@ -466,3 +466,98 @@ fn a_kept_initiation_expires() {
     let mut out = vec![0u8; 2048];
     assert_eq!(p.b.poll_transmit(&mut out, p.now), None);
 }
+
+/// Runs A's timers only when `poll_timeout` asks, for `span`; returns how
+/// many times they ran and the datagrams A sent.
+fn drive_by_deadline(a: &mut Device, now: &mut Instant, span: Duration) -> (usize, Vec<usize>) {
+    let end = *now + span;
+    let (mut wakeups, mut sent) = (0, Vec::new());
+    let mut out = vec![0u8; 2048];
+    while let Some(due) = a.poll_timeout() {
+        if due > end {
+            break;
+        }
+        *now = due.max(*now);
+        a.handle_timeout(*now);
+        wakeups += 1;
+        while let Some((_, len)) = a.poll_transmit(&mut out, *now) {
+            sent.push(len);
+        }
+        assert!(wakeups < 10_000, "the timers spin");
+    }
+    *now = end;
+    (wakeups, sent)
+}
+
+#[test]
+fn timers_sleep_until_their_next_deadline_and_still_fire() {
+    // Retries of an unanswered initiation, driven only by poll_timeout: the
+    // same retries as at a fixed 100 ms tick, with a fraction of the wakeups.
+    let mut p = Pair::new();
+    p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    let mut now = p.now;
+    let (wakeups, sent) = drive_by_deadline(&mut p.a, &mut now, Duration::from_secs(120));
+    assert!((16..=19).contains(&sent.len()), "{} retries", sent.len());
+    assert!(sent.iter().all(|l| *l == 148));
+    assert!(wakeups <= 2 * sent.len() + 4, "{wakeups} wakeups for {} retries", sent.len());
+    assert_eq!(p.a.poll_timeout(), None, "nothing left to do after giving up");
+
+    // A persistent keepalive every 25 s on an idle tunnel.
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(first, A_EP);
+    let mut out = vec![0u8; 2048];
+    let back = ip_packet([100, 64, 0, 2], [100, 64, 0, 1], 60);
+    let Action::Send { len, .. } = p.b.encapsulate(&back, &mut out, p.now) else {
+        panic!("B has a session")
+    };
+    let reply = out[..len].to_vec();
+    assert!(matches!(
+        p.a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, p.now),
+        Action::Deliver(_)
+    ));
+    let mut config = p.a.peer_config(&p.b.public_key()).unwrap();
+    config.persistent_keepalive = Some(Duration::from_secs(25));
+    p.a.upsert_peer(config);
+    let mut now = p.now;
+    let (wakeups, sent) = drive_by_deadline(&mut p.a, &mut now, Duration::from_secs(101));
+    // B's data at 0 s is owed a keepalive at 10 s; then one every 25 s:
+    // 35, 60, 85 s. The session (101 s old) needs no rekey yet.
+    assert_eq!(sent.len(), 4, "keepalives: {sent:?}");
+    assert!(sent.iter().all(|l| *l == 32), "empty transport messages");
+    assert!(wakeups <= 12, "{wakeups} wakeups for 4 keepalives");
+}
+
+#[test]
+fn endpoints_are_indexed_and_handshakes_reported() {
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(first, A_EP);
+    assert_eq!(p.a.poll_handshake(), Some(p.b.public_key()));
+    assert_eq!(p.b.poll_handshake(), Some(p.a.public_key()));
+    assert_eq!(p.a.poll_handshake(), None);
+    assert_eq!(p.b.peer_at(A_EP.parse().unwrap()), Some(p.a.public_key()));
+    let data = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(data, "198.18.5.5:40000");
+    assert_eq!(p.b.peer_at(A_EP.parse().unwrap()), None, "roamed away");
+    assert_eq!(
+        p.b.peer_at("198.18.5.5:40000".parse().unwrap()),
+        Some(p.a.public_key())
+    );
+    assert!(p.b.remove_peer(&p.a.public_key()));
+    assert_eq!(p.b.peer_at("198.18.5.5:40000".parse().unwrap()), None);
+}
+
+#[test]
+fn a_raised_mtu_pads_like_wireguard() {
+    let mut p = Pair::new();
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    p.run(first, A_EP);
+    p.a.set_mtu(1300);
+    let big = ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 1401);
+    // Above the MTU nothing is padded; with the MTU raised, up to 16 bytes.
+    assert_eq!(p.send_a(&big)[0].1.len(), 1401 + 32);
+    p.a.set_mtu(1420);
+    assert_eq!(p.a.mtu(), 1420);
+    assert_eq!(p.send_a(&big)[0].1.len(), 1408 + 32);
+}

@@ -80,7 +80,12 @@ fn admit(n: &Net, admitter: &Admitter, key: &NodeKey, name: &str) -> Vec<crate::
         .1
 }
 
-fn publish(n: &mut Net, key: &NodeKey, version: u64, r: MemberRecord) -> Result<Ingest, Reject> {
+fn publish(
+    n: &mut Net,
+    key: &NodeKey,
+    version: u64,
+    r: MemberRecord,
+) -> Result<Option<Delta>, Reject> {
     n.ledger
         .ingest(&key.sign(version, Body::Member(r).to_bytes()).encode(), NOW)
 }
@@ -338,4 +343,58 @@ fn a_withdrawn_revocation_no_longer_blocks_in_either_order() {
     let mut second = n.ledger.clone();
     second.ingest(&v3, NOW).unwrap();
     assert_eq!(first.ingest(&x_rec(1), NOW), second.ingest(&x_rec(1), NOW));
+}
+
+#[test]
+fn ingest_says_what_changed_and_one_rank_rule_decides() {
+    let mut n = net();
+    let network = *n.ledger.network();
+    let a = NodeKey::generate();
+    let by_authority = Admitter {
+        key: &a,
+        chain: &[],
+        authority: Some(&n.authority),
+    };
+    let chain = admit(&n, &by_authority, &a, "a");
+    let first = record(&network, "a", chain, 1, 1);
+    let delta = publish(&mut n, &a, 1, first.clone()).unwrap();
+    assert_eq!(
+        delta,
+        Some(Delta {
+            writer: a.id(),
+            changes: Changes::ALL
+        })
+    );
+    // Metrics only: nothing for the peer table to do.
+    let measured = MemberRecord {
+        metrics: Some(crate::member::Metrics::default()),
+        ..first.clone()
+    };
+    let delta = publish(&mut n, &a, 2, measured.clone()).unwrap().unwrap();
+    assert!(delta.changes.metrics && !delta.changes.peers(), "{delta:?}");
+    // A new endpoint is a path change, not a membership change.
+    let moved = MemberRecord {
+        endpoints: vec!["198.18.0.9:51820".parse().unwrap()],
+        ..measured.clone()
+    };
+    let delta = publish(&mut n, &a, 3, moved.clone()).unwrap().unwrap();
+    assert!(delta.changes.endpoints && !delta.changes.membership && delta.changes.peers());
+    // Stale versions and the same record again change nothing.
+    assert_eq!(publish(&mut n, &a, 2, measured).unwrap(), None);
+    assert_eq!(publish(&mut n, &a, 3, moved.clone()).unwrap(), None);
+    // Two bodies under one version: the higher body hash wins, in either
+    // order, as in the state and in anti-entropy.
+    let other = MemberRecord {
+        claimed_ms: 99,
+        ..moved.clone()
+    };
+    let held = n.ledger.state().rank(&a.id()).unwrap();
+    let other_rank = a
+        .sign(3, Body::Member(other.clone()).to_bytes())
+        .verify()
+        .unwrap()
+        .rank();
+    let outcome = publish(&mut n, &a, 3, other).unwrap();
+    assert_eq!(outcome.is_some(), other_rank > held);
+    assert_eq!(n.ledger.state().rank(&a.id()), Some(held.max(other_rank)));
 }

@@ -1,0 +1,94 @@
+//! Test fixtures shared by this crate's tests and other crates' (feature
+//! `test-support`): a network with its authority, and members with valid
+//! certificates and signed records.
+
+use crate::cert::{Cert, Claim};
+use crate::ledger::{Ledger, Network};
+use crate::member::{AuthorityRecord, Body, MemberRecord};
+use crate::record::NodeKey;
+use std::net::Ipv4Addr;
+
+/// A network for tests: its authority and its range (100.64.0.0/24).
+pub struct TestNetwork {
+    /// The authority's key.
+    pub authority: NodeKey,
+    /// The network.
+    pub network: Network,
+}
+
+/// A member of a [`TestNetwork`].
+pub struct TestMember {
+    /// Its key.
+    pub key: NodeKey,
+    /// Its record (address 100.64.0.`n`).
+    pub record: MemberRecord,
+}
+
+impl TestNetwork {
+    /// A network whose authority key comes from `seed`.
+    pub fn new(seed: u8) -> Self {
+        let authority = NodeKey::from_seed(&[seed; 32]);
+        Self {
+            network: Network::of(authority.id()),
+            authority,
+        }
+    }
+
+    /// The authority's signed record (version 1).
+    pub fn authority_record(&self) -> Vec<u8> {
+        let range = "100.64.0.0/24".parse().expect("a valid CIDR");
+        let body = Body::Authority(AuthorityRecord {
+            network: self.network.id,
+            name: "lab".into(),
+            cidr: range,
+            block: range,
+            mtu: 1420,
+            revocations: vec![],
+        });
+        self.authority.sign(1, body.to_bytes()).encode()
+    }
+
+    /// A ledger holding the authority's record.
+    pub fn ledger(&self) -> Ledger {
+        let mut ledger = Ledger::new(self.network);
+        ledger
+            .ingest(&self.authority_record(), 0)
+            .expect("the authority's own record");
+        ledger
+    }
+
+    /// Member number `n` (key from seed `n`, address 100.64.0.`n`),
+    /// certified by the authority.
+    pub fn member(&self, n: u8) -> TestMember {
+        let key = NodeKey::from_seed(&[n; 32]);
+        let name = format!("m{n}");
+        let chain = vec![Cert::issue(
+            &self.authority,
+            Claim {
+                network: self.network.id,
+                subject: key.id(),
+                wg_key: [n; 32],
+                name: name.clone(),
+                admit: true,
+                issued_ms: 0,
+                expires_ms: u64::MAX,
+            },
+        )];
+        let record = MemberRecord {
+            network: self.network.id,
+            chain,
+            address: Ipv4Addr::new(100, 64, 0, n),
+            ..MemberRecord::example(&name)
+        };
+        TestMember { key, record }
+    }
+}
+
+impl TestMember {
+    /// Its record signed as `version`.
+    pub fn signed(&self, version: u64) -> Vec<u8> {
+        self.key
+            .sign(version, Body::Member(self.record.clone()).to_bytes())
+            .encode()
+    }
+}

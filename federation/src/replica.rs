@@ -1,0 +1,452 @@
+//! This node's replica of the network's state, and the protocol that keeps
+//! it in step with the other members' — sans-IO, in the style of
+//! quinn-proto's `Connection`: the shell feeds in what arrives
+//! (`handle_*`) and drains what to send ([`Replica::poll_transmit`]) and
+//! what changed ([`Replica::poll_event`]); the clock and the random
+//! generator come in as arguments.
+//!
+//! It is also the control plane's trust boundary: nothing of the network's
+//! state leaves for a peer that is not an active member. A non-member may
+//! only present an invite, and a node just admitted may introduce itself by
+//! pushing its own record (whose certificate chain proves its membership);
+//! everything else a non-member sends is refused with
+//! [`Response::NotMember`] or ignored, and counted by kind
+//! ([`Replica::refused`]). Every message each way is counted
+//! ([`Replica::traffic`]).
+
+use crate::ledger::{Delta, Ledger, Status};
+use crate::protocol::{JoinRequest, Request, Response};
+use crate::record::{NodeId, SignedRecord};
+use crate::sync;
+use rand_core::RngCore;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Anti-entropy with one random member this often.
+pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Pushes of at most this many new records are passed on by gossip (an
+/// urgent update: a member behind a NAT that just moved may reach only us).
+pub const URGENT_PUSH: usize = 4;
+/// Messages waiting to be sent, at most; more are dropped (anti-entropy
+/// repairs what they carried) and counted.
+const MAX_OUTBOX: usize = 4096;
+/// Events waiting to be drained, at most (the shell drains after every
+/// call, so only a call that accepts more records than this could fill it).
+const MAX_EVENTS: usize = 2 * sync::MAX_BATCH;
+/// Connected peers tracked, at most (the shell's connection limits keep
+/// the real number far lower).
+const MAX_PEERS: usize = 2048;
+
+/// Something to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// A request to one peer.
+    Request {
+        /// The peer.
+        to: NodeId,
+        /// The request.
+        request: Request,
+    },
+    /// A record to gossip to the members.
+    Publish(Vec<u8>),
+}
+
+/// Something that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A record entered the state: store `bytes` durably and react to
+    /// what `delta` says changed.
+    Accepted {
+        /// Whose record and what changed.
+        delta: Delta,
+        /// The encoded record.
+        bytes: Vec<u8>,
+    },
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Send this answer back.
+    Answer(Response),
+    /// Someone presents an invite; the admission logic decides, and its
+    /// answer goes back through [`Replica::respond`].
+    Join(JoinRequest),
+    /// A member's CLI query (`--via`); `admit` is true if that member may
+    /// admit and revoke. Answered through [`Replica::respond`].
+    Query {
+        /// The query text.
+        text: String,
+        /// May the asker admit.
+        admit: bool,
+    },
+}
+
+/// The verdict on a gossiped record, for the gossip layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// New and valid: pass it on.
+    Accept,
+    /// Valid but not new (or from a peer we do not listen to): drop it.
+    Ignore,
+    /// Invalid: drop it and hold it against the sender.
+    Reject,
+}
+
+/// Control-plane messages and payload bytes, each way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Messages received (requests, responses, gossip).
+    pub in_messages: u64,
+    /// Payload bytes received.
+    pub in_bytes: u64,
+    /// Messages sent (requests, responses, gossip).
+    pub out_messages: u64,
+    /// Payload bytes sent.
+    pub out_bytes: u64,
+}
+
+impl Traffic {
+    fn incoming(&mut self, bytes: usize) {
+        self.in_messages += 1;
+        self.in_bytes += bytes as u64;
+    }
+
+    fn outgoing(&mut self, bytes: usize) {
+        self.out_messages += 1;
+        self.out_bytes += bytes as u64;
+    }
+}
+
+/// What we keep about a connected peer.
+#[derive(Debug, Default, Clone, Copy)]
+struct Peer {
+    /// We pushed it our own record after it did not know us.
+    introduced: bool,
+}
+
+/// The replica and its protocol state.
+pub struct Replica {
+    ledger: Ledger,
+    me: NodeId,
+    peers: BTreeMap<NodeId, Peer>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    traffic: Traffic,
+    refused: BTreeMap<&'static str, u64>,
+    dropped: u64,
+    next_sync: Option<Instant>,
+}
+
+impl Replica {
+    /// The replica of node `me` around `ledger` (as loaded from disk).
+    pub fn new(ledger: Ledger, me: NodeId) -> Self {
+        Self {
+            ledger,
+            me,
+            peers: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            traffic: Traffic::default(),
+            refused: BTreeMap::new(),
+            dropped: 0,
+            next_sync: None,
+        }
+    }
+
+    /// The state with the network's rules.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// True if `id` is a member in good standing.
+    pub fn is_member(&self, id: &NodeId, now_ms: u64) -> bool {
+        self.ledger
+            .member(id, now_ms)
+            .is_some_and(|m| m.status == Status::Active)
+    }
+
+    /// True if this node itself is a member in good standing (false once
+    /// revoked, expired or departed).
+    pub fn standing(&self, now_ms: u64) -> Option<Status> {
+        self.ledger.member(&self.me, now_ms).map(|m| m.status)
+    }
+
+    /// Messages and bytes each way.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+
+    /// What non-members sent that was refused or ignored, by kind.
+    pub fn refused(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.refused.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Messages dropped because too many were waiting to be sent.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Peers currently connected.
+    pub fn connected(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.keys()
+    }
+
+    fn refuse(&mut self, what: &'static str) {
+        *self.refused.entry(what).or_default() += 1;
+    }
+
+    fn send(&mut self, t: Transmit) {
+        if self.outbox.len() >= MAX_OUTBOX {
+            self.dropped += 1;
+            return;
+        }
+        self.outbox.push_back(t);
+    }
+
+    fn request(&mut self, to: NodeId, request: Request) {
+        self.send(Transmit::Request { to, request });
+    }
+
+    fn summary_to(&mut self, to: NodeId) {
+        let summary = sync::summary(self.ledger.state());
+        self.request(to, Request::Summary(summary));
+    }
+
+    /// Offers records to the ledger; returns how many were new. Accepted
+    /// ones become events.
+    fn ingest(&mut self, records: &[Vec<u8>], now_ms: u64) -> Vec<Vec<u8>> {
+        let mut fresh = Vec::new();
+        for bytes in records.iter().take(sync::MAX_BATCH) {
+            if let Ok(Some(delta)) = self.ledger.ingest(bytes, now_ms) {
+                fresh.push(bytes.clone());
+                if self.events.len() < MAX_EVENTS {
+                    self.events.push_back(Event::Accepted {
+                        delta,
+                        bytes: bytes.clone(),
+                    });
+                }
+            }
+        }
+        fresh
+    }
+
+    /// A connection to `peer` came up: a member gets our summary at once.
+    pub fn handle_connected(&mut self, peer: NodeId, now_ms: u64) {
+        if self.peers.len() < MAX_PEERS {
+            self.peers.insert(peer, Peer::default());
+        }
+        if self.is_member(&peer, now_ms) {
+            self.summary_to(peer);
+        }
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn handle_disconnected(&mut self, peer: &NodeId) {
+        self.peers.remove(peer);
+    }
+
+    /// A gossiped record forwarded by `source`.
+    pub fn handle_gossip(&mut self, source: &NodeId, bytes: &[u8], now_ms: u64) -> Verdict {
+        self.traffic.incoming(bytes.len());
+        if !self.is_member(source, now_ms) {
+            self.refuse("gossip");
+            return Verdict::Ignore;
+        }
+        match self.ledger.ingest(bytes, now_ms) {
+            Ok(Some(delta)) => {
+                if self.events.len() < MAX_EVENTS {
+                    self.events.push_back(Event::Accepted {
+                        delta,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                Verdict::Accept
+            }
+            Ok(None) => Verdict::Ignore,
+            Err(_) => Verdict::Reject,
+        }
+    }
+
+    /// A request from `from` (authenticated by the transport).
+    pub fn handle_request(&mut self, from: NodeId, request: Request, now_ms: u64) -> Inbound {
+        self.traffic.incoming(request.payload_len());
+        let member = self.is_member(&from, now_ms);
+        let inbound = match request {
+            Request::Join(join) => return Inbound::Join(join),
+            Request::Push(records) if !member => {
+                // A node just admitted introduces itself: its own record,
+                // and nothing else, may come from a non-member.
+                let own = records.len() == 1
+                    && SignedRecord::decode(&records[0]).is_ok_and(|r| r.writer == from);
+                if !own {
+                    self.refuse("push");
+                    Inbound::Answer(Response::NotMember)
+                } else {
+                    let fresh = self.ingest(&records, now_ms);
+                    if self.is_member(&from, now_ms) {
+                        fresh.into_iter().for_each(|b| self.send(Transmit::Publish(b)));
+                        self.summary_to(from);
+                        Inbound::Answer(Response::Ack)
+                    } else {
+                        self.refuse("push");
+                        Inbound::Answer(Response::NotMember)
+                    }
+                }
+            }
+            _ if !member => {
+                self.refuse(match request {
+                    Request::Summary(_) => "summary",
+                    Request::Pull(_) => "pull",
+                    _ => "query",
+                });
+                Inbound::Answer(Response::NotMember)
+            }
+            Request::Summary(s) => {
+                Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
+            }
+            Request::Pull(writers) => Inbound::Answer(Response::Records(sync::records_of(
+                self.ledger.state(),
+                &writers,
+            ))),
+            Request::Push(records) => {
+                let fresh = self.ingest(&records, now_ms);
+                if fresh.len() <= URGENT_PUSH {
+                    fresh.into_iter().for_each(|b| self.send(Transmit::Publish(b)));
+                }
+                Inbound::Answer(Response::Ack)
+            }
+            Request::Query(text) => {
+                let admit = self.ledger.member(&from, now_ms).is_some_and(|m| m.admit);
+                return Inbound::Query { text, admit };
+            }
+        };
+        match inbound {
+            Inbound::Answer(response) => Inbound::Answer(self.respond(response)),
+            other => other,
+        }
+    }
+
+    /// Counts an answer on its way out (answers to joins and queries are
+    /// made outside the replica).
+    pub fn respond(&mut self, response: Response) -> Response {
+        self.traffic.outgoing(response.payload_len());
+        response
+    }
+
+    /// The answer `from` gave to one of our requests. Answers that belong
+    /// to the replica (anti-entropy) are handled here; the others (query
+    /// answers, refusals, admissions) are handed back.
+    pub fn handle_response(
+        &mut self,
+        from: NodeId,
+        response: Response,
+        now_ms: u64,
+    ) -> Option<Response> {
+        self.traffic.incoming(response.payload_len());
+        let member = self.is_member(&from, now_ms);
+        match response {
+            Response::Versions(v) if member => {
+                let (pull, push) = sync::plan(self.ledger.state(), &v);
+                if !pull.is_empty() {
+                    self.request(from, Request::Pull(pull));
+                }
+                if !push.is_empty() {
+                    self.request(from, Request::Push(push));
+                }
+            }
+            Response::Records(records) if member => {
+                self.ingest(&records, now_ms);
+            }
+            Response::Versions(_) | Response::Records(_) => self.refuse("response"),
+            Response::NotMember => self.introduce(from),
+            Response::Ack => {}
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// A member that does not know us yet (we were just admitted) gets our
+    /// own record, once per connection.
+    fn introduce(&mut self, to: NodeId) {
+        let Some(peer) = self.peers.get_mut(&to) else {
+            return;
+        };
+        if std::mem::replace(&mut peer.introduced, true) {
+            return;
+        }
+        if let Some(own) = self.ledger.state().get(&self.me).map(SignedRecord::encode) {
+            self.request(to, Request::Push(vec![own]));
+        }
+    }
+
+    /// Publishes a new version of this node's own record: it enters the
+    /// state, is gossiped, and if `urgent` (endpoints or the address
+    /// changed) is pushed to every connected member as well, in case the
+    /// gossip mesh is still re-forming.
+    pub fn publish(
+        &mut self,
+        bytes: Vec<u8>,
+        urgent: bool,
+        now_ms: u64,
+    ) -> Result<Option<Delta>, crate::ledger::Reject> {
+        let delta = self.ledger.ingest(&bytes, now_ms)?;
+        if urgent {
+            let members: Vec<NodeId> = self
+                .peers
+                .keys()
+                .filter(|p| self.is_member(p, now_ms))
+                .copied()
+                .collect();
+            for to in members {
+                self.request(to, Request::Push(vec![bytes.clone()]));
+            }
+        }
+        self.send(Transmit::Publish(bytes));
+        Ok(delta)
+    }
+
+    /// Runs the anti-entropy timer: every [`SYNC_EVERY`], a summary to one
+    /// connected member picked with `rng`.
+    pub fn handle_timeout(&mut self, now: Instant, now_ms: u64, rng: &mut impl RngCore) {
+        if self.next_sync.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_sync = Some(now + SYNC_EVERY);
+        let members: Vec<NodeId> = self
+            .peers
+            .keys()
+            .filter(|p| self.is_member(p, now_ms))
+            .copied()
+            .collect();
+        if members.is_empty() {
+            return;
+        }
+        let pick = members[rng.next_u32() as usize % members.len()];
+        self.summary_to(pick);
+    }
+
+    /// When [`Replica::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sync
+    }
+
+    /// The next message to send (counted as sent).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.outbox.pop_front()?;
+        let bytes = match &t {
+            Transmit::Request { request, .. } => request.payload_len(),
+            Transmit::Publish(b) => b.len(),
+        };
+        self.traffic.outgoing(bytes);
+        Some(t)
+    }
+
+    /// The next change to react to.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests;

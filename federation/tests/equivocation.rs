@@ -1,0 +1,129 @@
+//! A writer that signs two bodies under one version (a bug, a restore from
+//! an old backup, or malice) must not split the network: every replica
+//! keeps the same one of the two, whatever order the records arrive in and
+//! whichever replica talks to which, through the real ledger and the real
+//! anti-entropy code ([`federation::sync`]).
+
+use federation::cert::{Cert, Claim};
+use federation::member::{AuthorityRecord, Body, MemberRecord};
+use federation::sync;
+use federation::{Ledger, Network, NodeKey};
+use proptest::prelude::*;
+use std::sync::OnceLock;
+
+const NOW: u64 = 1_000_000;
+const WRITERS: usize = 3;
+const REPLICAS: usize = 4;
+
+struct World {
+    network: Network,
+    authority_record: Vec<u8>,
+    /// Per writer, per version 1..=2, two different bodies.
+    records: Vec<Vec<[Vec<u8>; 2]>>,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let authority = NodeKey::from_seed(&[7; 32]);
+        let network = Network::of(authority.id());
+        let auth = Body::Authority(AuthorityRecord {
+            network: network.id,
+            name: "lab".into(),
+            cidr: "100.64.0.0/24".parse().expect("cidr"),
+            block: "100.64.0.0/24".parse().expect("cidr"),
+            mtu: 1420,
+            revocations: vec![],
+        });
+        let authority_record = authority.sign(1, auth.to_bytes()).encode();
+        let records = (0..WRITERS)
+            .map(|w| {
+                let key = NodeKey::from_seed(&[w as u8 + 1; 32]);
+                let name = format!("w{w}");
+                let chain = vec![Cert::issue(
+                    &authority,
+                    Claim {
+                        network: network.id,
+                        subject: key.id(),
+                        wg_key: [w as u8; 32],
+                        name: name.clone(),
+                        admit: false,
+                        issued_ms: 0,
+                        expires_ms: u64::MAX,
+                    },
+                )];
+                (1..=2u64)
+                    .map(|version| {
+                        [0u64, 1].map(|variant| {
+                            let body = MemberRecord {
+                                network: network.id,
+                                chain: chain.clone(),
+                                claimed_ms: version * 10 + variant,
+                                ..MemberRecord::example(&name)
+                            };
+                            key.sign(version, Body::Member(body).to_bytes()).encode()
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        World {
+            network,
+            authority_record,
+            records,
+        }
+    })
+}
+
+/// One anti-entropy exchange, `a` asking `b`, as the agent runs it.
+fn exchange(replicas: &mut [Ledger], a: usize, b: usize) {
+    let versions = sync::differing(replicas[b].state(), &sync::summary(replicas[a].state()));
+    let (pull, push) = sync::plan(replicas[a].state(), &versions);
+    let pulled = sync::records_of(replicas[b].state(), &pull);
+    for r in pulled {
+        let _ = replicas[a].ingest(&r, NOW);
+    }
+    for r in push {
+        let _ = replicas[b].ingest(&r, NOW);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn equivocating_writers_end_identical_everywhere(
+        // Each delivery: which replica, which writer, version, which body.
+        deliveries in proptest::collection::vec(
+            (0..REPLICAS, 0..WRITERS, 0usize..2, 0usize..2), 1..24),
+        talks in proptest::collection::vec((0..REPLICAS, 0..REPLICAS), 0..12),
+    ) {
+        let w = world();
+        let mut replicas: Vec<Ledger> = (0..REPLICAS)
+            .map(|_| {
+                let mut l = Ledger::new(w.network);
+                l.ingest(&w.authority_record, NOW).expect("authority record");
+                l
+            })
+            .collect();
+        for (r, writer, version, variant) in deliveries {
+            let _ = replicas[r].ingest(&w.records[writer][version][variant], NOW);
+        }
+        // Random exchanges first, then every ordered pair twice: what one
+        // replica has, all get.
+        for (a, b) in talks {
+            exchange(&mut replicas, a, b);
+        }
+        for _ in 0..2 {
+            for a in 0..REPLICAS {
+                for b in 0..REPLICAS {
+                    if a != b {
+                        exchange(&mut replicas, a, b);
+                    }
+                }
+            }
+        }
+        for r in &replicas[1..] {
+            prop_assert_eq!(r.state(), replicas[0].state());
+        }
+    }
+}
