@@ -1,9 +1,9 @@
-//! The network commands: `init` and `join` prepare a state directory and
-//! exit; `invite`, `status`, `members`, `revoke` and `leave` ask the running
-//! agent over its local socket; `addr-space recommend` works offline.
+//! `init` and `join`: they prepare a state directory and exit (the agent
+//! runs from it). A refused join leaves no state behind, and only records
+//! the ledger accepts are stored.
 
 use crate::inventory::scan;
-use crate::statedir::{now_ms, socket_path, Node, Settings};
+use crate::statedir::{now_ms, Settings, StateDir};
 use anyhow::{Context, Result};
 use drivers::store::Store;
 use federation::addrspace;
@@ -13,26 +13,17 @@ use federation::member::{AuthorityRecord, Body, MemberRecord};
 use federation::net::{Event, Shell};
 use federation::protocol::{JoinRequest, Request, Response};
 use federation::token::Invite;
-use federation::{address, Cidr, Ledger, Network, NodeKey};
-use serde_json::{json, Value};
+use federation::{address, Cidr, Ledger, Network, NodeId, NodeKey};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-/// Default overlay MTU (1500 minus IPv6, UDP and WireGuard overhead).
-pub const DEFAULT_MTU: u16 = 1420;
+use crate::dataplane::DEFAULT_MTU;
 /// How long `join` waits for the inviter.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Hosts `init` sizes the overlay for when nothing else is known.
 const DEFAULT_HOSTS: u64 = 250;
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
 
 fn check_name(name: &str) -> Result<()> {
     if !valid_name(name) {
@@ -109,7 +100,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
         anyhow::bail!("--network must be 1 to 63 characters");
     }
     fresh_dir(opts.state)?;
-    let inventory = runtime()?.block_on(scan(None, None))?;
+    let inventory = crate::process::runtime()?.block_on(scan(None, None))?;
     let cidr = match cidr {
         Some(c) => {
             let clash = addrspace::conflicts(c, &inventory.networks);
@@ -161,7 +152,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
         inventory.networks,
     );
     let store = Store::create(opts.state)?;
-    let node = Node::create(store, key, wg, Some(authority), network, opts.settings())?;
+    let node = StateDir::create(store, key, wg, Some(authority), network, opts.settings())?;
     let auth_bytes = node
         .authority
         .as_ref()
@@ -179,7 +170,9 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
 }
 
 /// `cladnet join`: presents the token to the inviter, stores the
-/// certificate and state it answers with, and claims an address.
+/// certificate and state it answers with, and claims an address. The
+/// state directory is made first (a disk that cannot take it fails before
+/// the invite is spent) and removed again if the join is refused.
 pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result<()> {
     check_name(opts.name)?;
     let invite = Invite::decode(token)?;
@@ -188,15 +181,32 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
         anyhow::bail!(federation::token::TokenError::Malformed);
     }
     fresh_dir(opts.state)?;
+    let made_dir = !opts.state.exists();
+    let store = Store::create(opts.state)?;
+    let result = join_into(store, opts, &invite, network, pinned);
+    if result.is_err() {
+        // Nothing of a refused join stays behind.
+        let _ = std::fs::remove_file(opts.state.join(drivers::store::STATE_FILE));
+        if made_dir {
+            let _ = std::fs::remove_dir(opts.state);
+        }
+    }
+    result
+}
+
+fn join_into(
+    store: Store,
+    opts: &NodeOptions,
+    invite: &Invite,
+    network: Network,
+    pinned: Option<Ipv4Addr>,
+) -> Result<()> {
     let key = NodeKey::generate();
     let wg = netstack::PrivateKey::generate();
-    let rt = runtime()?;
-    let (chain, records) = rt.block_on(ask_to_join(&key, &invite, &wg, opts.name))?;
+    let rt = crate::process::runtime()?;
+    let (chain, records) = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
-    let mut ledger = Ledger::new(network);
-    for r in &records {
-        let _ = ledger.ingest(r, now);
-    }
+    let (ledger, accepted) = admitted_state(network, &records, now);
     let authority = ledger
         .authority()
         .cloned()
@@ -211,15 +221,9 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
             addrspace::replacement(authority.cidr, &inventory.networks).map_or("a free private range".into(), |r| r.to_string())
         );
     }
+    // The inviter checked a pinned address before spending the invite.
     let taken: BTreeSet<Ipv4Addr> = ledger.address_owners(now).keys().copied().collect();
     let address = match pinned {
-        Some(a) if !authority.block.is_host(a) => anyhow::bail!(
-            "--address {a} is not a usable address of the network's range {}",
-            authority.block
-        ),
-        Some(a) if taken.contains(&a) => anyhow::bail!(
-            "--address {a} is already used by another member: pick another or leave --address out"
-        ),
         Some(a) => a,
         None => address::pick(&authority.block, &key.id(), &taken)
             .context("the network's address range is full")?,
@@ -232,17 +236,8 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
         pinned.is_some(),
         inventory.networks,
     );
-    let store = Store::create(opts.state)?;
-    let node = Node::create(store, key, wg, None, network, opts.settings())?;
-    let received: Vec<_> = records
-        .iter()
-        .filter_map(|r| {
-            federation::SignedRecord::decode(r)
-                .ok()
-                .map(|s| (s.writer, r.clone()))
-        })
-        .collect();
-    node.save_records(&received)?;
+    let node = StateDir::create(store, key, wg, None, network, opts.settings())?;
+    node.save_records(&accepted)?;
     node.save_own(&record, 1)?;
     println!(
         "joined network {} (id {}) as {} with address {address}\nstart it with: cladnet agent --state {}",
@@ -254,23 +249,41 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
     Ok(())
 }
 
+/// The state a join answer carries, as a ledger of `network`, and the
+/// records it accepted (the only ones stored).
+fn admitted_state(
+    network: Network,
+    records: &[Vec<u8>],
+    now_ms: u64,
+) -> (Ledger, Vec<(NodeId, Vec<u8>)>) {
+    let mut ledger = Ledger::new(network);
+    let mut accepted = Vec::new();
+    for r in records {
+        if let Ok(Some(delta)) = ledger.ingest(r, now_ms) {
+            accepted.push((delta.writer, r.clone()));
+        }
+    }
+    (ledger, accepted)
+}
+
 async fn ask_to_join(
     key: &NodeKey,
     invite: &Invite,
     wg: &netstack::PrivateKey,
     name: &str,
+    address: Option<Ipv4Addr>,
 ) -> Result<(Vec<Cert>, Vec<Vec<u8>>)> {
     let mut shell = Shell::start(key.seed(), &invite.network, None)?;
-    let addrs = invite.addrs.iter().filter_map(|a| a.parse().ok()).collect();
     let request = Request::Join(JoinRequest {
         network: invite.network,
         invite: invite.id,
         secret: invite.secret,
         wg_key: wg.public_key().0,
         name: name.to_string(),
+        address,
     });
     let id = shell
-        .request(&invite.inviter, addrs, request)
+        .request(&invite.inviter, &invite.addrs, request)
         .context("the token names an invalid inviter")?;
     let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
         loop {
@@ -284,182 +297,43 @@ async fn ask_to_join(
         }
     })
     .await;
-    let where_ = invite.addrs.join(", ");
+    let where_ = invite
+        .addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     match answer {
         Err(_) => anyhow::bail!("no answer from the inviting member at {where_} within {}s: check that its agent runs and that UDP to it is allowed", JOIN_TIMEOUT.as_secs()),
         Ok(Err(e)) => anyhow::bail!("cannot reach the inviting member at {where_}: {e}"),
         Ok(Ok(Response::Admitted { chain, records })) => Ok((chain, records)),
         Ok(Ok(Response::Refused(why))) => anyhow::bail!("{why}"),
+        Ok(Ok(Response::NotMember | Response::Revoked(_))) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
         Ok(Ok(_)) => anyhow::bail!("the inviting member answered something unexpected; is it a cladnet agent of the same version?"),
     }
 }
 
-/// Sends one JSON request to the agent of state directory `dir`.
-pub fn ask(dir: &Path, request: Value) -> Result<Value> {
-    let socket = socket_path(dir);
-    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
-        if dir.join(drivers::store::STATE_FILE).exists() {
-            format!(
-                "the agent of {} is not running: start it with `cladnet agent --state {}` (and run this as root)",
-                dir.display(),
-                dir.display()
-            )
-        } else {
-            format!("no cladnet state in {}: run `cladnet init` or `cladnet join` first", dir.display())
-        }
-    })?;
-    crate::api::exchange(stream, &request.to_string())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use federation::fixture::TestNetwork;
 
-/// Human table of `members`.
-pub fn members_table(list: &Value) -> String {
-    let mut out = format!(
-        "{:<16} {:<15} {:<8} {:>10}  {:<14} {}\n",
-        "NAME", "ADDRESS", "STATE", "SEEN", "ID", "ENDPOINTS"
-    );
-    for m in list.as_array().into_iter().flatten() {
-        let seen = m["last_seen_ms"]
-            .as_u64()
-            .map_or("never".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
-        let id = m["id"].as_str().unwrap_or("");
-        out += &format!(
-            "{:<16} {:<15} {:<8} {:>10}  {:<14} {}\n",
-            m["name"].as_str().unwrap_or("?"),
-            m["address"].as_str().unwrap_or("?"),
-            m["state"].as_str().unwrap_or("?"),
-            seen,
-            &id[..id.len().min(12)],
-            m["endpoints"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "))
-                .unwrap_or_default()
-        );
+    #[test]
+    fn a_join_stores_only_what_the_ledger_accepts() {
+        let net = TestNetwork::new(6);
+        let a = net.member(1);
+        // A record signed by someone the authority never certified.
+        let stranger = TestNetwork::new(7).member(2);
+        let records = vec![
+            net.authority_record(),
+            a.signed(1),
+            stranger.signed(1),
+            b"junk".to_vec(),
+        ];
+        let (ledger, accepted) = admitted_state(net.network, &records, 0);
+        let writers: Vec<NodeId> = accepted.iter().map(|(w, _)| *w).collect();
+        assert_eq!(writers.len(), 2, "{writers:?}");
+        assert!(writers.contains(&net.network.authority) && writers.contains(&a.key.id()));
+        assert_eq!(ledger.state().len(), 2);
     }
-    out
-}
-
-/// Human rendering of `status`.
-pub fn status_text(s: &Value) -> String {
-    let mut out = String::new();
-    for key in [
-        "name",
-        "id",
-        "address",
-        "network",
-        "network_id",
-        "cidr",
-        "mtu",
-        "interface",
-        "listen",
-        "control_listen",
-        "members",
-        "connected",
-    ] {
-        let v = &s[key];
-        let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
-        out += &format!("{key:>15}: {text}\n");
-    }
-    out
-}
-
-/// `cladnet addr-space recommend`.
-pub fn recommend(host_cidrs: Vec<Cidr>, hosts: u64, state: Option<&Path>) -> Result<Value> {
-    let nets = if !host_cidrs.is_empty() {
-        host_cidrs
-    } else if let Some(dir) = state {
-        // Every member's host networks, from the running agent.
-        let list = ask(dir, json!({"cmd": "host_networks"}))?;
-        serde_json::from_value(list["host_networks"].clone()).context("unreadable answer")?
-    } else {
-        runtime()?.block_on(scan(None, None))?.networks
-    };
-    let rec = addrspace::recommend(&nets, hosts)?;
-    Ok(json!({"host_networks": nets, "recommendation": rec}))
-}
-
-/// `cladnet ping NODE`: echo requests over the overlay to a member, with
-/// the RTT of each reply and the path the tunnel takes.
-pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
-    let members = ask(dir, json!({"cmd": "members"}))?;
-    let list = members.as_array().cloned().unwrap_or_default();
-    let hits: Vec<&Value> = list
-        .iter()
-        .filter(|m| {
-            m["name"] == who
-                || m["address"] == who
-                || (who.len() >= 8 && m["id"].as_str().is_some_and(|id| id.starts_with(who)))
-        })
-        .collect();
-    let target = match hits.as_slice() {
-        [one] => *one,
-        [] => anyhow::bail!("no member is called {who:?}: see `cladnet members`"),
-        _ => anyhow::bail!("{who:?} names several members: give the node id instead"),
-    };
-    let name = target["name"].as_str().unwrap_or("?").to_string();
-    let addr: Ipv4Addr = target["address"]
-        .as_str()
-        .and_then(|a| a.parse().ok())
-        .context("that member has no overlay address")?;
-    let peers = ask(dir, json!({"cmd": "peers"}))?;
-    let peer = peers
-        .as_array()
-        .and_then(|a| a.iter().find(|p| p["name"] == name.as_str()).cloned());
-    let route = match &peer {
-        Some(p) => format!(
-            "{} via {}",
-            p["path"].as_str().unwrap_or("?"),
-            p["endpoint"].as_str().unwrap_or("no endpoint yet")
-        ),
-        None => "this node itself".into(),
-    };
-    println!("PING {name} ({addr}) over the overlay, path: {route}");
-    let rtts = runtime()?.block_on(async {
-        let mut prober = crate::probe::Prober::<u32>::new()?;
-        let mut rtts = Vec::new();
-        for seq in 0..count {
-            prober.send(seq, addr);
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            let mut got = None;
-            while got.is_none() {
-                tokio::select! {
-                    replies = prober.recv() => got = replies.into_iter().find(|r| r.key == seq).map(|r| r.rtt),
-                    _ = tokio::time::sleep_until(deadline) => break,
-                }
-            }
-            match got {
-                Some(rtt) => {
-                    println!("reply from {name} ({addr}): seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1000.0);
-                    rtts.push(rtt);
-                    tokio::time::sleep_until(deadline).await;
-                }
-                None => println!("no reply from {name} ({addr}): seq={seq}"),
-            }
-        }
-        anyhow::Ok(rtts)
-    })?;
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let lost = count as usize - rtts.len();
-    print!(
-        "{count} sent, {} received, {:.0}% loss",
-        rtts.len(),
-        lost as f64 * 100.0 / f64::from(count.max(1))
-    );
-    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
-        let avg = rtts.iter().sum::<Duration>() / rtts.len() as u32;
-        print!(
-            ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
-            ms(*min),
-            ms(avg),
-            ms(*max)
-        );
-    }
-    println!();
-    if rtts.is_empty() {
-        anyhow::bail!("{name} did not answer over the overlay");
-    }
-    Ok(())
 }

@@ -1,74 +1,139 @@
-//! The data plane threads: TUN → encrypt → UDP, UDP → decrypt → TUN, and the
-//! protocol timer. Each thread works in batches: one lock of the device per
-//! batch, I/O outside the lock, buffers allocated once.
+//! The data-plane threads, pure I/O around the sans-IO [`Node`]: TUN →
+//! encrypt → UDP (tx), UDP → sort and decrypt → TUN (rx), and the timers,
+//! which sleep until [`Node::poll_timeout`] says. Each thread locks the
+//! node once per batch and does its I/O outside the lock; buffers are
+//! allocated once (again only when the MTU changes). Events the node
+//! raises (echo answers, handshakes) go to the control loop.
 
-use crate::echo::Echo;
-use crate::relays::Relays;
 use drivers::tun::{Tun, TunReader, TunWaiter, TunWriter};
 use drivers::udp::{GsoBatch, RecvBuffers, Udp};
-use netstack::echo;
-use netstack::relay::{self, Envelope};
+use netstack::node::Event;
 use netstack::timers::TICK;
 use netstack::wire::{DATA_HEADER_LEN, INITIATION_LEN};
-use netstack::{Action, Device};
+use netstack::{Action, DeviceConfig, Node, PrivateKey};
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
 
-/// Largest datagram we produce: a 64 KiB inner packet cannot occur (the TUN
-/// MTU bounds it), so MTU-sized packets plus overhead and padding suffice.
-const MAX_DATAGRAM: usize = 65_535 + 64;
+/// Default MTU of the overlay: 1500 minus IPv6 + UDP + WireGuard overhead.
+pub const DEFAULT_MTU: u16 = 1420;
+/// Handshake messages per second before cookies are demanded.
+pub const HANDSHAKE_LOAD_LIMIT: u32 = 200;
+
 /// Datagrams a send batch holds before it must be flushed.
 const SEND_BATCH: usize = 160;
 /// Packets delivered in one receive round up to which the rx thread also
 /// forwards the answers the kernel produced (see [`Ends::reader`]).
 const LIGHT_TRAFFIC: usize = 4;
+/// Events waiting for the control loop, at most (more are dropped: echo
+/// answers are asked for again, handshakes show in the peer table).
+const EVENTS: usize = 256;
 
-type Shared = Arc<Mutex<Device>>;
-
-fn lock(device: &Shared) -> MutexGuard<'_, Device> {
-    // A poisoned lock means another data-plane thread panicked; the device
-    // state is still consistent per call, so keep serving.
-    device.lock().unwrap_or_else(|e| e.into_inner())
+/// The node, shared by the data-plane threads and the control loop.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Inner>,
 }
 
-/// Starts the three data-plane threads.
-pub fn start(
-    tun: &Tun,
-    udp: &Arc<Udp>,
-    device: &Shared,
-    relays: &Arc<Relays>,
-    echo: &Arc<Echo>,
-) -> io::Result<()> {
-    let max_datagram = tun_datagram_limit(device);
-    let gso = || GsoBatch::new(max_datagram, SEND_BATCH, udp.max_gso_segments());
+struct Inner {
+    node: Mutex<Node>,
+    udp: Arc<Udp>,
+    /// The timer thread, and whether it sleeps longer than a tick (then
+    /// whoever touches the node wakes it: its deadline may have moved).
+    timer: OnceLock<Thread>,
+    sleeping: AtomicBool,
+}
+
+impl Shared {
+    fn new(node: Node, udp: Arc<Udp>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node: Mutex::new(node),
+                udp,
+                timer: OnceLock::new(),
+                sleeping: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Node> {
+        // A poisoned lock means another data-plane thread panicked; the
+        // node's state is still consistent per call, so keep serving.
+        self.inner.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the node (wakes the timers: their deadline may move).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Node) -> R) -> R {
+        let r = f(&mut self.lock());
+        self.wake_timers();
+        r
+    }
+
+    /// Sends one datagram from the data-plane socket (an echo question).
+    pub fn send_to(&self, to: std::net::SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.inner.udp.send(to, datagram, None)
+    }
+
+    fn wake_timers(&self) {
+        if self.inner.sleeping.load(Ordering::Relaxed) {
+            if let Some(t) = self.inner.timer.get() {
+                t.unpark();
+            }
+        }
+    }
+}
+
+/// A data plane for private key `key` and MTU `mtu`; relaying for members
+/// if `relay` (a static node has none).
+pub fn node(key: PrivateKey, mtu: u16, relay: bool) -> Node {
+    let wall = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    Node::new(
+        DeviceConfig {
+            private_key: key,
+            mtu: usize::from(mtu),
+            handshake_load_limit: HANDSHAKE_LOAD_LIMIT,
+        },
+        relay,
+        Instant::now(),
+        wall,
+    )
+}
+
+/// Starts the three data-plane threads around `node`; returns the shared
+/// node and the events it raises.
+pub fn start(tun: &Tun, udp: Udp, node: Node) -> io::Result<(Shared, mpsc::Receiver<Event>)> {
+    let udp = Arc::new(udp);
+    let shared = Shared::new(node, udp.clone());
+    let (events, rx) = mpsc::channel(EVENTS);
     let ends = Arc::new(Ends {
-        device: device.clone(),
-        udp: udp.clone(),
+        shared: shared.clone(),
+        udp,
         reader: Mutex::new(tun.reader()),
         waiter: tun.waiter(),
-        relays: relays.clone(),
-        echo: echo.clone(),
+        events,
     });
     let writer = tun.writer(DATA_HEADER_LEN);
     spawn("cladnet-tx", {
-        let (ends, batch) = (ends.clone(), gso());
-        move || outbound(&ends, batch)
+        let ends = ends.clone();
+        move || outbound(&ends)
     })?;
     spawn("cladnet-rx", {
-        let (ends, batch) = (ends.clone(), gso());
-        move || inbound(&ends, writer, batch)
+        let ends = ends.clone();
+        move || inbound(&ends, writer)
     })?;
-    spawn("cladnet-timer", {
-        let batch = gso();
-        move || timers(&ends, batch)
-    })?;
-    Ok(())
+    let timer = spawn("cladnet-timer", move || timers(&ends))?;
+    let _ = shared.inner.timer.set(timer);
+    Ok((shared, rx))
 }
 
 /// What the data-plane threads share.
 struct Ends {
-    device: Shared,
+    shared: Shared,
     udp: Arc<Udp>,
     /// The TUN reader: owned by the tx thread while it works, and taken by
     /// the rx thread right after it wrote to the TUN device, so an answer
@@ -76,33 +141,46 @@ struct Ends {
     /// waking the tx thread. Whoever holds it reads and sends in order.
     reader: Mutex<TunReader>,
     waiter: TunWaiter,
-    relays: Arc<Relays>,
-    echo: Arc<Echo>,
+    events: mpsc::Sender<Event>,
 }
 
 impl Ends {
-    /// Sends a batch, wrapping datagrams to relayed peers.
-    fn send(&self, batch: &mut GsoBatch) {
-        batch.send_via(&self.udp, &|to| self.relays.rewrite(to));
+    /// Hands the node's events to the control loop.
+    fn pass_events(&self, node: &mut Node) {
+        while let Some(e) = node.poll_event() {
+            let _ = self.events.try_send(e);
+        }
     }
 }
 
-fn tun_datagram_limit(device: &Shared) -> usize {
-    (lock(device).mtu() + 16 + DATA_HEADER_LEN + 16).clamp(INITIATION_LEN, MAX_DATAGRAM)
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<Thread> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
-        .map(|_| ())
+        .map(|h| h.thread().clone())
 }
 
-/// Moves the device's pending transmissions into `batch`; false if it
+/// A send batch sized for the node's current MTU.
+fn batch(node: &Node, udp: &Udp) -> GsoBatch {
+    GsoBatch::new(
+        node.max_datagram().max(INITIATION_LEN),
+        SEND_BATCH,
+        udp.max_gso_segments(),
+    )
+}
+
+/// Re-sizes `batch` (empty) if the node's MTU changed since it was made.
+fn fit(batch: &mut GsoBatch, node: &Node, udp: &Udp) {
+    if batch.max_datagram() != node.max_datagram().max(INITIATION_LEN) {
+        *batch = self::batch(node, udp);
+    }
+}
+
+/// Moves the node's pending transmissions into `batch`; false if it
 /// stopped because the batch is full (send it and call again).
-fn drain(dev: &mut Device, batch: &mut GsoBatch, now: Instant) -> bool {
+fn drain(node: &mut Node, batch: &mut GsoBatch, now: Instant) -> bool {
     while batch.has_room() {
-        match dev.poll_transmit(batch.slot(), now) {
+        match node.poll_transmit(batch.slot(), now) {
             Some((to, len)) => batch.commit(to, len),
             None => return true,
         }
@@ -145,27 +223,30 @@ fn forward_ready(
         let now = Instant::now();
         let mut next = 0;
         loop {
-            let mut dev = lock(&ends.device);
+            let mut node = ends.shared.lock();
+            fit(batch, &node, &ends.udp);
             while next < n && batch.has_room() {
                 if let Action::Send { to, len } =
-                    dev.encapsulate(reader.packet(next), batch.slot(), now)
+                    node.encapsulate(reader.packet(next), batch.slot(), now)
                 {
                     batch.commit(to, len);
                 }
                 next += 1;
             }
-            let done = next == n && drain(&mut dev, batch, now);
-            drop(dev);
-            ends.send(batch);
+            let done = next == n && drain(&mut node, batch, now);
+            drop(node);
+            batch.send(&ends.udp);
             if done {
                 break;
             }
         }
+        ends.shared.wake_timers();
     }
     true
 }
 
-fn outbound(ends: &Ends, mut batch: GsoBatch) {
+fn outbound(ends: &Ends) {
+    let mut batch = batch(&ends.shared.lock(), &ends.udp);
     loop {
         let mut reader = ends.reader.lock().unwrap_or_else(|e| e.into_inner());
         if !forward_ready(ends, &mut reader, &mut batch, usize::MAX) {
@@ -187,11 +268,11 @@ fn is_icmp_echo(e: &io::Error) -> bool {
     )
 }
 
-fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
-    let (udp, device) = (&ends.udp, &ends.device);
+fn inbound(ends: &Ends, mut writer: TunWriter) {
+    let mut replies = batch(&ends.shared.lock(), &ends.udp);
     let mut rx: RecvBuffers = Udp::recv_buffers();
     loop {
-        if let Err(e) = udp.recv(&mut rx) {
+        if let Err(e) = ends.udp.recv(&mut rx) {
             if !is_icmp_echo(&e) {
                 tracing::warn!("receiving on the UDP socket failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -203,7 +284,8 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
         let mut carry = None;
         let mut delivered = 0;
         loop {
-            let mut dev = lock(device);
+            let mut node = ends.shared.lock();
+            fit(&mut replies, &node, &ends.udp);
             let mut exhausted = true;
             while let Some((from, datagram)) = carry.take().or_else(|| datagrams.next()) {
                 if writer.is_full() || !replies.has_room() {
@@ -214,29 +296,7 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                 let Some(out) = writer.next_buffer(datagram.len().max(INITIATION_LEN)) else {
                     break;
                 };
-                // Endpoint echo: answer members, pass answers on.
-                if let Some(message) = echo::parse(datagram) {
-                    if let Some(reply) = ends.echo.handle(from, message, datagram) {
-                        replies.slot()[..reply.len()].copy_from_slice(&reply);
-                        replies.commit(from, reply.len());
-                    }
-                    continue;
-                }
-                // Relay envelopes: forward for others, or unwrap ours.
-                let (from, datagram) = match relay::parse(datagram) {
-                    None => (from, datagram),
-                    Some(Envelope::From { source, inner }) => {
-                        match ends.relays.inbound(from, source) {
-                            Some(v) => (v, inner),
-                            None => continue,
-                        }
-                    }
-                    Some(Envelope::To { target, inner }) => {
-                        forward_relayed(ends, &dev, from, target, inner, &mut replies);
-                        continue;
-                    }
-                };
-                match dev.decapsulate(from, datagram, out, now) {
+                match node.handle_datagram(from, datagram, out, now) {
                     Action::Deliver(range) => {
                         writer.commit(range.len());
                         delivered += 1;
@@ -248,14 +308,16 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
                     Action::None => {}
                 }
             }
-            let done = exhausted && drain(&mut dev, &mut replies, now);
-            drop(dev);
+            let done = exhausted && drain(&mut node, &mut replies, now);
+            ends.pass_events(&mut node);
+            drop(node);
             flush_tun(&mut writer);
-            ends.send(&mut replies);
+            replies.send(&ends.udp);
             if done {
                 break;
             }
         }
+        ends.shared.wake_timers();
         // Only after light traffic (an exchange, not a bulk stream whose
         // ACKs the tx thread handles in parallel), and one batch at most:
         // the rx thread must get back to its socket.
@@ -267,60 +329,51 @@ fn inbound(ends: &Ends, mut writer: TunWriter, mut replies: GsoBatch) {
     }
 }
 
-/// Relays `inner` from the peer at `from` to the member with key id
-/// `target`: only between peers whose endpoints we know (so strangers
-/// cannot use us as a reflector), never to another relayed path, and only
-/// if this node serves as a relay.
-fn forward_relayed(
-    ends: &Ends,
-    dev: &Device,
-    from: std::net::SocketAddr,
-    target: relay::KeyId,
-    inner: &[u8],
-    out: &mut GsoBatch,
-) {
-    let source = dev.peer_at(from);
-    let to = ends
-        .relays
-        .member(&target)
-        .and_then(|k| dev.endpoint_of(&k))
-        .filter(|e| !relay::is_virtual(e));
-    let (Some(source), Some(to), true) = (source, to, ends.relays.serve) else {
-        ends.relays
-            .refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return;
-    };
-    let slot = out.slot();
-    if slot.len() < relay::HEADER + inner.len() {
-        return;
-    }
-    let mut header = [0u8; relay::HEADER];
-    relay::write_header(relay::FROM, &relay::key_id(&source), &mut header);
-    slot[..relay::HEADER].copy_from_slice(&header);
-    slot[relay::HEADER..relay::HEADER + inner.len()].copy_from_slice(inner);
-    out.commit(to, relay::HEADER + inner.len());
-    ends.relays.count(inner.len());
-}
-
 fn flush_tun(writer: &mut TunWriter) {
     if let Err(e) = writer.flush() {
         tracing::debug!("writing to the TUN device failed: {e}");
     }
 }
 
-fn timers(ends: &Ends, mut batch: GsoBatch) {
-    let device = &ends.device;
+/// Runs the node's timers when it asks; sleeps until then, or until
+/// someone touching the node wakes it.
+fn timers(ends: &Ends) {
+    let sleeping = &ends.shared.inner.sleeping;
+    let mut batch = batch(&ends.shared.lock(), &ends.udp);
     loop {
-        std::thread::sleep(TICK);
+        let due = ends.shared.lock().poll_timeout();
         let now = Instant::now();
-        lock(device).handle_timeout(now);
+        match due {
+            Some(t) if t <= now => {}
+            Some(t) if t - now <= TICK => std::thread::sleep(t - now),
+            long => {
+                // Announce the long sleep first, then look again, so a
+                // wake-up between the two is not lost.
+                sleeping.store(true, Ordering::SeqCst);
+                let again = ends.shared.lock().poll_timeout();
+                if again == long {
+                    match long {
+                        Some(t) => std::thread::park_timeout(t.saturating_duration_since(now)),
+                        None => std::thread::park(),
+                    }
+                }
+                sleeping.store(false, Ordering::SeqCst);
+                continue;
+            }
+        }
+        let now = Instant::now();
+        let mut node = ends.shared.lock();
+        node.handle_timeout(now);
+        fit(&mut batch, &node, &ends.udp);
         loop {
-            let done = drain(&mut lock(device), &mut batch, now);
-            ends.send(&mut batch);
+            let done = drain(&mut node, &mut batch, now);
+            drop(node);
+            batch.send(&ends.udp);
+            node = ends.shared.lock();
             if done {
                 break;
             }
         }
+        ends.pass_events(&mut node);
     }
 }

@@ -57,11 +57,3 @@ pub async fn scan(skip: Option<u32>, overlay: Option<Cidr>) -> Result<Inventory>
     }
     Ok(inv)
 }
-
-/// The libp2p QUIC multiaddr of a UDP socket address.
-pub fn quic_multiaddr(addr: std::net::SocketAddr) -> String {
-    match addr.ip() {
-        IpAddr::V4(ip) => format!("/ip4/{ip}/udp/{}/quic-v1", addr.port()),
-        IpAddr::V6(ip) => format!("/ip6/{ip}/udp/{}/quic-v1", addr.port()),
-    }
-}

@@ -1,24 +1,27 @@
 //! `cladnet`: the mesh VPN agent and its command-line interface.
 
 mod api;
+mod client;
 mod commands;
 mod daemon;
 mod dataplane;
-mod echo;
+mod exposition;
 mod inventory;
-mod members;
+mod lookup;
 mod mesh;
 mod probe;
-mod relays;
+mod process;
+mod render;
 mod statedir;
 mod telemetry;
-mod uapi;
-mod wgconfig;
+mod wg;
 
 use anyhow::{Context, Result};
+use api::{docs, Request};
 use clap::{Parser, Subcommand};
 use federation::Cidr;
-use serde_json::json;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -168,20 +171,18 @@ struct QueryArgs {
 }
 
 impl QueryArgs {
-    fn ask(&self, cmd: &str) -> Result<serde_json::Value> {
-        let request = match &self.via {
-            Some(target) => json!({"cmd": "via", "target": target, "request": {"cmd": cmd}}),
-            None => json!({"cmd": cmd}),
-        };
-        commands::ask(&self.state, request)
-    }
-
-    fn print(&self, cmd: &str, table: fn(&serde_json::Value) -> String) -> Result<()> {
-        let v = self.ask(cmd)?;
+    /// Asks `request` (of this node, or `--via` another) and prints the
+    /// document: as JSON with `--json`, else as `text` renders it.
+    fn print<T: DeserializeOwned + Serialize>(
+        &self,
+        request: Request,
+        text: fn(&T) -> String,
+    ) -> Result<()> {
+        let doc: T = client::ask(&self.state, request, self.via.as_deref())?;
         if self.json {
-            println!("{v}");
+            println!("{}", serde_json::to_string(&doc)?);
         } else {
-            print!("{}", table(&v));
+            print!("{}", text(&doc));
         }
         Ok(())
     }
@@ -308,25 +309,29 @@ fn run(cli: Cli) -> Result<()> {
             address,
         } => commands::join(&node.options(), &token, address),
         Command::Invite { state, ttl, uses } => {
-            let answer = commands::ask(
-                &state,
-                json!({"cmd": "invite", "ttl_s": ttl.as_secs(), "uses": uses}),
-            )?;
-            println!("{}", answer["token"].as_str().unwrap_or_default());
+            let request = Request::Invite {
+                ttl_s: ttl.as_secs(),
+                uses,
+            };
+            let invite: docs::Invite = client::ask(&state, request, None)?;
+            println!("{}", invite.token);
             Ok(())
         }
-        Command::Status(q) => q.print("status", commands::status_text),
-        Command::Members(q) => q.print("members", commands::members_table),
-        Command::Peers(q) => q.print("peers", telemetry::peers_table),
-        Command::Metrics(q) => q.print("metrics", telemetry::metrics_table),
-        Command::Ping { node, state, count } => commands::ping(&state, &node, count),
+        Command::Status(q) => q.print(Request::Status, render::status),
+        Command::Members(q) => {
+            q.print(Request::Members, |m: &Vec<docs::Member>| render::members(m))
+        }
+        Command::Peers(q) => q.print(Request::Peers, |p: &Vec<docs::Peer>| render::peers(p)),
+        Command::Metrics(q) => q.print(Request::Metrics, render::metrics),
+        Command::Ping { node, state, count } => client::ping(&state, &node, count),
         Command::Revoke { node, state } => {
-            let r = commands::ask(&state, json!({"cmd": "revoke", "node": node}))?;
-            println!("revoked {node} ({})", r["revoked"].as_str().unwrap_or("?"));
+            let r: docs::Revoked =
+                client::ask(&state, Request::Revoke { node: node.clone() }, None)?;
+            println!("revoked {node} ({})", r.revoked);
             Ok(())
         }
         Command::Leave { state } => {
-            commands::ask(&state, json!({"cmd": "leave"}))?;
+            let _: docs::Left = client::ask(&state, Request::Leave, None)?;
             println!("left the network; the agent stops");
             Ok(())
         }
@@ -336,18 +341,15 @@ fn run(cli: Cli) -> Result<()> {
             state,
             json,
         }) => {
-            let r = commands::recommend(host_cidr, hosts, state.as_deref())?;
+            let r = client::recommend(host_cidr, hosts, state.as_deref())?;
             if json {
-                println!("{r}");
+                println!("{}", serde_json::to_string(&r)?);
             } else {
-                let rec = &r["recommendation"];
-                println!(
-                    "recommended: {}",
-                    rec["recommended"].as_str().unwrap_or("?")
-                );
-                println!("free blocks of /{} or larger:", rec["prefix"]);
-                for b in rec["free"].as_array().into_iter().flatten() {
-                    println!("  {}", b["block"].as_str().unwrap_or("?"));
+                let rec = &r.recommendation;
+                println!("recommended: {}", rec.recommended);
+                println!("free blocks of /{} or larger:", rec.prefix);
+                for b in &rec.free {
+                    println!("  {}", b.block);
                 }
             }
             Ok(())
@@ -361,7 +363,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let iface = iface.unwrap_or_else(|| "cladnet0".into());
             check_iface(&iface)?;
-            daemon::run_mesh(&state, &iface, metrics_listen, !no_relay)
+            daemon::run(&state, &iface, metrics_listen, !no_relay)
         }
         Command::Agent {
             wg_config: Some(wg_config),
@@ -369,7 +371,7 @@ fn run(cli: Cli) -> Result<()> {
             api_socket,
             ..
         } => {
-            let config = wgconfig::load(&wg_config).with_context(|| {
+            let config = wg::config::load(&wg_config).with_context(|| {
                 format!("{} is not a usable configuration", wg_config.display())
             })?;
             let iface = match iface {
@@ -384,7 +386,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             check_iface(&iface)?;
             let socket = api_socket.unwrap_or_else(|| default_socket(&iface));
-            daemon::run(config, &iface, &socket)
+            wg::run(config, &iface, &socket)
         }
         Command::Agent { .. } => anyhow::bail!("pass --state DIR or --wg-config FILE"),
         Command::Show {
@@ -397,11 +399,11 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(i)) => default_socket(&i),
                 (None, None) => anyhow::bail!("pass --iface NAME or --api-socket PATH"),
             };
-            let status = api::request(&socket, "show")?;
+            let show: docs::Show = api::ask(&socket, &Request::Show)?;
             if json {
-                println!("{status}");
+                println!("{}", serde_json::to_string(&show)?);
             } else {
-                print!("{}", api::render_table(&status));
+                print!("{}", wg::show_text(&show));
             }
             Ok(())
         }

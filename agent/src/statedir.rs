@@ -23,7 +23,7 @@ pub struct Settings {
 }
 
 /// Everything loaded from a state directory.
-pub struct Node {
+pub struct StateDir {
     /// The store (kept open: it locks the directory against a second agent).
     pub store: Store,
     /// The node's ed25519 key (libp2p identity, record signatures).
@@ -63,7 +63,7 @@ fn seed(bytes: Option<Vec<u8>>, what: &str) -> Result<[u8; 32]> {
         .with_context(|| format!("the state directory lacks a valid {what}: it is damaged; join again with a new --state directory"))
 }
 
-impl Node {
+impl StateDir {
     /// Writes a new node's identity and settings into a fresh store.
     pub fn create(
         store: Store,
@@ -72,7 +72,7 @@ impl Node {
         authority: Option<NodeKey>,
         network: Network,
         settings: Settings,
-    ) -> Result<Node> {
+    ) -> Result<StateDir> {
         let mut items = vec![
             (NODE_SEED.to_vec(), key.seed().to_vec()),
             (WG_KEY.to_vec(), wg.0.to_vec()),
@@ -83,7 +83,7 @@ impl Node {
             items.push((AUTHORITY_SEED.to_vec(), a.seed().to_vec()));
         }
         store.put_many(Table::Meta, &items)?;
-        Ok(Node {
+        Ok(StateDir {
             store,
             key,
             wg,
@@ -94,7 +94,7 @@ impl Node {
     }
 
     /// Loads the state directory `dir`.
-    pub fn load(dir: &Path) -> Result<Node> {
+    pub fn load(dir: &Path) -> Result<StateDir> {
         let store = Store::open(dir)?;
         let meta = |k: &[u8]| store.get(Table::Meta, k);
         let key = NodeKey::from_seed(&seed(meta(NODE_SEED)?, "node key")?);
@@ -107,7 +107,7 @@ impl Node {
             &meta(SETTINGS)?.context("the state directory lacks its settings: it is damaged")?,
         )
         .context("the state directory's settings are unreadable: it is damaged")?;
-        Ok(Node {
+        Ok(StateDir {
             store,
             key,
             wg,

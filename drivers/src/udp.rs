@@ -257,34 +257,18 @@ impl GsoBatch {
         });
     }
 
+    /// The largest datagram a slot is sized for.
+    pub fn max_datagram(&self) -> usize {
+        self.max_datagram
+    }
+
     /// Sends every train and empties the batch. A train the kernel refuses
     /// as a whole (GSO unsupported on this path) is resent one datagram at a
     /// time; returns how many datagrams were lost anyway, like on a wire.
     pub fn send(&mut self, udp: &Udp) -> usize {
-        self.send_via(udp, &|_| None)
-    }
-
-    /// [`GsoBatch::send`], except that datagrams to a destination for which
-    /// `rewrite` gives `(real destination, prefix)` are sent one by one to
-    /// the real destination with the prefix in front (relay envelopes).
-    pub fn send_via(
-        &mut self,
-        udp: &Udp,
-        rewrite: &dyn Fn(SocketAddr) -> Option<(SocketAddr, Vec<u8>)>,
-    ) -> usize {
         let mut failed = 0;
-        let mut wrapped = Vec::new();
         for t in self.trains.drain(..) {
             let train = &self.buf[t.start..t.end];
-            if let Some((real, prefix)) = rewrite(t.to) {
-                for d in train.chunks(t.segment) {
-                    wrapped.clear();
-                    wrapped.extend_from_slice(&prefix);
-                    wrapped.extend_from_slice(d);
-                    failed += usize::from(udp.send(real, &wrapped, None).is_err());
-                }
-                continue;
-            }
             let sent = match t.count {
                 1 => udp.send(t.to, train, None).is_ok(),
                 _ => udp.send(t.to, train, Some(t.segment)).is_ok(),

@@ -3,10 +3,12 @@
 //! signing as the authority if it holds the authority's key).
 
 use crate::cert::{valid_name, Cert, Claim, MAX_CHAIN};
+use crate::cidr::Cidr;
 use crate::ledger::{Ledger, Status};
 use crate::protocol::JoinRequest;
 use crate::record::{NodeId, NodeKey};
 use crate::token::{Issued, TokenError};
+use std::net::Ipv4Addr;
 
 /// Certificates live this long (ms); renewal is not automatic yet.
 pub const CERT_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
@@ -40,11 +42,29 @@ pub enum AdmitError {
     /// This member may not admit.
     #[error("the member you reached may not admit nodes: ask another member for an invite")]
     NotAdmitter,
+    /// This member was revoked (or left, or its certificate expired).
+    #[error("the member you reached was revoked from the network and admits nobody: ask another member for an invite")]
+    AdmitterRevoked,
+    /// The pinned address is outside the organisation's range.
+    #[error("--address {address} is not a usable address of the network's range {range}: pick one inside it or leave --address out")]
+    AddressOutside {
+        /// The address asked for.
+        address: Ipv4Addr,
+        /// The range.
+        range: Cidr,
+    },
+    /// Another member holds the pinned address.
+    #[error(
+        "--address {0} is already used by another member: pick another or leave --address out"
+    )]
+    AddressTaken(Ipv4Addr),
 }
 
 impl Admitter<'_> {
     /// Checks `req` from `subject` against the stored invite `issued` and
-    /// returns the invite with one use spent, and the newcomer's chain.
+    /// everything else a join can fail on (name, address, our own
+    /// standing), and returns the invite with one use spent, and the
+    /// newcomer's chain. A refused join spends nothing.
     pub fn admit(
         &self,
         ledger: &Ledger,
@@ -62,9 +82,28 @@ impl Admitter<'_> {
         if !valid_name(&req.name) {
             return Err(AdmitError::BadName);
         }
+        let me = self.key.id();
+        if ledger
+            .member(&me, now_ms)
+            .is_some_and(|m| m.status != Status::Active)
+        {
+            return Err(AdmitError::AdmitterRevoked);
+        }
         let members = ledger.members(now_ms);
         if ledger.revocations(now_ms).contains(&subject) {
             return Err(AdmitError::Revoked);
+        }
+        if let (Some(address), Some(range)) = (req.address, ledger.authority().map(|a| a.block)) {
+            if !range.is_host(address) {
+                return Err(AdmitError::AddressOutside { address, range });
+            }
+            if ledger
+                .address_owners(now_ms)
+                .get(&address)
+                .is_some_and(|owner| *owner != subject)
+            {
+                return Err(AdmitError::AddressTaken(address));
+            }
         }
         if members
             .iter()

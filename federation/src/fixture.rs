@@ -25,9 +25,12 @@ pub struct TestMember {
 }
 
 impl TestNetwork {
-    /// A network whose authority key comes from `seed`.
+    /// A network whose authority key comes from `seed` (never the key of
+    /// a [`TestNetwork::member`]).
     pub fn new(seed: u8) -> Self {
-        let authority = NodeKey::from_seed(&[seed; 32]);
+        let mut bytes = [0xAA; 32];
+        bytes[0] = seed;
+        let authority = NodeKey::from_seed(&bytes);
         Self {
             network: Network::of(authority.id()),
             authority,
@@ -57,10 +60,12 @@ impl TestNetwork {
         ledger
     }
 
-    /// Member number `n` (key from seed `n`, address 100.64.0.`n`),
-    /// certified by the authority.
+    /// Member number `n` (the same key in every test network, address
+    /// 100.64.0.`n`), certified by the authority.
     pub fn member(&self, n: u8) -> TestMember {
-        let key = NodeKey::from_seed(&[n; 32]);
+        let mut seed = [0x55; 32];
+        seed[0] = n;
+        let key = NodeKey::from_seed(&seed);
         let name = format!("m{n}");
         let chain = vec![Cert::issue(
             &self.authority,

@@ -335,6 +335,45 @@ impl Ledger {
         (r, until)
     }
 
+    /// The revocation of `target` to write: the members admitted through
+    /// it stay members (at most [`crate::cert::MAX_KEEP`] listed).
+    pub fn revocation_of(&self, target: &NodeId, now_ms: u64) -> crate::cert::Revocation {
+        let keep: std::collections::BTreeSet<NodeId> = self
+            .members(now_ms)
+            .iter()
+            .filter_map(|m| {
+                let chain = &m.record.chain;
+                let i = chain.iter().position(|c| c.subject == *target)?;
+                chain.get(i + 1).map(|c| c.subject)
+            })
+            .collect();
+        crate::cert::Revocation {
+            node: *target,
+            keep: keep.into_iter().take(crate::cert::MAX_KEEP).collect(),
+        }
+    }
+
+    /// The records whose revocations take `id`'s membership away (the
+    /// authority's, or an admitter's naming `id` or a node in its chain):
+    /// what a revoked node is shown so it knows, and can check, why.
+    pub fn revocation_proof(&self, id: &NodeId) -> Vec<Vec<u8>> {
+        let Some(Body::Member(m)) = self.bodies.get(id) else {
+            return vec![];
+        };
+        let chain: Vec<NodeId> = m.chain.iter().map(|c| c.subject).collect();
+        self.bodies
+            .iter()
+            .filter(|(_, b)| {
+                let revocations = match b {
+                    Body::Authority(a) => &a.revocations,
+                    Body::Member(m) => &m.revocations,
+                };
+                revocations.iter().any(|r| chain.contains(&r.node))
+            })
+            .filter_map(|(w, _)| self.state.get(w).map(SignedRecord::encode))
+            .collect()
+    }
+
     /// True if `id`'s verified chain lets it admit and has not expired.
     fn admitter(&self, id: &NodeId, now_ms: u64) -> bool {
         self.chains

@@ -27,6 +27,7 @@ pub mod paths;
 pub mod protocol;
 pub mod record;
 pub mod replica;
+pub mod routes;
 pub mod state;
 pub mod sync;
 pub mod token;

@@ -88,7 +88,9 @@ impl Liveness {
 
     /// How long ago `id` was heard from.
     pub fn since(&self, id: &NodeId, now: Instant) -> Option<Duration> {
-        self.heard.get(id).map(|t| now.saturating_duration_since(*t))
+        self.heard
+            .get(id)
+            .map(|t| now.saturating_duration_since(*t))
     }
 
     /// How member `id` of standing `status` looks at `now`; `connected`
@@ -130,10 +132,22 @@ mod tests {
         l.heard(a.key.id(), t0, &ledger, 0);
         assert_eq!(l.len(), 1);
         let id = a.key.id();
-        assert_eq!(l.seen(&id, Status::Active, false, t0 + ALIVE_FOR / 2), Seen::Alive);
-        assert_eq!(l.seen(&id, Status::Active, false, t0 + ALIVE_FOR), Seen::Suspect);
-        assert_eq!(l.seen(&id, Status::Active, false, t0 + SUSPECT_FOR), Seen::Down);
-        assert_eq!(l.seen(&id, Status::Active, true, t0 + SUSPECT_FOR), Seen::Alive);
+        assert_eq!(
+            l.seen(&id, Status::Active, false, t0 + ALIVE_FOR / 2),
+            Seen::Alive
+        );
+        assert_eq!(
+            l.seen(&id, Status::Active, false, t0 + ALIVE_FOR),
+            Seen::Suspect
+        );
+        assert_eq!(
+            l.seen(&id, Status::Active, false, t0 + SUSPECT_FOR),
+            Seen::Down
+        );
+        assert_eq!(
+            l.seen(&id, Status::Active, true, t0 + SUSPECT_FOR),
+            Seen::Alive
+        );
         // It leaves: forgotten.
         let mut left = a.record.clone();
         left.left_ms = Some(1);

@@ -236,8 +236,7 @@ impl Body {
                 if m.endpoints.len() > MAX_ENDPOINTS || m.reflexive.len() > MAX_ENDPOINTS {
                     return Err(BodyError::TooMany("endpoints"));
                 }
-                if m.control.len() > MAX_CONTROL
-                {
+                if m.control.len() > MAX_CONTROL {
                     return Err(BodyError::TooMany("control addresses"));
                 }
                 if m.host_networks.len() > MAX_HOST_NETWORKS {

@@ -23,10 +23,10 @@ use libp2p::gossipsub::{
     PeerScoreThresholds,
 };
 use libp2p::identity::{self, Keypair};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::multiaddr::Protocol;
 use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -219,7 +219,9 @@ impl Shell {
                     .validate_messages()
                     .max_transmit_size(MAX_GOSSIP)
                     .heartbeat_interval(Duration::from_millis(700))
-                    .message_id_fn(|m| MessageId::from(crate::protocol::gossip_id(&m.data).to_vec()))
+                    .message_id_fn(|m| {
+                        MessageId::from(crate::protocol::gossip_id(&m.data).to_vec())
+                    })
                     .build()
                     .map_err(|e| e.to_string())?;
                 let mut gossipsub =

@@ -21,6 +21,10 @@ pub struct JoinRequest {
     pub wg_key: [u8; 32],
     /// The newcomer's name.
     pub name: String,
+    /// The overlay address it wants (`join --address`), checked before
+    /// the invite is spent.
+    #[serde(default)]
+    pub address: Option<std::net::Ipv4Addr>,
 }
 
 /// A request to a member.
@@ -54,6 +58,9 @@ pub enum Response {
     /// anti-entropy and queries. A member just admitted answers it by
     /// pushing its own record, which proves its membership.
     NotMember,
+    /// "You were revoked": the signed records that revoke the asker, so
+    /// it knows (and can check) why nobody answers it any more.
+    Revoked(Vec<Vec<u8>>),
     /// Anti-entropy step 2.
     Versions(Versions),
     /// Records asked for.
@@ -103,6 +110,7 @@ impl Response {
             Response::Versions(v) => v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len(),
             Response::Records(records) => records.iter().map(Vec::len).sum(),
             Response::Answer(text) => text.len(),
+            Response::Revoked(records) => records.iter().map(Vec::len).sum(),
             Response::NotMember | Response::Ack => 1,
         }
     }

@@ -225,7 +225,9 @@ impl SignedRecord {
 /// between two bodies signed with one version (an equivocating writer: a
 /// bug, a restore from an old backup, malice) the higher body hash, so
 /// every member keeps the same one whatever order they arrive in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Rank {
     /// The writer's version counter.
     pub version: u64,

@@ -281,16 +281,18 @@ impl Replica {
                     && SignedRecord::decode(&records[0]).is_ok_and(|r| r.writer == from);
                 if !own {
                     self.refuse("push");
-                    Inbound::Answer(Response::NotMember)
+                    Inbound::Answer(self.not_member(&from, now_ms))
                 } else {
                     let fresh = self.ingest(&records, now_ms);
                     if self.is_member(&from, now_ms) {
-                        fresh.into_iter().for_each(|b| self.send(Transmit::Publish(b)));
+                        fresh
+                            .into_iter()
+                            .for_each(|b| self.send(Transmit::Publish(b)));
                         self.summary_to(from);
                         Inbound::Answer(Response::Ack)
                     } else {
                         self.refuse("push");
-                        Inbound::Answer(Response::NotMember)
+                        Inbound::Answer(self.not_member(&from, now_ms))
                     }
                 }
             }
@@ -300,7 +302,7 @@ impl Replica {
                     Request::Pull(_) => "pull",
                     _ => "query",
                 });
-                Inbound::Answer(Response::NotMember)
+                Inbound::Answer(self.not_member(&from, now_ms))
             }
             Request::Summary(s) => {
                 Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
@@ -312,7 +314,9 @@ impl Replica {
             Request::Push(records) => {
                 let fresh = self.ingest(&records, now_ms);
                 if fresh.len() <= URGENT_PUSH {
-                    fresh.into_iter().for_each(|b| self.send(Transmit::Publish(b)));
+                    fresh
+                        .into_iter()
+                        .for_each(|b| self.send(Transmit::Publish(b)));
                 }
                 Inbound::Answer(Response::Ack)
             }
@@ -325,6 +329,27 @@ impl Replica {
             Inbound::Answer(response) => Inbound::Answer(self.respond(response)),
             other => other,
         }
+    }
+
+    /// The refusal for a non-member: a revoked node is shown the records
+    /// that revoke it (so it knows, and can check); anyone else learns
+    /// nothing.
+    fn not_member(&self, from: &NodeId, now_ms: u64) -> Response {
+        let revoked = self
+            .ledger
+            .member(from, now_ms)
+            .is_some_and(|m| m.status == Status::Revoked);
+        if revoked {
+            Response::Revoked(self.ledger.revocation_proof(from))
+        } else {
+            Response::NotMember
+        }
+    }
+
+    /// Counts a request the caller sends itself (a forwarded query, whose
+    /// answer it waits for under the transport's request id).
+    pub fn count_request(&mut self, request: &Request) {
+        self.traffic.outgoing(request.payload_len());
     }
 
     /// Counts an answer on its way out (answers to joins and queries are
@@ -359,7 +384,15 @@ impl Replica {
                 self.ingest(&records, now_ms);
             }
             Response::Versions(_) | Response::Records(_) => self.refuse("response"),
-            Response::NotMember => self.introduce(from),
+            Response::NotMember => {
+                self.introduce(from);
+                return Some(Response::NotMember);
+            }
+            Response::Revoked(proof) => {
+                // Taken only if it checks out: the ledger verifies it.
+                self.ingest(&proof, now_ms);
+                return Some(Response::Revoked(vec![]));
+            }
             Response::Ack => {}
             other => return Some(other),
         }
@@ -392,18 +425,21 @@ impl Replica {
     ) -> Result<Option<Delta>, crate::ledger::Reject> {
         let delta = self.ledger.ingest(&bytes, now_ms)?;
         if urgent {
-            let members: Vec<NodeId> = self
-                .peers
-                .keys()
-                .filter(|p| self.is_member(p, now_ms))
-                .copied()
-                .collect();
-            for to in members {
+            for to in self.connected_members(now_ms) {
                 self.request(to, Request::Push(vec![bytes.clone()]));
             }
         }
         self.send(Transmit::Publish(bytes));
         Ok(delta)
+    }
+
+    /// Connected peers that are members in good standing.
+    fn connected_members(&self, now_ms: u64) -> Vec<NodeId> {
+        self.peers
+            .keys()
+            .filter(|p| self.is_member(p, now_ms))
+            .copied()
+            .collect()
     }
 
     /// Runs the anti-entropy timer: every [`SYNC_EVERY`], a summary to one
@@ -413,12 +449,7 @@ impl Replica {
             return;
         }
         self.next_sync = Some(now + SYNC_EVERY);
-        let members: Vec<NodeId> = self
-            .peers
-            .keys()
-            .filter(|p| self.is_member(p, now_ms))
-            .copied()
-            .collect();
+        let members = self.connected_members(now_ms);
         if members.is_empty() {
             return;
         }

@@ -178,7 +178,9 @@ mod tests {
         assert_eq!(s.ingest(&stolen.encode()), Err(RecordError::BadSignature));
         assert_eq!(s.get(&k.id()).map(|r| r.body.as_slice()), Some(&b"new"[..]));
         assert_eq!(
-            s.versions().map(|(w, r)| (w, r.version)).collect::<Vec<_>>(),
+            s.versions()
+                .map(|(w, r)| (w, r.version))
+                .collect::<Vec<_>>(),
             vec![(k.id(), 2)]
         );
     }

@@ -901,7 +901,8 @@ mod tests {
             // An answer lists only the versions in the buckets of the changed
             // writers (n / 64 writers each on average; allow twice that), and a
             // member answers about one summary per round.
-            let answers = rounds * writers * (1 + sync::ENTRY_BYTES as u64 * 2 * n.div_ceil(BUCKETS as u64));
+            let answers =
+                rounds * writers * (1 + sync::ENTRY_BYTES as u64 * 2 * n.div_ceil(BUCKETS as u64));
             let versions = wave.sent_per_member(Kind::Versions);
             assert!(
                 versions <= answers,

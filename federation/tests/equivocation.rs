@@ -4,10 +4,10 @@
 //! whichever replica talks to which, through the real ledger and the real
 //! anti-entropy code ([`federation::sync`]).
 
-use federation::cert::{Cert, Claim};
-use federation::member::{AuthorityRecord, Body, MemberRecord};
+use federation::fixture::TestNetwork;
+use federation::member::{Body, MemberRecord};
 use federation::sync;
-use federation::{Ledger, Network, NodeKey};
+use federation::{Ledger, Network};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -25,51 +25,26 @@ struct World {
 fn world() -> &'static World {
     static WORLD: OnceLock<World> = OnceLock::new();
     WORLD.get_or_init(|| {
-        let authority = NodeKey::from_seed(&[7; 32]);
-        let network = Network::of(authority.id());
-        let auth = Body::Authority(AuthorityRecord {
-            network: network.id,
-            name: "lab".into(),
-            cidr: "100.64.0.0/24".parse().expect("cidr"),
-            block: "100.64.0.0/24".parse().expect("cidr"),
-            mtu: 1420,
-            revocations: vec![],
-        });
-        let authority_record = authority.sign(1, auth.to_bytes()).encode();
+        let net = TestNetwork::new(7);
         let records = (0..WRITERS)
             .map(|w| {
-                let key = NodeKey::from_seed(&[w as u8 + 1; 32]);
-                let name = format!("w{w}");
-                let chain = vec![Cert::issue(
-                    &authority,
-                    Claim {
-                        network: network.id,
-                        subject: key.id(),
-                        wg_key: [w as u8; 32],
-                        name: name.clone(),
-                        admit: false,
-                        issued_ms: 0,
-                        expires_ms: u64::MAX,
-                    },
-                )];
+                let m = net.member(w as u8 + 1);
                 (1..=2u64)
                     .map(|version| {
                         [0u64, 1].map(|variant| {
                             let body = MemberRecord {
-                                network: network.id,
-                                chain: chain.clone(),
                                 claimed_ms: version * 10 + variant,
-                                ..MemberRecord::example(&name)
+                                ..m.record.clone()
                             };
-                            key.sign(version, Body::Member(body).to_bytes()).encode()
+                            m.key.sign(version, Body::Member(body).to_bytes()).encode()
                         })
                     })
                     .collect()
             })
             .collect();
         World {
-            network,
-            authority_record,
+            network: net.network,
+            authority_record: net.authority_record(),
             records,
         }
     })

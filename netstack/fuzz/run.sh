@@ -8,4 +8,4 @@
 here="$(cd "$(dirname "$0")" && pwd)"
 exec "$here/../../scripts/fuzz.sh" "$here" \
     "parse_message echo_parse" \
-    "decapsulate decapsulate_session handshake_responder" "$@"
+    "decapsulate decapsulate_session handshake_responder node_datagram" "$@"

@@ -218,8 +218,10 @@ impl Asker {
             return;
         }
         if let Some(before) = before.filter(|b| *b != seen) {
-            self.outcomes
-                .push_back(Outcome::Moved { from: before, to: seen });
+            self.outcomes.push_back(Outcome::Moved {
+                from: before,
+                to: seen,
+            });
         }
         if self.observed.len() < MAX_OBSERVED {
             self.observed.insert(seen, (now, now));
@@ -251,7 +253,18 @@ impl Asker {
             .map(|(e, (first, _))| (*e, *first))
             .collect();
         seen.sort_by_key(|(e, first)| (std::cmp::Reverse(*first), *e));
-        seen.into_iter().map(|(e, _)| e).take(MAX_REFLEXIVE).collect()
+        seen.into_iter()
+            .map(|(e, _)| e)
+            .take(MAX_REFLEXIVE)
+            .collect()
+    }
+
+    /// Forgets what the paths were found to carry (this host's own links
+    /// changed: every path is probed afresh).
+    pub fn forget_paths(&mut self) {
+        self.probes.clear();
+        self.asked.clear();
+        self.update_path_mtu();
     }
 
     /// Forgets members for which `keep` is false.
@@ -286,7 +299,12 @@ mod tests {
 
     fn peers(n: u8) -> Vec<(PublicKey, SocketAddr)> {
         (1..=n)
-            .map(|i| (PublicKey([i; 32]), SocketAddr::from(([198, 18, 0, i], 51820))))
+            .map(|i| {
+                (
+                    PublicKey([i; 32]),
+                    SocketAddr::from(([198, 18, 0, i], 51820)),
+                )
+            })
             .collect()
     }
 
@@ -308,12 +326,21 @@ mod tests {
         // The probes are answered: those paths fit, only plain questions.
         for x in &q {
             let len = x.len.max(REQUEST_LEN as u16);
-            a.handle_answer(x.peer, x.nonce, "203.0.113.9:4000".parse().unwrap(), len, t0);
+            a.handle_answer(
+                x.peer,
+                x.nonce,
+                "203.0.113.9:4000".parse().unwrap(),
+                len,
+                t0,
+            );
         }
         a.handle_timeout(t0 + EVERY * 5, &p, 1392, &mut rng);
         let next: Vec<_> = drain(&mut a);
         let asked: Vec<_> = next.iter().map(|q| q.peer).collect();
-        assert!(asked.contains(&p[3].0) && asked.contains(&p[4].0), "round robin");
+        assert!(
+            asked.contains(&p[3].0) && asked.contains(&p[4].0),
+            "round robin"
+        );
         assert!(next.iter().filter(|q| q.peer == p[0].0).all(|q| q.len == 0));
     }
 
@@ -336,10 +363,23 @@ mod tests {
         a.handle_timeout(t0 + EVERY, &p, 0, &mut rng);
         let q = drain(&mut a);
         a.handle_answer(k, q[0].nonce, moved, 36, t0 + EVERY);
-        assert_eq!(a.poll_outcome(), Some(Outcome::Moved { from: nat, to: moved }));
+        assert_eq!(
+            a.poll_outcome(),
+            Some(Outcome::Moved {
+                from: nat,
+                to: moved
+            })
+        );
         assert_eq!(a.poll_outcome(), Some(Outcome::Seen(moved)));
-        assert_eq!(a.reflexive(t0 + EVERY, &[own]), vec![moved, nat], "newest first");
-        assert_eq!(a.reflexive(t0 + EVERY + OBSERVED_FOR, &[own]), Vec::<SocketAddr>::new());
+        assert_eq!(
+            a.reflexive(t0 + EVERY, &[own]),
+            vec![moved, nat],
+            "newest first"
+        );
+        assert_eq!(
+            a.reflexive(t0 + EVERY + OBSERVED_FOR, &[own]),
+            Vec::<SocketAddr>::new()
+        );
         // Seen at an address of our own: not reflexive.
         assert!(a.reflexive(t0, &[moved.ip(), nat.ip()]).is_empty());
     }
@@ -368,5 +408,9 @@ mod tests {
         let limit = limit.expect("a limit was found");
         assert!((1372 - 8 + 28..=1372 + 28).contains(&limit), "{limit}");
         assert_eq!(a.path_mtu(), Some(limit));
+        // This host's links changed: the limit is forgotten at once.
+        a.forget_paths();
+        assert_eq!(a.poll_outcome(), Some(Outcome::PathMtu(None)));
+        assert_eq!(a.path_mtu(), None);
     }
 }

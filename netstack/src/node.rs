@@ -174,7 +174,12 @@ impl Node {
     /// An endpoint-echo question to member `peer` padded to `len` bytes,
     /// and where to send it (the peer's direct endpoint); `None` if it is
     /// not a member or has no direct endpoint.
-    pub fn question(&self, peer: &PublicKey, nonce: u64, len: u16) -> Option<(SocketAddr, Vec<u8>)> {
+    pub fn question(
+        &self,
+        peer: &PublicKey,
+        nonce: u64,
+        len: u16,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
         let member = self.ids.get(peer).and_then(|id| self.members.get(id))?;
         let at = self
             .device

@@ -231,10 +231,18 @@ mod tests {
         let v = paths.get_or_insert(relay, rk, [2; 8], t0);
         assert!(is_virtual(&v));
         assert_eq!(paths.get_or_insert(relay, rk, [2; 8], t0), v);
-        assert_eq!(paths.route(&v, t0).map(|p| (p.relay, p.peer)), Some((relay, [2; 8])));
+        assert_eq!(
+            paths.route(&v, t0).map(|p| (p.relay, p.peer)),
+            Some((relay, [2; 8]))
+        );
         for i in 0..(MAX_PATHS as u32 + 10) {
             let later = t0 + Duration::from_millis(u64::from(i) + 1);
-            paths.get_or_insert(relay, rk, (i + 10).to_le_bytes().repeat(2).try_into().unwrap(), later);
+            paths.get_or_insert(
+                relay,
+                rk,
+                (i + 10).to_le_bytes().repeat(2).try_into().unwrap(),
+                later,
+            );
         }
         assert_eq!(paths.len(), MAX_PATHS, "bounded");
         assert!(paths.get(&v).is_none(), "the oldest went first");

@@ -499,8 +499,16 @@ fn timers_sleep_until_their_next_deadline_and_still_fire() {
     let (wakeups, sent) = drive_by_deadline(&mut p.a, &mut now, Duration::from_secs(120));
     assert!((16..=19).contains(&sent.len()), "{} retries", sent.len());
     assert!(sent.iter().all(|l| *l == 148));
-    assert!(wakeups <= 2 * sent.len() + 4, "{wakeups} wakeups for {} retries", sent.len());
-    assert_eq!(p.a.poll_timeout(), None, "nothing left to do after giving up");
+    assert!(
+        wakeups <= 2 * sent.len() + 4,
+        "{wakeups} wakeups for {} retries",
+        sent.len()
+    );
+    assert_eq!(
+        p.a.poll_timeout(),
+        None,
+        "nothing left to do after giving up"
+    );
 
     // A persistent keepalive every 25 s on an idle tunnel.
     let mut p = Pair::new();

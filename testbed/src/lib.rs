@@ -40,19 +40,42 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Prints a loud skip notice and returns true if the caller must skip (not root).
-pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
+/// Set to 1 to let labs skip (loudly) instead of fail when not run as root.
+pub const ALLOW_SKIP: &str = "CLADNET_ALLOW_SKIP";
+
+/// Whether a lab runs: `Ok(true)` to skip (not root, and skipping was
+/// asked for), `Ok(false)` to run, `Err` to fail (not root, no opt-out: a
+/// lab that silently passes without running proves nothing).
+pub fn skip_decision(root: bool, opt_out: bool) -> Result<bool, String> {
+    match (root, opt_out) {
+        (true, _) => Ok(false),
+        (false, true) => Ok(true),
+        (false, false) => Err(format!(
+            "needs root (network namespaces, TUN): run `sudo scripts/test.sh`, or set {ALLOW_SKIP}=1 to skip the labs"
+        )),
     }
-    eprintln!();
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!(
-        "!!! SKIPPED {test}: needs root (network namespaces, TUN). Run: sudo scripts/test.sh"
-    );
-    eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
-    eprintln!();
-    true
+}
+
+/// Returns true if the caller must skip (not root and [`ALLOW_SKIP`] set,
+/// said loudly); panics when not root without that opt-out.
+pub fn skip_unless_root(test: &str) -> bool {
+    let opt_out = std::env::var_os(ALLOW_SKIP).is_some_and(|v| v == "1");
+    match skip_decision(is_root(), opt_out) {
+        Ok(false) => false,
+        Ok(true) => {
+            eprintln!();
+            eprintln!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+            eprintln!("!!! SKIPPED {test}: needs root ({ALLOW_SKIP}=1). Run: sudo scripts/test.sh");
+            eprintln!(
+                "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+            );
+            eprintln!();
+            true
+        }
+        Err(why) => panic!("{test} {why}"),
+    }
 }
 
 /// Polls `f` every `interval` until it returns true or `timeout` elapses.
@@ -151,4 +174,21 @@ pub fn sweep_stale() -> Vec<String> {
 /// gracefully with [`Proc::signal`]).
 pub fn libc_sigint() -> i32 {
     libc::SIGINT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labs_fail_when_not_root_unless_skipping_was_asked_for() {
+        assert_eq!(skip_decision(true, false), Ok(false));
+        assert_eq!(skip_decision(true, true), Ok(false), "root always runs");
+        assert_eq!(skip_decision(false, true), Ok(true));
+        let e = skip_decision(false, false).unwrap_err();
+        assert!(
+            e.contains("sudo scripts/test.sh") && e.contains(ALLOW_SKIP),
+            "{e}"
+        );
+    }
 }

@@ -1,91 +1,134 @@
-//! `--via`: queries forwarded to another member and answered by it.
+//! `--via`: queries forwarded to another member, waiting for its answer,
+//! sans-IO. A query to a known member waits under its request id; one to a
+//! control address of a node not known yet waits for the connection to
+//! that address first. Every query is answered within [`TIMEOUT`], and at
+//! most [`MAX_WAITING`] wait at once.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
-impl Mesh {
-    /// `--via`: forwards a query to another member and answers when it does.
-    pub(super) fn start_via(&mut self, r: LocalRequest) {
-        if self.via.len() + self.via_by_addr.len() >= MAX_VIA {
-            let _ = r
-                .reply
-                .send(json!({"error": "too many --via queries in flight; try again"}));
-            return;
-        }
-        let target = r.request["target"].as_str().unwrap_or("").to_string();
-        let query = r.request["request"].to_string();
-        match self.find(&target) {
-            Ok(id) if id == self.node.key.id() => {
-                let _ = r
-                    .reply
-                    .send(json!({"error": "--via names this node itself: leave --via out"}));
-            }
-            Ok(id) => {
-                let addrs = self.control_addrs(&id);
-                match self.send(&id, addrs, Request::Query(query)) {
-                    Some(req) => {
-                        self.via.insert(req, (r.reply, Instant::now()));
-                    }
-                    None => {
-                        let _ = r
-                            .reply
-                            .send(json!({"error": "that member has an invalid id"}));
-                    }
-                }
-            }
-            Err(_) => {
-                match target.parse::<SocketAddr>() {
-                    // A control address of a node we do not know (yet).
-                    Ok(sa) => match quic_multiaddr(sa).parse::<Multiaddr>() {
-                        Ok(addr) => {
-                            self.shell.dial_address(addr.clone());
-                            self.via_by_addr
-                                .push((addr, query, r.reply, Instant::now()));
-                        }
-                        Err(_) => {
-                            let _ = r.reply.send(json!({"error": format!("{target} is not a usable control address")}));
-                        }
-                    },
-                    Err(_) => {
-                        let _ = r.reply.send(json!({"error": format!("no member is called {target:?} (name, overlay address, id or control IP:PORT): see `cladnet members`")}));
-                    }
-                }
-            }
+/// How long a forwarded query may take.
+pub const TIMEOUT: Duration = Duration::from_secs(12);
+/// Queries waiting at once, at most.
+pub const MAX_WAITING: usize = 64;
+
+/// Queries waiting: `K` names a request, `R` is where its answer goes.
+pub struct Via<K, R> {
+    sent: BTreeMap<K, (R, Instant)>,
+    dialing: Vec<(SocketAddr, String, R, Instant)>,
+}
+
+impl<K: Ord + Copy, R> Via<K, R> {
+    /// Nothing waiting.
+    pub fn new() -> Self {
+        Self {
+            sent: BTreeMap::new(),
+            dialing: Vec::new(),
         }
     }
 
-    /// Sends the queries that waited for a connection to `addr`.
-    pub(super) fn send_via_by_addr(&mut self, id: NodeId, addr: &Multiaddr) {
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.via_by_addr)
+    /// True if another query may wait.
+    pub fn has_room(&self) -> bool {
+        self.sent.len() + self.dialing.len() < MAX_WAITING
+    }
+
+    /// Query `id` went out; its answer goes to `reply`.
+    pub fn sent(&mut self, id: K, reply: R, now: Instant) {
+        self.sent.insert(id, (reply, now));
+    }
+
+    /// `query` waits for a connection to `addr`.
+    pub fn dialing(&mut self, addr: SocketAddr, query: String, reply: R, now: Instant) {
+        self.dialing.push((addr, query, reply, now));
+    }
+
+    /// A connection to `addr` is up: the queries waiting for it, to send
+    /// now (then [`Via::sent`] each), with when they started.
+    pub fn connected(&mut self, addr: SocketAddr) -> Vec<(String, R, Instant)> {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dialing)
             .into_iter()
-            .partition(|(a, ..)| addr.to_string().starts_with(&a.to_string()));
-        self.via_by_addr = waiting;
-        for (_, query, reply, at) in ready {
-            if let Some(req) = self.send(&id, vec![], Request::Query(query)) {
-                self.via.insert(req, (reply, at));
-            }
-        }
+            .partition(|(a, ..)| *a == addr);
+        self.dialing = waiting;
+        ready.into_iter().map(|(_, q, r, at)| (q, r, at)).collect()
     }
 
-    /// Answers `--via` queries that took too long.
-    pub(super) fn expire_via(&mut self) {
-        let late = |at: &Instant| at.elapsed() > VIA_TIMEOUT;
-        let expired: Vec<OutboundRequestId> = self
-            .via
+    /// The answer (or failure) of `id` arrived: where it goes.
+    pub fn answered(&mut self, id: &K) -> Option<R> {
+        self.sent.remove(id).map(|(r, _)| r)
+    }
+
+    /// Queries older than [`TIMEOUT`] at `now`, with what to tell their
+    /// askers.
+    pub fn expire(&mut self, now: Instant) -> Vec<(R, String)> {
+        let late = |at: &Instant| now.saturating_duration_since(*at) >= TIMEOUT;
+        let ids: Vec<K> = self
+            .sent
             .iter()
             .filter(|(_, (_, at))| late(at))
             .map(|(id, _)| *id)
             .collect();
-        for id in expired {
-            if let Some((reply, _)) = self.via.remove(&id) {
-                let _ = reply.send(json!({"error": "that member did not answer in time"}));
-            }
-        }
-        let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut self.via_by_addr)
+        let mut out: Vec<(R, String)> = ids
+            .iter()
+            .filter_map(|id| self.sent.remove(id))
+            .map(|(r, _)| (r, "that member did not answer in time".to_string()))
+            .collect();
+        let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut self.dialing)
             .into_iter()
             .partition(|(.., at)| late(at));
-        self.via_by_addr = fresh;
-        for (addr, _, reply, _) in old {
-            let _ = reply.send(json!({"error": format!("nothing answers at {addr}: check the address and that its agent runs")}));
+        self.dialing = fresh;
+        out.extend(old.into_iter().map(|(addr, _, r, _)| {
+            (
+                r,
+                format!("nothing answers at {addr}: check the address and that its agent runs"),
+            )
+        }));
+        out
+    }
+
+    /// When the oldest query times out.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sent
+            .values()
+            .map(|(_, at)| *at)
+            .chain(self.dialing.iter().map(|(.., at)| *at))
+            .min()
+            .map(|at| at + TIMEOUT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_answered_once_or_time_out_and_are_bounded() {
+        let t0 = Instant::now();
+        let mut v: Via<u32, &str> = Via::new();
+        assert_eq!(v.poll_timeout(), None);
+        v.sent(1, "a", t0);
+        let addr: SocketAddr = "198.18.0.4:51821".parse().unwrap();
+        v.dialing(
+            addr,
+            "{\"cmd\":\"peers\"}".into(),
+            "b",
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(v.poll_timeout(), Some(t0 + TIMEOUT));
+        assert_eq!(v.answered(&1), Some("a"));
+        assert_eq!(v.answered(&1), None, "once");
+        assert!(v.connected("198.18.0.5:51821".parse().unwrap()).is_empty());
+        let ready = v.connected(addr);
+        assert_eq!(ready.len(), 1);
+        v.sent(2, ready[0].1, ready[0].2);
+        assert!(v.expire(t0 + TIMEOUT).is_empty(), "not yet");
+        let late = v.expire(t0 + TIMEOUT + Duration::from_secs(1));
+        assert_eq!(late.len(), 1);
+        assert!(late[0].1.contains("did not answer"));
+        for i in 0..MAX_WAITING as u32 {
+            assert!(v.has_room());
+            v.sent(100 + i, "x", t0);
         }
+        assert!(!v.has_room());
     }
 }

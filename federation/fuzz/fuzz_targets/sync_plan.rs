@@ -10,7 +10,7 @@
 #![no_main]
 
 use federation::sync::{self, Summary, Versions, BUCKETS, MAX_BATCH};
-use federation::{NodeId, NodeKey, SignedRecord, State};
+use federation::{NodeId, NodeKey, Rank, SignedRecord, State};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
 use std::collections::{BTreeMap, BTreeSet};
@@ -84,13 +84,19 @@ fn versions(u: &mut Unstructured<'_>, state: &State) -> Versions {
             break;
         }
         let w = node_id(u, state);
-        let held = state.get(&w).map_or(0, |r| r.version);
-        let v = match u.arbitrary::<u8>().unwrap_or(0) % 5 {
-            0 => held.saturating_sub(1),
+        let held = state.rank(&w).unwrap_or(Rank {
+            version: 0,
+            tag: [0; 16],
+        });
+        let other_tag: [u8; 16] = u.arbitrary().unwrap_or_default();
+        let v = match u.arbitrary::<u8>().unwrap_or(0) % 6 {
+            0 => Rank { version: held.version.saturating_sub(1), ..held },
             1 => held,
-            2 => held.saturating_add(1),
-            3 => u64::MAX,
-            _ => u.arbitrary().unwrap_or(0),
+            // The same version with another body: an equivocating writer.
+            2 => Rank { tag: other_tag, ..held },
+            3 => Rank { version: held.version.saturating_add(1), ..held },
+            4 => Rank { version: u64::MAX, tag: other_tag },
+            _ => Rank { version: u.arbitrary().unwrap_or(0), tag: other_tag },
         };
         versions.push((w, v));
     }
@@ -100,7 +106,13 @@ fn versions(u: &mut Unstructured<'_>, state: &State) -> Versions {
     for i in 0..bulk {
         let mut id = [tag; 32];
         id[24..].copy_from_slice(&(i as u64).to_le_bytes());
-        versions.push((NodeId(id), 1 + i as u64 % 4));
+        versions.push((
+            NodeId(id),
+            Rank {
+                version: 1 + i as u64 % 4,
+                tag: [tag; 16],
+            },
+        ));
     }
     Versions { buckets, versions }
 }
@@ -115,7 +127,7 @@ fn check_differing(state: &State, theirs: &Summary) -> Versions {
         .collect();
     assert_eq!(v.buckets, want, "differing buckets");
     let wanted: BTreeSet<usize> = want.iter().map(|b| usize::from(*b)).collect();
-    let expect: Vec<(NodeId, u64)> = state.versions().filter(|(w, _)| wanted.contains(&bucket(w))).collect();
+    let expect: Vec<(NodeId, Rank)> = state.versions().filter(|(w, _)| wanted.contains(&bucket(w))).collect();
     assert_eq!(v.versions, expect, "differing versions");
     assert!(v.versions.len() <= state.len());
     if *theirs == mine {
@@ -131,14 +143,14 @@ fn check_plan(state: &State, theirs: &Versions) -> Vec<NodeId> {
     let (pull, push) = sync::plan(state, theirs);
     assert!(pull.len() <= MAX_BATCH, "pull of {} writers", pull.len());
     assert!(push.len() <= MAX_BATCH, "push of {} records", push.len());
-    // Reference: the last version given for a writer counts.
-    let mut given: BTreeMap<NodeId, u64> = BTreeMap::new();
+    // Reference: the last rank given for a writer counts.
+    let mut given: BTreeMap<NodeId, Rank> = BTreeMap::new();
     for (w, v) in &theirs.versions {
         given.insert(*w, *v);
     }
     let want_pull: Vec<NodeId> = given
         .iter()
-        .filter(|(w, v)| state.get(w).is_none_or(|r| r.version < **v))
+        .filter(|(w, v)| state.rank(w).is_none_or(|r| r < **v))
         .map(|(w, _)| *w)
         .take(MAX_BATCH)
         .collect();

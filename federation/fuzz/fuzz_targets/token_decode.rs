@@ -10,7 +10,7 @@
 //! to more than `MAX_TOKEN`, which `decode` refuses
 //! (regressions/token_decode/array-form-over-max-token.bin). Real invites
 //! stay far below the limit (the agent fills `addrs` with its record's
-//! control addresses: at most `MAX_CONTROL` QUIC multiaddrs), so an
+//! control endpoints: at most `MAX_CONTROL` UDP endpoints), so an
 //! over-long re-encoding must be refused as `Malformed` and is otherwise
 //! skipped.
 

@@ -9,7 +9,8 @@ use federation::address::LEFT_GRACE_MS;
 use federation::cert::{Cert, Claim};
 use federation::ledger::Status;
 use federation::member::{AuthorityRecord, Body};
-use federation::{Ingest, Ledger, Network, NodeKey, SignedRecord};
+use federation::ledger::Delta;
+use federation::{Ledger, Network, NodeKey, SignedRecord};
 use std::sync::OnceLock;
 
 /// The clock handed to the ledger when records come in.
@@ -153,7 +154,7 @@ fn rejected_total(l: &Ledger) -> u64 {
 /// `ledger.ingest(bytes, now)` with its invariants: exactly refusals are
 /// counted, a refusal leaves the state alone, an accepted record (or a newer
 /// one of its writer) is held afterwards, and offering it again is stale.
-pub fn ingest(l: &mut Ledger, bytes: &[u8], now: u64) -> Option<Ingest> {
+pub fn ingest(l: &mut Ledger, bytes: &[u8], now: u64) -> Option<Option<Delta>> {
     let state = l.state().clone();
     let refused = rejected_total(l);
     let r = l.ingest(bytes, now);
@@ -165,15 +166,18 @@ pub fn ingest(l: &mut Ledger, bytes: &[u8], now: u64) -> Option<Ingest> {
         }
         Ok(outcome) => {
             let rec = SignedRecord::decode(bytes).expect("accepted bytes decode");
+            let rank = rec.clone().verify().expect("accepted bytes verify").rank();
             let held = l.state().get(&rec.writer).expect("accepted writer is held");
-            if outcome == Ingest::Newer {
+            if let Some(delta) = outcome {
                 assert_eq!(held, &rec, "newer record not held");
+                assert_eq!(delta.writer, rec.writer, "delta of another writer");
                 assert!(l.state().len() <= state.len() + 1);
             } else {
-                assert!(held.version >= rec.version, "stale verdict for a newer record");
+                let held_rank = l.state().rank(&rec.writer).expect("held");
+                assert!(held_rank >= rank, "stale verdict for a higher-ranked record");
                 assert_eq!(l.state(), &state, "a stale record changed the state");
             }
-            assert_eq!(l.ingest(bytes, now), Ok(Ingest::Stale), "re-offer not stale");
+            assert_eq!(l.ingest(bytes, now), Ok(None), "re-offer not stale");
             Some(outcome)
         }
     }

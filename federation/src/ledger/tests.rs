@@ -54,6 +54,7 @@ fn join_req(net: &Network, name: &str) -> JoinRequest {
         secret: [2; 32],
         wg_key: [3; 32],
         name: name.into(),
+        address: None,
     }
 }
 
@@ -345,17 +346,23 @@ fn a_withdrawn_revocation_no_longer_blocks_in_either_order() {
     assert_eq!(first.ingest(&x_rec(1), NOW), second.ingest(&x_rec(1), NOW));
 }
 
-#[test]
-fn ingest_says_what_changed_and_one_rank_rule_decides() {
-    let mut n = net();
-    let network = *n.ledger.network();
+/// A first member `a`, admitted by the authority (its record not yet in).
+fn first_member(n: &Net) -> (NodeKey, Vec<crate::cert::Cert>) {
     let a = NodeKey::generate();
     let by_authority = Admitter {
         key: &a,
         chain: &[],
         authority: Some(&n.authority),
     };
-    let chain = admit(&n, &by_authority, &a, "a");
+    let chain = admit(n, &by_authority, &a, "a");
+    (a, chain)
+}
+
+#[test]
+fn ingest_says_what_changed_and_one_rank_rule_decides() {
+    let mut n = net();
+    let network = *n.ledger.network();
+    let (a, chain) = first_member(&n);
     let first = record(&network, "a", chain, 1, 1);
     let delta = publish(&mut n, &a, 1, first.clone()).unwrap();
     assert_eq!(
@@ -397,4 +404,57 @@ fn ingest_says_what_changed_and_one_rank_rule_decides() {
     let outcome = publish(&mut n, &a, 3, other).unwrap();
     assert_eq!(outcome.is_some(), other_rank > held);
     assert_eq!(n.ledger.state().rank(&a.id()), Some(held.max(other_rank)));
+}
+
+#[test]
+fn a_join_that_would_fail_spends_nothing_and_a_revoked_member_admits_nobody() {
+    let mut n = net();
+    let network = *n.ledger.network();
+    let (a, a_chain) = first_member(&n);
+    publish(&mut n, &a, 1, record(&network, "a", a_chain.clone(), 1, 1)).unwrap();
+    let by_a = Admitter {
+        key: &a,
+        chain: &a_chain,
+        authority: None,
+    };
+    let newcomer = NodeKey::generate();
+    let try_address = |address: &str| {
+        let mut req = join_req(&network, "x");
+        req.address = Some(address.parse().unwrap());
+        by_a.admit(&n.ledger, &req, newcomer.id(), Some(&invite()), NOW)
+    };
+    assert!(matches!(
+        try_address("10.1.2.3"),
+        Err(AdmitError::AddressOutside { .. })
+    ));
+    assert_eq!(
+        try_address("100.64.0.1"),
+        Err(AdmitError::AddressTaken("100.64.0.1".parse().unwrap())),
+        "a's address"
+    );
+    assert!(try_address("100.64.0.9").is_ok());
+    // The authority revokes a: a admits nobody any more.
+    let mut auth = n.ledger.authority().unwrap().clone();
+    auth.revocations.push(Revocation {
+        node: a.id(),
+        keep: vec![],
+    });
+    n.ledger
+        .ingest(
+            &n.authority
+                .sign(2, Body::Authority(auth).to_bytes())
+                .encode(),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(
+        by_a.admit(
+            &n.ledger,
+            &join_req(&network, "y"),
+            newcomer.id(),
+            Some(&invite()),
+            NOW
+        ),
+        Err(AdmitError::AdmitterRevoked)
+    );
 }

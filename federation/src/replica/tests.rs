@@ -88,7 +88,10 @@ fn an_outsider_gets_nothing_of_the_state() {
         "gossip from an outsider"
     );
     assert!(drain(&mut r).is_empty());
-    assert_eq!(r.ledger().state().rank(&b.key.id()).map(|k| k.version), Some(1));
+    assert_eq!(
+        r.ledger().state().rank(&b.key.id()).map(|k| k.version),
+        Some(1)
+    );
     let refused: BTreeMap<_, _> = r.refused().collect();
     assert_eq!(
         refused,
@@ -122,8 +125,13 @@ fn a_member_just_admitted_introduces_itself_and_is_then_served() {
     assert!(r.is_member(&n.key.id(), NOW_MS));
     let out = drain(&mut r);
     assert_eq!(to(&out, &n.key.id()), 1, "anti-entropy starts: {out:?}");
-    assert!(out.iter().any(|t| matches!(t, Transmit::Publish(_))), "passed on");
-    assert!(matches!(r.poll_event(), Some(Event::Accepted { delta, .. }) if delta.writer == n.key.id()));
+    assert!(
+        out.iter().any(|t| matches!(t, Transmit::Publish(_))),
+        "passed on"
+    );
+    assert!(
+        matches!(r.poll_event(), Some(Event::Accepted { delta, .. }) if delta.writer == n.key.id())
+    );
 
     // The newcomer's side: a member that does not know it yet answers
     // NotMember; the newcomer pushes its own record, once per connection.
@@ -132,7 +140,11 @@ fn a_member_just_admitted_introduces_itself_and_is_then_served() {
     mine.handle_connected(a.key.id(), NOW_MS);
     drain(&mut mine);
     for _ in 0..2 {
-        assert_eq!(mine.handle_response(a.key.id(), Response::NotMember, NOW_MS), None);
+        assert_eq!(
+            mine.handle_response(a.key.id(), Response::NotMember, NOW_MS),
+            Some(Response::NotMember),
+            "also said to whoever asked"
+        );
     }
     let out = drain(&mut mine);
     assert_eq!(records_in(&out), 1, "one introduction: {out:?}");
@@ -193,7 +205,10 @@ fn two_replicas_converge_and_every_message_is_counted() {
     assert_eq!(a.ledger().state(), b.ledger().state(), "converged");
     let (ta, tb) = (a.traffic(), b.traffic());
     assert_eq!(
-        (ta.out_messages + tb.out_messages, ta.out_bytes + tb.out_bytes),
+        (
+            ta.out_messages + tb.out_messages,
+            ta.out_bytes + tb.out_bytes
+        ),
         (sent.0 + gossiped.0, sent.1 + gossiped.1),
         "every request, response and gossip sent is counted, pulls included"
     );
@@ -202,7 +217,10 @@ fn two_replicas_converge_and_every_message_is_counted() {
         sent,
         "and every one received"
     );
-    assert!(sent.0 >= 4, "summary, versions, pull, records at least: {sent:?}");
+    assert!(
+        sent.0 >= 4,
+        "summary, versions, pull, records at least: {sent:?}"
+    );
 }
 
 #[test]
@@ -223,4 +241,42 @@ fn anti_entropy_runs_on_its_timer_with_one_member_at_a_time() {
     let out = drain(&mut r);
     assert_eq!(out.len(), 1);
     assert_eq!(to(&out, &b.key.id()), 1, "the member, never the outsider");
+}
+
+#[test]
+fn a_revoked_member_is_shown_why_and_nothing_else() {
+    let net = TestNetwork::new(9);
+    let (mut r, a, b) = replica(&net);
+    // a revokes b.
+    let mut revoker = a.record.clone();
+    revoker.revocations.push(crate::cert::Revocation {
+        node: b.key.id(),
+        keep: vec![],
+    });
+    let proof = a
+        .key
+        .sign(2, crate::member::Body::Member(revoker).to_bytes())
+        .encode();
+    r.publish(proof.clone(), false, NOW_MS).unwrap();
+    drain(&mut r);
+    let answer = r.handle_request(b.key.id(), Request::Pull(vec![a.key.id()]), NOW_MS);
+    assert_eq!(
+        answer,
+        Inbound::Answer(Response::Revoked(vec![proof.clone()]))
+    );
+    // b's side: it checks the proof and knows.
+    let mut ledger = net.ledger();
+    for m in [&a, &b] {
+        ledger.ingest(&m.signed(1), NOW_MS).unwrap();
+    }
+    let mut mine = Replica::new(ledger, b.key.id());
+    assert_eq!(mine.standing(NOW_MS), Some(Status::Active));
+    mine.handle_response(a.key.id(), Response::Revoked(vec![proof]), NOW_MS);
+    assert_eq!(mine.standing(NOW_MS), Some(Status::Revoked));
+    // A forged "proof" changes nothing.
+    let (mut other, _, c) = replica(&net);
+    let _ = c;
+    let forged = NodeKey::generate().sign(9, b"{}".to_vec()).encode();
+    other.handle_response(b.key.id(), Response::Revoked(vec![forged]), NOW_MS);
+    assert_eq!(other.standing(NOW_MS), Some(Status::Active));
 }

@@ -158,8 +158,14 @@ fn unauthenticated_envelopes_neither_fill_the_path_table_nor_get_relayed() {
     // "From member a" and "to member c" from 5,000 spoofed addresses.
     for port in 0..5000u16 {
         let spoofed = SocketAddr::from(([198, 18, 9, 9], port));
-        for e in [envelope(relay::FROM, &key_id(&ka)), envelope(relay::TO, &key_id(&kc))] {
-            assert_eq!(node.handle_datagram(spoofed, &e, &mut out, now), Action::None);
+        for e in [
+            envelope(relay::FROM, &key_id(&ka)),
+            envelope(relay::TO, &key_id(&kc)),
+        ] {
+            assert_eq!(
+                node.handle_datagram(spoofed, &e, &mut out, now),
+                Action::None
+            );
         }
     }
     assert_eq!(node.paths.len(), 0, "strangers made relay paths");
@@ -200,7 +206,10 @@ fn members_answer_each_others_echo_and_strangers_are_dropped() {
     let mut lab = Lab::new(2);
     let (a, b) = (0, 1);
     let kb = lab.key(b);
-    let (to, q) = lab.nodes[a].1.question(&kb, 42, 1300).expect("b is a member");
+    let (to, q) = lab.nodes[a]
+        .1
+        .question(&kb, 42, 1300)
+        .expect("b is a member");
     assert_eq!((to, q.len()), (ep(b), 1300));
     let mut out = vec![0u8; 2048];
     let now = lab.now;
@@ -234,13 +243,20 @@ fn members_answer_each_others_echo_and_strangers_are_dropped() {
         now,
         Duration::ZERO,
     );
-    assert_eq!(stranger.question(&kb, 1, 0), None, "it has no members to ask");
+    assert_eq!(
+        stranger.question(&kb, 1, 0),
+        None,
+        "it has no members to ask"
+    );
     assert_eq!(
         stranger.handle_datagram(ep(a), &q, &mut out, now),
         Action::None
     );
     assert_eq!(stranger.counters().echo_dropped, 1);
-    assert_eq!(stranger.device().counters().dropped(DropReason::Malformed), 0);
+    assert_eq!(
+        stranger.device().counters().dropped(DropReason::Malformed),
+        0
+    );
 }
 
 #[test]
@@ -249,7 +265,10 @@ fn the_largest_datagram_follows_the_mtu() {
     let before = lab.nodes[0].1.max_datagram();
     assert_eq!(before, 1424 + 16 + 16 + relay::HEADER);
     lab.nodes[0].1.set_mtu(9000);
-    assert_eq!(lab.nodes[0].1.max_datagram(), 9008 + 16 + 16 + relay::HEADER);
+    assert_eq!(
+        lab.nodes[0].1.max_datagram(),
+        9008 + 16 + 16 + relay::HEADER
+    );
     let big = packet(overlay(0), overlay(1), 8999);
     let mut out = vec![0u8; lab.nodes[0].1.max_datagram()];
     lab.send(0, &packet(overlay(0), overlay(1), 60));

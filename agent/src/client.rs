@@ -1,0 +1,150 @@
+//! The CLI's side of the local API: asking the agent of a state directory,
+//! `ping` over the overlay, and `addr-space recommend`.
+
+use crate::api::{self, docs, Request};
+use crate::inventory::scan;
+use crate::statedir::socket_path;
+use anyhow::{Context, Result};
+use federation::{addrspace, Cidr};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Asks the agent of state directory `dir`; `via` forwards the request to
+/// that member.
+pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>) -> Result<T> {
+    let request = match via {
+        Some(target) => Request::Via {
+            target: target.to_string(),
+            request: Box::new(request),
+        },
+        None => request,
+    };
+    let socket = socket_path(dir);
+    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+        if dir.join(drivers::store::STATE_FILE).exists() {
+            format!(
+                "the agent of {} is not running: start it with `cladnet agent --state {}` (and run this as root)",
+                dir.display(),
+                dir.display()
+            )
+        } else {
+            format!("no cladnet state in {}: run `cladnet init` or `cladnet join` first", dir.display())
+        }
+    })?;
+    api::exchange(stream, &request)
+}
+
+/// What `addr-space recommend --json` prints.
+#[derive(Serialize)]
+pub struct Recommendation {
+    /// The networks avoided.
+    pub host_networks: Vec<Cidr>,
+    /// The free blocks and the one recommended.
+    pub recommendation: addrspace::Recommendation,
+}
+
+/// `cladnet addr-space recommend`: the given networks, or every member's
+/// (from the agent of `state`), or this host's.
+pub fn recommend(
+    host_cidrs: Vec<Cidr>,
+    hosts: u64,
+    state: Option<&Path>,
+) -> Result<Recommendation> {
+    let nets = if !host_cidrs.is_empty() {
+        host_cidrs
+    } else if let Some(dir) = state {
+        ask::<docs::HostNetworks>(dir, Request::HostNetworks, None)?.host_networks
+    } else {
+        crate::process::runtime()?
+            .block_on(scan(None, None))?
+            .networks
+    };
+    let recommendation = addrspace::recommend(&nets, hosts)?;
+    Ok(Recommendation {
+        host_networks: nets,
+        recommendation,
+    })
+}
+
+/// `cladnet ping NODE`: echo requests over the overlay to a member, with
+/// the RTT of each reply and the path the tunnel takes.
+pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
+    let members: Vec<docs::Member> = ask(dir, Request::Members, None)?;
+    let target = crate::lookup::find(
+        who,
+        members.iter().map(|m| {
+            (
+                m,
+                crate::lookup::Names {
+                    name: &m.name,
+                    address: &m.address,
+                    id: &m.id,
+                    control: &[],
+                },
+            )
+        }),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let name = target.name.clone();
+    let addr: Ipv4Addr = target
+        .address
+        .parse()
+        .context("that member has no overlay address")?;
+    let peers: Vec<docs::Peer> = ask(dir, Request::Peers, None)?;
+    let route = match peers.iter().find(|p| p.name == name) {
+        Some(p) => format!(
+            "{} via {}",
+            p.path,
+            p.endpoint.as_deref().unwrap_or("no endpoint yet")
+        ),
+        None => "this node itself".into(),
+    };
+    println!("PING {name} ({addr}) over the overlay, path: {route}");
+    let rtts = crate::process::runtime()?.block_on(async {
+        let mut prober = crate::probe::Prober::<u32>::new()?;
+        let mut rtts = Vec::new();
+        for seq in 0..count {
+            prober.send(seq, addr);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let mut got = None;
+            while got.is_none() {
+                tokio::select! {
+                    replies = prober.recv() => got = replies.into_iter().find(|r| r.key == seq).map(|r| r.rtt),
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            match got {
+                Some(rtt) => {
+                    println!("reply from {name} ({addr}): seq={seq} time={:.3} ms", rtt.as_secs_f64() * 1000.0);
+                    rtts.push(rtt);
+                    tokio::time::sleep_until(deadline).await;
+                }
+                None => println!("no reply from {name} ({addr}): seq={seq}"),
+            }
+        }
+        anyhow::Ok(rtts)
+    })?;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let received = u32::try_from(rtts.len()).unwrap_or(u32::MAX);
+    print!(
+        "{count} sent, {received} received, {:.0}% loss",
+        f64::from(count.saturating_sub(received)) * 100.0 / f64::from(count.max(1))
+    );
+    if let (Some(min), Some(max)) = (rtts.iter().min(), rtts.iter().max()) {
+        let avg = rtts.iter().sum::<Duration>() / received.max(1);
+        print!(
+            ", rtt min/avg/max {:.3}/{:.3}/{:.3} ms",
+            ms(*min),
+            ms(avg),
+            ms(*max)
+        );
+    }
+    println!();
+    if rtts.is_empty() {
+        anyhow::bail!("{name} did not answer over the overlay");
+    }
+    Ok(())
+}

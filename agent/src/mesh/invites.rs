@@ -1,0 +1,189 @@
+//! Invites this node issued, kept in its store (the secret's hash, expiry
+//! and uses left), and admission: a join presenting one is checked by the
+//! federation core ([`Admitter`]) and its use is spent only when
+//! everything else about the join was fine. A store that cannot be read is
+//! said as such, never mistaken for an unknown invite.
+
+use anyhow::{Context, Result};
+use drivers::store::{Store, Table};
+use federation::admission::Admitter;
+use federation::protocol::{JoinRequest, Response};
+use federation::token::{secret_hash, Issued};
+use federation::{Ledger, NodeId};
+use rand_core::RngCore;
+use std::time::Duration;
+
+/// Longest invite life.
+pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most uses one invite may have.
+pub const MAX_USES: u32 = 1000;
+
+/// A new invite: its id, secret and expiry.
+pub struct Issue {
+    /// Which invite.
+    pub id: [u8; 16],
+    /// Its secret (only in the token).
+    pub secret: [u8; 32],
+    /// When it expires (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+/// Stores a new invite for `uses` joins within `ttl`; refuses counts and
+/// lives out of range with the sentence to show.
+pub fn issue(
+    store: &Store,
+    ttl: Duration,
+    uses: u32,
+    now_ms: u64,
+    rng: &mut impl RngCore,
+) -> Result<Issue, String> {
+    if ttl.is_zero() || ttl > MAX_TTL || uses == 0 || uses > MAX_USES {
+        return Err("--ttl must be between 1s and 30d and --uses between 1 and 1000".into());
+    }
+    let mut id = [0u8; 16];
+    let mut secret = [0u8; 32];
+    rng.fill_bytes(&mut id);
+    rng.fill_bytes(&mut secret);
+    let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    let issued = Issued {
+        secret_hash: secret_hash(&secret),
+        expires_ms,
+        uses_left: uses,
+    };
+    serde_json::to_vec(&issued)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(store.put(Table::Invites, &id, &b)?))
+        .map_err(|e| format!("cannot store the invite: {e:#}"))?;
+    Ok(Issue {
+        id,
+        secret,
+        expires_ms,
+    })
+}
+
+/// The invite `id` as stored, if any.
+fn stored(store: &Store, id: &[u8; 16]) -> Result<Option<Issued>> {
+    store
+        .get(Table::Invites, id)?
+        .map(|b| serde_json::from_slice(&b).context("the stored invite is damaged"))
+        .transpose()
+}
+
+/// Answers a join: admitted (the use spent durably first) or refused with
+/// one sentence for the joiner.
+pub fn admit(
+    store: &Store,
+    admitter: &Admitter,
+    ledger: &Ledger,
+    req: &JoinRequest,
+    from: NodeId,
+    now_ms: u64,
+) -> Response {
+    let issued = match stored(store, &req.invite) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!("cannot read the invites: {e:#}");
+            return Response::Refused(
+                "the member you reached could not read its invites: try again, or ask another member".into(),
+            );
+        }
+    };
+    match admitter.admit(ledger, req, from, issued.as_ref(), now_ms) {
+        Ok((spent, chain)) => {
+            let saved = serde_json::to_vec(&spent)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(store.put(Table::Invites, &req.invite, &b)?));
+            if let Err(e) = saved {
+                tracing::error!("cannot record the invite's use: {e:#}");
+                return Response::Refused(
+                    "the member could not record the invite's use; try again".into(),
+                );
+            }
+            tracing::info!(name = %req.name, id = %from.short(), "admitted a new member");
+            Response::Admitted {
+                chain,
+                records: ledger.state().encoded(),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(id = %from.short(), "refused a join: {e}");
+            Response::Refused(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use federation::fixture::TestNetwork;
+    use federation::NodeKey;
+
+    fn scratch() -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "cladnet-invites-{}-{}",
+            std::process::id(),
+            rand_core::OsRng.next_u64()
+        ));
+        (Store::create(&dir).expect("a scratch store"), dir)
+    }
+
+    #[test]
+    fn a_damaged_invite_is_said_as_such_and_refusals_spend_nothing() {
+        let (store, dir) = scratch();
+        let net = TestNetwork::new(4);
+        let a = net.member(1);
+        let mut ledger = net.ledger();
+        ledger.ingest(&a.signed(1), 0).unwrap();
+        let admitter = Admitter {
+            key: &a.key,
+            chain: &a.record.chain,
+            authority: None,
+        };
+        let issue = issue(&store, Duration::from_secs(60), 1, 0, &mut rand_core::OsRng).unwrap();
+        let newcomer = NodeKey::generate().id();
+        let mut req = JoinRequest {
+            network: net.network.id,
+            invite: issue.id,
+            secret: issue.secret,
+            wg_key: [7; 32],
+            name: "n".into(),
+            address: Some("100.64.0.1".parse().unwrap()),
+        };
+        // Taken address: refused, the use is not spent.
+        assert!(
+            matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
+        );
+        req.address = None;
+        assert!(matches!(
+            admit(&store, &admitter, &ledger, &req, newcomer, 0),
+            Response::Admitted { .. }
+        ));
+        assert!(
+            matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
+        );
+        // A damaged entry is not "unknown".
+        store
+            .put(Table::Invites, &issue.id, b"\xff not json")
+            .unwrap();
+        let Response::Refused(why) = admit(&store, &admitter, &ledger, &req, newcomer, 0) else {
+            panic!("admitted with a damaged invite");
+        };
+        assert!(why.contains("could not read its invites"), "{why}");
+        assert!(issue_err(&store, 0).contains("--uses"));
+        assert!(issue_err(&store, MAX_USES + 1).contains("--uses"));
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn issue_err(store: &Store, uses: u32) -> String {
+        issue(
+            store,
+            Duration::from_secs(1),
+            uses,
+            0,
+            &mut rand_core::OsRng,
+        )
+        .err()
+        .unwrap_or_default()
+    }
+}

@@ -1,0 +1,820 @@
+//! The control loop of a network member: a small coordinator of owned
+//! sub-state machines, each with its own state and fake-time tests:
+//!
+//! - [`Replica`] (federation): the state, anti-entropy with members, the
+//!   trust boundary, traffic counters;
+//! - [`paths::Paths`]: the route decisions (`federation::routes`), the
+//!   endpoint echo (`netstack::asker`) and the overlay probes;
+//! - [`Liveness`] (federation): when members were last heard from;
+//! - [`own::Own`]: this node's record and when to publish it;
+//! - [`via::Via`]: queries forwarded to other members.
+//!
+//! The loop wires them to the libp2p shell, the data plane
+//! ([`crate::dataplane`]), netlink and the local API: it feeds what
+//! arrives to the machine that owns it, runs their timers when they ask
+//! ([`Mesh::poll_timeout`]), and carries out what they decide. It holds no
+//! policy of its own. At ~800 lines it is the largest file of the agent:
+//! it is where eight machines, three sockets and the local API meet, and
+//! each piece of it is glue (a decision found here belongs in a machine).
+
+mod answers;
+pub mod invites;
+mod own;
+mod paths;
+mod peers;
+mod via;
+
+use crate::api::{self, docs, LocalRequest, Request};
+use crate::dataplane::Shared;
+use crate::inventory::scan;
+use crate::statedir::{now_ms, StateDir};
+use answers::View;
+use anyhow::Result;
+use drivers::netlink::Netlink;
+use federation::admission::Admitter;
+use federation::liveness::Liveness;
+use federation::net::{Event, RequestId, Shell};
+use federation::protocol::{Request as Ask, Response};
+use federation::replica::{self, Inbound, Replica, Transmit};
+use federation::{NodeId, Status};
+use futures::StreamExt;
+use netstack::asker::Outcome;
+use netstack::node::Event as NodeEvent;
+use netstack::PublicKey;
+use own::Own;
+use paths::Paths;
+use rand_core::{OsRng, RngCore};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use via::Via;
+
+/// Redial disconnected members this often, at most this many per round.
+const REDIAL_EVERY: Duration = Duration::from_secs(4);
+const REDIAL_BATCH: usize = 16;
+/// Control-plane connections a member keeps (gossip needs a few, not all).
+const MAX_CONTROL_PEERS: usize = 24;
+/// After a host change, re-read the host once it has been quiet this long.
+const HOST_QUIET: Duration = Duration::from_millis(150);
+/// Re-scan host addresses this often.
+const SCAN_EVERY: Duration = Duration::from_secs(3);
+/// Path decisions, liveness from tunnel traffic, and overlay probes this
+/// often.
+const PATHS_EVERY: Duration = Duration::from_secs(2);
+/// The first summary of our measurements after start.
+const METRICS_FIRST: Duration = Duration::from_secs(8);
+/// How long a departing node keeps serving so its farewell spreads.
+const FAREWELL: Duration = Duration::from_millis(1500);
+
+/// When the loop's own periodic work is due.
+struct Due {
+    paths: Instant,
+    redial: Instant,
+    scan: Instant,
+    metrics: Instant,
+    /// Re-read the host after a burst of netlink events.
+    rescan: Option<Instant>,
+}
+
+/// Everything the control loop owns.
+pub struct Mesh {
+    state: StateDir,
+    replica: Replica,
+    shell: Shell,
+    data: Shared,
+    node_events: mpsc::Receiver<NodeEvent>,
+    netlink: Netlink,
+    tun_index: u32,
+    iface: String,
+    own: Own,
+    mtu_reason: String,
+    paths: Paths,
+    liveness: Liveness,
+    via: Via<RequestId, oneshot::Sender<String>>,
+    /// Members that are peers of the data plane.
+    peers: BTreeSet<NodeId>,
+    /// This node's standing as last seen (to say when it changes).
+    standing: Option<Status>,
+    due: Due,
+    leaving: bool,
+}
+
+/// What the loop is given to run.
+pub struct Parts {
+    /// The state directory.
+    pub state: StateDir,
+    /// The control plane.
+    pub shell: Shell,
+    /// The data plane and its events.
+    pub data: (Shared, mpsc::Receiver<NodeEvent>),
+    /// Netlink, the TUN interface's index and name.
+    pub netlink: Netlink,
+    /// The TUN interface's index.
+    pub tun_index: u32,
+    /// The TUN interface's name.
+    pub iface: String,
+}
+
+impl Mesh {
+    /// Builds the loop around an already running data plane.
+    pub fn new(parts: Parts) -> Result<Mesh> {
+        let Parts {
+            state,
+            shell,
+            data: (data, node_events),
+            netlink,
+            tun_index,
+            iface,
+        } = parts;
+        let replica = Replica::new(state.ledger()?, state.key.id());
+        let (mut record, version) = state.own()?;
+        record.no_relay = !data.with(|n| n.serves_relay());
+        let now = Instant::now();
+        Ok(Mesh {
+            replica,
+            shell,
+            data,
+            node_events,
+            netlink,
+            tun_index,
+            iface,
+            own: Own::new(record, version),
+            mtu_reason: String::new(),
+            paths: Paths::new(),
+            liveness: Liveness::new(now),
+            via: Via::new(),
+            peers: BTreeSet::new(),
+            standing: None,
+            due: Due {
+                paths: now,
+                redial: now + REDIAL_EVERY,
+                scan: now + SCAN_EVERY,
+                metrics: now + METRICS_FIRST,
+                rescan: None,
+            },
+            leaving: false,
+            state,
+        })
+    }
+
+    fn me(&self) -> NodeId {
+        self.state.key.id()
+    }
+
+    /// Runs until `local` closes, a `leave` completes, or `stop` resolves.
+    pub async fn run(
+        mut self,
+        mut local: mpsc::Receiver<LocalRequest>,
+        stop: impl std::future::Future<Output = Result<()>>,
+    ) -> Result<()> {
+        self.refresh_host().await;
+        self.on_membership();
+        self.apply().await;
+        self.flush().await;
+        self.redial();
+        // Host changes re-read the host after a short quiet spell (one
+        // change comes as a burst of messages); the scan stays as the
+        // periodic check.
+        let mut host_changes = self
+            .netlink
+            .host_changes()
+            .map_err(|e| tracing::warn!("host changes are only polled: {e}"))
+            .ok();
+        tokio::pin!(stop);
+        loop {
+            let wake = self.poll_timeout();
+            tokio::select! {
+                event = self.shell.next() => self.on_shell(event).await,
+                Some(event) = self.node_events.recv() => self.on_node(event),
+                _ = tokio::time::sleep_until(wake.into()) => self.handle_timeout().await,
+                change = next_change(&mut host_changes) => match change {
+                    Some(()) => {
+                        self.due.rescan.get_or_insert(Instant::now() + HOST_QUIET);
+                    }
+                    None => {
+                        tracing::warn!("the netlink watch ended; host changes are only polled");
+                        host_changes = None;
+                    }
+                },
+                replies = replies(&mut self.paths.prober) => {
+                    for r in replies {
+                        self.heard(r.key);
+                    }
+                }
+                request = local.recv() => match request {
+                    Some(LocalRequest { request: Request::Via { target, request }, reply }) => {
+                        self.start_via(&target, *request, reply);
+                    }
+                    Some(LocalRequest { request, reply }) => {
+                        let answer = self.answer(request).await;
+                        let _ = reply.send(answer);
+                    }
+                    None => return Ok(()),
+                },
+                r = &mut stop => return r,
+            }
+            self.flush().await;
+            if self.leaving {
+                return self.farewell().await;
+            }
+        }
+    }
+
+    /// Keeps serving a moment after `leave`, so the farewell spreads.
+    async fn farewell(mut self) -> Result<()> {
+        let deadline = tokio::time::sleep(FAREWELL);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                e = self.shell.next() => self.on_shell(e).await,
+                _ = &mut deadline => return Ok(()),
+            }
+            self.flush().await;
+        }
+    }
+
+    /// When [`Mesh::handle_timeout`] must run next: the earliest deadline
+    /// of every machine and of the loop's own periodic work.
+    fn poll_timeout(&self) -> Instant {
+        let d = &self.due;
+        [
+            Some(d.paths),
+            Some(d.redial),
+            Some(d.scan),
+            Some(d.metrics),
+            d.rescan,
+            self.replica.poll_timeout(),
+            self.paths.asker.poll_timeout(),
+            self.via.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + PATHS_EVERY)
+    }
+
+    /// Runs whatever is due.
+    async fn handle_timeout(&mut self) {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        self.replica.handle_timeout(now, now_ms, &mut OsRng);
+        self.paths.ask_echo(&self.data, now);
+        self.on_outcomes();
+        for (reply, why) in self.via.expire(now) {
+            let _ = reply.send(api::error(&why));
+        }
+        if now >= self.due.paths {
+            self.due.paths = now + PATHS_EVERY;
+            let me = self.me();
+            let active = self.is_active();
+            let heard =
+                self.paths
+                    .round(&self.data, self.replica.ledger(), &me, active, now, now_ms);
+            heard.into_iter().for_each(|id| self.heard(id));
+        }
+        if now >= self.due.metrics {
+            let links = self.with_view(|v| v.links());
+            self.due.metrics = now + self.own.measured(links);
+        }
+        if now >= self.due.redial {
+            self.due.redial = now + REDIAL_EVERY;
+            self.redial();
+        }
+        if now >= self.due.scan || self.due.rescan.is_some_and(|t| now >= t) {
+            self.due.scan = now + SCAN_EVERY;
+            self.due.rescan = None;
+            self.refresh_host().await;
+        }
+    }
+
+    /// Carries out what the machines decided: stores and reacts to
+    /// accepted records, publishes the own record if it changed, sends.
+    async fn flush(&mut self) {
+        let me = self.me();
+        loop {
+            let (mut stored, mut membership, mut peers) = (Vec::new(), false, false);
+            while let Some(replica::Event::Accepted { delta, bytes }) = self.replica.poll_event() {
+                membership |= delta.changes.membership;
+                peers |= delta.changes.peers();
+                if delta.writer != me {
+                    self.heard(delta.writer);
+                }
+                stored.push((delta.writer, bytes));
+            }
+            if !stored.is_empty() {
+                if let Err(e) = self.state.save_records(&stored) {
+                    tracing::error!("cannot store received records: {e:#}");
+                }
+            }
+            self.own
+                .reclaim_if_lost(self.replica.ledger(), &me, now_ms());
+            if let Some((version, urgent)) = self.own.take_publication() {
+                if let Some(delta) = self.publish_own(version, urgent) {
+                    membership |= delta.changes.membership;
+                    peers |= delta.changes.peers();
+                }
+            }
+            if membership {
+                self.on_membership();
+            }
+            if membership || peers {
+                self.apply().await;
+            }
+            if !self.own.dirty {
+                break;
+            }
+        }
+        while let Some(t) = self.replica.poll_transmit() {
+            match t {
+                Transmit::Request { to, request } => {
+                    let addrs = self.control_addrs(&to);
+                    self.shell.request(&to, &addrs, request);
+                }
+                Transmit::Publish(bytes) => self.shell.publish(bytes),
+            }
+        }
+    }
+
+    /// Signs and stores the own record as `version` and hands it to the
+    /// replica (which gossips it, and pushes it if `urgent`); what it
+    /// changed.
+    fn publish_own(&mut self, version: u64, urgent: bool) -> Option<federation::ledger::Delta> {
+        let bytes = match self.state.save_own(&self.own.record, version) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("cannot store this node's record: {e:#}");
+                return None;
+            }
+        };
+        match self.replica.publish(bytes, urgent, now_ms()) {
+            Ok(delta) => delta,
+            Err(e) => {
+                tracing::error!("this node's own record was refused by its own ledger: {e}");
+                None
+            }
+        }
+    }
+
+    /// Members changed: the gossip boundary, the machines' tables and this
+    /// node's own standing follow.
+    fn on_membership(&mut self) {
+        let now_ms = now_ms();
+        let ledger = self.replica.ledger();
+        let members: Vec<NodeId> = ledger
+            .members(now_ms)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .map(|m| m.id)
+            .collect();
+        self.shell.set_members(members.iter().copied());
+        self.liveness.retain_members(ledger, now_ms);
+        let keys: BTreeSet<PublicKey> = ledger
+            .members(now_ms)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .filter_map(|m| peers::wg_key(m.record))
+            .collect();
+        self.paths.retain(&members.into_iter().collect(), &keys);
+        let standing = self.replica.standing(now_ms);
+        if standing != self.standing {
+            match standing {
+                Some(Status::Revoked) => tracing::error!(
+                    "this node was revoked from the network: it no longer admits, invites or routes; join again with a new --state directory if that was a mistake"
+                ),
+                Some(Status::Expired) => tracing::error!(
+                    "this node's certificate expired: it no longer admits, invites or routes"
+                ),
+                _ => {}
+            }
+            self.standing = standing;
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.standing == Some(Status::Active)
+    }
+
+    /// Makes the data plane and the interface match the ledger.
+    async fn apply(&mut self) {
+        let (now, now_ms, me) = (Instant::now(), now_ms(), self.me());
+        let prefix = self
+            .replica
+            .ledger()
+            .authority()
+            .map_or(32, |a| a.cidr.prefix());
+        let address = std::net::IpAddr::V4(self.own.record.address);
+        if let Err(e) = self
+            .netlink
+            .replace_ipv4(self.tun_index, address, prefix)
+            .await
+        {
+            tracing::error!("cannot set the overlay address on {}: {e}", self.iface);
+        }
+        let (mtu, reason) = peers::overlay_mtu(self.replica.ledger(), self.own.record.mtu, now_ms);
+        self.mtu_reason = reason;
+        if mtu != self.own.record.mtu {
+            match self.netlink.set_up(self.tun_index, u32::from(mtu)).await {
+                Ok(()) => {
+                    tracing::info!(mtu, reason = %self.mtu_reason, "overlay MTU set");
+                    self.own.set_mtu(mtu);
+                }
+                Err(e) => tracing::error!("cannot set the overlay MTU to {mtu}: {e}"),
+            }
+        }
+        let mtu = usize::from(self.own.record.mtu);
+        let active = self.is_active();
+        let (ledger, own, routes) = (
+            self.replica.ledger(),
+            &self.own.record,
+            &mut self.paths.routes,
+        );
+        let peers: BTreeSet<NodeId> = self
+            .data
+            .with(|node| {
+                node.set_mtu(mtu);
+                peers::apply(ledger, &me, own, active, routes, node, now, now_ms)
+            })
+            .into_iter()
+            .collect();
+        for gone in self.peers.difference(&peers) {
+            self.shell.disconnect(gone);
+        }
+        self.peers = peers;
+    }
+
+    /// Re-reads the host (addresses, networks, MTU) and where members see
+    /// us; the record changes if any of that did.
+    async fn refresh_host(&mut self) {
+        let cidr = self.replica.ledger().authority().map(|a| a.cidr);
+        match scan(Some(self.tun_index), cidr).await {
+            Ok(inv) => {
+                if inv.mtu != self.own.record.host_mtu && self.own.record.host_mtu.is_some() {
+                    // Our own links changed: what paths carry is unknown again.
+                    self.paths.asker.forget_paths();
+                    self.on_outcomes();
+                }
+                let reflexive = self.paths.asker.reflexive(Instant::now(), &inv.addrs);
+                self.own.update_host(&inv, &self.state.settings, reflexive);
+                if self.own.dirty {
+                    self.apply().await;
+                }
+            }
+            Err(e) => tracing::warn!("cannot read this host's addresses: {e:#}"),
+        }
+    }
+
+    fn heard(&mut self, id: NodeId) {
+        self.liveness
+            .heard(id, Instant::now(), self.replica.ledger(), now_ms());
+    }
+
+    fn control_addrs(&self, id: &NodeId) -> Vec<SocketAddr> {
+        self.replica
+            .ledger()
+            .member(id, now_ms())
+            .map(|m| m.record.control.clone())
+            .unwrap_or_default()
+    }
+
+    fn id_of(&self, key: &PublicKey) -> Option<NodeId> {
+        self.replica
+            .ledger()
+            .members(now_ms())
+            .iter()
+            .find(|m| peers::wg_key(m.record).as_ref() == Some(key))
+            .map(|m| m.id)
+    }
+
+    async fn on_shell(&mut self, event: Event) {
+        let now_ms = now_ms();
+        match event {
+            Event::Gossip {
+                source,
+                ticket,
+                data,
+            } => {
+                let verdict = self.replica.handle_gossip(&source, &data, now_ms);
+                self.shell.validated(&ticket, verdict);
+            }
+            Event::Request {
+                from,
+                request,
+                reply,
+            } => {
+                self.heard(from);
+                let response = match self.replica.handle_request(from, request, now_ms) {
+                    Inbound::Answer(r) => r,
+                    Inbound::Join(req) => {
+                        let admitter = Admitter {
+                            key: &self.state.key,
+                            chain: &self.own.record.chain,
+                            authority: self.state.authority.as_ref(),
+                        };
+                        let r = invites::admit(
+                            &self.state.store,
+                            &admitter,
+                            self.replica.ledger(),
+                            &req,
+                            from,
+                            now_ms,
+                        );
+                        self.replica.respond(r)
+                    }
+                    Inbound::Query { text, admit } => {
+                        let r = match api::read_request(&text) {
+                            Ok(q) if q.allowed_remotely(admit) => {
+                                Response::Answer(self.answer(q).await)
+                            }
+                            Ok(q) => Response::Refused(format!(
+                                "`{}` cannot be run here from another member",
+                                q.name()
+                            )),
+                            Err(_) => Response::Refused("the query is not valid".into()),
+                        };
+                        self.replica.respond(r)
+                    }
+                };
+                self.shell.respond(reply, response);
+            }
+            Event::Response { id, from, response } => {
+                self.heard(from);
+                let Some(r) = self.replica.handle_response(from, response, now_ms) else {
+                    return;
+                };
+                if let Some(reply) = self.via.answered(&id) {
+                    let line = match r {
+                        Response::Answer(text) => text,
+                        Response::Refused(why) => api::error(&format!("the member refused: {why}")),
+                        Response::NotMember | Response::Revoked(_) => api::error(
+                            "that member does not know this node as a member: only members of its network get answers (a node that just joined: try again in a few seconds)",
+                        ),
+                        _ => api::error("the member sent an unexpected answer"),
+                    };
+                    let _ = reply.send(line);
+                }
+            }
+            Event::Failed { id, peer, error } => {
+                tracing::debug!(peer = %peer.short(), "request failed: {error}");
+                if let Some(reply) = self.via.answered(&id) {
+                    let _ = reply.send(api::error(&format!("cannot reach that member: {error}")));
+                }
+            }
+            Event::Connected(id, dialed) => {
+                self.heard(id);
+                self.replica.handle_connected(id, now_ms);
+                if let Some(addr) = dialed {
+                    for (query, reply, at) in self.via.connected(addr) {
+                        if let Some(rid) = self.query(&id, &[], query) {
+                            self.via.sent(rid, reply, at);
+                        }
+                    }
+                }
+            }
+            Event::Disconnected(id) => {
+                self.replica.handle_disconnected(&id);
+                // Redial at once (e.g. our NAT changed its address).
+                if self.replica.is_member(&id, now_ms) {
+                    let addrs = self.control_addrs(&id);
+                    self.shell.dial(&id, &addrs);
+                }
+            }
+            Event::Listening(addr) => tracing::info!("control plane listening on {addr}"),
+            Event::Observed(addr) => tracing::debug!("a peer sees our control plane at {addr}"),
+        }
+    }
+
+    fn on_node(&mut self, event: NodeEvent) {
+        match event {
+            NodeEvent::Echo {
+                from,
+                nonce,
+                seen,
+                len,
+            } => {
+                self.paths
+                    .asker
+                    .handle_answer(from, nonce, seen, len, Instant::now());
+                self.on_outcomes();
+            }
+            NodeEvent::Handshake(key) => {
+                if let Some(id) = self.id_of(&key) {
+                    self.heard(id);
+                }
+            }
+        }
+    }
+
+    /// Acts on what the echo answers showed.
+    fn on_outcomes(&mut self) {
+        for o in self.paths.outcomes() {
+            match o {
+                Outcome::Moved { from, to } => {
+                    // QUIC here cannot migrate: the control connections
+                    // are dead; close them now and redial instead of
+                    // waiting for their timeout.
+                    tracing::info!(%from, %to, "peers see this node at a new endpoint; reconnecting the control plane");
+                    let connected: Vec<NodeId> = self.replica.connected().copied().collect();
+                    for id in connected {
+                        self.shell.disconnect(&id);
+                    }
+                }
+                Outcome::Seen(_) => {
+                    self.due.rescan.get_or_insert(Instant::now());
+                }
+                Outcome::PathMtu(limit) => {
+                    self.own.set_path_mtu(limit);
+                    self.due.rescan.get_or_insert(Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Dials members we are not connected to, in random order, until the
+    /// control plane has [`MAX_CONTROL_PEERS`] connections: enough for
+    /// gossip and repair without a full mesh of QUIC connections.
+    fn redial(&mut self) {
+        let me = self.me();
+        let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
+        let room = MAX_CONTROL_PEERS.saturating_sub(connected.len());
+        let mut targets: Vec<(NodeId, Vec<SocketAddr>)> = self
+            .replica
+            .ledger()
+            .members(now_ms())
+            .into_iter()
+            .filter(|m| m.status == Status::Active && m.id != me && !connected.contains(&m.id))
+            .map(|m| (m.id, m.record.control.clone()))
+            .collect();
+        // Fisher-Yates with the OS generator: every member gets its turn.
+        for i in (1..targets.len()).rev() {
+            targets.swap(i, OsRng.next_u32() as usize % (i + 1));
+        }
+        for (id, addrs) in targets.into_iter().take(room.min(REDIAL_BATCH)) {
+            self.shell.dial(&id, &addrs);
+        }
+    }
+
+    /// A consistent view for the answers, with the data plane locked.
+    fn with_view<R>(&self, f: impl FnOnce(&View) -> R) -> R {
+        let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
+        let (now, now_ms) = (Instant::now(), now_ms());
+        self.data.with(|node| {
+            f(&View {
+                ledger: self.replica.ledger(),
+                me: self.me(),
+                own: &self.own.record,
+                version: self.own.version,
+                settings: &self.state.settings,
+                iface: &self.iface,
+                authority: self.state.authority.is_some(),
+                mtu_reason: &self.mtu_reason,
+                traffic: self.replica.traffic(),
+                refused: self
+                    .replica
+                    .refused()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                connected: &connected,
+                liveness: &self.liveness,
+                prober: self.paths.prober.as_ref(),
+                node,
+                metrics: self.own.record.metrics.as_ref(),
+                now,
+                now_ms,
+            })
+        })
+    }
+
+    /// Sends a forwarded query (counted like every control message).
+    fn query(&mut self, to: &NodeId, addrs: &[SocketAddr], text: String) -> Option<RequestId> {
+        let request = Ask::Query(text);
+        self.replica.count_request(&request);
+        self.shell.request(to, addrs, request)
+    }
+
+    /// `--via`: forwards a query to another member; answered when it does.
+    fn start_via(&mut self, target: &str, request: Request, reply: oneshot::Sender<String>) {
+        if !self.via.has_room() {
+            let _ = reply.send(api::error("too many --via queries in flight; try again"));
+            return;
+        }
+        let query = api::answer(&request);
+        let now = Instant::now();
+        match self.with_view(|v| v.find(target)) {
+            Ok(id) if id == self.me() => {
+                let _ = reply.send(api::error("--via names this node itself: leave --via out"));
+            }
+            Ok(id) => {
+                let addrs = self.control_addrs(&id);
+                match self.query(&id, &addrs, query) {
+                    Some(rid) => self.via.sent(rid, reply, now),
+                    None => {
+                        let _ = reply.send(api::error("that member has an invalid id"));
+                    }
+                }
+            }
+            Err(why) => match target.parse::<SocketAddr>() {
+                // A control endpoint of a node we do not know (yet).
+                Ok(addr) => {
+                    self.shell.dial_address(addr);
+                    self.via.dialing(addr, query, reply, now);
+                }
+                Err(_) => {
+                    let _ = reply.send(api::error(&why));
+                }
+            },
+        }
+    }
+
+    /// Answers a local (or forwarded) request.
+    async fn answer(&mut self, request: Request) -> String {
+        match request {
+            Request::Status => self.with_view(|v| api::answer(&v.status())),
+            Request::Members => self.with_view(|v| api::answer(&v.members())),
+            Request::Peers => self.with_view(|v| api::answer(&v.peers())),
+            Request::Metrics => self.with_view(|v| api::answer(&v.metrics())),
+            Request::HostNetworks => self.with_view(|v| api::answer(&v.host_networks())),
+            Request::Prometheus => self.with_view(|v| {
+                let text = crate::exposition::prometheus(
+                    &v.status(),
+                    &v.peers(),
+                    &v.members(),
+                    &v.dropped(),
+                );
+                api::answer(&docs::Text { text })
+            }),
+            Request::Html => {
+                let name = self
+                    .replica
+                    .ledger()
+                    .authority()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_default();
+                self.with_view(|v| {
+                    api::answer(&docs::Text {
+                        text: crate::exposition::html_page(&name, &v.metrics()),
+                    })
+                })
+            }
+            Request::Invite { ttl_s, uses } => self.invite(Duration::from_secs(ttl_s), uses),
+            Request::Revoke { node } => self.revoke(&node),
+            Request::Leave => {
+                self.leaving = true;
+                api::answer(&self.own.leave(now_ms()))
+            }
+            Request::Via { .. } => api::error("--via cannot be chained"),
+            Request::Show => {
+                api::error("`show` is for WireGuard-file mode; use `status` and `peers`")
+            }
+        }
+    }
+
+    fn invite(&mut self, ttl: Duration, uses: u32) -> String {
+        let admits = self.state.authority.is_some();
+        match self.own.may_admit(self.standing, admits).and_then(|()| {
+            self.own
+                .invite(&self.state, ttl, uses, now_ms(), &mut OsRng)
+        }) {
+            Ok(doc) => api::answer(&doc),
+            Err(why) => api::error(&why),
+        }
+    }
+
+    fn revoke(&mut self, who: &str) -> String {
+        let admits = self.state.authority.is_some();
+        let found = self
+            .own
+            .may_admit(self.standing, admits)
+            .and_then(|()| self.with_view(|v| v.find(who)));
+        let me = self.me();
+        match found.and_then(|target| {
+            self.own
+                .revoke(self.replica.ledger(), &me, &target, now_ms())
+        }) {
+            Ok(doc) => {
+                if let Some(target) = NodeId::from_hex(&doc.revoked) {
+                    self.shell.disconnect(&target);
+                }
+                api::answer(&doc)
+            }
+            Err(why) => api::error(&why),
+        }
+    }
+}
+
+/// The next host change (`None`: the watch ended), or never without one.
+async fn next_change<S: futures::Stream<Item = ()> + Unpin>(watch: &mut Option<S>) -> Option<()> {
+    match watch {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Replies to our probes, or never if probing is off.
+async fn replies(
+    prober: &mut Option<crate::probe::Prober<NodeId>>,
+) -> Vec<crate::probe::Reply<NodeId>> {
+    match prober {
+        Some(p) => p.recv().await,
+        None => std::future::pending().await,
+    }
+}

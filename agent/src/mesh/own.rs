@@ -1,0 +1,343 @@
+//! This node's own record: what it tells the network about itself (its
+//! endpoints, control endpoints and host networks as the host shows them,
+//! where members see it, its link and path MTUs, its address claim, its
+//! measurements, the revocations it issued, its departure) and whether that
+//! changed enough to say it again; and what the node may do as a member
+//! (invite, revoke) given its standing.
+
+use super::invites;
+use crate::api::docs;
+use crate::inventory::Inventory;
+use crate::statedir::{Settings, StateDir};
+use crate::telemetry::{rss_kb, CpuSample};
+use federation::member::{
+    Link, MemberRecord, Metrics, MAX_CONTROL, MAX_ENDPOINTS, MAX_HOST_NETWORKS, MAX_LINKS,
+    MAX_REVOCATIONS,
+};
+use federation::{address, Ledger, NodeId, Status};
+use rand_core::RngCore;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// The own record and its version.
+pub struct Own {
+    /// The record as last published (or about to be).
+    pub record: MemberRecord,
+    /// Its version.
+    pub version: u64,
+    /// Something changed that must be published.
+    pub dirty: bool,
+    /// ... and it is urgent (endpoints, address): push it to every
+    /// connected member too, in case gossip's mesh is re-forming.
+    pub urgent: bool,
+    /// CPU time at the last measurement, and when this node started.
+    cpu: CpuSample,
+    started: Instant,
+}
+
+/// The endpoints of a socket bound to `configured`: every host address if
+/// it is a wildcard, else that address.
+fn endpoints(configured: SocketAddr, host: &[IpAddr], max: usize) -> Vec<SocketAddr> {
+    if configured.ip().is_unspecified() {
+        host.iter()
+            .map(|ip| SocketAddr::new(*ip, configured.port()))
+            .take(max)
+            .collect()
+    } else {
+        vec![configured]
+    }
+}
+
+impl Own {
+    /// The stored record at `version`.
+    pub fn new(record: MemberRecord, version: u64) -> Self {
+        Self {
+            record,
+            version,
+            dirty: false,
+            urgent: false,
+            cpu: CpuSample::now(),
+            started: Instant::now(),
+        }
+    }
+
+    fn changed(&mut self, urgent: bool) {
+        self.dirty = true;
+        self.urgent |= urgent;
+    }
+
+    /// Takes what the host shows now (`inv`, with the sockets bound as
+    /// `settings` say) and where members see this node (`reflexive`).
+    pub fn update_host(
+        &mut self,
+        inv: &Inventory,
+        settings: &Settings,
+        reflexive: Vec<SocketAddr>,
+    ) {
+        let data = endpoints(settings.listen, &inv.addrs, MAX_ENDPOINTS);
+        let control = endpoints(settings.control_listen, &inv.addrs, MAX_CONTROL);
+        let networks: Vec<_> = inv
+            .networks
+            .iter()
+            .copied()
+            .take(MAX_HOST_NETWORKS)
+            .collect();
+        let r = &mut self.record;
+        if inv.mtu != r.host_mtu {
+            r.host_mtu = inv.mtu;
+            self.changed(false);
+        }
+        let r = &mut self.record;
+        if data != r.endpoints || control != r.control || networks != r.host_networks {
+            r.endpoints = data;
+            r.control = control;
+            r.host_networks = networks;
+            self.changed(true);
+        }
+        if reflexive != self.record.reflexive {
+            tracing::info!(?reflexive, "members see this node at new endpoints");
+            self.record.reflexive = reflexive;
+            self.changed(true);
+        }
+    }
+
+    /// Sets the narrowest path probing found.
+    pub fn set_path_mtu(&mut self, path_mtu: Option<u16>) {
+        if path_mtu != self.record.path_mtu {
+            tracing::warn!(
+                ?path_mtu,
+                "probing found a path narrower than the hosts' links; the overlay MTU follows"
+            );
+            self.record.path_mtu = path_mtu;
+            self.changed(false);
+        }
+    }
+
+    /// Sets the overlay MTU in use.
+    pub fn set_mtu(&mut self, mtu: u16) {
+        if mtu != self.record.mtu {
+            self.record.mtu = mtu;
+            self.changed(false);
+        }
+    }
+
+    /// If another member won our address, claims a free one (`me` is this
+    /// node). True if the claim changed.
+    pub fn reclaim_if_lost(&mut self, ledger: &Ledger, me: &NodeId, now_ms: u64) -> bool {
+        let owners = ledger.address_owners(now_ms);
+        if owners.get(&self.record.address).is_none_or(|o| o == me) {
+            return false;
+        }
+        let Some(block) = ledger.authority().map(|a| a.block) else {
+            return false;
+        };
+        let taken: BTreeSet<_> = owners.keys().copied().collect();
+        let Some(fresh) = address::pick(&block, me, &taken) else {
+            tracing::error!("the network's address block {block} is full: no address to claim");
+            return false;
+        };
+        tracing::warn!(
+            lost = %self.record.address, new = %fresh,
+            "another member claimed our overlay address first; claiming a new one"
+        );
+        self.record.address = fresh;
+        self.record.claimed_ms = now_ms;
+        self.changed(true);
+        true
+    }
+
+    /// Takes the record to publish (with the next version), if it changed:
+    /// and whether it is urgent.
+    pub fn take_publication(&mut self) -> Option<(u64, bool)> {
+        if !std::mem::take(&mut self.dirty) {
+            return None;
+        }
+        self.version += 1;
+        Some((self.version, std::mem::take(&mut self.urgent)))
+    }
+
+    /// Puts its CPU, memory and a rotating sample of `links` (all links
+    /// to its peers) in the record; returns when to measure again (the
+    /// interval grows with the network, so gossip stays flat).
+    pub fn measured(&mut self, links: Vec<Link>) -> Duration {
+        let n = links.len();
+        // More peers than fit: publish a different slice each time.
+        let skip = if n > MAX_LINKS {
+            usize::try_from(self.version)
+                .unwrap_or(0)
+                .wrapping_mul(MAX_LINKS)
+                % n
+        } else {
+            0
+        };
+        let links = links
+            .into_iter()
+            .cycle()
+            .skip(skip)
+            .take(n.min(MAX_LINKS))
+            .collect();
+        let (cpu_permille, next) = self.cpu.since();
+        self.cpu = next;
+        self.record.metrics = Some(Metrics {
+            sampled_ms: crate::statedir::now_ms(),
+            uptime_s: self.started.elapsed().as_secs(),
+            cpu_permille,
+            rss_kb: rss_kb(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            links,
+        });
+        self.changed(false);
+        federation::member::metrics_interval(n + 1)
+    }
+
+    /// Refuses what only a member in good standing that may admit can do
+    /// (`authority`: this node holds the authority key).
+    pub fn may_admit(&self, standing: Option<Status>, authority: bool) -> Result<(), String> {
+        match standing {
+            Some(Status::Active) => {}
+            Some(Status::Revoked) => {
+                return Err("this node was revoked from the network: it can no longer invite, admit or revoke".into())
+            }
+            _ => {
+                return Err("this node is not a member in good standing: it can no longer invite, admit or revoke".into())
+            }
+        }
+        if !self.record.chain.last().is_some_and(|c| c.admit) && !authority {
+            return Err("this node may not admit others: ask another member for an invite".into());
+        }
+        Ok(())
+    }
+
+    /// A new invite for `uses` joins within `ttl`, naming this node's
+    /// control endpoints.
+    pub fn invite(
+        &self,
+        state: &StateDir,
+        ttl: Duration,
+        uses: u32,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> Result<docs::Invite, String> {
+        let issue = invites::issue(&state.store, ttl, uses, now_ms, rng)?;
+        let token = federation::token::Invite {
+            network: state.network.id,
+            authority: state.network.authority,
+            inviter: state.key.id(),
+            addrs: self.record.control.clone(),
+            id: issue.id,
+            secret: issue.secret,
+            expires_ms: issue.expires_ms,
+        };
+        Ok(docs::Invite {
+            token: token.encode(),
+            expires_ms: issue.expires_ms,
+            uses,
+        })
+    }
+
+    /// Revokes `target` (the members it admitted stay); `me` is this node.
+    pub fn revoke(
+        &mut self,
+        ledger: &Ledger,
+        me: &NodeId,
+        target: &NodeId,
+        now_ms: u64,
+    ) -> Result<docs::Revoked, String> {
+        if target == me {
+            return Err("a node cannot revoke itself: use `cladnet leave`".into());
+        }
+        if self.record.revocations.len() >= MAX_REVOCATIONS {
+            return Err(
+                "this node's record holds the most revocations it can; revoke from another member"
+                    .into(),
+            );
+        }
+        self.record
+            .revocations
+            .push(ledger.revocation_of(target, now_ms));
+        self.changed(true);
+        Ok(docs::Revoked {
+            revoked: target.to_hex(),
+        })
+    }
+
+    /// Leaves the network (the departure is urgent news).
+    pub fn leave(&mut self, now_ms: u64) -> docs::Left {
+        self.record.left_ms = Some(now_ms);
+        self.changed(true);
+        docs::Left { left: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use federation::fixture::TestNetwork;
+
+    fn settings() -> Settings {
+        Settings {
+            name: "a".into(),
+            listen: "0.0.0.0:51820".parse().unwrap(),
+            control_listen: "0.0.0.0:51821".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn host_changes_are_published_once_and_urgent_when_they_move_us() {
+        let net = TestNetwork::new(2);
+        let mut own = Own::new(net.member(1).record, 1);
+        let inv = Inventory {
+            addrs: vec!["198.18.0.1".parse().unwrap()],
+            networks: vec!["198.18.0.0/24".parse().unwrap()],
+            mtu: Some(1500),
+        };
+        own.update_host(&inv, &settings(), vec![]);
+        assert_eq!(own.take_publication(), Some((2, true)));
+        assert_eq!(
+            own.record.control,
+            vec!["198.18.0.1:51821".parse::<SocketAddr>().unwrap()]
+        );
+        own.update_host(&inv, &settings(), vec![]);
+        assert_eq!(own.take_publication(), None, "nothing new");
+        own.set_path_mtu(Some(1400));
+        assert_eq!(
+            own.take_publication(),
+            Some((3, false)),
+            "MTU only: not urgent"
+        );
+    }
+
+    #[test]
+    fn a_lost_address_is_claimed_again() {
+        let net = TestNetwork::new(2);
+        let (a, b) = (net.member(1), net.member(2));
+        let mut ledger = net.ledger();
+        // b claimed a's address earlier.
+        let mut b_rec = b.record.clone();
+        b_rec.address = a.record.address;
+        b_rec.claimed_ms = 0;
+        let bytes = b
+            .key
+            .sign(1, federation::member::Body::Member(b_rec).to_bytes())
+            .encode();
+        ledger.ingest(&bytes, 0).unwrap();
+        let mut a_rec = a.record.clone();
+        a_rec.claimed_ms = 5;
+        ledger
+            .ingest(
+                &a.key
+                    .sign(
+                        1,
+                        federation::member::Body::Member(a_rec.clone()).to_bytes(),
+                    )
+                    .encode(),
+                0,
+            )
+            .unwrap();
+        let mut own = Own::new(a_rec, 1);
+        assert!(own.reclaim_if_lost(&ledger, &a.key.id(), 10));
+        assert_ne!(own.record.address, a.record.address);
+        assert!(!own.reclaim_if_lost(&ledger, &a.key.id(), 10), "ours now");
+    }
+}
