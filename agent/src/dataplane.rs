@@ -32,6 +32,12 @@ const LIGHT_TRAFFIC: usize = 4;
 /// answers are asked for again, handshakes show in the peer table).
 const EVENTS: usize = 256;
 
+/// Locks `m`. A poisoned lock means another data-plane thread panicked;
+/// what it guards is still consistent per call, so keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The node, shared by the data-plane threads and the control loop.
 #[derive(Clone)]
 pub struct Shared {
@@ -60,9 +66,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Node> {
-        // A poisoned lock means another data-plane thread panicked; the
-        // node's state is still consistent per call, so keep serving.
-        self.inner.node.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.node)
     }
 
     /// Runs `f` on the node (wakes the timers: their deadline may move).
@@ -248,7 +252,7 @@ fn forward_ready(
 fn outbound(ends: &Ends) {
     let mut batch = batch(&ends.shared.lock(), &ends.udp);
     loop {
-        let mut reader = ends.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reader = lock(&ends.reader);
         if !forward_ready(ends, &mut reader, &mut batch, usize::MAX) {
             return;
         }

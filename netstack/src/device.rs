@@ -72,15 +72,9 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<Duration>,
 }
 
-/// A read-only snapshot of one peer, for status output.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// The peer's public key.
-    pub public_key: PublicKey,
-    /// Current endpoint (learned from authenticated packets).
-    pub endpoint: Option<SocketAddr>,
-    /// Networks routed to the peer.
-    pub allowed_ips: Vec<IpNet>,
+/// Traffic with one peer, counted as it happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
     /// Bytes of datagrams received from the peer.
     pub rx_bytes: u64,
     /// Bytes of datagrams sent to the peer.
@@ -93,6 +87,19 @@ pub struct PeerInfo {
     pub handshakes: u64,
     /// When the last handshake completed.
     pub last_handshake: Option<Instant>,
+}
+
+/// A read-only snapshot of one peer, for status output.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Current endpoint (learned from authenticated packets).
+    pub endpoint: Option<SocketAddr>,
+    /// Networks routed to the peer.
+    pub allowed_ips: Vec<IpNet>,
+    /// Traffic and handshakes.
+    pub stats: PeerStats,
     /// Persistent keepalive interval.
     pub persistent_keepalive: Option<Duration>,
 }
@@ -406,12 +413,7 @@ impl Device {
             public_key: p.public,
             endpoint: p.endpoint,
             allowed_ips: p.allowed.clone(),
-            rx_bytes: p.rx_bytes,
-            tx_bytes: p.tx_bytes,
-            rx_packets: p.rx_packets,
-            tx_packets: p.tx_packets,
-            handshakes: p.handshakes,
-            last_handshake: p.last_handshake,
+            stats: p.stats,
             persistent_keepalive: p.keepalive,
         })
     }
@@ -467,8 +469,8 @@ impl Device {
                     && now.saturating_duration_since(session.created) >= REKEY_AFTER_TIME);
             match session.encrypt(packet, mtu, out) {
                 Ok(len) => {
-                    peer.tx_bytes += len as u64;
-                    peer.tx_packets += 1;
+                    peer.stats.tx_bytes += len as u64;
+                    peer.stats.tx_packets += 1;
                     peer.last_sent = Some(now);
                     peer.unanswered_since.get_or_insert(now);
                     if rekey && !peer.handshake_in_flight() {
@@ -743,8 +745,8 @@ impl Device {
         peer.unanswered_since = None;
         peer.attempt_started = None;
         peer.want_handshake = false;
-        peer.handshakes += 1;
-        peer.last_handshake = Some(now);
+        peer.stats.handshakes += 1;
+        peer.stats.last_handshake = Some(now);
         if peer.queue.is_empty() {
             peer.want_keepalive = true;
         }
@@ -805,8 +807,8 @@ impl Device {
             if let Some(confirmed) = peer.next.take() {
                 confirmed_now = true;
                 gone = peer.install(confirmed).next();
-                peer.handshakes += 1;
-                peer.last_handshake = Some(now);
+                peer.stats.handshakes += 1;
+                peer.stats.last_handshake = Some(now);
                 peer.attempt_started = None;
                 if !peer.queue.is_empty() {
                     peer.want_keepalive = false;
@@ -820,8 +822,8 @@ impl Device {
         }) && !peer.handshake_in_flight();
         peer.last_received = Some(now);
         peer.unanswered_since = None;
-        peer.rx_bytes += wire_len as u64;
-        peer.rx_packets += 1;
+        peer.stats.rx_bytes += wire_len as u64;
+        peer.stats.rx_packets += 1;
         let has_queue = slot == Slot::Next && !peer.queue.is_empty();
         if rekey {
             peer.want_handshake = true;
@@ -915,8 +917,8 @@ impl Device {
             let more = !peer.queue.is_empty() || peer.want_keepalive;
             let result = match sent {
                 Some(Ok(len)) => {
-                    peer.tx_bytes += len as u64;
-                    peer.tx_packets += 1;
+                    peer.stats.tx_bytes += len as u64;
+                    peer.stats.tx_packets += 1;
                     peer.last_sent = Some(now);
                     if packet.is_some() {
                         peer.unanswered_since.get_or_insert(now);

@@ -29,7 +29,7 @@ pub mod wire;
 pub use allowed_ips::{AllowedIps, IpNet};
 pub use crypto::{PrivateKey, PublicKey};
 pub use device::{
-    Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo,
+    Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo, PeerStats,
 };
 pub use node::{Node, NodeCounters, Route};
 

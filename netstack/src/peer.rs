@@ -4,6 +4,7 @@
 use crate::allowed_ips::IpNet;
 use crate::cookie::CookieJar;
 use crate::crypto::PublicKey;
+use crate::device::PeerStats;
 use crate::handshake::{Initiator, TIMESTAMP_LEN};
 use crate::session::Session;
 use crate::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT};
@@ -55,12 +56,7 @@ pub(crate) struct Peer {
     pub want_keepalive: bool,
     pub want_handshake: bool,
     pub in_outbox: bool,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub handshakes: u64,
-    pub last_handshake: Option<Instant>,
+    pub stats: PeerStats,
 }
 
 impl Peer {
@@ -88,12 +84,7 @@ impl Peer {
             want_keepalive: false,
             want_handshake: false,
             in_outbox: false,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            rx_packets: 0,
-            tx_packets: 0,
-            handshakes: 0,
-            last_handshake: None,
+            stats: PeerStats::default(),
         }
     }
 

@@ -147,8 +147,8 @@ fn first_packet_triggers_handshake_and_arrives() {
         panic!("A decrypts B's reply")
     };
     assert_eq!(&out[r], &back[..]);
-    assert_eq!(p.a.peers().next().map(|i| i.handshakes), Some(1));
-    assert_eq!(p.b.peers().next().map(|i| i.handshakes), Some(1));
+    assert_eq!(p.a.peers().next().map(|i| i.stats.handshakes), Some(1));
+    assert_eq!(p.b.peers().next().map(|i| i.stats.handshakes), Some(1));
 }
 
 #[test]
@@ -449,7 +449,7 @@ fn an_initiation_that_arrives_just_before_its_peer_is_answered_when_the_peer_is_
         vec![pkt],
         "A's queued packet arrives over the session"
     );
-    assert_eq!(p.b.peers().next().map(|i| i.handshakes), Some(1));
+    assert_eq!(p.b.peers().next().map(|i| i.stats.handshakes), Some(1));
 }
 
 #[test]

@@ -114,10 +114,10 @@ impl View<'_> {
             rtt_min_us: us(w.and_then(|w| w.min())),
             rtt_avg_us: us(w.and_then(|w| w.avg())),
             loss_permille: w.map_or(0, |w| w.loss_permille()),
-            rx_bytes: info.map_or(0, |i| i.rx_bytes),
-            tx_bytes: info.map_or(0, |i| i.tx_bytes),
+            rx_bytes: info.map_or(0, |i| i.stats.rx_bytes),
+            tx_bytes: info.map_or(0, |i| i.stats.tx_bytes),
             handshake_age_s: info
-                .and_then(|i| i.last_handshake)
+                .and_then(|i| i.stats.last_handshake)
                 .map(|t| self.now.saturating_duration_since(t).as_secs()),
             path: key.map_or("direct", |k| self.route(k).0).into(),
         }
@@ -243,11 +243,11 @@ impl View<'_> {
                     relay: relay.and_then(|r| names.get(&r).cloned()),
                     rx_bytes: l.rx_bytes,
                     tx_bytes: l.tx_bytes,
-                    rx_packets: info.map_or(0, |i| i.rx_packets),
-                    tx_packets: info.map_or(0, |i| i.tx_packets),
-                    handshakes: info.map_or(0, |i| i.handshakes),
+                    rx_packets: info.map_or(0, |i| i.stats.rx_packets),
+                    tx_packets: info.map_or(0, |i| i.stats.tx_packets),
+                    handshakes: info.map_or(0, |i| i.stats.handshakes),
                     last_handshake_ms: info
-                        .and_then(|i| i.last_handshake)
+                        .and_then(|i| i.stats.last_handshake)
                         .map(|t| millis(self.now.saturating_duration_since(t))),
                     rtt_ms: ms(l.rtt_avg_us),
                     rtt_min_ms: ms(l.rtt_min_us),

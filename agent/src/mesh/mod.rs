@@ -169,6 +169,9 @@ impl Mesh {
         stop: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
         self.refresh_host().await;
+        let me = self.me();
+        self.own
+            .reclaim_if_lost(self.replica.ledger(), &me, now_ms());
         self.on_membership();
         self.apply().await;
         self.flush().await;
@@ -306,9 +309,14 @@ impl Mesh {
                     tracing::error!("cannot store received records: {e:#}");
                 }
             }
-            self.own
-                .reclaim_if_lost(self.replica.ledger(), &me, now_ms());
-            if let Some((version, urgent)) = self.own.take_publication() {
+            if membership || peers {
+                // Another member may have won our address.
+                self.own
+                    .reclaim_if_lost(self.replica.ledger(), &me, now_ms());
+            }
+            // A revoked (or expired) node has nothing to tell the network.
+            let silenced = matches!(self.standing, Some(Status::Revoked | Status::Expired));
+            if let Some((version, urgent)) = self.own.take_publication().filter(|_| !silenced) {
                 if let Some(delta) = self.publish_own(version, urgent) {
                     membership |= delta.changes.membership;
                     peers |= delta.changes.peers();

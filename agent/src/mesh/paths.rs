@@ -119,13 +119,14 @@ impl Paths {
                 let Some(id) = keys.get(&p.public_key).copied() else {
                     continue;
                 };
-                rx.push((id, p.rx_bytes));
+                rx.push((id, p.stats.rx_bytes));
                 let window = prober.and_then(|pr| pr.window(&id));
                 facts.insert(
                     id,
                     Facts {
                         direct: p.endpoint.is_some_and(|e| !netstack::relay::is_virtual(&e)),
                         session: p
+                            .stats
                             .last_handshake
                             .is_some_and(|t| now.saturating_duration_since(t) < SESSION_FRESH),
                         silent: window.is_some_and(|w| w.last_lost(SILENT_AFTER)),

@@ -55,10 +55,11 @@ pub fn show(device: &Device, iface: &Interface, now: Instant) -> docs::Show {
             public_key: p.public_key.to_base64(),
             endpoint: p.endpoint.map(|e| e.to_string()),
             allowed_ips: p.allowed_ips.iter().map(|n| n.to_string()).collect(),
-            rx_bytes: p.rx_bytes,
-            tx_bytes: p.tx_bytes,
-            handshakes: p.handshakes,
+            rx_bytes: p.stats.rx_bytes,
+            tx_bytes: p.stats.tx_bytes,
+            handshakes: p.stats.handshakes,
             last_handshake_ms: p
+                .stats
                 .last_handshake
                 .map(|t| docs::millis(now.saturating_duration_since(t))),
             persistent_keepalive_s: p.persistent_keepalive.map(|d| d.as_secs()),

@@ -41,14 +41,15 @@ pub fn get(device: &Device, listen_port: u16, now: Instant) -> String {
             let _ = writeln!(out, "endpoint={e}");
         }
         let (sec, nsec) = p
+            .stats
             .last_handshake
             .and_then(|t| wall.checked_sub(now.saturating_duration_since(t)))
             .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
             .map_or((0, 0), |d| (d.as_secs(), d.subsec_nanos()));
         let _ = writeln!(out, "last_handshake_time_sec={sec}");
         let _ = writeln!(out, "last_handshake_time_nsec={nsec}");
-        let _ = writeln!(out, "tx_bytes={}", p.tx_bytes);
-        let _ = writeln!(out, "rx_bytes={}", p.rx_bytes);
+        let _ = writeln!(out, "tx_bytes={}", p.stats.tx_bytes);
+        let _ = writeln!(out, "rx_bytes={}", p.stats.rx_bytes);
         let _ = writeln!(
             out,
             "persistent_keepalive_interval={}",

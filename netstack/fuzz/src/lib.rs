@@ -300,8 +300,8 @@ impl Pair {
             p.deliver(Side::A, b_ep(), &resp);
         }
         p.shuttle();
-        assert_eq!(p.b.peers().next().map(|i| i.handshakes), Some(1), "handshake");
-        assert_eq!(p.a.peers().next().map(|i| i.handshakes), Some(1), "handshake");
+        assert_eq!(p.b.peers().next().map(|i| i.stats.handshakes), Some(1), "handshake");
+        assert_eq!(p.a.peers().next().map(|i| i.stats.handshakes), Some(1), "handshake");
         // Undelivered traffic for the fuzzer to reorder, replay and mutate.
         for (i, n) in [0usize, 1, 13, 100, 1000].into_iter().enumerate() {
             let payload = vec![i as u8; n];
