@@ -22,6 +22,8 @@ use std::time::Duration;
 use crate::dataplane::DEFAULT_MTU;
 /// How long `join` waits for the inviter.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `join` waits for the inviter to take its first record.
+const INTRODUCE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Hosts `init` sizes the overlay for when nothing else is known.
 const DEFAULT_HOSTS: u64 = 250;
 
@@ -204,7 +206,8 @@ fn join_into(
     let key = NodeKey::generate();
     let wg = netstack::PrivateKey::generate();
     let rt = crate::process::runtime()?;
-    let (chain, records) = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
+    let (mut shell, chain, records) =
+        rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
     let (ledger, accepted) = admitted_state(network, &records, now);
     let authority = ledger
@@ -238,7 +241,15 @@ fn join_into(
     );
     let node = StateDir::create(store, key, wg, None, network, opts.settings())?;
     node.save_records(&accepted)?;
-    node.save_own(&record, 1)?;
+    let own = node.save_own(&record, 1)?;
+    // The inviter learns the newcomer now (and gossips it), so members
+    // know it before its agent starts; the agent introduces itself anyway.
+    let push = Request::Push(vec![own]);
+    let pushed = rt.block_on(exchange(&mut shell, invite, push, INTRODUCE_TIMEOUT));
+    if !matches!(pushed, Ok(Ok(Response::Ack))) {
+        tracing::debug!("the inviter did not take this node's first record now: {pushed:?}");
+    }
+    rt.block_on(shell.close(INTRODUCE_TIMEOUT));
     println!(
         "joined network {} (id {}) as {} with address {address}\nstart it with: cladnet agent --state {}",
         authority.name,
@@ -272,8 +283,8 @@ async fn ask_to_join(
     wg: &netstack::PrivateKey,
     name: &str,
     address: Option<Ipv4Addr>,
-) -> Result<(Vec<Cert>, Vec<Vec<u8>>)> {
-    let mut shell = Shell::start(key.seed(), &invite.network, None)?;
+) -> Result<(Shell, Vec<Cert>, Vec<Vec<u8>>)> {
+    let mut shell = Shell::client(key.seed(), &invite.network)?;
     let request = Request::Join(JoinRequest {
         network: invite.network,
         invite: invite.id,
@@ -282,10 +293,35 @@ async fn ask_to_join(
         name: name.to_string(),
         address,
     });
-    let id = shell
-        .request(&invite.inviter, &invite.addrs, request)
-        .context("the token names an invalid inviter")?;
-    let answer = tokio::time::timeout(JOIN_TIMEOUT, async {
+    let answer = exchange(&mut shell, invite, request, JOIN_TIMEOUT).await;
+    let where_ = invite
+        .addrs
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    match answer {
+        Err(_) => anyhow::bail!("no answer from the inviting member at {where_} within {}s: check that its agent runs and that UDP to it is allowed", JOIN_TIMEOUT.as_secs()),
+        Ok(Err(e)) => anyhow::bail!("cannot reach the inviting member at {where_}: {e}"),
+        Ok(Ok(Response::Admitted { chain, records })) => Ok((shell, chain, records)),
+        Ok(Ok(Response::Refused(why))) => anyhow::bail!("{why}"),
+        Ok(Ok(Response::NotMember | Response::Revoked(_))) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
+        Ok(Ok(_)) => anyhow::bail!("the inviting member answered something unexpected; is it a cladnet agent of the same version?"),
+    }
+}
+
+/// Sends `request` to the inviter of `invite` and waits (up to `timeout`)
+/// for its answer (`Err` inside: the request failed, with why).
+async fn exchange(
+    shell: &mut Shell,
+    invite: &Invite,
+    request: Request,
+    timeout: Duration,
+) -> Result<Result<Response, String>, tokio::time::error::Elapsed> {
+    let Some(id) = shell.request(&invite.inviter, &invite.addrs, request) else {
+        return Ok(Err("the token names an invalid inviter".into()));
+    };
+    tokio::time::timeout(timeout, async {
         loop {
             match shell.next().await {
                 Event::Response {
@@ -296,21 +332,7 @@ async fn ask_to_join(
             }
         }
     })
-    .await;
-    let where_ = invite
-        .addrs
-        .iter()
-        .map(SocketAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    match answer {
-        Err(_) => anyhow::bail!("no answer from the inviting member at {where_} within {}s: check that its agent runs and that UDP to it is allowed", JOIN_TIMEOUT.as_secs()),
-        Ok(Err(e)) => anyhow::bail!("cannot reach the inviting member at {where_}: {e}"),
-        Ok(Ok(Response::Admitted { chain, records })) => Ok((chain, records)),
-        Ok(Ok(Response::Refused(why))) => anyhow::bail!("{why}"),
-        Ok(Ok(Response::NotMember | Response::Revoked(_))) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
-        Ok(Ok(_)) => anyhow::bail!("the inviting member answered something unexpected; is it a cladnet agent of the same version?"),
-    }
+    .await
 }
 
 #[cfg(test)]

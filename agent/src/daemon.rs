@@ -55,10 +55,10 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
     let result = runtime.block_on(async {
         let netlink = Netlink::connect(tun.name())?;
         netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
-        let shell = federation::net::Shell::start(
+        let shell = federation::net::Shell::member(
             state.key.seed(),
             &state.network.id,
-            Some(state.settings.control_listen),
+            state.settings.control_listen,
         )?;
         tracing::info!(
             iface = %tun.name(), name = %own.name, id = %state.key.id().short(),

@@ -215,7 +215,7 @@ mod outsider {
             .build()?;
         rt.block_on(async {
             let me = federation::NodeKey::generate();
-            let mut shell = Shell::start(me.seed(), &invite.network, None)?;
+            let mut shell = Shell::member(me.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
             let addrs = invite.addrs.clone();
             shell.dial(&invite.inviter, &addrs);
             let mut seen = Seen::default();

@@ -454,7 +454,7 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
             ..MemberRecord::example("mallory")
         };
         let forged = mallory.sign(1, Body::Member(record).to_bytes()).encode();
-        let mut shell = Shell::start(mallory.seed(), &invite.network, None)?;
+        let mut shell = Shell::member(mallory.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
         let push = shell
             .request(&invite.inviter, &invite.addrs, Request::Push(vec![forged.clone()]))
             .context("bad inviter id")?;

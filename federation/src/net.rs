@@ -47,6 +47,10 @@ const MAX_INCOMING: u32 = 256;
 const MAX_PENDING_INCOMING: u32 = 64;
 /// Connections with one peer, at most (two dials crossing make two).
 const MAX_PER_PEER: u32 = 3;
+/// How long gossip keeps a peer it turned down out of its mesh. Short:
+/// a node just admitted is turned down until its record arrives, which
+/// takes a fraction of a second.
+const PRUNE_BACKOFF: Duration = Duration::from_secs(5);
 /// Gossipsub application score of a member: far above any penalty.
 const MEMBER_SCORE: f64 = 1000.0;
 /// Gossipsub application score of anyone else: far below the graylist
@@ -191,12 +195,29 @@ pub fn node_id(peer: &PeerId) -> Option<NodeId> {
 }
 
 impl Shell {
-    /// Starts a swarm with the node's ed25519 `seed` for `network`, and
-    /// listens for QUIC on UDP endpoint `listen` if given.
-    pub fn start(
+    /// A member's swarm: the node's ed25519 `seed`, the gossip topic of
+    /// `network`, listening for QUIC on UDP endpoint `listen`.
+    pub fn member(
+        seed: [u8; 32],
+        network: &NetworkId,
+        listen: SocketAddr,
+    ) -> Result<Shell, NetError> {
+        Self::start(seed, network, Some(listen), true)
+    }
+
+    /// A client's swarm (a node joining): requests only, no gossip. Were
+    /// it to subscribe, members would turn its gossip down (it is no
+    /// member yet) and back off from its id for [`PRUNE_BACKOFF`], which
+    /// would slow gossip to its agent once it is one.
+    pub fn client(seed: [u8; 32], network: &NetworkId) -> Result<Shell, NetError> {
+        Self::start(seed, network, None, false)
+    }
+
+    fn start(
         seed: [u8; 32],
         network: &NetworkId,
         listen: Option<SocketAddr>,
+        gossip: bool,
     ) -> Result<Shell, NetError> {
         let mut seed = seed;
         let keypair = Keypair::ed25519_from_bytes(&mut seed)
@@ -219,6 +240,8 @@ impl Shell {
                     .validate_messages()
                     .max_transmit_size(MAX_GOSSIP)
                     .heartbeat_interval(Duration::from_millis(700))
+                    .prune_backoff(PRUNE_BACKOFF)
+                    .graft_flood_threshold(PRUNE_BACKOFF / 2)
                     .message_id_fn(|m| {
                         MessageId::from(crate::protocol::gossip_id(&m.data).to_vec())
                     })
@@ -266,11 +289,13 @@ impl Shell {
             .map_err(|e| NetError::Build(e.to_string()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
             .build();
-        swarm
-            .behaviour_mut()
-            .gossipsub
-            .subscribe(&topic)
-            .map_err(|e| NetError::Build(e.to_string()))?;
+        if gossip {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&topic)
+                .map_err(|e| NetError::Build(e.to_string()))?;
+        }
         if let Some(addr) = listen {
             swarm
                 .listen_on(multiaddr(addr))
@@ -325,6 +350,23 @@ impl Shell {
         if let Err(e) = self.swarm.dial(multiaddr(addr)) {
             tracing::debug!("dial not started: {e}");
         }
+    }
+
+    /// Closes every connection and waits (up to `within`) until the peers
+    /// were told, so none of them keeps a dead connection to this node's id
+    /// (a client exiting right after must not leave its id half-connected
+    /// while its agent connects).
+    pub async fn close(mut self, within: Duration) {
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let _ = tokio::time::timeout(within, async {
+            while self.swarm.connected_peers().next().is_some() {
+                self.swarm.next().await;
+            }
+        })
+        .await;
     }
 
     /// Closes every connection to `node`.

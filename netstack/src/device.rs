@@ -13,7 +13,7 @@ use crate::cookie::CookieChecker;
 use crate::crypto::{tai64n, PrivateKey, PublicKey};
 use crate::handshake::{Initiator, Responder};
 use crate::ip;
-use crate::peer::{Peer, Pending, Slot, QUEUE_LEN};
+use crate::peer::{Peer, PeerStats, Pending, Slot, QUEUE_LEN};
 use crate::ratelimit::RateLimiter;
 use crate::session::Session;
 use crate::timers::*;
@@ -70,23 +70,6 @@ pub struct PeerConfig {
     pub allowed_ips: Vec<IpNet>,
     /// Send a keepalive when nothing was sent for this long.
     pub persistent_keepalive: Option<Duration>,
-}
-
-/// Traffic with one peer, counted as it happens.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PeerStats {
-    /// Bytes of datagrams received from the peer.
-    pub rx_bytes: u64,
-    /// Bytes of datagrams sent to the peer.
-    pub tx_bytes: u64,
-    /// Datagrams received from the peer.
-    pub rx_packets: u64,
-    /// Datagrams sent to the peer.
-    pub tx_packets: u64,
-    /// Completed handshakes.
-    pub handshakes: u64,
-    /// When the last handshake completed.
-    pub last_handshake: Option<Instant>,
 }
 
 /// A read-only snapshot of one peer, for status output.
@@ -309,10 +292,38 @@ impl Device {
             p.allowed = nets;
             p.keepalive = config.persistent_keepalive;
         }
-        if config.endpoint.is_some() {
-            self.set_endpoint(id, config.endpoint);
+        if let Some(endpoint) = config.endpoint {
+            self.move_to(id, endpoint);
         }
         id
+    }
+
+    /// Points peer `id` at a newly given `endpoint`. An initiation still
+    /// unanswered went to the old one: it is sent again to the new one at
+    /// once rather than after [`REKEY_TIMEOUT`] (a path the control plane
+    /// just learned, e.g. a peer's public address behind a NAT, is tried
+    /// while the peer's own attempt keeps its NAT open).
+    fn move_to(&mut self, id: PeerId, endpoint: SocketAddr) {
+        let moved = self
+            .peers
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.endpoint != Some(endpoint));
+        self.set_endpoint(id, Some(endpoint));
+        if !moved {
+            return;
+        }
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        if peer.current.is_none() && peer.pending.is_some() {
+            let old = peer.pending.take().map(|p| p.local_index);
+            peer.want_handshake = true;
+            if let Some(i) = old {
+                self.by_index.remove(&i);
+            }
+            self.schedule(id);
+        }
     }
 
     fn insert_peer(&mut self, config: &PeerConfig) -> PeerId {
@@ -369,14 +380,15 @@ impl Device {
         Some(self.peers.get(id.0 as usize)?.as_ref()?.public)
     }
 
-    /// Points the peer with `key` at `endpoint` (a newly chosen path);
-    /// false if there is no such peer.
+    /// Points the peer with `key` at `endpoint` (a newly chosen path; an
+    /// unanswered initiation is sent again there at once); false if there
+    /// is no such peer.
     pub fn set_peer_endpoint(&mut self, key: &PublicKey, endpoint: SocketAddr) -> bool {
         let Some(id) = self.by_key.get(key).copied() else {
             return false;
         };
         self.touched = true;
-        self.set_endpoint(id, Some(endpoint));
+        self.move_to(id, endpoint);
         true
     }
 

@@ -29,9 +29,10 @@ pub mod wire;
 pub use allowed_ips::{AllowedIps, IpNet};
 pub use crypto::{PrivateKey, PublicKey};
 pub use device::{
-    Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo, PeerStats,
+    Action, Counters, Device, DeviceConfig, DropReason, PeerConfig, PeerId, PeerInfo,
 };
 pub use node::{Node, NodeCounters, Route};
+pub use peer::PeerStats;
 
 /// Why a message could not be processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

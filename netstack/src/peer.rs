@@ -4,13 +4,29 @@
 use crate::allowed_ips::IpNet;
 use crate::cookie::CookieJar;
 use crate::crypto::PublicKey;
-use crate::device::PeerStats;
 use crate::handshake::{Initiator, TIMESTAMP_LEN};
 use crate::session::Session;
 use crate::timers::{KEEPALIVE_TIMEOUT, REJECT_AFTER_TIME, REKEY_TIMEOUT};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// Traffic with one peer, counted as it happens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Bytes of datagrams received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes of datagrams sent to the peer.
+    pub tx_bytes: u64,
+    /// Datagrams received from the peer.
+    pub rx_packets: u64,
+    /// Datagrams sent to the peer.
+    pub tx_packets: u64,
+    /// Completed handshakes.
+    pub handshakes: u64,
+    /// When the last handshake completed.
+    pub last_handshake: Option<Instant>,
+}
 
 /// Most packets kept per peer while a handshake is under way.
 pub(crate) const QUEUE_LEN: usize = 128;

@@ -569,3 +569,31 @@ fn a_raised_mtu_pads_like_wireguard() {
     assert_eq!(p.a.mtu(), 1420);
     assert_eq!(p.send_a(&big)[0].1.len(), 1408 + 32);
 }
+
+#[test]
+fn a_new_endpoint_gets_the_unanswered_initiation_at_once() {
+    let mut p = Pair::new();
+    let wrong: SocketAddr = "198.18.7.7:51820".parse().unwrap();
+    let kb = p.b.public_key();
+    assert!(p.a.set_peer_endpoint(&kb, wrong));
+    let first = p.send_a(&ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 100));
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].0, wrong, "the initiation went to the old endpoint");
+    let mut out = vec![0u8; 2048];
+    assert_eq!(p.a.poll_transmit(&mut out, p.now), None);
+    // The control plane learns the right endpoint: no 5 s wait.
+    assert!(p.a.set_peer_endpoint(&kb, B_EP.parse().unwrap()));
+    let (to, len) =
+        p.a.poll_transmit(&mut out, p.now)
+            .expect("a new initiation at once");
+    assert_eq!((to, len), (B_EP.parse().unwrap(), 148));
+    let (_, at_b) = p.run(vec![(to, out[..len].to_vec())], A_EP);
+    assert_eq!(
+        at_b.len(),
+        1,
+        "the queued packet arrives over the new session"
+    );
+    // With a session up, a new endpoint changes nothing else (roaming).
+    assert!(p.a.set_peer_endpoint(&kb, wrong));
+    assert_eq!(p.a.poll_transmit(&mut out, p.now), None);
+}

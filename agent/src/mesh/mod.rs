@@ -297,6 +297,7 @@ impl Mesh {
         loop {
             let (mut stored, mut membership, mut peers) = (Vec::new(), false, false);
             while let Some(replica::Event::Accepted { delta, bytes }) = self.replica.poll_event() {
+                tracing::debug!(writer = %delta.writer.short(), changes = ?delta.changes, "record accepted");
                 membership |= delta.changes.membership;
                 peers |= delta.changes.peers();
                 if delta.writer != me {

@@ -69,6 +69,9 @@ pub fn apply(
         };
         let choice = federation::paths::choose_endpoint(own, m.record);
         let chosen = routes.handle_choice(m.id, choice, now);
+        if let Some(endpoint) = chosen {
+            tracing::debug!(peer = %m.record.name, %endpoint, "endpoint chosen from the records");
+        }
         let existing = device.peer_config(&key);
         // A newly chosen endpoint replaces the device's; otherwise the
         // device keeps what authenticated packets taught it (roaming).
