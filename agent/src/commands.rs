@@ -206,6 +206,8 @@ fn join_into(
     let key = NodeKey::generate();
     let wg = netstack::PrivateKey::generate();
     let rt = crate::process::runtime()?;
+    // Everything that can fail here fails before the invite is spent.
+    let mut inventory = rt.block_on(scan(None, None))?;
     let (mut shell, chain, records) =
         rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
@@ -214,7 +216,11 @@ fn join_into(
         .authority()
         .cloned()
         .context("the member sent no network description; ask for a new invite")?;
-    let inventory = rt.block_on(scan(None, Some(authority.cidr)))?;
+    // Addresses inside the overlay (an interface of an earlier run) are
+    // not this host's networks.
+    inventory
+        .networks
+        .retain(|n| !authority.cidr.contains(n.addr()));
     let clash = addrspace::conflicts(authority.cidr, &inventory.networks);
     if !clash.is_empty() {
         eprintln!(

@@ -84,6 +84,34 @@ pub fn overlay_mtu(default: u16, members: &[&MemberRecord]) -> (u16, String) {
     }
 }
 
+/// Reads QUIC endpoints written as `IP:PORT`, or as the libp2p multiaddr
+/// text (`/ip4/IP/udp/PORT/quic-v1`) records and tokens of earlier versions
+/// carry, so their state directories still load.
+pub fn quic_endpoints<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let texts = Vec::<String>::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| {
+            parse_quic_endpoint(t).ok_or_else(|| {
+                serde::de::Error::custom(format!("{t:?} is not a control endpoint (IP:PORT)"))
+            })
+        })
+        .collect()
+}
+
+fn parse_quic_endpoint(text: &str) -> Option<SocketAddr> {
+    if let Ok(a) = text.parse() {
+        return Some(a);
+    }
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        ["", "ip4" | "ip6", ip, "udp", port, "quic-v1"] => {
+            Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+        }
+        _ => None,
+    }
+}
+
 /// The body of a signed record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -132,6 +160,7 @@ pub struct MemberRecord {
     #[serde(default)]
     pub reflexive: Vec<SocketAddr>,
     /// Control-plane (QUIC over UDP) endpoints on the host's addresses.
+    #[serde(deserialize_with = "quic_endpoints")]
     pub control: Vec<SocketAddr>,
     /// Networks the host is attached to (for overlap checks).
     pub host_networks: Vec<Cidr>,
@@ -326,6 +355,23 @@ mod tests {
             claimed_ms: 5,
             ..MemberRecord::example("a")
         }
+    }
+
+    #[test]
+    fn control_endpoints_of_earlier_versions_still_read() {
+        let mut v = serde_json::to_value(record()).unwrap();
+        v["control"] =
+            serde_json::json!(["/ip4/198.18.0.1/udp/51821/quic-v1", "[2001:db8::1]:51821"]);
+        let m: MemberRecord = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(
+            m.control,
+            vec![
+                "198.18.0.1:51821".parse::<SocketAddr>().unwrap(),
+                "[2001:db8::1]:51821".parse().unwrap()
+            ]
+        );
+        v["control"] = serde_json::json!(["/dns4/example/tcp/1"]);
+        assert!(serde_json::from_value::<MemberRecord>(v).is_err());
     }
 
     #[test]

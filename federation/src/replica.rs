@@ -123,6 +123,8 @@ impl Traffic {
 struct Peer {
     /// We pushed it our own record after it did not know us.
     introduced: bool,
+    /// It was revoked and was shown the records that revoke it.
+    shown_proof: bool,
 }
 
 /// The replica and its protocol state.
@@ -166,8 +168,7 @@ impl Replica {
             .is_some_and(|m| m.status == Status::Active)
     }
 
-    /// True if this node itself is a member in good standing (false once
-    /// revoked, expired or departed).
+    /// This node's own standing (`None` before its record is known).
     pub fn standing(&self, now_ms: u64) -> Option<Status> {
         self.ledger.member(&self.me, now_ms).map(|m| m.status)
     }
@@ -213,8 +214,8 @@ impl Replica {
         self.request(to, Request::Summary(summary));
     }
 
-    /// Offers records to the ledger; returns how many were new. Accepted
-    /// ones become events.
+    /// Offers records to the ledger; returns those that were new (each
+    /// also becomes an event).
     fn ingest(&mut self, records: &[Vec<u8>], now_ms: u64) -> Vec<Vec<u8>> {
         let mut fresh = Vec::new();
         for bytes in records.iter().take(sync::MAX_BATCH) {
@@ -332,14 +333,18 @@ impl Replica {
     }
 
     /// The refusal for a non-member: a revoked node is shown the records
-    /// that revoke it (so it knows, and can check); anyone else learns
-    /// nothing.
-    fn not_member(&self, from: &NodeId, now_ms: u64) -> Response {
+    /// that revoke it, once per connection (so it knows, and can check);
+    /// anyone else learns nothing.
+    fn not_member(&mut self, from: &NodeId, now_ms: u64) -> Response {
         let revoked = self
             .ledger
             .member(from, now_ms)
             .is_some_and(|m| m.status == Status::Revoked);
-        if revoked {
+        let first = self
+            .peers
+            .get_mut(from)
+            .is_some_and(|p| !std::mem::replace(&mut p.shown_proof, true));
+        if revoked && first {
             Response::Revoked(self.ledger.revocation_proof(from))
         } else {
             Response::NotMember
@@ -385,7 +390,9 @@ impl Replica {
             }
             Response::Versions(_) | Response::Records(_) => self.refuse("response"),
             Response::NotMember => {
-                self.introduce(from);
+                if member {
+                    self.introduce(from);
+                }
                 return Some(Response::NotMember);
             }
             Response::Revoked(proof) => {
@@ -400,7 +407,7 @@ impl Replica {
     }
 
     /// A member that does not know us yet (we were just admitted) gets our
-    /// own record, once per connection.
+    /// own record, once per connection; nobody else gets it.
     fn introduce(&mut self, to: NodeId) {
         let Some(peer) = self.peers.get_mut(&to) else {
             return;

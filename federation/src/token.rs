@@ -27,6 +27,7 @@ pub struct Invite {
     /// The inviting member.
     pub inviter: NodeId,
     /// The inviter's control-plane (QUIC over UDP) endpoints.
+    #[serde(deserialize_with = "crate::member::quic_endpoints")]
     pub addrs: Vec<std::net::SocketAddr>,
     /// Which invite this is.
     #[serde(with = "crate::hex::array")]

@@ -248,14 +248,23 @@ impl Device {
         if peer.endpoint == endpoint {
             return;
         }
-        if let Some(old) = peer.endpoint {
-            if self.by_endpoint.get(&old) == Some(&id) {
-                self.by_endpoint.remove(&old);
-            }
-        }
+        let old = peer.endpoint;
         peer.endpoint = endpoint;
         if let Some(new) = endpoint {
             self.by_endpoint.insert(new, id);
+        }
+        if let Some(old) = old.filter(|o| self.by_endpoint.get(o) == Some(&id)) {
+            // Another peer may sit at the same endpoint (one private
+            // address at two sites): it is found there from now on.
+            match self
+                .peers
+                .iter()
+                .flatten()
+                .position(|p| p.endpoint == Some(old))
+            {
+                Some(i) => self.by_endpoint.insert(old, PeerId(i as u32)),
+                None => self.by_endpoint.remove(&old),
+            };
         }
     }
 

@@ -136,7 +136,8 @@ impl Node {
 
     /// Sets the members. Pair keys already known are kept, so a new member
     /// list costs one X25519 per new member; a key of low order (no shared
-    /// secret) is left out. Relayed paths of departed members go.
+    /// secret) is left out. Relayed paths to or through departed members
+    /// go.
     pub fn set_members(&mut self, keys: impl IntoIterator<Item = PublicKey>, now: Instant) {
         let mut members = HashMap::new();
         for key in keys {
@@ -151,8 +152,10 @@ impl Node {
         }
         self.ids = members.iter().map(|(id, m)| (m.key, *id)).collect();
         self.members = members;
-        let members = &self.members;
-        self.paths.retain(now, |p| members.contains_key(&p.peer));
+        let (members, ids) = (&self.members, &self.ids);
+        self.paths.retain(now, |p| {
+            members.contains_key(&p.peer) && ids.contains_key(&p.relay_key)
+        });
     }
 
     /// True if `key` is a member's.
@@ -241,13 +244,22 @@ impl Node {
                     .device
                     .peer_at(from)
                     .filter(|k| self.ids.contains_key(k));
-                let (Some(relay_key), true) = (relay_key, self.members.contains_key(&source))
+                let (Some(relay_key), Some(member)) =
+                    (relay_key, self.members.get(&source).copied())
                 else {
                     self.counters.relay_refused += 1;
                     return Action::None;
                 };
-                let v = self.paths.get_or_insert(from, relay_key, source, now);
+                // A new path is kept only once the datagram it carried
+                // authenticated as that member's (its endpoint moved there).
+                let (v, known) = match self.paths.find(from, &source) {
+                    Some(v) => (v, true),
+                    None => (self.paths.next_virtual(), false),
+                };
                 let a = self.device.decapsulate(v, inner, out, now);
+                if !known && self.device.peer_at(v) == Some(member.key) {
+                    self.paths.insert_at(v, from, relay_key, source, now);
+                }
                 self.wrap(a, out, now)
             }
         }
@@ -277,8 +289,10 @@ impl Node {
             .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_PATHS)
         {
             self.paths_swept = Some(now);
-            let members = &self.members;
-            self.paths.retain(now, |p| members.contains_key(&p.peer));
+            let (members, ids) = (&self.members, &self.ids);
+            self.paths.retain(now, |p| {
+                members.contains_key(&p.peer) && ids.contains_key(&p.relay_key)
+            });
         }
     }
 
@@ -331,8 +345,8 @@ impl Node {
 
     /// Relays `inner` from the member at `from` to the member with key id
     /// `target`: only between members both reached directly (strangers
-    /// cannot use us as a reflector, and relays do not chain), and only if
-    /// this node relays.
+    /// cannot use us as a reflector, and relays do not chain), only if this
+    /// node relays, and only datagrams no larger than its own.
     fn forward(&mut self, from: SocketAddr, target: KeyId, inner: &[u8], out: &mut [u8]) -> Action {
         let source = self
             .device
@@ -344,7 +358,10 @@ impl Node {
             .and_then(|m| self.device.endpoint_of(&m.key))
             .filter(|e| !relay::is_virtual(e));
         let len = relay::HEADER + inner.len();
-        let (Some(source), Some(to), true) = (source, to, self.serve_relay) else {
+        // Never more than our own datagrams: the caller's send buffers are
+        // sized for those (a peer with a larger MTU gets refused, counted).
+        let fits = len <= self.max_datagram();
+        let (Some(source), Some(to), true, true) = (source, to, self.serve_relay, fits) else {
             self.counters.relay_refused += 1;
             return Action::None;
         };

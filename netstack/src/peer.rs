@@ -167,11 +167,16 @@ impl Peer {
             .last_data_received
             .filter(|_| received_after_sent && self.current.is_some())
             .map(|t| t + KEEPALIVE_TIMEOUT);
+        // (While a handshake is in flight its retry is the deadline.)
         let unanswered = self
             .unanswered_since
+            .filter(|_| self.pending.is_none())
             .map(|t| t + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+        // A keepalive cannot leave without an endpoint: giving it one wakes
+        // the timers anyway.
         let keepalive = self
             .keepalive
+            .filter(|_| self.endpoint.is_some())
             .map(|i| self.last_sent.map_or(now, |t| t + i));
         sessions
             .chain(retry)

@@ -147,23 +147,36 @@ impl Paths {
             }
             return v;
         }
+        let v = self.next_virtual();
+        self.insert_at(v, relay, relay_key, peer, now);
+        v
+    }
+
+    /// Keeps the path of `peer` through the relay `relay_key` at `relay`
+    /// under virtual endpoint `v` (from [`Paths::next_virtual`]); the path
+    /// unused the longest makes room if the table is full.
+    pub fn insert_at(
+        &mut self,
+        v: SocketAddr,
+        relay: SocketAddr,
+        relay_key: PublicKey,
+        peer: KeyId,
+        now: Instant,
+    ) {
         if self.by_virtual.len() >= MAX_PATHS {
             let oldest = self
                 .by_virtual
                 .iter()
                 .min_by_key(|(_, p)| p.used)
                 .map(|(v, _)| *v);
-            if let Some(v) = oldest {
-                self.remove(&v);
+            if let Some(old) = oldest {
+                self.remove(&old);
             }
         }
-        let v = loop {
-            self.next = self.next.wrapping_add(1);
-            let v = virtual_endpoint(self.next);
-            if !self.by_virtual.contains_key(&v) {
-                break v;
-            }
-        };
+        if let SocketAddr::V6(a) = v {
+            let s = a.ip().segments();
+            self.next = (u32::from(s[6]) << 16) | u32::from(s[7]);
+        }
         self.by_virtual.insert(
             v,
             Path {
@@ -174,7 +187,24 @@ impl Paths {
             },
         );
         self.by_route.insert((relay, peer), v);
-        v
+    }
+
+    /// The virtual endpoint of `peer` through the relay at `relay`, if
+    /// there is one.
+    pub fn find(&self, relay: SocketAddr, peer: &KeyId) -> Option<SocketAddr> {
+        self.by_route.get(&(relay, *peer)).copied()
+    }
+
+    /// The virtual endpoint the next new path will get.
+    pub fn next_virtual(&self) -> SocketAddr {
+        let mut n = self.next;
+        loop {
+            n = n.wrapping_add(1);
+            let v = virtual_endpoint(n);
+            if !self.by_virtual.contains_key(&v) {
+                return v;
+            }
+        }
     }
 
     /// Where a datagram to virtual endpoint `v` goes (and marks it used).

@@ -597,3 +597,23 @@ fn a_new_endpoint_gets_the_unanswered_initiation_at_once() {
     assert!(p.a.set_peer_endpoint(&kb, wrong));
     assert_eq!(p.a.poll_transmit(&mut out, p.now), None);
 }
+
+#[test]
+fn a_keepalive_without_an_endpoint_does_not_wake_the_timers() {
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    // B does not know A's endpoint: its keepalive cannot leave.
+    let mut b = device(&kb, &ka, [100, 64, 0, 1], None, now);
+    let mut config = b.peer_config(&ka.public_key()).unwrap();
+    config.persistent_keepalive = Some(Duration::from_secs(25));
+    b.upsert_peer(config);
+    b.handle_timeout(now);
+    let mut out = vec![0u8; 2048];
+    while b.poll_transmit(&mut out, now).is_some() {}
+    b.handle_timeout(now + Duration::from_millis(100));
+    assert_eq!(
+        b.poll_timeout(),
+        None,
+        "a 10 Hz loop for a keepalive that cannot leave"
+    );
+}

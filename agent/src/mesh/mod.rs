@@ -94,6 +94,9 @@ pub struct Mesh {
     via: Via<RequestId, oneshot::Sender<String>>,
     /// Members that are peers of the data plane.
     peers: BTreeSet<NodeId>,
+    /// Members in good standing, as last applied (time alone changes it:
+    /// certificates expire).
+    members: BTreeSet<NodeId>,
     /// This node's standing as last seen (to say when it changes).
     standing: Option<Status>,
     due: Due,
@@ -145,6 +148,7 @@ impl Mesh {
             liveness: Liveness::new(now),
             via: Via::new(),
             peers: BTreeSet::new(),
+            members: BTreeSet::new(),
             standing: None,
             due: Due {
                 paths: now,
@@ -268,6 +272,13 @@ impl Mesh {
         }
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
+            // Standing can change with time alone (a certificate expires).
+            if self.active_members(now_ms) != self.members
+                || self.replica.standing(now_ms) != self.standing
+            {
+                self.on_membership();
+                self.apply().await;
+            }
             let me = self.me();
             let active = self.is_active();
             let heard =
@@ -368,13 +379,8 @@ impl Mesh {
     /// node's own standing follow.
     fn on_membership(&mut self) {
         let now_ms = now_ms();
+        let members = self.active_members(now_ms);
         let ledger = self.replica.ledger();
-        let members: Vec<NodeId> = ledger
-            .members(now_ms)
-            .iter()
-            .filter(|m| m.status == Status::Active)
-            .map(|m| m.id)
-            .collect();
         self.shell.set_members(members.iter().copied());
         self.liveness.retain_members(ledger, now_ms);
         let keys: BTreeSet<PublicKey> = ledger
@@ -383,7 +389,8 @@ impl Mesh {
             .filter(|m| m.status == Status::Active)
             .filter_map(|m| peers::wg_key(m.record))
             .collect();
-        self.paths.retain(&members.into_iter().collect(), &keys);
+        self.paths.retain(&members, &keys);
+        self.members = members;
         let standing = self.replica.standing(now_ms);
         if standing != self.standing {
             match standing {
@@ -397,6 +404,17 @@ impl Mesh {
             }
             self.standing = standing;
         }
+    }
+
+    /// Members in good standing now.
+    fn active_members(&self, now_ms: u64) -> BTreeSet<NodeId> {
+        self.replica
+            .ledger()
+            .members(now_ms)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .map(|m| m.id)
+            .collect()
     }
 
     fn is_active(&self) -> bool {
@@ -644,11 +662,17 @@ impl Mesh {
     fn redial(&mut self) {
         let me = self.me();
         let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
-        let room = MAX_CONTROL_PEERS.saturating_sub(connected.len());
+        // Only members count: strangers connecting must not stop us dialing.
+        let now_ms = now_ms();
+        let members_connected = connected
+            .iter()
+            .filter(|id| self.replica.is_member(id, now_ms))
+            .count();
+        let room = MAX_CONTROL_PEERS.saturating_sub(members_connected);
         let mut targets: Vec<(NodeId, Vec<SocketAddr>)> = self
             .replica
             .ledger()
-            .members(now_ms())
+            .members(now_ms)
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != me && !connected.contains(&m.id))
             .map(|m| (m.id, m.record.control.clone()))

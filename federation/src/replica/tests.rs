@@ -259,10 +259,17 @@ fn a_revoked_member_is_shown_why_and_nothing_else() {
         .encode();
     r.publish(proof.clone(), false, NOW_MS).unwrap();
     drain(&mut r);
+    r.handle_connected(b.key.id(), NOW_MS);
     let answer = r.handle_request(b.key.id(), Request::Pull(vec![a.key.id()]), NOW_MS);
     assert_eq!(
         answer,
         Inbound::Answer(Response::Revoked(vec![proof.clone()]))
+    );
+    let again = r.handle_request(b.key.id(), Request::Pull(vec![a.key.id()]), NOW_MS);
+    assert_eq!(
+        again,
+        Inbound::Answer(Response::NotMember),
+        "once per connection"
     );
     // b's side: it checks the proof and knows.
     let mut ledger = net.ledger();
@@ -274,9 +281,26 @@ fn a_revoked_member_is_shown_why_and_nothing_else() {
     mine.handle_response(a.key.id(), Response::Revoked(vec![proof]), NOW_MS);
     assert_eq!(mine.standing(NOW_MS), Some(Status::Revoked));
     // A forged "proof" changes nothing.
-    let (mut other, _, c) = replica(&net);
-    let _ = c;
+    let (mut other, _, _) = replica(&net);
     let forged = NodeKey::generate().sign(9, b"{}".to_vec()).encode();
     other.handle_response(b.key.id(), Response::Revoked(vec![forged]), NOW_MS);
     assert_eq!(other.standing(NOW_MS), Some(Status::Active));
+}
+
+#[test]
+fn a_stranger_answering_not_member_gets_no_introduction() {
+    let net = TestNetwork::new(9);
+    let (mut r, _, _) = replica(&net);
+    // An outsider reached through `--via IP:PORT` answers "not a member".
+    let x = NodeKey::generate().id();
+    r.handle_connected(x, NOW_MS);
+    assert_eq!(
+        r.handle_response(x, Response::NotMember, NOW_MS),
+        Some(Response::NotMember)
+    );
+    assert_eq!(
+        records_in(&drain(&mut r)),
+        0,
+        "our record went to a stranger"
+    );
 }

@@ -278,3 +278,56 @@ fn the_largest_datagram_follows_the_mtu() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn envelopes_are_bounded_and_a_path_needs_an_authenticated_datagram() {
+    let mut lab = Lab::new(3);
+    let (a, r, c) = (0, 1, 2);
+    for (x, y) in [(a, r), (c, r)] {
+        lab.send(x, &packet(overlay(x), overlay(y), 100));
+    }
+    let (ka, kc) = (lab.key(a), lab.key(c));
+    let now = lab.now;
+    let node = &mut lab.nodes[r].1;
+    let mut out = vec![0u8; 70_000];
+    // A member's envelope larger than anything we send: refused, not
+    // copied into buffers sized for our own datagrams.
+    let mut h = [0u8; relay::HEADER];
+    relay::write_header(relay::TO, &key_id(&kc), &mut h);
+    let huge = [h.to_vec(), vec![7; 60_000]].concat();
+    assert_eq!(
+        node.handle_datagram(ep(a), &huge, &mut out, now),
+        Action::None
+    );
+    assert_eq!(node.counters().relay_refused, 1);
+    // "From member a" arriving from member c's real endpoint (spoofable),
+    // carrying garbage: no path is kept.
+    relay::write_header(relay::FROM, &key_id(&ka), &mut h);
+    for i in 0..100u8 {
+        let forged = [h.to_vec(), vec![i; 148]].concat();
+        node.handle_datagram(ep(c), &forged, &mut out, now);
+    }
+    assert!(
+        node.paths.is_empty(),
+        "unauthenticated datagrams made paths"
+    );
+}
+
+#[test]
+fn paths_through_a_departed_relay_go() {
+    let mut lab = Lab::new(3);
+    let (a, r, c) = (0, 1, 2);
+    lab.send(a, &packet(overlay(a), overlay(r), 100));
+    let (kr, kc) = (lab.key(r), lab.key(c));
+    let now = lab.now;
+    let node = &mut lab.nodes[a].1;
+    assert_eq!(node.relay_via(&kc, &kr, now), Some(()));
+    assert_eq!(node.paths.len(), 1);
+    // r is no longer a member; c still is.
+    let keep: Vec<PublicKey> = [node.device().public_key(), kc].into();
+    node.set_members(keep, now);
+    assert!(
+        node.paths.is_empty(),
+        "a path through a non-member survived"
+    );
+}
