@@ -42,54 +42,60 @@ pub fn prometheus(
             .collect()
     };
     let plain = |v: u64| vec![(String::new(), v as f64)];
-    family(
-        "cladnet_peer_rtt_seconds",
-        "gauge",
-        "Average overlay round-trip time to the peer over the last probes.",
-        per_peer(&|p| p.rtt_ms.map(|v| v / 1000.0)),
-    );
-    family(
-        "cladnet_peer_loss_ratio",
-        "gauge",
-        "Share of the last probes to the peer that got no answer.",
-        per_peer(&|p| Some(p.loss)),
-    );
-    family(
-        "cladnet_peer_rx_bytes_total",
-        "counter",
-        "Bytes received from the peer.",
-        per_peer(&|p| Some(p.rx_bytes as f64)),
-    );
-    family(
-        "cladnet_peer_tx_bytes_total",
-        "counter",
-        "Bytes sent to the peer.",
-        per_peer(&|p| Some(p.tx_bytes as f64)),
-    );
-    family(
-        "cladnet_peer_rx_packets_total",
-        "counter",
-        "Datagrams received from the peer.",
-        per_peer(&|p| Some(p.rx_packets as f64)),
-    );
-    family(
-        "cladnet_peer_tx_packets_total",
-        "counter",
-        "Datagrams sent to the peer.",
-        per_peer(&|p| Some(p.tx_packets as f64)),
-    );
-    family(
-        "cladnet_peer_handshakes_total",
-        "counter",
-        "Completed handshakes with the peer.",
-        per_peer(&|p| Some(p.handshakes as f64)),
-    );
-    family(
-        "cladnet_peer_last_handshake_seconds",
-        "gauge",
-        "Seconds since the last handshake with the peer.",
-        per_peer(&|p| p.last_handshake_ms.map(|v| v as f64 / 1000.0)),
-    );
+    type PerPeer = fn(&docs::Peer) -> Option<f64>;
+    let per_peer_families: [(&str, &str, &str, PerPeer); 8] = [
+        (
+            "cladnet_peer_rtt_seconds",
+            "gauge",
+            "Average overlay round-trip time to the peer over the last probes.",
+            |p| p.rtt_ms.map(|v| v / 1000.0),
+        ),
+        (
+            "cladnet_peer_loss_ratio",
+            "gauge",
+            "Share of the last probes to the peer that got no answer.",
+            |p| Some(p.loss),
+        ),
+        (
+            "cladnet_peer_rx_bytes_total",
+            "counter",
+            "Bytes received from the peer.",
+            |p| Some(p.rx_bytes as f64),
+        ),
+        (
+            "cladnet_peer_tx_bytes_total",
+            "counter",
+            "Bytes sent to the peer.",
+            |p| Some(p.tx_bytes as f64),
+        ),
+        (
+            "cladnet_peer_rx_packets_total",
+            "counter",
+            "Datagrams received from the peer.",
+            |p| Some(p.rx_packets as f64),
+        ),
+        (
+            "cladnet_peer_tx_packets_total",
+            "counter",
+            "Datagrams sent to the peer.",
+            |p| Some(p.tx_packets as f64),
+        ),
+        (
+            "cladnet_peer_handshakes_total",
+            "counter",
+            "Completed handshakes with the peer.",
+            |p| Some(p.handshakes as f64),
+        ),
+        (
+            "cladnet_peer_last_handshake_seconds",
+            "gauge",
+            "Seconds since the last handshake with the peer.",
+            |p| p.last_handshake_ms.map(|v| v as f64 / 1000.0),
+        ),
+    ];
+    for (name, kind, help, value) in per_peer_families {
+        family(name, kind, help, per_peer(&value));
+    }
     family(
         "cladnet_dropped_packets_total",
         "counter",
