@@ -1,6 +1,7 @@
 //! The CLI's side of the local API: asking the agent of a state directory,
-//! `ping` over the overlay, and `addr-space recommend`.
+//! `ping` over the overlay, `set --advertise` and `addr-space recommend`.
 
+use crate::advertise::Advertise;
 use crate::api::{self, docs, Request};
 use crate::inventory::scan;
 use crate::statedir::socket_path;
@@ -35,6 +36,33 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
         }
     })?;
     api::exchange(stream, &request)
+}
+
+/// `cladnet set --advertise`: a running agent publishes it at once; a
+/// stopped node's state directory keeps it for the agent's next start.
+/// The line to print.
+pub fn set_advertise(dir: &Path, advertise: Vec<Advertise>) -> Result<String> {
+    crate::commands::say_auto(&advertise);
+    let shown = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
+    let running = std::os::unix::net::UnixStream::connect(socket_path(dir)).is_ok();
+    if running {
+        let request = Request::Advertise { advertise };
+        let status: docs::Status = ask(dir, request, None)?;
+        return Ok(format!(
+            "this node now advertises {} (control plane tried at {})",
+            shown(&status.advertised),
+            shown(&status.control)
+        ));
+    }
+    let mut state = crate::statedir::StateDir::load(dir)?;
+    let mut settings = state.settings.clone();
+    settings.advertise = advertise;
+    let said: Vec<String> = settings.advertise.iter().map(|a| a.to_string()).collect();
+    state.save_settings(settings)?;
+    Ok(format!(
+        "saved: the agent advertises {} when it starts (it is not running now)",
+        shown(&said)
+    ))
 }
 
 /// What `addr-space recommend --json` prints.

@@ -2,6 +2,7 @@
 //! runs from it). A refused join leaves no state behind, and only records
 //! the ledger accepts are stored.
 
+use crate::advertise::Advertise;
 use crate::inventory::scan;
 use crate::statedir::{now_ms, Settings, StateDir};
 use anyhow::{Context, Result};
@@ -10,9 +11,10 @@ use federation::addrspace;
 use federation::admission::CERT_TTL_MS;
 use federation::cert::{valid_name, Cert, Claim};
 use federation::member::{AuthorityRecord, Body, MemberRecord};
-use federation::net::{Event, Shell};
+use federation::joining::{Action, Joining};
+use federation::net::{Event, RequestId, Shell};
 use federation::protocol::{JoinRequest, Request, Response};
-use federation::token::Invite;
+use federation::token::{Contact, Invite};
 use federation::{address, Cidr, Ledger, Network, NodeId, NodeKey};
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -54,6 +56,8 @@ pub struct NodeOptions<'a> {
     pub listen: SocketAddr,
     /// QUIC UDP address.
     pub control_listen: SocketAddr,
+    /// Where this node is reached from outside (`--advertise`).
+    pub advertise: &'a [Advertise],
 }
 
 impl NodeOptions<'_> {
@@ -62,6 +66,18 @@ impl NodeOptions<'_> {
             name: self.name.to_string(),
             listen: self.listen,
             control_listen: self.control_listen,
+            advertise: self.advertise.to_vec(),
+        }
+    }
+}
+
+/// Says what `--advertise auto` finds (the agent asks again when it
+/// starts); nothing when `list` does not name it.
+pub fn say_auto(list: &[Advertise]) {
+    if list.contains(&Advertise::Auto) {
+        match crate::metadata::public_ipv4() {
+            Ok(f) => eprintln!("--advertise auto: {} reports this VM's public address {}", f.service, f.ip),
+            Err(why) => eprintln!("WARNING: --advertise auto: {why}"),
         }
     }
 }
@@ -80,6 +96,7 @@ fn own_record(
         chain,
         endpoints: vec![],
         reflexive: vec![],
+        advertised: vec![],
         control: vec![],
         host_networks,
         mtu: DEFAULT_MTU,
@@ -102,6 +119,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
         anyhow::bail!("--network must be 1 to 63 characters");
     }
     fresh_dir(opts.state)?;
+    say_auto(opts.advertise);
     let inventory = crate::process::runtime()?.block_on(scan(None, None))?;
     let cidr = match cidr {
         Some(c) => {
@@ -183,6 +201,7 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
         anyhow::bail!(federation::token::TokenError::Malformed);
     }
     fresh_dir(opts.state)?;
+    say_auto(opts.advertise);
     let made_dir = !opts.state.exists();
     let store = Store::create(opts.state)?;
     let result = join_into(store, opts, &invite, network, pinned);
@@ -208,8 +227,12 @@ fn join_into(
     let rt = crate::process::runtime()?;
     // Everything that can fail here fails before the invite is spent.
     let mut inventory = rt.block_on(scan(None, None))?;
-    let (mut shell, chain, records) =
-        rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
+    let Admission {
+        mut shell,
+        member,
+        chain,
+        records,
+    } = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
     let (ledger, accepted) = admitted_state(network, &records, now);
     let authority = ledger
@@ -248,12 +271,16 @@ fn join_into(
     let node = StateDir::create(store, key, wg, None, network, opts.settings())?;
     node.save_records(&accepted)?;
     let own = node.save_own(&record, 1)?;
-    // The inviter learns the newcomer now (and gossips it), so members
-    // know it before its agent starts; the agent introduces itself anyway.
+    // The member that answered learns the newcomer now (and gossips it),
+    // so members know it before its agent starts; the agent introduces
+    // itself anyway.
     let push = Request::Push(vec![own]);
-    let pushed = rt.block_on(exchange(&mut shell, invite, push, INTRODUCE_TIMEOUT));
-    if !matches!(pushed, Ok(Ok(Response::Ack))) {
-        tracing::debug!("the inviter did not take this node's first record now: {pushed:?}");
+    let pushed = rt.block_on(async {
+        let id = shell.request(&member, &[], push)?;
+        answer(&mut shell, id, INTRODUCE_TIMEOUT).await
+    });
+    if !matches!(pushed, Some(Ok(Response::Ack))) {
+        tracing::debug!("the member did not take this node's first record now: {pushed:?}");
     }
     rt.block_on(shell.close(INTRODUCE_TIMEOUT));
     println!(
@@ -283,13 +310,28 @@ fn admitted_state(
     (ledger, accepted)
 }
 
+/// What a member answered to a join.
+struct Admission {
+    /// The connection to it (and the others tried).
+    shell: Shell,
+    /// The member that answered.
+    member: NodeId,
+    /// The newcomer's certificate chain.
+    chain: Vec<Cert>,
+    /// The network's state.
+    records: Vec<Vec<u8>>,
+}
+
+/// Presents the invite: connects to every member the token names at once
+/// and asks the first that should be asked ([`Joining`]); one sentence if
+/// none can be reached.
 async fn ask_to_join(
     key: &NodeKey,
     invite: &Invite,
     wg: &netstack::PrivateKey,
     name: &str,
     address: Option<Ipv4Addr>,
-) -> Result<(Shell, Vec<Cert>, Vec<Vec<u8>>)> {
+) -> Result<Admission> {
     let mut shell = Shell::client(key.seed(), &invite.network)?;
     let request = Request::Join(JoinRequest {
         network: invite.network,
@@ -298,35 +340,91 @@ async fn ask_to_join(
         wg_key: wg.public_key().0,
         name: name.to_string(),
         address,
+        inviter: Some(invite.inviter),
     });
-    let answer = exchange(&mut shell, invite, request, JOIN_TIMEOUT).await;
-    let where_ = invite
-        .addrs
-        .iter()
-        .map(SocketAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    match answer {
-        Err(_) => anyhow::bail!("no answer from the inviting member at {where_} within {}s: check that its agent runs and that UDP to it is allowed", JOIN_TIMEOUT.as_secs()),
-        Ok(Err(e)) => anyhow::bail!("cannot reach the inviting member at {where_}: {e}"),
-        Ok(Ok(Response::Admitted { chain, records })) => Ok((shell, chain, records)),
-        Ok(Ok(Response::Refused(why))) => anyhow::bail!("{why}"),
-        Ok(Ok(Response::NotMember | Response::Revoked(_))) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
-        Ok(Ok(_)) => anyhow::bail!("the inviting member answered something unexpected; is it a cladnet agent of the same version?"),
+    let contacts = invite.contacts();
+    for c in &contacts {
+        shell.dial(&c.id, &c.addrs);
+    }
+    let mut joining = Joining::new(invite, tokio::time::Instant::now().into_std());
+    // The request out, to whom, and until when its answer is awaited.
+    let mut asked: Option<(RequestId, NodeId, tokio::time::Instant)> = None;
+    let mut last_error = None;
+    loop {
+        while let Some(action) = joining.poll_action() {
+            match action {
+                Action::Ask(member) => match shell.request(&member, &[], request.clone()) {
+                    Some(id) => {
+                        asked = Some((id, member, tokio::time::Instant::now() + JOIN_TIMEOUT))
+                    }
+                    None => anyhow::bail!(federation::token::TokenError::Malformed),
+                },
+                Action::GiveUp => anyhow::bail!(unreachable(&contacts, last_error)),
+            }
+        }
+        let wake = match (asked, joining.poll_timeout()) {
+            (Some((.., until)), _) => until,
+            (None, Some(t)) => tokio::time::Instant::from_std(t),
+            (None, None) => tokio::time::Instant::now() + JOIN_TIMEOUT,
+        };
+        let now = || tokio::time::Instant::now().into_std();
+        tokio::select! {
+            event = shell.next() => match event {
+                Event::Connected(id, _) => joining.handle_connected(id, now()),
+                Event::Response { id, from, response } if asked.is_some_and(|a| a.0 == id) => {
+                    return match response {
+                        Response::Admitted { chain, records } => Ok(Admission { shell, member: from, chain, records }),
+                        Response::Refused(why) => anyhow::bail!("{why}"),
+                        Response::NotMember | Response::Revoked(_) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
+                        _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
+                    };
+                }
+                Event::Failed { id, peer, error } if asked.is_some_and(|a| a.0 == id) => {
+                    tracing::debug!(peer = %peer.short(), "the join request failed: {error}");
+                    last_error = Some(error);
+                    asked = None;
+                    joining.handle_failed(peer, now());
+                }
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(wake) => match asked {
+                Some((_, member, _)) => anyhow::bail!("the member at {} did not answer the join within {}s: try again", endpoints_of(&contacts, &member), JOIN_TIMEOUT.as_secs()),
+                None => joining.handle_timeout(now()),
+            },
+        }
     }
 }
 
-/// Sends `request` to the inviter of `invite` and waits (up to `timeout`)
-/// for its answer (`Err` inside: the request failed, with why).
-async fn exchange(
-    shell: &mut Shell,
-    invite: &Invite,
-    request: Request,
-    timeout: Duration,
-) -> Result<Result<Response, String>, tokio::time::error::Elapsed> {
-    let Some(id) = shell.request(&invite.inviter, &invite.addrs, request) else {
-        return Ok(Err("the token names an invalid inviter".into()));
-    };
+/// The control endpoints the token gives for `member`.
+fn endpoints_of(contacts: &[Contact], member: &NodeId) -> String {
+    contacts
+        .iter()
+        .filter(|c| c.id == *member)
+        .flat_map(|c| &c.addrs)
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sentence for a token none of whose members answered.
+fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
+    let mut tried: Vec<String> = Vec::new();
+    for a in contacts.iter().flat_map(|c| &c.addrs) {
+        if !tried.contains(&a.to_string()) {
+            tried.push(a.to_string());
+        }
+    }
+    let why = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
+    format!(
+        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that UDP ports 51820 and 51821 are open to them (the cloud's firewall or security group)",
+        federation::joining::CONNECT_TIMEOUT.as_secs(),
+        if tried.is_empty() { "no address".into() } else { tried.join(", ") },
+    )
+}
+
+/// The answer to request `id` (`Err`: it failed, with why), or `None`
+/// after `timeout`.
+async fn answer(shell: &mut Shell, id: RequestId, timeout: Duration) -> Option<Result<Response, String>> {
     tokio::time::timeout(timeout, async {
         loop {
             match shell.next().await {
@@ -339,6 +437,7 @@ async fn exchange(
         }
     })
     .await
+    .ok()
 }
 
 #[cfg(test)]

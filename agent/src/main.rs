@@ -1,5 +1,6 @@
 //! `cladnet`: the mesh VPN agent and its command-line interface.
 
+mod advertise;
 mod api;
 mod client;
 mod commands;
@@ -9,6 +10,7 @@ mod exposition;
 mod inventory;
 mod lookup;
 mod mesh;
+mod metadata;
 mod probe;
 mod process;
 mod render;
@@ -132,6 +134,19 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state: PathBuf,
     },
+    /// Change where this node is reached from outside (running or not).
+    Set {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// Addresses at which this node's ports are reached from outside,
+        /// replacing the ones given before (see `init --advertise`).
+        #[arg(long, value_name = "IP[:PORT]|auto", required_unless_present = "no_advertise")]
+        advertise: Vec<advertise::Advertise>,
+        /// Advertise nothing any more.
+        #[arg(long, conflicts_with = "advertise")]
+        no_advertise: bool,
+    },
     /// Leave the network: tell the others, then stop this node's agent.
     Leave {
         /// State directory of this node.
@@ -203,6 +218,13 @@ struct NodeArgs {
     /// Control plane (QUIC) UDP address.
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:51821")]
     control_listen: SocketAddr,
+    /// An address at which this node's ports are reached from outside
+    /// (repeat for several): the public IP of a cloud VM behind a 1:1 NAT,
+    /// with the data-plane port if the NAT maps it to another (the control
+    /// plane keeps its listen port). `auto` asks the cloud's metadata
+    /// service (AWS, GCE, Azure, OpenStack).
+    #[arg(long, value_name = "IP[:PORT]|auto")]
+    advertise: Vec<advertise::Advertise>,
 }
 
 impl NodeArgs {
@@ -212,6 +234,7 @@ impl NodeArgs {
             name: &self.name,
             listen: self.listen,
             control_listen: self.control_listen,
+            advertise: &self.advertise,
         }
     }
 }
@@ -261,8 +284,11 @@ fn default_socket(iface: &str) -> PathBuf {
 
 fn main() {
     // Logs go to stderr; RUST_LOG overrides the default level (info).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn"));
+    // quinn-udp's send errors (an unreachable address among several
+    // tried) are said by our own messages, in words.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,libp2p_swarm=warn,quinn_udp=error")
+    });
     let color = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -328,6 +354,12 @@ fn run(cli: Cli) -> Result<()> {
             let r: docs::Revoked =
                 client::ask(&state, Request::Revoke { node: node.clone() }, None)?;
             println!("revoked {node} ({})", r.revoked);
+            Ok(())
+        }
+        Command::Set {
+            state, advertise, ..
+        } => {
+            println!("{}", client::set_advertise(&state, advertise)?);
             Ok(())
         }
         Command::Leave { state } => {

@@ -12,7 +12,8 @@ fn number(v: Option<f64>, scale: f64, decimals: usize, unit: &str) -> String {
 /// `status` as aligned lines.
 pub fn status(s: &docs::Status) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let rows: [(&str, String); 13] = [
+    let list = |v: &[String]| if v.is_empty() { "-".into() } else { v.join(" ") };
+    let rows: [(&str, String); 15] = [
         ("name", s.name.clone()),
         ("standing", s.standing.clone()),
         ("id", s.id.clone()),
@@ -24,6 +25,8 @@ pub fn status(s: &docs::Status) -> String {
         ("interface", s.interface.clone()),
         ("listen", s.listen.clone()),
         ("control_listen", s.control_listen.clone()),
+        ("advertised", list(&s.advertised)),
+        ("seen_at", list(&s.reflexive)),
         ("members", s.members.to_string()),
         ("connected", s.connected.to_string()),
     ];

@@ -20,6 +20,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// QUIC UDP address.
     pub control_listen: SocketAddr,
+    /// Where this node is reached from outside (`--advertise`).
+    #[serde(default)]
+    pub advertise: Vec<crate::advertise::Advertise>,
 }
 
 /// Everything loaded from a state directory.
@@ -152,6 +155,14 @@ impl StateDir {
         self.store.put(Table::Meta, OWN, &bytes)?;
         self.store.put(Table::Records, &self.key.id().0, &bytes)?;
         Ok(bytes)
+    }
+
+    /// Replaces the stored settings.
+    pub fn save_settings(&mut self, settings: Settings) -> Result<()> {
+        self.store
+            .put(Table::Meta, SETTINGS, &serde_json::to_vec(&settings)?)?;
+        self.settings = settings;
+        Ok(())
     }
 
     /// Stores records received from the network.

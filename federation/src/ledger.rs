@@ -102,7 +102,8 @@ pub struct Changes {
     /// a new certificate chain, revocations (which can change the standing
     /// of members other than the writer), the authority's record.
     pub membership: bool,
-    /// Where the writer is reached: host, reflexive or control endpoints.
+    /// Where the writer is reached: host, reflexive, advertised or control
+    /// endpoints.
     pub endpoints: bool,
     /// The writer's overlay address claim.
     pub address: bool,
@@ -138,6 +139,7 @@ impl Changes {
                     || a.name != b.name,
                 endpoints: a.endpoints != b.endpoints
                     || a.reflexive != b.reflexive
+                    || a.advertised != b.advertised
                     || a.control != b.control,
                 address: a.address != b.address || a.claimed_ms != b.claimed_ms,
                 paths: a.host_mtu != b.host_mtu

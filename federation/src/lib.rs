@@ -17,6 +17,7 @@ pub mod cidr;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixture;
 mod hex;
+pub mod joining;
 pub mod ledger;
 pub mod liveness;
 pub mod member;

@@ -15,6 +15,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 pub const MAX_ENDPOINTS: usize = 16;
 /// Most control-plane addresses a member may advertise.
 pub const MAX_CONTROL: usize = 8;
+/// Most addresses an operator may give with `--advertise`.
+pub const MAX_ADVERTISED: usize = 4;
 /// Most host networks a member may advertise.
 pub const MAX_HOST_NETWORKS: usize = 32;
 /// Most revocations one record may carry.
@@ -51,7 +53,7 @@ pub const TUNNEL_OVERHEAD_IPV6: u16 = TUNNEL_OVERHEAD + 12;
 pub fn tunnel_overhead(members: &[&MemberRecord]) -> u16 {
     let ipv6 = members
         .iter()
-        .flat_map(|m| m.endpoints.iter().chain(&m.reflexive))
+        .flat_map(|m| m.endpoints.iter().chain(&m.reflexive).chain(&m.advertised))
         .any(SocketAddr::is_ipv6);
     if ipv6 {
         TUNNEL_OVERHEAD_IPV6
@@ -159,6 +161,11 @@ pub struct MemberRecord {
     /// NAT's public address and port), learned from peers.
     #[serde(default)]
     pub reflexive: Vec<SocketAddr>,
+    /// Data-plane endpoints the operator says this node is reached at from
+    /// outside (`--advertise`: the public address of a cloud's 1:1 NAT).
+    /// Peers prefer them to every other endpoint but a same-site one.
+    #[serde(default)]
+    pub advertised: Vec<SocketAddr>,
     /// Control-plane (QUIC over UDP) endpoints on the host's addresses.
     #[serde(deserialize_with = "quic_endpoints")]
     pub control: Vec<SocketAddr>,
@@ -265,6 +272,9 @@ impl Body {
                 if m.endpoints.len() > MAX_ENDPOINTS || m.reflexive.len() > MAX_ENDPOINTS {
                     return Err(BodyError::TooMany("endpoints"));
                 }
+                if m.advertised.len() > MAX_ADVERTISED {
+                    return Err(BodyError::TooMany("advertised endpoints"));
+                }
                 if m.control.len() > MAX_CONTROL {
                     return Err(BodyError::TooMany("control addresses"));
                 }
@@ -302,6 +312,7 @@ impl MemberRecord {
             chain: vec![],
             endpoints: vec![],
             reflexive: vec![],
+            advertised: vec![],
             control: vec![],
             host_networks: vec![],
             mtu: 1420,

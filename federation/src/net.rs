@@ -143,8 +143,9 @@ pub enum Event {
     Connected(NodeId, Option<SocketAddr>),
     /// The last connection to a node closed.
     Disconnected(NodeId),
-    /// A peer told us how it sees our control endpoint.
-    Observed(SocketAddr),
+    /// A peer told us where it sees our control endpoint (believe it only
+    /// of members).
+    Observed(NodeId, SocketAddr),
     /// We listen on this endpoint.
     Listening(SocketAddr),
 }
@@ -533,9 +534,13 @@ impl Shell {
                 error: error.to_string(),
             }),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
                 info,
                 ..
-            })) => socket_addr(&info.observed_addr).map(Event::Observed),
+            })) => Some(Event::Observed(
+                node_id(&peer_id)?,
+                socket_addr(&info.observed_addr)?,
+            )),
             _ => None,
         }
     }

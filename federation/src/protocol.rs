@@ -25,6 +25,11 @@ pub struct JoinRequest {
     /// the invite is spent.
     #[serde(default)]
     pub address: Option<std::net::Ipv4Addr>,
+    /// The member that issued the invite, when the newcomer asks another
+    /// member (which forwards the join to it: only the issuer can spend
+    /// the invite, so one-time use stays exact).
+    #[serde(default)]
+    pub inviter: Option<NodeId>,
 }
 
 /// A request to a member.
@@ -32,6 +37,15 @@ pub struct JoinRequest {
 pub enum Request {
     /// Admit me.
     Join(JoinRequest),
+    /// A member passes on the join of `subject` (a newcomer it is
+    /// connected to, authenticated by the transport) to the invite's
+    /// issuer; the answer goes back to the newcomer.
+    ForwardedJoin {
+        /// The newcomer.
+        subject: NodeId,
+        /// Its request.
+        join: JoinRequest,
+    },
     /// Anti-entropy step 1.
     Summary(Summary),
     /// Send me these writers' records.
@@ -91,6 +105,7 @@ impl Request {
     pub fn payload_len(&self) -> usize {
         match self {
             Request::Join(j) => 96 + j.name.len(),
+            Request::ForwardedJoin { join, .. } => 128 + join.name.len(),
             Request::Summary(s) => 8 * s.0.len(),
             Request::Pull(ids) => 32 * ids.len(),
             Request::Push(records) => records.iter().map(Vec::len).sum(),

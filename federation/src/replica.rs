@@ -69,9 +69,25 @@ pub enum Event {
 pub enum Inbound {
     /// Send this answer back.
     Answer(Response),
-    /// Someone presents an invite; the admission logic decides, and its
+    /// `subject` presents an invite issued here (itself, or through a
+    /// member that forwarded it); the admission logic decides, and its
     /// answer goes back through [`Replica::respond`].
-    Join(JoinRequest),
+    Join {
+        /// The newcomer (whose key the certificate names).
+        subject: NodeId,
+        /// Its request.
+        join: JoinRequest,
+    },
+    /// A newcomer presents an invite another member issued: pass it on
+    /// to `inviter` as [`Request::ForwardedJoin`] and relay its answer.
+    Forward {
+        /// The invite's issuer (a member).
+        inviter: NodeId,
+        /// The newcomer.
+        subject: NodeId,
+        /// Its request.
+        join: JoinRequest,
+    },
     /// A member's CLI query (`--via`); `admit` is true if that member may
     /// admit and revoke. Answered through [`Replica::respond`].
     Query {
@@ -274,7 +290,21 @@ impl Replica {
         self.traffic.incoming(request.payload_len());
         let member = self.is_member(&from, now_ms);
         let inbound = match request {
-            Request::Join(join) => return Inbound::Join(join),
+            Request::Join(join) => match join.inviter {
+                Some(inviter) if inviter != self.me => {
+                    if self.is_member(&inviter, now_ms) {
+                        return Inbound::Forward {
+                            inviter,
+                            subject: from,
+                            join,
+                        };
+                    }
+                    Inbound::Answer(Response::Refused(
+                        "the member that issued this invite is no longer part of the network: ask another member for a new invite".into(),
+                    ))
+                }
+                _ => return Inbound::Join { subject: from, join },
+            },
             Request::Push(records) if !member => {
                 // A node just admitted introduces itself: its own record,
                 // and nothing else, may come from a non-member.
@@ -301,10 +331,12 @@ impl Replica {
                 self.refuse(match request {
                     Request::Summary(_) => "summary",
                     Request::Pull(_) => "pull",
+                    Request::ForwardedJoin { .. } => "forwarded join",
                     _ => "query",
                 });
                 Inbound::Answer(self.not_member(&from, now_ms))
             }
+            Request::ForwardedJoin { subject, join } => return Inbound::Join { subject, join },
             Request::Summary(s) => {
                 Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
             }

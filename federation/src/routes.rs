@@ -11,7 +11,7 @@
 //! from the [`Ledger`].
 
 use crate::ledger::{Ledger, Status};
-use crate::paths::unnatted;
+use crate::paths::public;
 use crate::record::NodeId;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -210,7 +210,7 @@ impl Routes {
                     })
                 });
                 let rtt = f.rtt.unwrap_or(Duration::from_secs(1));
-                Some((!reaches, !unnatted(m.record), rtt, m.id))
+                Some((!reaches, !public(m.record), rtt, m.id))
             })
             .min()
             .map(|(.., id)| id)

@@ -1,6 +1,8 @@
 //! Invite tokens: one line of text a user copies to a new machine. It names
-//! the network, its authority, the inviting member and where to reach it,
-//! and carries a one-time secret; the inviter keeps only the secret's hash,
+//! the network, its authority, the inviting member and where to reach it
+//! (advertised, observed and host addresses), a few other members that
+//! forward the join when the inviter cannot be reached directly, and
+//! carries a one-time secret; the inviter keeps only the secret's hash,
 //! its expiry and how many uses are left.
 
 use crate::network::NetworkId;
@@ -15,6 +17,17 @@ use serde::{Deserialize, Serialize};
 pub const PREFIX: &str = "cladnet1.";
 /// Longest token text accepted.
 pub const MAX_TOKEN: usize = 4096;
+/// Most other members a token names.
+pub const MAX_CONTACTS: usize = 3;
+
+/// A member a joiner may ask instead of the inviter, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The member.
+    pub id: NodeId,
+    /// Its control-plane endpoints.
+    pub addrs: Vec<std::net::SocketAddr>,
+}
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +39,13 @@ pub struct Invite {
     pub authority: NodeId,
     /// The inviting member.
     pub inviter: NodeId,
-    /// The inviter's control-plane (QUIC over UDP) endpoints.
+    /// The inviter's control-plane (QUIC over UDP) endpoints, the ones
+    /// reachable from outside first.
     #[serde(deserialize_with = "crate::member::quic_endpoints")]
     pub addrs: Vec<std::net::SocketAddr>,
+    /// Other members that forward the join to the inviter.
+    #[serde(default)]
+    pub members: Vec<Contact>,
     /// Which invite this is.
     #[serde(with = "crate::hex::array")]
     pub id: [u8; 16],
@@ -98,8 +115,50 @@ impl Invite {
         if checksum(payload) != *sum {
             return Err(TokenError::Malformed);
         }
-        serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)
+        let invite: Invite = serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
+        if invite.members.len() > MAX_CONTACTS {
+            return Err(TokenError::Malformed);
+        }
+        Ok(invite)
     }
+
+    /// Every member to try, the inviter first, with its endpoints.
+    pub fn contacts(&self) -> Vec<Contact> {
+        let inviter = Contact {
+            id: self.inviter,
+            addrs: self.addrs.clone(),
+        };
+        std::iter::once(inviter)
+            .chain(self.members.iter().filter(|c| c.id != self.inviter).cloned())
+            .collect()
+    }
+}
+
+/// Up to [`MAX_CONTACTS`] members besides the issuer `me` that a token
+/// names: active members it is `connected` to now, those anyone can reach
+/// unsolicited first ([`crate::paths::public`]: no NAT, or an advertised
+/// address).
+pub fn contacts(
+    ledger: &crate::Ledger,
+    me: &NodeId,
+    connected: impl Fn(&NodeId) -> bool,
+    now_ms: u64,
+) -> Vec<Contact> {
+    let mut found: Vec<(bool, Contact)> = ledger
+        .members(now_ms)
+        .into_iter()
+        .filter(|m| m.status == crate::Status::Active && m.id != *me && connected(&m.id))
+        .filter(|m| !m.record.control.is_empty())
+        .map(|m| {
+            let contact = Contact {
+                id: m.id,
+                addrs: m.record.control.clone(),
+            };
+            (!crate::paths::public(m.record), contact)
+        })
+        .collect();
+    found.sort_by_key(|(natted, _)| *natted);
+    found.into_iter().take(MAX_CONTACTS).map(|(_, c)| c).collect()
 }
 
 /// What the inviter stores about an invite it issued.
@@ -149,6 +208,10 @@ mod tests {
             authority: NodeId([4; 32]),
             inviter: NodeId([5; 32]),
             addrs: vec!["198.18.0.1:51821".parse().unwrap()],
+            members: vec![Contact {
+                id: NodeId([8; 32]),
+                addrs: vec!["198.18.0.2:51821".parse().unwrap()],
+            }],
             id: [6; 16],
             secret: [7; 32],
             expires_ms: 1_000,
@@ -169,6 +232,11 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(Invite::decode("hello"), Err(TokenError::Malformed));
+        let ids: Vec<NodeId> = invite().contacts().iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![NodeId([5; 32]), NodeId([8; 32])], "the inviter first");
+        let mut crowded = invite();
+        crowded.members = vec![crowded.members[0].clone(); MAX_CONTACTS + 1];
+        assert_eq!(Invite::decode(&crowded.encode()), Err(TokenError::Malformed));
     }
 
     #[test]
@@ -182,6 +250,35 @@ mod tests {
         assert_eq!(once.redeem(&[7; 32], 11), Err(TokenError::Used));
         assert_eq!(issued.redeem(&[8; 32], 10), Err(TokenError::Unknown));
         assert_eq!(issued.redeem(&[7; 32], 1_000), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn contacts_are_connected_members_reachable_ones_first() {
+        use crate::fixture::TestNetwork;
+        let net = TestNetwork::new(6);
+        let mut ledger = net.ledger();
+        let me = net.member(1);
+        for i in 1..=5 {
+            let m = net.member(i);
+            let mut r = m.record.clone();
+            r.control = vec![format!("198.18.0.{i}:51821").parse().unwrap()];
+            r.endpoints = vec![format!("10.0.0.{i}:51820").parse().unwrap()];
+            r.reflexive = vec![format!("198.18.0.{i}:51820").parse().unwrap()];
+            if i == 4 {
+                r.advertised = r.reflexive.clone();
+            }
+            let bytes = m
+                .key
+                .sign(1, crate::member::Body::Member(r).to_bytes())
+                .encode();
+            ledger.ingest(&bytes, 0).unwrap();
+        }
+        let not_5 = |id: &NodeId| *id != net.member(5).key.id();
+        let found = contacts(&ledger, &me.key.id(), not_5, 0);
+        let ids: Vec<NodeId> = found.iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), MAX_CONTACTS);
+        assert_eq!(ids[0], net.member(4).key.id(), "the advertised one first");
+        assert!(!ids.contains(&me.key.id()) && !ids.contains(&net.member(5).key.id()));
     }
 
     proptest! {

@@ -55,6 +55,7 @@ fn record_size() -> usize {
             "[2001:db8::4]:51820".parse().expect("valid literal"),
         ],
         reflexive: vec!["198.18.200.7:40312".parse().expect("valid literal")],
+        advertised: vec![],
         control: vec![
             "198.18.3.4:51821".parse().expect("addr"),
             "[2001:db8::4]:51821".parse().expect("addr"),

@@ -24,7 +24,7 @@ pub mod wg;
 pub mod wire;
 
 pub use lab::{Lab, Node, Proc, DEFAULT_EXEC_TIMEOUT};
-pub use nat::{NatKind, Site};
+pub use nat::{Firewall, NatKind, Site};
 /// Re-exported so that tests can parse `cladnet show --json` without their own dependency.
 pub use serde_json;
 

@@ -12,21 +12,27 @@
 //! like any other node.
 //!
 //! The router's nftables table `cladnet_nat` (written to
-//! `<lab dir>/site-<name>.nft`) is, for subnet S:
+//! `<lab dir>/site-<name>.nft`, loaded so that it replaces the previous
+//! one) is, for subnet S:
 //!
 //! ```text
 //! table ip cladnet_nat {
+//!   chain prerouting {                                               # OneToOne, once its VM exists
+//!     type nat hook prerouting priority dstnat; policy accept;
+//!     iifname "wan" dnat to VM
+//!   }
 //!   chain postrouting {
 //!     type nat hook postrouting priority srcnat; policy accept;
-//!     oifname "wan" ip saddr S masquerade                            # Cone
+//!     oifname "wan" ip saddr S masquerade                            # Cone, OneToOne
 //!     oifname "wan" ip saddr S masquerade random,fully-random        # Symmetric
 //!   }
-//!   chain forward {
+//!   chain forward {                                                  # Firewall::Filtering only
 //!     type filter hook forward priority filter; policy accept;
 //!     iifname "wan" ct state established,related accept
+//!     iifname "wan" ct status dnat accept
 //!     iifname "wan" drop
 //!   }
-//!   chain input {
+//!   chain input {                                                    # Firewall::Filtering only
 //!     type filter hook input priority filter; policy accept;
 //!     iifname "wan" ct state established,related accept
 //!     iifname "wan" meta l4proto icmp accept
@@ -34,6 +40,9 @@
 //!   }
 //! }
 //! ```
+//!
+//! [`Firewall::Open`] leaves out both filter chains: a bare Linux NAT
+//! instance as people run it in their own cloud accounts.
 //!
 //! The `input` drop matters for hole punching: an unsolicited datagram to
 //! the router that reached the local stack would leave a conntrack entry
@@ -67,6 +76,24 @@ pub enum NatKind {
     /// gets a random public port, so the port a peer sees cannot be
     /// predicted by a third party: hole punching fails, relays are needed.
     Symmetric,
+    /// A cloud's 1:1 NAT in front of one VM (the site's only node): all
+    /// that arrives on `wan` is forwarded to the VM (DNAT), what the VM
+    /// sends leaves from the router's WAN address with its ports kept. The
+    /// VM's interface holds only its private address.
+    OneToOne,
+}
+
+/// What a site's router does with unsolicited datagrams from the WAN side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    /// Dropped, in `forward` and `input` (a cloud NAT gateway, a home
+    /// router): only replies to LAN flows come in (and, for
+    /// [`NatKind::OneToOne`], what is forwarded to the VM).
+    Filtering,
+    /// Nothing dropped: a bare Linux NAT instance (masquerade, no filter).
+    /// Unsolicited datagrams reach the router's own stack and leave
+    /// conntrack entries that may take a port the LAN's flows would use.
+    Open,
 }
 
 /// A NAT site made by [`Lab::add_site`]: a router and its private LAN.
@@ -79,6 +106,7 @@ pub struct Site {
     prefix: u8,
     gateway: Ipv4Addr,
     kind: NatKind,
+    firewall: Firewall,
     lan_mtu: u16,
     wan: Arc<Mutex<Ipv4Addr>>,
     hosts: Arc<Mutex<Vec<Ipv4Addr>>>,
@@ -115,6 +143,11 @@ impl Site {
     /// The NAT behaviour of the router.
     pub fn kind(&self) -> NatKind {
         self.kind
+    }
+
+    /// What the router does with unsolicited datagrams.
+    pub fn firewall(&self) -> Firewall {
+        self.firewall
     }
 
     /// MTU of the LAN side links (bridge, router ports, nodes' eth0).
@@ -176,21 +209,30 @@ fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8)> {
     }
 }
 
-/// The router's nftables ruleset (see the module docs).
-fn ruleset(kind: NatKind, subnet: &str) -> String {
+/// The router's nftables ruleset (see the module docs); `vm` is the 1:1
+/// NAT's VM once it exists. Loading it replaces the previous one.
+fn ruleset(kind: NatKind, firewall: Firewall, subnet: &str, vm: Option<Ipv4Addr>) -> String {
     let masq = match kind {
-        NatKind::Cone => "masquerade",
+        NatKind::Cone | NatKind::OneToOne => "masquerade",
         NatKind::Symmetric => "masquerade random,fully-random",
     };
-    format!(
-        "table ip {NFT_TABLE} {{
-  chain postrouting {{
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname \"{WAN_IF}\" ip saddr {subnet} {masq}
+    let dnat = match (kind, vm) {
+        (NatKind::OneToOne, Some(vm)) => format!(
+            "  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"{WAN_IF}\" dnat to {vm}
   }}
-  chain forward {{
+"
+        ),
+        _ => String::new(),
+    };
+    let filter = match firewall {
+        Firewall::Open => String::new(),
+        Firewall::Filtering => format!(
+            "  chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname \"{WAN_IF}\" ct state established,related accept
+    iifname \"{WAN_IF}\" ct status dnat accept
     iifname \"{WAN_IF}\" drop
   }}
   chain input {{
@@ -199,7 +241,18 @@ fn ruleset(kind: NatKind, subnet: &str) -> String {
     iifname \"{WAN_IF}\" meta l4proto icmp accept
     iifname \"{WAN_IF}\" drop
   }}
-}}
+"
+        ),
+    };
+    format!(
+        "table ip {NFT_TABLE}
+delete table ip {NFT_TABLE}
+table ip {NFT_TABLE} {{
+{dnat}  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname \"{WAN_IF}\" ip saddr {subnet} {masq}
+  }}
+{filter}}}
 "
     )
 }
@@ -216,6 +269,18 @@ impl Lab {
     /// `lan_mtu` is the MTU of the LAN side links. No route to the LAN
     /// exists on the switch side.
     pub fn add_site(&self, name: &str, subnet: &str, kind: NatKind, lan_mtu: u16) -> Result<Site> {
+        self.add_site_with(name, subnet, kind, Firewall::Filtering, lan_mtu)
+    }
+
+    /// [`Lab::add_site`] with the router's [`Firewall`] given.
+    pub fn add_site_with(
+        &self,
+        name: &str,
+        subnet: &str,
+        kind: NatKind,
+        firewall: Firewall,
+        lan_mtu: u16,
+    ) -> Result<Site> {
         self.check_new_node_name(name)?;
         let (network, prefix) = parse_subnet(subnet)?;
         if lan_mtu < 576 {
@@ -244,21 +309,31 @@ impl Lab {
         self.ip(&ns, &["addr", "add", &gw_cidr, "dev", LAN_BRIDGE])?;
         self.ip(&ns, &["link", "set", LAN_BRIDGE, "up"])?;
         self.run(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        let rules = self.write_file(&format!("site-{name}.nft"), ruleset(kind, &subnet))?;
-        let rules = rules.to_str().context("lab dir path is not UTF-8")?;
-        self.run(&router, &["nft", "-f", rules])
-            .with_context(|| format!("loading nftables rules of site {name}"))?;
-        Ok(Site {
+        let site = Site {
             router,
             subnet,
             network,
             prefix,
             gateway,
             kind,
+            firewall,
             lan_mtu,
             wan: Arc::new(Mutex::new(wan)),
             hosts: Arc::new(Mutex::new(Vec::new())),
-        })
+        };
+        self.load_rules(&site, None)?;
+        Ok(site)
+    }
+
+    /// (Re)loads the router's nftables rules.
+    fn load_rules(&self, site: &Site, vm: Option<Ipv4Addr>) -> Result<()> {
+        let name = site.name();
+        let rules = ruleset(site.kind, site.firewall, &site.subnet, vm);
+        let rules = self.write_file(&format!("site-{name}.nft"), rules)?;
+        let rules = rules.to_str().context("lab dir path is not UTF-8")?;
+        self.run(&site.router, &["nft", "-f", rules])
+            .with_context(|| format!("loading nftables rules of site {name}"))?;
+        Ok(())
     }
 
     /// Adds a node inside `site`: a namespace (`name`, 1–8 chars `[a-z0-9]`,
@@ -293,9 +368,17 @@ impl Lab {
             if hosts.contains(&host) {
                 bail!("{host} is already used in site {}", site.name());
             }
+            if site.kind == NatKind::OneToOne && !hosts.is_empty() {
+                bail!("site {} is a 1:1 NAT: it holds one VM", site.name());
+            }
             hosts.push(host);
         }
-        let r = self.add_site_node_inner(site, name, host);
+        let r = self.add_site_node_inner(site, name, host).and_then(|node| {
+            if site.kind == NatKind::OneToOne {
+                self.load_rules(site, Some(host))?;
+            }
+            Ok(node)
+        });
         if r.is_err() {
             site.hosts
                 .lock()
@@ -536,10 +619,18 @@ mod tests {
     }
 
     #[test]
-    fn rules_differ_by_kind() {
-        let c = ruleset(NatKind::Cone, "192.168.2.0/24");
-        let s = ruleset(NatKind::Symmetric, "192.168.2.0/24");
+    fn rules_differ_by_kind_and_firewall() {
+        let net = "192.168.2.0/24";
+        let c = ruleset(NatKind::Cone, Firewall::Filtering, net, None);
+        let s = ruleset(NatKind::Symmetric, Firewall::Filtering, net, None);
         assert!(c.contains("ip saddr 192.168.2.0/24 masquerade\n"));
         assert!(s.contains("masquerade random,fully-random\n"));
+        assert!(c.contains("drop") && !c.contains("dnat to"));
+        let open = ruleset(NatKind::Cone, Firewall::Open, net, None);
+        assert!(!open.contains("drop"), "a bare NAT instance filters nothing");
+        let vm = Some("192.168.2.10".parse().unwrap());
+        let one = ruleset(NatKind::OneToOne, Firewall::Filtering, net, vm);
+        assert!(one.contains("dnat to 192.168.2.10") && one.contains("ct status dnat accept"));
+        assert!(c.starts_with("table ip cladnet_nat\ndelete table ip cladnet_nat\n"), "replaces");
     }
 }

@@ -48,6 +48,12 @@ pub struct Status {
     pub endpoints: Vec<String>,
     /// Where members see this node.
     pub reflexive: Vec<String>,
+    /// What `--advertise` says (`IP`, `IP:PORT`, `auto`).
+    pub advertise: Vec<String>,
+    /// The data-plane endpoints advertised (what `advertise` stands for).
+    pub advertised: Vec<String>,
+    /// Control-plane endpoints, in the order tokens and peers try them.
+    pub control: Vec<String>,
     /// This node's record version.
     pub version: u64,
     /// Active members.

@@ -38,6 +38,12 @@ pub enum Request {
         /// How many joins it allows.
         uses: u32,
     },
+    /// Where this node is reached from outside, replacing what `init`,
+    /// `join` or an earlier `set` said ([`docs::Status`]).
+    Advertise {
+        /// The new list (empty: advertise nothing).
+        advertise: Vec<crate::advertise::Advertise>,
+    },
     /// Remove a member for good ([`docs::Revoked`]).
     Revoke {
         /// Name, overlay address or id.

@@ -148,6 +148,7 @@ mod tests {
             wg_key: [7; 32],
             name: "n".into(),
             address: Some("100.64.0.1".parse().unwrap()),
+            inviter: None,
         };
         // Taken address: refused, the use is not spent.
         assert!(

@@ -7,7 +7,10 @@
 //!   endpoint echo (`netstack::asker`) and the overlay probes;
 //! - [`Liveness`] (federation): when members were last heard from;
 //! - [`own::Own`]: this node's record and when to publish it;
-//! - [`via::Via`]: queries forwarded to other members.
+//! - [`via::Via`]: queries forwarded to other members, and joins passed
+//!   on to their inviter ([`joins`]);
+//! - [`observed::Observed`]: where members see our control plane
+//!   (with `--advertise`, how others reach this node: [`reach`]).
 //!
 //! The loop wires them to the libp2p shell, the data plane
 //! ([`crate::dataplane`]), netlink and the local API: it feeds what
@@ -19,9 +22,12 @@
 
 mod answers;
 pub mod invites;
+mod joins;
+mod observed;
 mod own;
 mod paths;
 mod peers;
+mod reach;
 mod via;
 
 use crate::api::{self, docs, LocalRequest, Request};
@@ -31,9 +37,8 @@ use crate::statedir::{now_ms, StateDir};
 use answers::View;
 use anyhow::Result;
 use drivers::netlink::Netlink;
-use federation::admission::Admitter;
 use federation::liveness::Liveness;
-use federation::net::{Event, RequestId, Shell};
+use federation::net::{Event, Reply, RequestId, Shell};
 use federation::protocol::{Request as Ask, Response};
 use federation::replica::{self, Inbound, Replica, Transmit};
 use federation::{NodeId, Status};
@@ -41,11 +46,12 @@ use futures::StreamExt;
 use netstack::asker::Outcome;
 use netstack::node::Event as NodeEvent;
 use netstack::PublicKey;
-use own::Own;
+use observed::Observed;
+use own::{Outside, Own};
 use paths::Paths;
 use rand_core::{OsRng, RngCore};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use via::Via;
@@ -92,6 +98,10 @@ pub struct Mesh {
     paths: Paths,
     liveness: Liveness,
     via: Via<RequestId, oneshot::Sender<String>>,
+    joins: Via<RequestId, Reply>,
+    observed: Observed,
+    /// The public address `--advertise auto` found.
+    auto: Option<IpAddr>,
     /// Members that are peers of the data plane.
     peers: BTreeSet<NodeId>,
     /// Members in good standing, as last applied (time alone changes it:
@@ -147,6 +157,9 @@ impl Mesh {
             paths: Paths::new(),
             liveness: Liveness::new(now),
             via: Via::new(),
+            joins: Via::new(),
+            observed: Observed::new(),
+            auto: None,
             peers: BTreeSet::new(),
             members: BTreeSet::new(),
             standing: None,
@@ -172,6 +185,7 @@ impl Mesh {
         mut local: mpsc::Receiver<LocalRequest>,
         stop: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
+        self.resolve_auto().await;
         self.refresh_host().await;
         let me = self.me();
         self.own
@@ -254,6 +268,7 @@ impl Mesh {
             self.replica.poll_timeout(),
             self.paths.asker.poll_timeout(),
             self.via.poll_timeout(),
+            self.joins.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -270,6 +285,7 @@ impl Mesh {
         for (reply, why) in self.via.expire(now) {
             let _ = reply.send(api::error(&why));
         }
+        self.expire_joins(now);
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
             // Standing can change with time alone (a certificate expires).
@@ -382,6 +398,7 @@ impl Mesh {
         let members = self.active_members(now_ms);
         let ledger = self.replica.ledger();
         self.shell.set_members(members.iter().copied());
+        self.observed.retain(|id| members.contains(id));
         self.liveness.retain_members(ledger, now_ms);
         let keys: BTreeSet<PublicKey> = ledger
             .members(now_ms)
@@ -480,8 +497,13 @@ impl Mesh {
                     self.paths.asker.forget_paths();
                     self.on_outcomes();
                 }
-                let reflexive = self.paths.asker.reflexive(Instant::now(), &inv.addrs);
-                self.own.update_host(&inv, &self.state.settings, reflexive);
+                let now = Instant::now();
+                let outside = Outside {
+                    reflexive: self.paths.asker.reflexive(now, &inv.addrs),
+                    control: self.observed.endpoints(now, &inv.addrs),
+                    auto: self.auto,
+                };
+                self.own.update_host(&inv, &self.state.settings, outside);
                 if self.own.dirty {
                     self.apply().await;
                 }
@@ -531,22 +553,12 @@ impl Mesh {
                 self.heard(from);
                 let response = match self.replica.handle_request(from, request, now_ms) {
                     Inbound::Answer(r) => r,
-                    Inbound::Join(req) => {
-                        let admitter = Admitter {
-                            key: &self.state.key,
-                            chain: &self.own.record.chain,
-                            authority: self.state.authority.as_ref(),
-                        };
-                        let r = invites::admit(
-                            &self.state.store,
-                            &admitter,
-                            self.replica.ledger(),
-                            &req,
-                            from,
-                            now_ms,
-                        );
-                        self.replica.respond(r)
-                    }
+                    Inbound::Join { subject, join } => return self.admit(subject, &join, reply),
+                    Inbound::Forward {
+                        inviter,
+                        subject,
+                        join,
+                    } => return self.forward_join(inviter, subject, join, reply),
                     Inbound::Query { text, admit } => {
                         let r = match api::read_request(&text) {
                             Ok(q) if q.allowed_remotely(admit) => {
@@ -568,6 +580,9 @@ impl Mesh {
                 let Some(r) = self.replica.handle_response(from, response, now_ms) else {
                     return;
                 };
+                if self.joins.waits(&id) {
+                    return self.join_answered(&id, Ok(r));
+                }
                 if let Some(reply) = self.via.answered(&id) {
                     let line = match r {
                         Response::Answer(text) => text,
@@ -582,6 +597,9 @@ impl Mesh {
             }
             Event::Failed { id, peer, error } => {
                 tracing::debug!(peer = %peer.short(), "request failed: {error}");
+                if self.joins.waits(&id) {
+                    return self.join_answered(&id, Err(error));
+                }
                 if let Some(reply) = self.via.answered(&id) {
                     let _ = reply.send(api::error(&format!("cannot reach that member: {error}")));
                 }
@@ -606,7 +624,7 @@ impl Mesh {
                 }
             }
             Event::Listening(addr) => tracing::info!("control plane listening on {addr}"),
-            Event::Observed(addr) => tracing::debug!("a peer sees our control plane at {addr}"),
+            Event::Observed(id, addr) => self.on_observed(id, addr),
         }
     }
 
@@ -789,6 +807,7 @@ impl Mesh {
                 })
             }
             Request::Invite { ttl_s, uses } => self.invite(Duration::from_secs(ttl_s), uses),
+            Request::Advertise { advertise } => self.set_advertise(advertise).await,
             Request::Revoke { node } => self.revoke(&node),
             Request::Leave => {
                 self.leaving = true;
@@ -798,17 +817,6 @@ impl Mesh {
             Request::Show => {
                 api::error("`show` is for WireGuard-file mode; use `status` and `peers`")
             }
-        }
-    }
-
-    fn invite(&mut self, ttl: Duration, uses: u32) -> String {
-        let admits = self.state.authority.is_some();
-        match self.own.may_admit(self.standing, admits).and_then(|()| {
-            self.own
-                .invite(&self.state, ttl, uses, now_ms(), &mut OsRng)
-        }) {
-            Ok(doc) => api::answer(&doc),
-            Err(why) => api::error(&why),
         }
     }
 

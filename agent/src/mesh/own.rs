@@ -11,9 +11,10 @@ use crate::inventory::Inventory;
 use crate::statedir::{Settings, StateDir};
 use crate::telemetry::{rss_kb, CpuSample};
 use federation::member::{
-    Link, MemberRecord, Metrics, MAX_CONTROL, MAX_ENDPOINTS, MAX_HOST_NETWORKS, MAX_LINKS,
-    MAX_REVOCATIONS,
+    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_CONTROL, MAX_ENDPOINTS, MAX_HOST_NETWORKS,
+    MAX_LINKS, MAX_REVOCATIONS,
 };
+use federation::token::Contact;
 use federation::{address, Ledger, NodeId, Status};
 use rand_core::RngCore;
 use std::collections::BTreeSet;
@@ -34,6 +35,17 @@ pub struct Own {
     /// CPU time at the last measurement, and when this node started.
     cpu: CpuSample,
     started: Instant,
+}
+
+/// Where this node is reached from outside, besides its host addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Outside {
+    /// Data-plane endpoints members see it at (endpoint echo).
+    pub reflexive: Vec<SocketAddr>,
+    /// Control-plane endpoints members see it at (identify).
+    pub control: Vec<SocketAddr>,
+    /// The public address `--advertise auto` found.
+    pub auto: Option<IpAddr>,
 }
 
 /// The endpoints of a socket bound to `configured`: every host address if
@@ -67,16 +79,30 @@ impl Own {
         self.urgent |= urgent;
     }
 
-    /// Takes what the host shows now (`inv`, with the sockets bound as
-    /// `settings` say) and where members see this node (`reflexive`).
-    pub fn update_host(
-        &mut self,
-        inv: &Inventory,
-        settings: &Settings,
-        reflexive: Vec<SocketAddr>,
-    ) {
+    /// Takes what the host shows now (`inv`, with the sockets bound and
+    /// the addresses advertised as `settings` say) and where members see
+    /// this node (`outside`). Control endpoints go advertised first, then
+    /// observed, then the host's: the order tokens and peers try them in.
+    pub fn update_host(&mut self, inv: &Inventory, settings: &Settings, outside: Outside) {
+        let (mut advertised, advertised_control) = crate::advertise::endpoints(
+            &settings.advertise,
+            outside.auto,
+            settings.listen,
+            settings.control_listen,
+        );
+        advertised.truncate(MAX_ADVERTISED);
         let data = endpoints(settings.listen, &inv.addrs, MAX_ENDPOINTS);
-        let control = endpoints(settings.control_listen, &inv.addrs, MAX_CONTROL);
+        let mut control: Vec<SocketAddr> = Vec::new();
+        for c in advertised_control
+            .into_iter()
+            .chain(outside.control)
+            .chain(endpoints(settings.control_listen, &inv.addrs, MAX_CONTROL))
+        {
+            if !control.contains(&c) && control.len() < MAX_CONTROL {
+                control.push(c);
+            }
+        }
+        let reflexive = outside.reflexive;
         let networks: Vec<_> = inv
             .networks
             .iter()
@@ -89,7 +115,15 @@ impl Own {
             self.changed(false);
         }
         let r = &mut self.record;
-        if data != r.endpoints || control != r.control || networks != r.host_networks {
+        if data != r.endpoints
+            || control != r.control
+            || networks != r.host_networks
+            || advertised != r.advertised
+        {
+            if advertised != r.advertised {
+                tracing::info!(?advertised, "advertising this node at new endpoints");
+            }
+            r.advertised = advertised;
             r.endpoints = data;
             r.control = control;
             r.host_networks = networks;
@@ -210,12 +244,12 @@ impl Own {
     }
 
     /// A new invite for `uses` joins within `ttl`, naming this node's
-    /// control endpoints.
+    /// control endpoints and other `members` that forward joins.
     pub fn invite(
         &self,
         state: &StateDir,
-        ttl: Duration,
-        uses: u32,
+        (ttl, uses): (Duration, u32),
+        members: Vec<Contact>,
         now_ms: u64,
         rng: &mut impl RngCore,
     ) -> Result<docs::Invite, String> {
@@ -225,6 +259,7 @@ impl Own {
             authority: state.network.authority,
             inviter: state.key.id(),
             addrs: self.record.control.clone(),
+            members,
             id: issue.id,
             secret: issue.secret,
             expires_ms: issue.expires_ms,
@@ -280,6 +315,7 @@ mod tests {
             name: "a".into(),
             listen: "0.0.0.0:51820".parse().unwrap(),
             control_listen: "0.0.0.0:51821".parse().unwrap(),
+            advertise: vec![],
         }
     }
 
@@ -292,13 +328,13 @@ mod tests {
             networks: vec!["198.18.0.0/24".parse().unwrap()],
             mtu: Some(1500),
         };
-        own.update_host(&inv, &settings(), vec![]);
+        own.update_host(&inv, &settings(), Outside::default());
         assert_eq!(own.take_publication(), Some((2, true)));
         assert_eq!(
             own.record.control,
             vec!["198.18.0.1:51821".parse::<SocketAddr>().unwrap()]
         );
-        own.update_host(&inv, &settings(), vec![]);
+        own.update_host(&inv, &settings(), Outside::default());
         assert_eq!(own.take_publication(), None, "nothing new");
         own.set_path_mtu(Some(1400));
         assert_eq!(
@@ -306,6 +342,32 @@ mod tests {
             Some((3, false)),
             "MTU only: not urgent"
         );
+    }
+
+    #[test]
+    fn advertised_and_observed_endpoints_lead_the_control_list() {
+        let net = TestNetwork::new(2);
+        let mut own = Own::new(net.member(1).record, 1);
+        let inv = Inventory {
+            addrs: vec!["10.0.1.5".parse().unwrap()],
+            networks: vec!["10.0.1.0/24".parse().unwrap()],
+            mtu: Some(1500),
+        };
+        let mut s = settings();
+        s.advertise = vec!["198.18.0.7".parse().unwrap(), crate::advertise::Advertise::Auto];
+        let outside = Outside {
+            reflexive: vec!["198.18.0.7:51820".parse().unwrap()],
+            control: vec!["198.18.0.7:51821".parse().unwrap(), "198.18.0.9:3000".parse().unwrap()],
+            auto: Some("198.18.0.8".parse().unwrap()),
+        };
+        own.update_host(&inv, &s, outside);
+        let text = |v: &[SocketAddr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+        assert_eq!(text(&own.record.advertised), ["198.18.0.7:51820", "198.18.0.8:51820"]);
+        assert_eq!(
+            text(&own.record.control),
+            ["198.18.0.7:51821", "198.18.0.8:51821", "198.18.0.9:3000", "10.0.1.5:51821"]
+        );
+        assert_eq!(own.take_publication(), Some((2, true)));
     }
 
     #[test]

@@ -53,6 +53,11 @@ impl<K: Ord + Copy, R> Via<K, R> {
         ready.into_iter().map(|(_, q, r, at)| (q, r, at)).collect()
     }
 
+    /// True if `id` waits for its answer here.
+    pub fn waits(&self, id: &K) -> bool {
+        self.sent.contains_key(id)
+    }
+
     /// The answer (or failure) of `id` arrived: where it goes.
     pub fn answered(&mut self, id: &K) -> Option<R> {
         self.sent.remove(id).map(|(r, _)| r)
@@ -115,6 +120,7 @@ mod tests {
             t0 + Duration::from_secs(1),
         );
         assert_eq!(v.poll_timeout(), Some(t0 + TIMEOUT));
+        assert!(v.waits(&1) && !v.waits(&2));
         assert_eq!(v.answered(&1), Some("a"));
         assert_eq!(v.answered(&1), None, "once");
         assert!(v.connected("198.18.0.5:51821".parse().unwrap()).is_empty());

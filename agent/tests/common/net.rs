@@ -51,8 +51,14 @@ impl Net {
 
     /// Initialises node `i` as the first node of a new network on [`CIDR`].
     pub fn init(&self, i: usize, name: &str) -> Result<()> {
+        self.init_with(i, name, &[])
+    }
+
+    /// [`Net::init`] with extra arguments.
+    pub fn init_with(&self, i: usize, name: &str, extra: &[&str]) -> Result<()> {
         let mut init: Vec<String> = vec![super::bin().into(), "init".into()];
         init.extend(self.node_args(name));
+        init.extend(extra.iter().map(|s| s.to_string()));
         init.extend(["--cidr".into(), CIDR.into(), "--state".into()]);
         init.push(self.members[i].state.to_string_lossy().into_owned());
         self.lab.run(&self.members[i].node, &init)?;

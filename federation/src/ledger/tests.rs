@@ -55,6 +55,7 @@ fn join_req(net: &Network, name: &str) -> JoinRequest {
         wg_key: [3; 32],
         name: name.into(),
         address: None,
+        inviter: None,
     }
 }
 

@@ -304,3 +304,36 @@ fn a_stranger_answering_not_member_gets_no_introduction() {
         "our record went to a stranger"
     );
 }
+
+#[test]
+fn joins_for_another_inviter_are_forwarded_only_between_members() {
+    let net = TestNetwork::new(9);
+    let (mut r, a, b) = replica(&net);
+    let newcomer = NodeKey::generate().id();
+    let join = |inviter: Option<NodeId>| crate::protocol::JoinRequest {
+        network: net.network.id,
+        invite: [1; 16],
+        secret: [2; 32],
+        wg_key: [3; 32],
+        name: "n".into(),
+        address: None,
+        inviter,
+    };
+    let ours = r.handle_request(newcomer, Request::Join(join(Some(a.key.id()))), NOW_MS);
+    assert!(matches!(ours, Inbound::Join { subject, .. } if subject == newcomer));
+    let theirs = r.handle_request(newcomer, Request::Join(join(Some(b.key.id()))), NOW_MS);
+    assert!(
+        matches!(theirs, Inbound::Forward { inviter, subject, .. } if inviter == b.key.id() && subject == newcomer)
+    );
+    let gone = r.handle_request(newcomer, Request::Join(join(Some(newcomer))), NOW_MS);
+    assert!(matches!(gone, Inbound::Answer(Response::Refused(w)) if w.contains("no longer part")));
+    // Only a member may pass a join on, and it names the newcomer.
+    let forwarded = Request::ForwardedJoin {
+        subject: newcomer,
+        join: join(Some(a.key.id())),
+    };
+    let stranger = r.handle_request(newcomer, forwarded.clone(), NOW_MS);
+    assert_eq!(stranger, Inbound::Answer(Response::NotMember));
+    let member = r.handle_request(b.key.id(), forwarded, NOW_MS);
+    assert!(matches!(member, Inbound::Join { subject, .. } if subject == newcomer));
+}
