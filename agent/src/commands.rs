@@ -322,9 +322,9 @@ struct Admission {
     records: Vec<Vec<u8>>,
 }
 
-/// Presents the invite: connects to every member the token names at once
-/// and asks the first that should be asked ([`Joining`]); one sentence if
-/// none can be reached.
+/// Presents the invite: connects to the members the token names and asks
+/// the first that should be asked ([`Joining`]); one sentence if none can
+/// be reached.
 async fn ask_to_join(
     key: &NodeKey,
     invite: &Invite,
@@ -343,9 +343,6 @@ async fn ask_to_join(
         inviter: Some(invite.inviter),
     });
     let contacts = invite.contacts();
-    for c in &contacts {
-        shell.dial(&c.id, &c.addrs);
-    }
     let mut joining = Joining::new(invite, tokio::time::Instant::now().into_std());
     // The request out, to whom, and until when its answer is awaited.
     let mut asked: Option<(RequestId, NodeId, tokio::time::Instant)> = None;
@@ -353,6 +350,11 @@ async fn ask_to_join(
     loop {
         while let Some(action) = joining.poll_action() {
             match action {
+                Action::Dial(member) => {
+                    if let Some(c) = contacts.iter().find(|c| c.id == member) {
+                        shell.dial(&c.id, &c.addrs);
+                    }
+                }
                 Action::Ask(member) => match shell.request(&member, &[], request.clone()) {
                     Some(id) => {
                         asked = Some((id, member, tokio::time::Instant::now() + JOIN_TIMEOUT))

@@ -1,25 +1,27 @@
-//! Whom a newcomer asks to join, sans-IO. It connects to every member its
-//! token names at once (the inviter, then the others); it asks the inviter
-//! as soon as that one answers, or — when only others do — the first of
-//! them after [`INVITER_GRACE`] (that member forwards the join to the
-//! inviter, so the invite is spent only there). One member is asked at a
-//! time: a join is never presented twice, except after a request failed
-//! without an answer. With nobody reached within [`CONNECT_TIMEOUT`], it
-//! gives up.
+//! Whom a newcomer asks to join, sans-IO. It connects to the inviter its
+//! token names and asks it once connected; if the inviter is not reached
+//! within [`INVITER_GRACE`], it also connects to the other members the
+//! token names and asks the first one reached (that member passes the
+//! join on to the inviter, so the invite is spent only there). One member
+//! is asked at a time: a join is never presented twice, except after a
+//! request failed without an answer. With nobody reached within
+//! [`CONNECT_TIMEOUT`], it gives up.
 
 use crate::record::NodeId;
 use crate::token::Invite;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long a newcomer tries to reach a member named in its token.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long it waits for the inviter once another member answered.
+/// How long it tries the inviter alone.
 pub const INVITER_GRACE: Duration = Duration::from_secs(1);
 
 /// What to do next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// Connect to this member (at the endpoints the token gives).
+    Dial(NodeId),
     /// Send the join request to this member.
     Ask(NodeId),
     /// Nobody named in the token can be reached.
@@ -34,15 +36,17 @@ pub struct Joining {
     reached: Vec<NodeId>,
     failed: BTreeSet<NodeId>,
     asking: Option<NodeId>,
-    first_reached: Option<Instant>,
+    /// When the others are dialed too.
+    others_at: Instant,
+    others_dialed: bool,
     deadline: Instant,
-    next: Option<Action>,
+    next: VecDeque<Action>,
     done: bool,
 }
 
 impl Joining {
-    /// A join with `invite`, starting at `now` (connect to every member of
-    /// [`Invite::contacts`]).
+    /// A join with `invite`, starting at `now` (the members are those of
+    /// [`Invite::contacts`]): the inviter is dialed first.
     pub fn new(invite: &Invite, now: Instant) -> Self {
         Self {
             inviter: invite.inviter,
@@ -50,9 +54,10 @@ impl Joining {
             reached: Vec::new(),
             failed: BTreeSet::new(),
             asking: None,
-            first_reached: None,
+            others_at: now + INVITER_GRACE,
+            others_dialed: false,
             deadline: now + CONNECT_TIMEOUT,
-            next: None,
+            next: VecDeque::from([Action::Dial(invite.inviter)]),
             done: false,
         }
     }
@@ -61,7 +66,6 @@ impl Joining {
     pub fn handle_connected(&mut self, id: NodeId, now: Instant) {
         if self.named.contains(&id) && !self.reached.contains(&id) {
             self.reached.push(id);
-            self.first_reached.get_or_insert(now);
         }
         self.decide(now);
     }
@@ -72,6 +76,9 @@ impl Joining {
         self.failed.insert(id);
         if self.asking == Some(id) {
             self.asking = None;
+        }
+        if id == self.inviter {
+            self.others_at = now;
         }
         self.decide(now);
     }
@@ -86,31 +93,37 @@ impl Joining {
         if self.done || self.asking.is_some() {
             return None;
         }
-        let grace = self.first_reached.map(|t| t + INVITER_GRACE);
-        Some(grace.map_or(self.deadline, |g| g.min(self.deadline)))
+        if self.others_dialed {
+            Some(self.deadline)
+        } else {
+            Some(self.others_at.min(self.deadline))
+        }
     }
 
     /// The next thing to do.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.next.take()
+        self.next.pop_front()
     }
 
     fn decide(&mut self, now: Instant) {
         if self.done || self.asking.is_some() {
             return;
         }
+        if !self.others_dialed && now >= self.others_at {
+            self.others_dialed = true;
+            let others = self.named.iter().filter(|id| **id != self.inviter);
+            self.next.extend(others.map(|id| Action::Dial(*id)));
+        }
         let usable = |id: &&NodeId| !self.failed.contains(id);
         let inviter = self.reached.iter().filter(usable).find(|id| **id == self.inviter);
-        let waited = self.first_reached.is_some_and(|t| now >= t + INVITER_GRACE);
-        let pick = inviter
-            .or_else(|| self.reached.iter().filter(usable).find(|_| waited))
-            .copied();
-        if let Some(id) = pick {
+        // Another member only once the inviter had its time alone.
+        let other = self.reached.iter().filter(usable).find(|_| self.others_dialed);
+        if let Some(id) = inviter.or(other).copied() {
             self.asking = Some(id);
-            self.next = Some(Action::Ask(id));
+            self.next.push_back(Action::Ask(id));
         } else if now >= self.deadline {
             self.done = true;
-            self.next = Some(Action::GiveUp);
+            self.next.push_back(Action::GiveUp);
         }
     }
 }
@@ -143,27 +156,38 @@ mod tests {
         }
     }
 
+    fn actions(j: &mut Joining) -> Vec<Action> {
+        std::iter::from_fn(|| j.poll_action()).collect()
+    }
+
     #[test]
-    fn the_inviter_is_asked_first_and_others_after_a_grace() {
+    fn the_inviter_is_dialed_and_asked_first_and_others_after_a_grace() {
         let t0 = Instant::now();
-        let (inviter, other) = (NodeId([3; 32]), NodeId([4; 32]));
+        let (inviter, a, b) = (NodeId([3; 32]), NodeId([4; 32]), NodeId([5; 32]));
         let mut j = Joining::new(&invite(), t0);
-        j.handle_connected(other, t0);
-        assert_eq!(j.poll_action(), None, "the inviter may still answer");
+        assert_eq!(actions(&mut j), [Action::Dial(inviter)]);
         assert_eq!(j.poll_timeout(), Some(t0 + INVITER_GRACE));
         j.handle_connected(inviter, t0 + Duration::from_millis(300));
-        assert_eq!(j.poll_action(), Some(Action::Ask(inviter)));
+        assert_eq!(actions(&mut j), [Action::Ask(inviter)]);
         assert_eq!(j.poll_timeout(), None, "asking: one at a time");
 
         let mut j = Joining::new(&invite(), t0);
-        j.handle_connected(other, t0);
+        actions(&mut j);
         j.handle_timeout(t0 + INVITER_GRACE);
-        assert_eq!(j.poll_action(), Some(Action::Ask(other)));
+        assert_eq!(actions(&mut j), [Action::Dial(a), Action::Dial(b)]);
+        j.handle_connected(a, t0 + INVITER_GRACE);
+        assert_eq!(actions(&mut j), [Action::Ask(a)]);
         j.handle_connected(inviter, t0 + INVITER_GRACE);
-        assert_eq!(j.poll_action(), None, "never two at once");
+        assert_eq!(actions(&mut j), [], "never two at once");
         // The forwarder's connection dies unanswered: the inviter next.
-        j.handle_failed(other, t0 + INVITER_GRACE);
-        assert_eq!(j.poll_action(), Some(Action::Ask(inviter)));
+        j.handle_failed(a, t0 + INVITER_GRACE);
+        assert_eq!(actions(&mut j), [Action::Ask(inviter)]);
+
+        // An inviter that fails at once: the others without waiting.
+        let mut j = Joining::new(&invite(), t0);
+        actions(&mut j);
+        j.handle_failed(inviter, t0);
+        assert_eq!(actions(&mut j), [Action::Dial(a), Action::Dial(b)]);
     }
 
     #[test]
@@ -172,12 +196,12 @@ mod tests {
         let mut j = Joining::new(&invite(), t0);
         j.handle_connected(NodeId([9; 32]), t0);
         j.handle_timeout(t0 + INVITER_GRACE);
-        assert_eq!(j.poll_action(), None);
+        assert_eq!(actions(&mut j).len(), 3, "dials only");
         assert_eq!(j.poll_timeout(), Some(t0 + CONNECT_TIMEOUT));
         j.handle_timeout(t0 + CONNECT_TIMEOUT);
-        assert_eq!(j.poll_action(), Some(Action::GiveUp));
+        assert_eq!(actions(&mut j), [Action::GiveUp]);
         j.handle_timeout(t0 + CONNECT_TIMEOUT * 2);
-        assert_eq!(j.poll_action(), None);
+        assert_eq!(actions(&mut j), []);
         assert_eq!(j.poll_timeout(), None);
     }
 }
