@@ -109,19 +109,38 @@ mod tests {
         let b: Advertise = "198.18.0.8:4500".parse().unwrap();
         assert_eq!("auto".parse::<Advertise>(), Ok(Advertise::Auto));
         assert_eq!(b.to_string(), "198.18.0.8:4500");
-        for bad in ["", "example.com", "0.0.0.0", "127.0.0.1", "198.18.0.1:0", "1.2.3.4:99999"] {
+        for bad in [
+            "",
+            "example.com",
+            "0.0.0.0",
+            "127.0.0.1",
+            "198.18.0.1:0",
+            "1.2.3.4:99999",
+        ] {
             let err = bad.parse::<Advertise>().unwrap_err();
-            assert!(err.contains(bad) && err.lines().count() == 1, "{bad}: {err}");
+            assert!(
+                err.contains(bad) && err.lines().count() == 1,
+                "{bad}: {err}"
+            );
         }
         let listen = "0.0.0.0:51820".parse().unwrap();
         let control = "0.0.0.0:51821".parse().unwrap();
         let found = Some("198.18.0.9".parse().unwrap());
         let (data, ctl) = endpoints(&[a, b, Advertise::Auto, a], found, listen, control);
         let s = |v: &[SocketAddr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-        assert_eq!(s(&data), ["198.18.0.7:51820", "198.18.0.8:4500", "198.18.0.9:51820"]);
-        assert_eq!(s(&ctl), ["198.18.0.7:51821", "198.18.0.8:51821", "198.18.0.9:51821"]);
+        assert_eq!(
+            s(&data),
+            ["198.18.0.7:51820", "198.18.0.8:4500", "198.18.0.9:51820"]
+        );
+        assert_eq!(
+            s(&ctl),
+            ["198.18.0.7:51821", "198.18.0.8:51821", "198.18.0.9:51821"]
+        );
         let (data, _) = endpoints(&[Advertise::Auto], None, listen, control);
-        assert!(data.is_empty(), "auto with nothing found advertises nothing");
+        assert!(
+            data.is_empty(),
+            "auto with nothing found advertises nothing"
+        );
         let json = serde_json::to_string(&vec![a, Advertise::Auto]).unwrap();
         assert_eq!(json, r#"["198.18.0.7","auto"]"#);
         assert!(serde_json::from_str::<Advertise>(r#""nonsense""#).is_err());

@@ -43,7 +43,13 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
 /// The line to print.
 pub fn set_advertise(dir: &Path, advertise: Vec<Advertise>) -> Result<String> {
     crate::commands::say_auto(&advertise);
-    let shown = |v: &[String]| if v.is_empty() { "nothing".to_string() } else { v.join(", ") };
+    let shown = |v: &[String]| {
+        if v.is_empty() {
+            "nothing".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     let running = std::os::unix::net::UnixStream::connect(socket_path(dir)).is_ok();
     if running {
         let request = Request::Advertise { advertise };
@@ -135,7 +141,7 @@ pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
         let mut prober = crate::probe::Prober::<u32>::new()?;
         let mut rtts = Vec::new();
         for seq in 0..count {
-            prober.send(seq, addr);
+            prober.send(seq, addr, crate::probe::PROBE_TIMEOUT);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
             let mut got = None;
             while got.is_none() {

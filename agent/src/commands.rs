@@ -10,8 +10,8 @@ use drivers::store::Store;
 use federation::addrspace;
 use federation::admission::CERT_TTL_MS;
 use federation::cert::{valid_name, Cert, Claim};
-use federation::member::{AuthorityRecord, Body, MemberRecord};
 use federation::joining::{Action, Joining};
+use federation::member::{AuthorityRecord, Body, MemberRecord};
 use federation::net::{Event, RequestId, Shell};
 use federation::protocol::{JoinRequest, Request, Response};
 use federation::token::{Contact, Invite};
@@ -76,7 +76,10 @@ impl NodeOptions<'_> {
 pub fn say_auto(list: &[Advertise]) {
     if list.contains(&Advertise::Auto) {
         match crate::metadata::public_ipv4() {
-            Ok(f) => eprintln!("--advertise auto: {} reports this VM's public address {}", f.service, f.ip),
+            Ok(f) => eprintln!(
+                "--advertise auto: {} reports this VM's public address {}",
+                f.service, f.ip
+            ),
             Err(why) => eprintln!("WARNING: --advertise auto: {why}"),
         }
     }
@@ -426,7 +429,11 @@ fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
 
 /// The answer to request `id` (`Err`: it failed, with why), or `None`
 /// after `timeout`.
-async fn answer(shell: &mut Shell, id: RequestId, timeout: Duration) -> Option<Result<Response, String>> {
+async fn answer(
+    shell: &mut Shell,
+    id: RequestId,
+    timeout: Duration,
+) -> Option<Result<Response, String>> {
     tokio::time::timeout(timeout, async {
         loop {
             match shell.next().await {

@@ -141,7 +141,11 @@ enum Command {
         state: PathBuf,
         /// Addresses at which this node's ports are reached from outside,
         /// replacing the ones given before (see `init --advertise`).
-        #[arg(long, value_name = "IP[:PORT]|auto", required_unless_present = "no_advertise")]
+        #[arg(
+            long,
+            value_name = "IP[:PORT]|auto",
+            required_unless_present = "no_advertise"
+        )]
         advertise: Vec<advertise::Advertise>,
         /// Advertise nothing any more.
         #[arg(long, conflicts_with = "advertise")]

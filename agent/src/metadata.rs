@@ -158,8 +158,14 @@ mod tests {
                     head.push(line.to_ascii_lowercase());
                 }
                 let gce = head[0].contains("external-ip")
-                    && head.iter().any(|h| h.starts_with("metadata-flavor: google"));
-                let (status, body) = if gce { ("200 OK", ip) } else { ("404 Not Found", "") };
+                    && head
+                        .iter()
+                        .any(|h| h.starts_with("metadata-flavor: google"));
+                let (status, body) = if gce {
+                    ("200 OK", ip)
+                } else {
+                    ("404 Not Found", "")
+                };
                 let mut s = stream;
                 let _ = write!(
                     s,
@@ -177,6 +183,9 @@ mod tests {
         assert_eq!(found.ip, Ipv4Addr::new(198, 18, 0, 44));
         assert_eq!(found.service, "GCE");
         let err = ask_all(&gce_like("not an address")).unwrap_err();
-        assert!(err.contains("--advertise IP") && err.lines().count() == 1, "{err}");
+        assert!(
+            err.contains("--advertise IP") && err.lines().count() == 1,
+            "{err}"
+        );
     }
 }

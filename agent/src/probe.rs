@@ -12,7 +12,8 @@ use tokio::io::unix::AsyncFd;
 
 /// Results kept per peer.
 const WINDOW: usize = 20;
-/// A probe without an answer after this long counts as lost.
+/// A round-robin probe without an answer after this long counts as lost
+/// (a peer watched closely gets a shorter time: see `mesh::paths`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most probes in flight (bounds the pending map).
 const MAX_PENDING: usize = 1024;
@@ -69,7 +70,8 @@ pub struct Prober<K> {
     sock: AsyncFd<Socket>,
     ident: u16,
     seq: u16,
-    pending: BTreeMap<u16, (K, Ipv4Addr, Instant)>,
+    /// Probes in flight: for whom, to where, sent when, lost after when.
+    pending: BTreeMap<u16, (K, Ipv4Addr, Instant, Instant)>,
     windows: BTreeMap<K, Window>,
 }
 
@@ -104,8 +106,9 @@ impl<K: Ord + Copy> Prober<K> {
         })
     }
 
-    /// Sends one echo request to `addr` on behalf of `key`.
-    pub fn send(&mut self, key: K, addr: Ipv4Addr) {
+    /// Sends one echo request to `addr` on behalf of `key`, lost if not
+    /// answered `within`.
+    pub fn send(&mut self, key: K, addr: Ipv4Addr, within: Duration) {
         if self.pending.len() >= MAX_PENDING {
             return;
         }
@@ -119,20 +122,22 @@ impl<K: Ord + Copy> Prober<K> {
         pkt[2..4].copy_from_slice(&sum.to_be_bytes());
         let to = SocketAddr::V4(SocketAddrV4::new(addr, 0));
         if self.sock.get_ref().send_to(&pkt, &to.into()).is_ok() {
-            self.pending.insert(self.seq, (key, addr, Instant::now()));
+            let now = Instant::now();
+            self.pending
+                .insert(self.seq, (key, addr, now, now + within));
         }
     }
 
-    /// Probes older than [`PROBE_TIMEOUT`] count as lost.
+    /// Probes past their time count as lost.
     pub fn expire(&mut self, now: Instant) {
         let lost: Vec<u16> = self
             .pending
             .iter()
-            .filter(|(_, (_, _, t))| now.duration_since(*t) > PROBE_TIMEOUT)
+            .filter(|(_, (.., lost_at))| now > *lost_at)
             .map(|(s, _)| *s)
             .collect();
         for s in lost {
-            if let Some((k, _, _)) = self.pending.remove(&s) {
+            if let Some((k, ..)) = self.pending.remove(&s) {
                 self.windows.entry(k).or_default().push(None);
             }
         }
@@ -170,7 +175,7 @@ impl<K: Ord + Copy> Prober<K> {
             return None;
         }
         let seq = u16::from_be_bytes([icmp[6], icmp[7]]);
-        let (key, addr, sent) = *self.pending.get(&seq)?;
+        let (key, addr, sent, _) = *self.pending.get(&seq)?;
         if addr != src {
             return None;
         }
@@ -185,15 +190,17 @@ impl<K: Ord + Copy> Prober<K> {
         self.windows.get(key)
     }
 
-    /// Forgets the results of `key` (its path changed).
+    /// Forgets the results of `key` (its path changed), and the probes in
+    /// flight on the old path.
     pub fn forget(&mut self, key: &K) {
         self.windows.remove(key);
+        self.pending.retain(|_, (k, ..)| k != key);
     }
 
     /// Forgets peers for which `keep` is false.
     pub fn retain(&mut self, keep: impl Fn(&K) -> bool) {
         self.windows.retain(|k, _| keep(k));
-        self.pending.retain(|_, (k, _, _)| keep(k));
+        self.pending.retain(|_, (k, ..)| keep(k));
     }
 }
 

@@ -12,7 +12,13 @@ fn number(v: Option<f64>, scale: f64, decimals: usize, unit: &str) -> String {
 /// `status` as aligned lines.
 pub fn status(s: &docs::Status) -> String {
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let list = |v: &[String]| if v.is_empty() { "-".into() } else { v.join(" ") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(" ")
+        }
+    };
     let rows: [(&str, String); 15] = [
         ("name", s.name.clone()),
         ("standing", s.standing.clone()),

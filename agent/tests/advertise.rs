@@ -74,11 +74,15 @@ fn advertise_auto_asks_the_metadata_service_and_set_changes_it() -> Result<()> {
 fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     let public = site.wan_addr().to_string();
     let router = site.router().clone();
-    net.lab
-        .run(&router, &["ip", "addr", "add", "169.254.169.254/32", "dev", "lan"])?;
+    net.lab.run(
+        &router,
+        &["ip", "addr", "add", "169.254.169.254/32", "dev", "lan"],
+    )?;
     let script = net.lab.write_file("imds.py", FAKE_IMDS)?;
     let script = script.to_string_lossy().into_owned();
-    let _imds = net.lab.spawn(&router, "imds", &["python3", &script, &public])?;
+    let _imds = net
+        .lab
+        .spawn(&router, "imds", &["python3", &script, &public])?;
     let up = testbed::wait_until_every(Duration::from_secs(5), Duration::from_millis(100), || {
         net.lab
             .run(&router, &["ss", "-ltnH", "sport = :80"])
@@ -90,7 +94,16 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     // init says what the metadata service reported.
     let mut argv: Vec<String> = vec![common::bin().into(), "init".into()];
     argv.extend(net.node_args("vm"));
-    argv.extend(["--cidr", common::net::CIDR, "--advertise", "auto", "--state"].map(String::from));
+    argv.extend(
+        [
+            "--cidr",
+            common::net::CIDR,
+            "--advertise",
+            "auto",
+            "--state",
+        ]
+        .map(String::from),
+    );
     argv.push(net.members[0].state.to_string_lossy().into_owned());
     let out = net.lab.exec(&net.members[0].node, &argv)?;
     let said = String::from_utf8_lossy(&out.stderr);
@@ -101,7 +114,11 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     );
     net.start(0)?;
     let want = format!("{public}:51820");
-    assert_eq!(advertised(net, 0)?, std::slice::from_ref(&want), "the agent's own lookup");
+    assert_eq!(
+        advertised(net, 0)?,
+        std::slice::from_ref(&want),
+        "the agent's own lookup"
+    );
     // A running agent takes a new address at once, and nothing on request.
     let said = net.cli(0, &["set", "--advertise", "198.18.0.200:4500"])?;
     assert!(said.contains("198.18.0.200:4500"), "{said}");
@@ -112,16 +129,24 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     let state = net.members[0].state.to_string_lossy().into_owned();
     let bad = net.lab.exec(
         &net.members[0].node,
-        &[common::bin(), "set", "--advertise", "cloud.example", "--state", &state],
+        &[
+            common::bin(),
+            "set",
+            "--advertise",
+            "cloud.example",
+            "--state",
+            &state,
+        ],
     )?;
     let why = String::from_utf8_lossy(&bad.stderr);
     assert!(!bad.status.success() && why.contains("IP:PORT"), "{why}");
     // A stopped node keeps what `set` says for its next start.
     let agent = net.members[0].agent.take().context("no agent")?;
     drop(agent);
-    let stopped = testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(100), || {
-        net.cli(0, &["status"]).is_err()
-    });
+    let stopped =
+        testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(100), || {
+            net.cli(0, &["status"]).is_err()
+        });
     if !stopped {
         bail!("the agent did not stop");
     }

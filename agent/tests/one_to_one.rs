@@ -14,49 +14,46 @@ mod common;
 
 use anyhow::{bail, Context, Result};
 use common::net::{Member, Net};
+use common::pings::sustained_check;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use testbed::serde_json::{self, Value};
-use testbed::{Lab, NatKind};
-
-fn member(lab: &Lab, node: testbed::Node) -> Member {
-    let state = lab.dir().join(format!("state-{}", node.name));
-    Member {
-        node,
-        state,
-        agent: None,
-    }
-}
+use testbed::{Firewall, Lab, NatKind};
 
 #[test]
 fn vms_behind_one_to_one_nat_bootstrap_and_mesh() -> Result<()> {
+    one_to_one(Firewall::Filtering)
+}
+
+#[test]
+fn vms_behind_one_to_one_nat_instances_bootstrap_and_mesh() -> Result<()> {
+    one_to_one(Firewall::Open)
+}
+
+fn one_to_one(firewall: Firewall) -> Result<()> {
     if testbed::skip_unless_root("1:1 NAT lab") {
         return Ok(());
     }
     let lab = Lab::new()?;
     let same = Ipv4Addr::new(10, 0, 1, 5);
-    let c1s = lab.add_site("c1s", "10.0.1.0/24", NatKind::OneToOne, 1500)?;
-    let c2s = lab.add_site("c2s", "10.0.1.0/24", NatKind::OneToOne, 1500)?;
-    let c3s = lab.add_site("c3s", "10.0.3.0/24", NatKind::OneToOne, 1500)?;
-    let ms = lab.add_site("ms", "192.168.9.0/24", NatKind::Cone, 1500)?;
+    let site = |name, subnet, kind| lab.add_site_with(name, subnet, kind, firewall, 1500);
+    let c1s = site("c1s", "10.0.1.0/24", NatKind::OneToOne)?;
+    let c2s = site("c2s", "10.0.1.0/24", NatKind::OneToOne)?;
+    let c3s = site("c3s", "10.0.3.0/24", NatKind::OneToOne)?;
+    let ms = site("ms", "192.168.9.0/24", NatKind::Cone)?;
     let c1 = lab.add_site_node(&c1s, "c1", same)?;
     let c2 = lab.add_site_node(&c2s, "c2", same)?;
     let c3 = lab.add_site_node(&c3s, "c3", Ipv4Addr::new(10, 0, 3, 5))?;
     let m = lab.add_site_node(&ms, "m", Ipv4Addr::new(192, 168, 9, 10))?;
     let members = vec![
-        member(&lab, c1),
-        member(&lab, c2),
-        member(&lab, c3),
-        member(&lab, m),
+        Member::in_lab(&lab, c1),
+        Member::in_lab(&lab, c2),
+        Member::in_lab(&lab, c3),
+        Member::in_lab(&lab, m),
     ];
     let mut net = Net { lab, members };
-    let r = scenario(&mut net, c1s.wan_addr(), c2s.wan_addr());
+    let r = scenario(&mut net, c1s.wan_addr(), c2s.wan_addr())
+        .and_then(|()| sustained_check(&net, &[0, 1, 2, 3], "1:1 NAT", firewall));
     net.lab.check(r)
-}
-
-fn peers(net: &Net, i: usize) -> Result<Vec<Value>> {
-    let v: Value = serde_json::from_str(&net.cli(i, &["peers", "--json"])?)?;
-    v.as_array().cloned().context("peers is a list")
 }
 
 /// Runs `join` for member `i` with `token`; returns how long until it
@@ -98,13 +95,18 @@ fn scenario(net: &mut Net, c1_public: Ipv4Addr, c2_public: Ipv4Addr) -> Result<(
     );
     let c1_addr = net.address(c1)?;
     let t = join_and_ping(net, c2, "c2", &token, &c1_addr)?;
-    eprintln!("FIGURE 1:1 NAT: c2 joins through c1's advertised address, first ping after {t:.2} s");
+    eprintln!(
+        "FIGURE 1:1 NAT: c2 joins through c1's advertised address, first ping after {t:.2} s"
+    );
     // c2 was never told its public address; its token still reaches it,
     // at the address members see it at.
     let token2 = net.invite(c2, &[])?;
     let c2_public = std::net::SocketAddr::new(c2_public.into(), 51821);
     let addrs = federation::token::Invite::decode(&token2)?.addrs;
-    assert!(addrs.contains(&c2_public), "c2's token lacks {c2_public}: {addrs:?}");
+    assert!(
+        addrs.contains(&c2_public),
+        "c2's token lacks {c2_public}: {addrs:?}"
+    );
     let t = join_and_ping(net, c3, "c3", &token2, &net.address(c2)?)?;
     eprintln!("FIGURE 1:1 NAT: c3 joins with c2's token (c2 never told its address), first ping after {t:.2} s");
     let token3 = net.invite(c1, &[])?;
@@ -122,7 +124,7 @@ fn scenario(net: &mut Net, c1_public: Ipv4Addr, c2_public: Ipv4Addr) -> Result<(
         }
     }
     // Between 1:1 NAT VMs the path is direct, c1 at its advertised endpoint.
-    let view = peers(net, c2)?;
+    let view = net.peers(c2)?;
     let c1_peer = view
         .iter()
         .find(|p| p["name"] == "c1")
@@ -142,7 +144,7 @@ fn scenario(net: &mut Net, c1_public: Ipv4Addr, c2_public: Ipv4Addr) -> Result<(
 fn unreachable_token(net: &mut Net, inviter: usize) -> Result<()> {
     let lab = &net.lab;
     let joiner = lab.add_node("late")?;
-    net.members.push(member(&net.lab, joiner));
+    net.members.push(Member::in_lab(&net.lab, joiner));
     let late = net.members.len() - 1;
     let token = net.invite(inviter, &[])?;
     let node = net.members[late].node.clone();
@@ -154,8 +156,15 @@ fn unreachable_token(net: &mut Net, inviter: usize) -> Result<()> {
     let out = net.lab.exec(&node, &net.join_cmd(late, "late", &token))?;
     let took = started.elapsed();
     let msg = String::from_utf8_lossy(&out.stderr);
-    eprintln!("FIGURE unreachable token refused after {:.1} s: {}", took.as_secs_f64(), msg.trim());
-    assert!(!out.status.success(), "a join through unreachable members succeeded");
+    eprintln!(
+        "FIGURE unreachable token refused after {:.1} s: {}",
+        took.as_secs_f64(),
+        msg.trim()
+    );
+    assert!(
+        !out.status.success(),
+        "a join through unreachable members succeeded"
+    );
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
         msg.contains("51820") && msg.contains("51821") && msg.trim().lines().count() == 1,
@@ -165,7 +174,8 @@ fn unreachable_token(net: &mut Net, inviter: usize) -> Result<()> {
         !net.members[late].state.join("state.redb").exists(),
         "a failed join left state"
     );
-    net.lab.run(&node, &["nft", "delete", "table", "inet", "cut"])?;
+    net.lab
+        .run(&node, &["nft", "delete", "table", "inet", "cut"])?;
     let started = Instant::now();
     net.join(late, "late", &token)
         .context("the unreachable attempt burnt the invite")?;

@@ -115,9 +115,17 @@ impl Joining {
             self.next.extend(others.map(|id| Action::Dial(*id)));
         }
         let usable = |id: &&NodeId| !self.failed.contains(id);
-        let inviter = self.reached.iter().filter(usable).find(|id| **id == self.inviter);
+        let inviter = self
+            .reached
+            .iter()
+            .filter(usable)
+            .find(|id| **id == self.inviter);
         // Another member only once the inviter had its time alone.
-        let other = self.reached.iter().filter(usable).find(|_| self.others_dialed);
+        let other = self
+            .reached
+            .iter()
+            .filter(usable)
+            .find(|_| self.others_dialed);
         if let Some(id) = inviter.or(other).copied() {
             self.asking = Some(id);
             self.next.push_back(Action::Ask(id));

@@ -158,12 +158,21 @@ mod tests {
         let mut b = b;
         b.reflexive = vec!["198.18.0.8:51820".parse().unwrap()];
         a.reflexive = vec!["198.18.0.7:51820".parse().unwrap()];
-        assert_eq!(choose_endpoint(&a, &b), Some("198.18.0.8:51820".parse().unwrap()));
+        assert_eq!(
+            choose_endpoint(&a, &b),
+            Some("198.18.0.8:51820".parse().unwrap())
+        );
         assert!(public(&a) && !public(&b) && !unnatted(&a));
         // A VM next to a in the same cloud still uses the private address.
         let mut a2 = node("10.0.1.6:51820", "10.0.1.0/24", &["198.18.0.7:40000"]);
-        assert_eq!(choose_endpoint(&a2, &a), Some("10.0.1.5:51820".parse().unwrap()));
+        assert_eq!(
+            choose_endpoint(&a2, &a),
+            Some("10.0.1.5:51820".parse().unwrap())
+        );
         a2.reflexive.clear();
-        assert_eq!(choose_endpoint(&a2, &a), Some("198.18.0.7:51820".parse().unwrap()));
+        assert_eq!(
+            choose_endpoint(&a2, &a),
+            Some("198.18.0.7:51820".parse().unwrap())
+        );
     }
 }

@@ -303,7 +303,12 @@ impl Replica {
                         "the member that issued this invite is no longer part of the network: ask another member for a new invite".into(),
                     ))
                 }
-                _ => return Inbound::Join { subject: from, join },
+                _ => {
+                    return Inbound::Join {
+                        subject: from,
+                        join,
+                    }
+                }
             },
             Request::Push(records) if !member => {
                 // A node just admitted introduces itself: its own record,

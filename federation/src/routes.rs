@@ -1,14 +1,22 @@
-//! How this node reaches each peer, sans-IO: the direct endpoint its record
-//! suggests ([`crate::paths::choose_endpoint`]) first; a relay when that
-//! gives no session within [`DIRECT_GRACE`] (a symmetric NAT, UDP blocked
-//! one way); another relay when the one in use stops getting probes
-//! through; and the direct path again every [`DIRECT_RETRY`] (a direct
-//! packet from the peer also moves it back, by WireGuard's roaming).
+//! How this node reaches each peer, sans-IO. A new peer, or a new endpoint
+//! its record suggests while it is reached directly, is tried directly
+//! first ([`crate::paths::choose_endpoint`]): the attempt holds once the
+//! path answers (an overlay probe, or a handshake since the attempt began)
+//! and falls back to a relay after [`DIRECT_GRACE`]. A path in use that
+//! stops answering — its last overlay probes lost; the caller probes a
+//! peer fast while its traffic goes unanswered — is left at once: a direct
+//! path for a relay, a relay for another relay (or the direct path when
+//! none is left). A relayed peer is never moved to a direct path on hope:
+//! a direct candidate (the endpoint its record suggests, every
+//! [`VERIFY_EVERY`]; an endpoint its authenticated packets came from, at
+//! once) is first checked with an endpoint echo on that very path, and only
+//! an answer — traffic both ways — moves it there.
 //!
-//! The caller says what the data plane and the overlay probes show
-//! ([`Facts`]) and applies the [`Command`]s; the member records (who
-//! relays, who sits behind a NAT, whose published links reach whom) come
-//! from the [`Ledger`].
+//! The caller says what the data plane and the probes show ([`Facts`]),
+//! reports the checks' answers ([`Routes::handle_verified`]) and the direct
+//! packets of relayed peers ([`Routes::handle_direct_seen`]), and applies
+//! the [`Command`]s; the member records (who relays, who sits behind a NAT,
+//! whose published links reach whom) come from the [`Ledger`].
 
 use crate::ledger::{Ledger, Status};
 use crate::paths::public;
@@ -17,13 +25,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// A direct path with no session this long after it was put in place
-/// falls back to a relay.
+/// A direct attempt that has not answered this long falls back to a relay.
 pub const DIRECT_GRACE: Duration = Duration::from_secs(4);
-/// A relayed peer is tried directly again this often (for
-/// [`DIRECT_GRACE`]).
-pub const DIRECT_RETRY: Duration = Duration::from_secs(60);
-/// A session whose last handshake is younger than this is live.
+/// A relayed peer's direct candidate is checked this often.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(10);
+/// A direct endpoint seen in a relayed peer's packets is checked at most
+/// this often.
+pub const SEEN_VERIFY_EVERY: Duration = Duration::from_secs(2);
+/// A path is watched closely for this long after it changed.
+pub const SETTLE: Duration = Duration::from_secs(5);
+/// A published link whose handshake is younger than this is live.
 pub const SESSION_FRESH: Duration = Duration::from_secs(150);
 /// Commands waiting to be applied, at most (one per peer per run).
 const MAX_COMMANDS: usize = 4096;
@@ -33,8 +44,12 @@ const MAX_COMMANDS: usize = 4096;
 pub struct Facts {
     /// It is reached directly (a real endpoint, not a relayed path).
     pub direct: bool,
-    /// Its last handshake is younger than [`SESSION_FRESH`].
-    pub session: bool,
+    /// The relay it is reached through, when relayed.
+    pub relay: Option<NodeId>,
+    /// When its last handshake completed.
+    pub handshake: Option<Instant>,
+    /// An overlay probe sent on the current path was answered.
+    pub answered: bool,
     /// Its last few overlay probes were all lost.
     pub silent: bool,
     /// The average round trip of the probes answered.
@@ -60,18 +75,41 @@ pub enum Command {
         /// The relay it replaces, which stopped getting through.
         replacing: Option<NodeId>,
     },
+    /// Check whether `endpoint` carries traffic with `peer` both ways (an
+    /// endpoint echo sent there; its answer goes to
+    /// [`Routes::handle_verified`]). The path in use does not change.
+    Verify {
+        /// The peer.
+        peer: NodeId,
+        /// The direct candidate.
+        endpoint: SocketAddr,
+    },
+}
+
+/// The path in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Direct, since then.
+    Direct(Instant),
+    /// Through this relay, since then.
+    Relay(NodeId, Instant),
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Route {
     /// The direct endpoint chosen from the records.
     chosen: SocketAddr,
-    /// When the direct endpoint was last put in place (and tried since).
-    direct_since: Instant,
-    /// The relay in use, if any.
-    relay: Option<NodeId>,
-    /// When that relay was put in place.
-    relay_since: Instant,
+    mode: Mode,
+    /// When a direct candidate was last checked.
+    checked: Option<Instant>,
+}
+
+impl Route {
+    fn since(&self) -> Instant {
+        match self.mode {
+            Mode::Direct(t) | Mode::Relay(_, t) => t,
+        }
+    }
 }
 
 /// Every peer's route.
@@ -87,10 +125,13 @@ impl Routes {
         Self::default()
     }
 
-    /// The records now suggest `endpoint` for `peer`. A new choice starts
-    /// a direct attempt and is returned, to be put in place; the same
-    /// choice again changes nothing (what authenticated packets taught the
-    /// data plane, roaming, stays).
+    /// The records now suggest `endpoint` for `peer`. A new peer starts a
+    /// direct attempt there and the endpoint is returned, to be put in
+    /// place with the peer; a peer reached directly is moved there
+    /// ([`Command::Direct`]: a NAT that changed its address); a relayed
+    /// peer keeps its relay and the new endpoint is checked first. The
+    /// same choice again changes nothing (what authenticated packets taught
+    /// the data plane, roaming, stays).
     pub fn handle_choice(
         &mut self,
         peer: NodeId,
@@ -98,19 +139,58 @@ impl Routes {
         now: Instant,
     ) -> Option<SocketAddr> {
         let endpoint = endpoint?;
-        if self.routes.get(&peer).is_some_and(|r| r.chosen == endpoint) {
+        let Some(r) = self.routes.get_mut(&peer) else {
+            let route = Route {
+                chosen: endpoint,
+                mode: Mode::Direct(now),
+                checked: None,
+            };
+            self.routes.insert(peer, route);
+            return Some(endpoint);
+        };
+        if r.chosen == endpoint {
             return None;
         }
-        self.routes.insert(
-            peer,
-            Route {
-                chosen: endpoint,
-                direct_since: now,
-                relay: None,
-                relay_since: now,
-            },
-        );
-        Some(endpoint)
+        r.chosen = endpoint;
+        match r.mode {
+            Mode::Relay(..) => {
+                r.checked = Some(now);
+                self.command(Command::Verify { peer, endpoint });
+            }
+            Mode::Direct(_) => {
+                r.mode = Mode::Direct(now);
+                self.command(Command::Direct { peer, endpoint });
+            }
+        }
+        None
+    }
+
+    /// `peer` answered the check of `endpoint`: the path carries traffic
+    /// both ways. A relayed peer moves there.
+    pub fn handle_verified(&mut self, peer: NodeId, endpoint: SocketAddr, now: Instant) {
+        let Some(r) = self.routes.get_mut(&peer) else {
+            return;
+        };
+        if matches!(r.mode, Mode::Relay(..)) {
+            r.mode = Mode::Direct(now);
+            self.command(Command::Direct { peer, endpoint });
+        }
+    }
+
+    /// An authenticated packet of the relayed `peer` came straight from
+    /// `endpoint` (its NAT's mapping toward us, perhaps a new one): it is
+    /// checked, at most every [`SEEN_VERIFY_EVERY`].
+    pub fn handle_direct_seen(&mut self, peer: NodeId, endpoint: SocketAddr, now: Instant) {
+        let Some(r) = self.routes.get_mut(&peer) else {
+            return;
+        };
+        let due = r
+            .checked
+            .is_none_or(|t| now.saturating_duration_since(t) >= SEEN_VERIFY_EVERY);
+        if matches!(r.mode, Mode::Relay(..)) && due {
+            r.checked = Some(now);
+            self.command(Command::Verify { peer, endpoint });
+        }
     }
 
     /// Forgets peers for which `keep` is false.
@@ -120,12 +200,24 @@ impl Routes {
 
     /// The relay `peer` is reached through, as last commanded.
     pub fn relay_of(&self, peer: &NodeId) -> Option<NodeId> {
-        self.routes.get(peer).and_then(|r| r.relay)
+        match self.routes.get(peer)?.mode {
+            Mode::Relay(relay, _) => Some(relay),
+            Mode::Direct(_) => None,
+        }
+    }
+
+    /// Peers whose path changed in the last [`SETTLE`]: to be probed
+    /// closely, so a new path that does not work is left fast.
+    pub fn settling(&self, now: Instant) -> impl Iterator<Item = NodeId> + '_ {
+        self.routes
+            .iter()
+            .filter(move |(_, r)| now.saturating_duration_since(r.since()) < SETTLE)
+            .map(|(id, _)| *id)
     }
 
     /// Decides, for every peer with a route, whether its path must change.
     /// `me` is this node; `facts` what is known of each peer (missing:
-    /// nothing known, no session).
+    /// nothing known, no answer).
     pub fn handle_timeout(
         &mut self,
         now: Instant,
@@ -141,40 +233,82 @@ impl Routes {
                 continue;
             };
             let f = fact(&id);
-            let since_direct = now.saturating_duration_since(route.direct_since);
-            let mut avoid = None;
-            if !f.direct && route.relay.is_some() {
-                let through = now.saturating_duration_since(route.relay_since) > DIRECT_GRACE;
-                if through && f.silent {
+            match route.mode {
+                // The peer moved us onto a relay (its packets arrive
+                // through one, and roaming followed): so be it.
+                Mode::Direct(_) if !f.direct && f.relay.is_some() => {
+                    if let (Some(relay), Some(r)) = (f.relay, self.routes.get_mut(&id)) {
+                        r.mode = Mode::Relay(relay, now);
+                    }
+                }
+                Mode::Direct(since) => {
+                    let answers = f.answered || f.handshake.is_some_and(|h| h >= since);
+                    let late = now.saturating_duration_since(since) >= DIRECT_GRACE;
+                    if f.silent || (late && !answers) {
+                        self.relay(id, None, me, ledger, &fact, now, now_ms);
+                    }
+                }
+                Mode::Relay(relay, _) if f.silent => {
                     // The relay no longer gets us through: another one.
-                    avoid = route.relay;
-                } else {
-                    if since_direct > DIRECT_RETRY + DIRECT_GRACE {
-                        self.go_direct(id, route.relay, now);
-                    }
-                    continue;
+                    self.relay(id, Some(relay), me, ledger, &fact, now, now_ms);
                 }
-            } else if f.session || since_direct < DIRECT_GRACE {
-                continue;
-            }
-            match self.pick_relay(&id, avoid, me, ledger, &fact, now_ms) {
-                Some(relay) => {
-                    self.command(Command::Relay {
-                        peer: id,
-                        relay,
-                        replacing: avoid,
-                    });
-                    // Keep direct_since: the retry clock runs from the
-                    // failed attempt.
-                    if let Some(r) = self.routes.get_mut(&id) {
-                        r.relay = Some(relay);
-                        r.relay_since = now;
+                Mode::Relay(..) => {
+                    let due = route
+                        .checked
+                        .is_none_or(|t| now.saturating_duration_since(t) >= VERIFY_EVERY);
+                    if due {
+                        if let Some(r) = self.routes.get_mut(&id) {
+                            r.checked = Some(now);
+                        }
+                        self.command(Command::Verify {
+                            peer: id,
+                            endpoint: route.chosen,
+                        });
                     }
                 }
-                // No other relay: the direct path is all that is left.
-                None if avoid.is_some() => self.go_direct(id, None, now),
-                None => {}
             }
+        }
+    }
+
+    /// Moves `peer` to the best relay other than `avoid`; with none left
+    /// after a failed relay, back to the direct path.
+    #[allow(clippy::too_many_arguments)]
+    fn relay(
+        &mut self,
+        peer: NodeId,
+        avoid: Option<NodeId>,
+        me: &NodeId,
+        ledger: &Ledger,
+        fact: &impl Fn(&NodeId) -> Facts,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let Some(route) = self.routes.get(&peer).copied() else {
+            return;
+        };
+        match self.pick_relay(&peer, avoid, me, ledger, fact, now_ms) {
+            Some(relay) => {
+                self.command(Command::Relay {
+                    peer,
+                    relay,
+                    replacing: avoid,
+                });
+                if let Some(r) = self.routes.get_mut(&peer) {
+                    r.mode = Mode::Relay(relay, now);
+                }
+            }
+            // No other relay: the direct path is all that is left.
+            None if avoid.is_some() => {
+                if let Some(r) = self.routes.get_mut(&peer) {
+                    r.mode = Mode::Direct(now);
+                }
+                self.command(Command::Direct {
+                    peer,
+                    endpoint: route.chosen,
+                });
+            }
+            // Nobody relays: keep trying the direct path.
+            None => {}
         }
     }
 
@@ -199,7 +333,7 @@ impl Routes {
             .filter(|m| Some(m.id) != avoid && !m.record.no_relay)
             .filter_map(|m| {
                 let f = fact(&m.id);
-                if !(f.direct && f.session && !f.silent) {
+                if !(f.direct && f.answered && !f.silent) {
                     return None;
                 }
                 let reaches = m.record.metrics.as_ref().is_some_and(|x| {
@@ -214,19 +348,6 @@ impl Routes {
             })
             .min()
             .map(|(.., id)| id)
-    }
-
-    /// Tries the chosen direct endpoint of `peer` again (for
-    /// [`DIRECT_GRACE`]; `relay` is the one to fall back to meanwhile).
-    fn go_direct(&mut self, peer: NodeId, relay: Option<NodeId>, now: Instant) {
-        let Some(r) = self.routes.get_mut(&peer) else {
-            return;
-        };
-        r.direct_since = now;
-        r.relay = relay;
-        r.relay_since = now;
-        let endpoint = r.chosen;
-        self.command(Command::Direct { peer, endpoint });
     }
 
     fn command(&mut self, c: Command) {

@@ -129,7 +129,12 @@ impl Invite {
             addrs: self.addrs.clone(),
         };
         std::iter::once(inviter)
-            .chain(self.members.iter().filter(|c| c.id != self.inviter).cloned())
+            .chain(
+                self.members
+                    .iter()
+                    .filter(|c| c.id != self.inviter)
+                    .cloned(),
+            )
             .collect()
     }
 }
@@ -158,7 +163,11 @@ pub fn contacts(
         })
         .collect();
     found.sort_by_key(|(natted, _)| *natted);
-    found.into_iter().take(MAX_CONTACTS).map(|(_, c)| c).collect()
+    found
+        .into_iter()
+        .take(MAX_CONTACTS)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// What the inviter stores about an invite it issued.
@@ -233,10 +242,17 @@ mod tests {
         );
         assert_eq!(Invite::decode("hello"), Err(TokenError::Malformed));
         let ids: Vec<NodeId> = invite().contacts().iter().map(|c| c.id).collect();
-        assert_eq!(ids, vec![NodeId([5; 32]), NodeId([8; 32])], "the inviter first");
+        assert_eq!(
+            ids,
+            vec![NodeId([5; 32]), NodeId([8; 32])],
+            "the inviter first"
+        );
         let mut crowded = invite();
         crowded.members = vec![crowded.members[0].clone(); MAX_CONTACTS + 1];
-        assert_eq!(Invite::decode(&crowded.encode()), Err(TokenError::Malformed));
+        assert_eq!(
+            Invite::decode(&crowded.encode()),
+            Err(TokenError::Malformed)
+        );
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! questions padded to the tunnel's size while a path is not known to
 //! carry it — how wide each path is ([`crate::pmtu`]).
 //!
+//! A question can also check one path: [`Asker::verify`] asks a member at
+//! a given endpoint (a direct candidate of a relayed peer); the answer
+//! proves datagrams cross that path both ways ([`Outcome::Verified`]).
+//!
 //! [`Asker::handle_timeout`] picks whom to ask ([`Asker::poll_question`]);
 //! the caller sends the questions and feeds the answers back
 //! ([`Asker::handle_answer`]); conclusions come out of
@@ -45,6 +49,8 @@ pub struct Question {
     pub nonce: u64,
     /// Padded to this many bytes (at most [`REQUEST_LEN`]: not padded).
     pub len: u16,
+    /// Where to send it (`None`: the member's current direct endpoint).
+    pub to: Option<SocketAddr>,
 }
 
 /// What the answers showed.
@@ -64,6 +70,13 @@ pub enum Outcome {
     /// carries as an IPv4 packet size, or `None` when every path carries
     /// the tunnel's size.
     PathMtu(Option<u16>),
+    /// `peer` answered the question sent to it at `endpoint` ([`Asker::verify`]).
+    Verified {
+        /// The member.
+        peer: PublicKey,
+        /// The endpoint the question went to.
+        endpoint: SocketAddr,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +85,8 @@ struct Asked {
     peer: PublicKey,
     len: u16,
     at: Instant,
+    /// The endpoint a path check went to.
+    to: Option<SocketAddr>,
 }
 
 /// The asker's state.
@@ -128,13 +143,32 @@ impl Asker {
             // Path MTU probes are IPv4 sizes; IPv6 paths are not probed.
             let padded = probe.next(now).filter(|_| at.is_ipv4());
             for len in [Some(0), padded].into_iter().flatten() {
-                self.ask(peer, len, now, rng);
+                self.ask(peer, len, None, now, rng);
             }
         }
         self.cursor = self.cursor.wrapping_add(PER_ROUND);
     }
 
-    fn ask(&mut self, peer: PublicKey, len: u16, now: Instant, rng: &mut impl RngCore) {
+    /// Checks whether `peer` answers at `endpoint` (its answer comes out as
+    /// [`Outcome::Verified`]).
+    pub fn verify(
+        &mut self,
+        peer: PublicKey,
+        endpoint: SocketAddr,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) {
+        self.ask(peer, 0, Some(endpoint), now, rng);
+    }
+
+    fn ask(
+        &mut self,
+        peer: PublicKey,
+        len: u16,
+        to: Option<SocketAddr>,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) {
         let nonce = rng.next_u64();
         if self.asked.len() >= MAX_ASKED {
             self.asked.pop_front();
@@ -145,8 +179,14 @@ impl Asker {
             peer,
             len: sent_len,
             at: now,
+            to,
         });
-        self.questions.push_back(Question { peer, nonce, len });
+        self.questions.push_back(Question {
+            peer,
+            nonce,
+            len,
+            to,
+        });
     }
 
     /// Counts questions unanswered for [`ANSWER_WITHIN`] as lost: a lost
@@ -205,6 +245,15 @@ impl Asker {
         let Some(question) = self.asked.remove(i) else {
             return;
         };
+        if let Some(endpoint) = question.to {
+            // A path check: where this path sees us says nothing about
+            // the paths in use.
+            self.outcomes.push_back(Outcome::Verified {
+                peer: from,
+                endpoint,
+            });
+            return;
+        }
         if let Some(p) = self.probes.get_mut(&from) {
             p.reached(question.at);
             if usize::from(len) > REQUEST_LEN {
@@ -412,5 +461,32 @@ mod tests {
         a.forget_paths();
         assert_eq!(a.poll_outcome(), Some(Outcome::PathMtu(None)));
         assert_eq!(a.path_mtu(), None);
+    }
+
+    #[test]
+    fn a_path_check_answers_for_its_endpoint_only() {
+        let t0 = Instant::now();
+        let mut a = Asker::new();
+        let mut rng = Counter(0);
+        let peer = peers(1)[0].0;
+        let candidate: SocketAddr = "198.18.0.9:40000".parse().unwrap();
+        a.verify(peer, candidate, t0, &mut rng);
+        let q = a.poll_question().unwrap();
+        assert_eq!((q.peer, q.to), (peer, Some(candidate)));
+        // The answer reports where that path sees us: not our reflexive
+        // endpoint, only that the path works.
+        let seen: SocketAddr = "198.18.0.5:61000".parse().unwrap();
+        a.handle_answer(peer, q.nonce, seen, 0, t0);
+        let out: Vec<Outcome> = std::iter::from_fn(|| a.poll_outcome()).collect();
+        assert_eq!(
+            out,
+            [Outcome::Verified {
+                peer,
+                endpoint: candidate
+            }]
+        );
+        assert!(a.reflexive(t0, &[]).is_empty());
+        a.handle_answer(peer, q.nonce, seen, 0, t0);
+        assert_eq!(a.poll_outcome(), None, "a replay");
     }
 }

@@ -85,6 +85,8 @@ pub struct PeerInfo {
     pub stats: PeerStats,
     /// Persistent keepalive interval.
     pub persistent_keepalive: Option<Duration>,
+    /// Since when data we sent has gone unanswered (nothing received).
+    pub unanswered_since: Option<Instant>,
 }
 
 /// What the caller must do with the result of a call.
@@ -186,6 +188,8 @@ pub struct Device {
     by_endpoint: HashMap<SocketAddr, PeerId>,
     /// Peers whose handshake completed since the last report.
     handshakes: VecDeque<PublicKey>,
+    /// Real endpoints authenticated packets of relayed peers came from.
+    direct_seen: VecDeque<(PublicKey, SocketAddr)>,
     /// When the timers last ran, and the earliest deadline they found.
     last_sweep: Option<Instant>,
     timer_due: Option<Instant>,
@@ -219,6 +223,7 @@ impl Device {
             early: VecDeque::new(),
             by_endpoint: HashMap::new(),
             handshakes: VecDeque::new(),
+            direct_seen: VecDeque::new(),
             last_sweep: None,
             timer_due: None,
             touched: true,
@@ -401,6 +406,51 @@ impl Device {
         true
     }
 
+    /// Keeps the peer with `key` off direct paths (`on`: it is reached
+    /// through a relay) or lets it roam anywhere again: while kept off, an
+    /// authenticated packet from a real endpoint does not move it there
+    /// but is reported ([`Device::poll_direct_seen`]) for the caller to
+    /// check that path both ways first.
+    pub fn keep_off_direct(&mut self, key: &PublicKey, on: bool) {
+        if let Some(p) = self
+            .by_key
+            .get(key)
+            .copied()
+            .and_then(|id| self.peer_mut(id))
+        {
+            p.off_direct = on;
+        }
+    }
+
+    /// A real endpoint an authenticated packet of a peer kept off direct
+    /// paths came from.
+    pub fn poll_direct_seen(&mut self) -> Option<(PublicKey, SocketAddr)> {
+        self.direct_seen.pop_front()
+    }
+
+    /// An authenticated packet of peer `id` came from `from`: the peer
+    /// moves there (WireGuard's roaming), unless it is kept off direct
+    /// paths and `from` is one.
+    fn roam(&mut self, id: PeerId, from: SocketAddr) {
+        let Some(peer) = self.peer_mut(id) else {
+            return;
+        };
+        if peer.endpoint == Some(from) {
+            return;
+        }
+        if peer.off_direct && !crate::relay::is_virtual(&from) {
+            let seen = (peer.public, from);
+            if !self.direct_seen.contains(&seen) {
+                if self.direct_seen.len() >= MAX_HANDSHAKE_REPORTS {
+                    self.direct_seen.pop_front();
+                }
+                self.direct_seen.push_back(seen);
+            }
+            return;
+        }
+        self.set_endpoint(id, Some(from));
+    }
+
     /// The current endpoint of the peer with `key`.
     pub fn endpoint_of(&self, key: &PublicKey) -> Option<SocketAddr> {
         let id = self.by_key.get(key)?;
@@ -436,6 +486,7 @@ impl Device {
             allowed_ips: p.allowed.clone(),
             stats: p.stats,
             persistent_keepalive: p.keepalive,
+            unanswered_since: p.unanswered_since,
         })
     }
 
@@ -729,7 +780,7 @@ impl Device {
         if let Some(old) = old {
             self.by_index.remove(&old);
         }
-        self.set_endpoint(id, Some(from));
+        self.roam(id, from);
         self.counters.tx_datagrams += 1;
         Action::Send {
             to: from,
@@ -775,7 +826,7 @@ impl Device {
         for i in gone {
             self.by_index.remove(&i);
         }
-        self.set_endpoint(id, Some(from));
+        self.roam(id, from);
         self.report_handshake(public);
         self.schedule(id);
         Action::None
@@ -850,9 +901,7 @@ impl Device {
             peer.want_handshake = true;
         }
         let public = peer.public;
-        if peer.endpoint != Some(from) {
-            self.set_endpoint(id, Some(from));
-        }
+        self.roam(id, from);
         if confirmed_now {
             self.report_handshake(public);
         }

@@ -10,8 +10,10 @@
 //! A peer reached through a relay has a virtual endpoint: the device sends
 //! to it like to any other, and the node wraps those datagrams in an
 //! envelope to the relay (and unwraps what the relay delivers as coming
-//! from it), so WireGuard's roaming keeps both ends on the relayed path
-//! until a direct packet arrives.
+//! from it), so WireGuard's roaming keeps both ends on the relayed path.
+//! A direct packet of a relayed peer does not move it back (the way there
+//! may work one way only): it is reported ([`Event::DirectSeen`]) and the
+//! caller moves the peer with [`Node::go_direct`] once the path answered.
 //!
 //! Without members (a static WireGuard configuration) nobody is answered or
 //! relayed and every echo or envelope is dropped and counted.
@@ -48,6 +50,14 @@ pub enum Event {
     },
     /// A handshake with this peer completed: a session is up.
     Handshake(PublicKey),
+    /// An authenticated packet of a relayed peer came straight from this
+    /// endpoint; the peer stays relayed until the path is checked.
+    DirectSeen {
+        /// The peer.
+        peer: PublicKey,
+        /// The endpoint its packet came from.
+        at: SocketAddr,
+    },
 }
 
 /// How this node reaches a peer now.
@@ -175,18 +185,18 @@ impl Node {
     }
 
     /// An endpoint-echo question to member `peer` padded to `len` bytes,
-    /// and where to send it (the peer's direct endpoint); `None` if it is
-    /// not a member or has no direct endpoint.
+    /// and where to send it: `to`, or the peer's direct endpoint; `None` if
+    /// it is not a member or there is no direct endpoint to send to.
     pub fn question(
         &self,
         peer: &PublicKey,
         nonce: u64,
         len: u16,
+        to: Option<SocketAddr>,
     ) -> Option<(SocketAddr, Vec<u8>)> {
         let member = self.ids.get(peer).and_then(|id| self.members.get(id))?;
-        let at = self
-            .device
-            .endpoint_of(peer)
+        let at = to
+            .or_else(|| self.device.endpoint_of(peer))
             .filter(|e| !relay::is_virtual(e))?;
         Some((at, echo::request(&self.own_id, nonce, &member.pair, len)))
     }
@@ -201,11 +211,13 @@ impl Node {
             .endpoint_of(relay)
             .filter(|e| !relay::is_virtual(e))?;
         let v = self.paths.get_or_insert(at, *relay, peer_id, now);
+        self.device.keep_off_direct(peer, true);
         self.device.set_peer_endpoint(peer, v).then_some(())
     }
 
-    /// Sends to `peer` at `endpoint` from now on.
+    /// Sends to `peer` at `endpoint` from now on (and lets it roam).
     pub fn go_direct(&mut self, peer: &PublicKey, endpoint: SocketAddr) -> bool {
+        self.device.keep_off_direct(peer, false);
         self.device.set_peer_endpoint(peer, endpoint)
     }
 
@@ -305,6 +317,9 @@ impl Node {
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(peer) = self.device.poll_handshake() {
             return Some(Event::Handshake(peer));
+        }
+        if let Some((peer, at)) = self.device.poll_direct_seen() {
+            return Some(Event::DirectSeen { peer, at });
         }
         self.events.pop_front()
     }

@@ -627,10 +627,16 @@ mod tests {
         assert!(s.contains("masquerade random,fully-random\n"));
         assert!(c.contains("drop") && !c.contains("dnat to"));
         let open = ruleset(NatKind::Cone, Firewall::Open, net, None);
-        assert!(!open.contains("drop"), "a bare NAT instance filters nothing");
+        assert!(
+            !open.contains("drop"),
+            "a bare NAT instance filters nothing"
+        );
         let vm = Some("192.168.2.10".parse().unwrap());
         let one = ruleset(NatKind::OneToOne, Firewall::Filtering, net, vm);
         assert!(one.contains("dnat to 192.168.2.10") && one.contains("ct status dnat accept"));
-        assert!(c.starts_with("table ip cladnet_nat\ndelete table ip cladnet_nat\n"), "replaces");
+        assert!(
+            c.starts_with("table ip cladnet_nat\ndelete table ip cladnet_nat\n"),
+            "replaces"
+        );
     }
 }

@@ -158,7 +158,12 @@ impl View<'_> {
             control_listen: self.settings.control_listen.to_string(),
             endpoints: self.own.endpoints.iter().map(|e| e.to_string()).collect(),
             reflexive: self.own.reflexive.iter().map(|e| e.to_string()).collect(),
-            advertise: self.settings.advertise.iter().map(|a| a.to_string()).collect(),
+            advertise: self
+                .settings
+                .advertise
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             advertised: self.own.advertised.iter().map(|e| e.to_string()).collect(),
             control: self.own.control.iter().map(|e| e.to_string()).collect(),
             version: self.version,

@@ -45,7 +45,9 @@ impl Mesh {
         reply: Reply,
     ) {
         if !self.joins.has_room() {
-            let busy = Response::Refused("this member is passing on too many joins; try again in a few seconds".into());
+            let busy = Response::Refused(
+                "this member is passing on too many joins; try again in a few seconds".into(),
+            );
             let busy = self.replica.respond(busy);
             self.shell.respond(reply, busy);
             return;
@@ -57,7 +59,9 @@ impl Mesh {
         match self.shell.request(&inviter, &addrs, request) {
             Some(id) => self.joins.sent(id, reply, Instant::now()),
             None => {
-                let r = self.replica.respond(Response::Refused("the invite names an invalid member".into()));
+                let r = self.replica.respond(Response::Refused(
+                    "the invite names an invalid member".into(),
+                ));
                 self.shell.respond(reply, r);
             }
         }

@@ -76,6 +76,8 @@ const FAREWELL: Duration = Duration::from_millis(1500);
 /// When the loop's own periodic work is due.
 struct Due {
     paths: Instant,
+    /// Close probes and route decisions.
+    watch: Instant,
     redial: Instant,
     scan: Instant,
     metrics: Instant,
@@ -165,6 +167,7 @@ impl Mesh {
             standing: None,
             due: Due {
                 paths: now,
+                watch: now,
                 redial: now + REDIAL_EVERY,
                 scan: now + SCAN_EVERY,
                 metrics: now + METRICS_FIRST,
@@ -261,6 +264,7 @@ impl Mesh {
         let d = &self.due;
         [
             Some(d.paths),
+            Some(d.watch),
             Some(d.redial),
             Some(d.scan),
             Some(d.metrics),
@@ -286,6 +290,11 @@ impl Mesh {
             let _ = reply.send(api::error(&why));
         }
         self.expire_joins(now);
+        if now >= self.due.watch {
+            self.due.watch = now + paths::WATCH_EVERY;
+            let tick = self.tick(now, now_ms);
+            self.paths.watch(&self.data, self.replica.ledger(), tick);
+        }
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
             // Standing can change with time alone (a certificate expires).
@@ -295,11 +304,8 @@ impl Mesh {
                 self.on_membership();
                 self.apply().await;
             }
-            let me = self.me();
-            let active = self.is_active();
-            let heard =
-                self.paths
-                    .round(&self.data, self.replica.ledger(), &me, active, now, now_ms);
+            let tick = self.tick(now, now_ms);
+            let heard = self.paths.round(&self.data, self.replica.ledger(), tick);
             heard.into_iter().for_each(|id| self.heard(id));
         }
         if now >= self.due.metrics {
@@ -432,6 +438,16 @@ impl Mesh {
             .filter(|m| m.status == Status::Active)
             .map(|m| m.id)
             .collect()
+    }
+
+    /// What the path machines look at now.
+    fn tick(&self, now: Instant, now_ms: u64) -> paths::Tick {
+        paths::Tick {
+            me: self.me(),
+            active: self.is_active(),
+            now,
+            now_ms,
+        }
     }
 
     fn is_active(&self) -> bool {
@@ -641,6 +657,11 @@ impl Mesh {
                     .handle_answer(from, nonce, seen, len, Instant::now());
                 self.on_outcomes();
             }
+            NodeEvent::DirectSeen { peer, at } => {
+                let ledger = self.replica.ledger();
+                self.paths
+                    .direct_seen(&self.data, ledger, &peer, at, Instant::now(), now_ms());
+            }
             NodeEvent::Handshake(key) => {
                 if let Some(id) = self.id_of(&key) {
                     self.heard(id);
@@ -651,7 +672,9 @@ impl Mesh {
 
     /// Acts on what the echo answers showed.
     fn on_outcomes(&mut self) {
-        for o in self.paths.outcomes() {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let ledger = self.replica.ledger();
+        for o in self.paths.outcomes(&self.data, ledger, now, now_ms) {
             match o {
                 Outcome::Moved { from, to } => {
                     // QUIC here cannot migrate: the control connections
@@ -670,6 +693,8 @@ impl Mesh {
                     self.own.set_path_mtu(limit);
                     self.due.rescan.get_or_insert(Instant::now());
                 }
+                // Taken by the routes already.
+                Outcome::Verified { .. } => {}
             }
         }
     }

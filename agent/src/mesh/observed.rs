@@ -50,7 +50,11 @@ impl Observed {
         }
         let mut ranked: Vec<(usize, SocketAddr)> = count.into_iter().map(|(a, n)| (n, a)).collect();
         ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        ranked.into_iter().take(MAX_PUBLISHED).map(|(_, a)| a).collect()
+        ranked
+            .into_iter()
+            .take(MAX_PUBLISHED)
+            .map(|(_, a)| a)
+            .collect()
     }
 }
 

@@ -354,18 +354,32 @@ mod tests {
             mtu: Some(1500),
         };
         let mut s = settings();
-        s.advertise = vec!["198.18.0.7".parse().unwrap(), crate::advertise::Advertise::Auto];
+        s.advertise = vec![
+            "198.18.0.7".parse().unwrap(),
+            crate::advertise::Advertise::Auto,
+        ];
         let outside = Outside {
             reflexive: vec!["198.18.0.7:51820".parse().unwrap()],
-            control: vec!["198.18.0.7:51821".parse().unwrap(), "198.18.0.9:3000".parse().unwrap()],
+            control: vec![
+                "198.18.0.7:51821".parse().unwrap(),
+                "198.18.0.9:3000".parse().unwrap(),
+            ],
             auto: Some("198.18.0.8".parse().unwrap()),
         };
         own.update_host(&inv, &s, outside);
         let text = |v: &[SocketAddr]| v.iter().map(|e| e.to_string()).collect::<Vec<_>>();
-        assert_eq!(text(&own.record.advertised), ["198.18.0.7:51820", "198.18.0.8:51820"]);
+        assert_eq!(
+            text(&own.record.advertised),
+            ["198.18.0.7:51820", "198.18.0.8:51820"]
+        );
         assert_eq!(
             text(&own.record.control),
-            ["198.18.0.7:51821", "198.18.0.8:51821", "198.18.0.9:3000", "10.0.1.5:51821"]
+            [
+                "198.18.0.7:51821",
+                "198.18.0.8:51821",
+                "198.18.0.9:3000",
+                "10.0.1.5:51821"
+            ]
         );
         assert_eq!(own.take_publication(), Some((2, true)));
     }

@@ -1,25 +1,50 @@
 //! How this node reaches its peers, as the control loop runs it: the
-//! endpoint echo ([`Asker`]: where members see us, moves, path MTU), the
-//! overlay probes ([`Prober`]: RTT and loss per peer), liveness from tunnel
-//! traffic, and the route decisions ([`Routes`]) carried out on the data
-//! plane.
+//! endpoint echo ([`Asker`]: where members see us, moves, path MTU, and the
+//! checks of direct candidates), the overlay probes ([`Prober`]: RTT and
+//! loss per peer, round robin, and closely for peers whose traffic goes
+//! unanswered or whose path just changed), liveness from tunnel traffic,
+//! and the route decisions ([`Routes`]) carried out on the data plane.
 
 use super::peers::wg_key;
 use crate::dataplane::Shared;
-use crate::probe::Prober;
-use federation::routes::{Command, Facts, Routes, SESSION_FRESH};
+use crate::probe::{Prober, PROBE_TIMEOUT};
+use federation::routes::{Command, Facts, Routes};
 use federation::{Ledger, NodeId, Status};
 use netstack::asker::{Asker, Outcome, IPV4_UDP};
+use netstack::node::Route;
 use netstack::PublicKey;
 use rand_core::OsRng;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
 
 /// Peers probed per round (round robin).
 const PROBES_PER_ROUND: usize = 8;
 /// A peer whose last this many overlay probes were lost is silent.
 const SILENT_AFTER: usize = 3;
+/// Peers watched closely are probed this often, and the routes decided.
+pub const WATCH_EVERY: Duration = Duration::from_millis(300);
+/// Data sent this long without anything received back makes a peer
+/// watched closely (one-way traffic is normal; the probes tell).
+const UNANSWERED: Duration = Duration::from_millis(500);
+/// A close probe is lost after this long, or four round trips if longer.
+const WATCH_TIMEOUT: Duration = Duration::from_millis(700);
+/// Peers probed closely per tick, at most (those with unanswered data
+/// first): a node that just joined a big network does not flood it.
+const MAX_WATCHED: usize = 32;
+
+/// When a periodic look at the paths happens, and for whom.
+#[derive(Clone, Copy)]
+pub struct Tick {
+    /// This node.
+    pub me: NodeId,
+    /// False once this node is revoked (it probes nobody then).
+    pub active: bool,
+    /// Now.
+    pub now: Instant,
+    /// Now, in ms since the Unix epoch.
+    pub now_ms: u64,
+}
 
 /// The path machines and the probes.
 pub struct Paths {
@@ -32,6 +57,15 @@ pub struct Paths {
     probe_cursor: usize,
     /// Bytes each peer's tunnel had received at the last look.
     tunnel_rx: BTreeMap<NodeId, u64>,
+}
+
+/// What one look at the data plane shows.
+struct Look {
+    facts: BTreeMap<NodeId, Facts>,
+    /// Bytes received per peer.
+    rx: Vec<(NodeId, u64)>,
+    /// Peers whose data has gone unanswered for [`UNANSWERED`].
+    unanswered: BTreeSet<NodeId>,
 }
 
 impl Paths {
@@ -54,33 +88,32 @@ impl Paths {
         self.asker.retain(|k| keys.contains(k));
     }
 
-    /// Asks members where they see us, if a round is due, sending the
-    /// questions from the data-plane socket.
+    /// Asks members where they see us, if a round is due, and sends every
+    /// question waiting (path checks too) from the data-plane socket.
     pub fn ask_echo(&mut self, data: &Shared, now: Instant) {
-        if self.asker.poll_timeout().is_some_and(|t| now < t) {
-            return;
+        if self.asker.poll_timeout().is_none_or(|t| now >= t) {
+            let (direct, mtu) = data.with(|n| {
+                let direct: Vec<(PublicKey, SocketAddr)> = n
+                    .device()
+                    .peers()
+                    .filter_map(|p| {
+                        let at = p.endpoint.filter(|e| !netstack::relay::is_virtual(e))?;
+                        Some((p.public_key, at))
+                    })
+                    .collect();
+                (direct, n.device().mtu())
+            });
+            // The largest tunnel datagram the overlay MTU implies, with the
+            // whole overhead budget (IPv6 headers, a relay envelope) minus
+            // the IPv4 and UDP headers the probe itself travels in.
+            let target = u16::try_from(mtu)
+                .unwrap_or(u16::MAX)
+                .saturating_add(federation::member::TUNNEL_OVERHEAD)
+                .saturating_sub(IPV4_UDP);
+            self.asker.handle_timeout(now, &direct, target, &mut OsRng);
         }
-        let (direct, mtu) = data.with(|n| {
-            let direct: Vec<(PublicKey, SocketAddr)> = n
-                .device()
-                .peers()
-                .filter_map(|p| {
-                    let at = p.endpoint.filter(|e| !netstack::relay::is_virtual(e))?;
-                    Some((p.public_key, at))
-                })
-                .collect();
-            (direct, n.device().mtu())
-        });
-        // The largest tunnel datagram the overlay MTU implies, with the
-        // whole overhead budget (IPv6 headers, a relay envelope) minus the
-        // IPv4 and UDP headers the probe itself travels in.
-        let target = u16::try_from(mtu)
-            .unwrap_or(u16::MAX)
-            .saturating_add(federation::member::TUNNEL_OVERHEAD)
-            .saturating_sub(IPV4_UDP);
-        self.asker.handle_timeout(now, &direct, target, &mut OsRng);
         while let Some(q) = self.asker.poll_question() {
-            let Some((at, bytes)) = data.with(|n| n.question(&q.peer, q.nonce, q.len)) else {
+            let Some((at, bytes)) = data.with(|n| n.question(&q.peer, q.nonce, q.len, q.to)) else {
                 continue;
             };
             if let Err(e) = data.send_to(at, &bytes) {
@@ -89,55 +122,83 @@ impl Paths {
         }
     }
 
-    /// What the echo answers showed since the last call.
-    pub fn outcomes(&mut self) -> Vec<Outcome> {
-        std::iter::from_fn(|| self.asker.poll_outcome()).collect()
-    }
-
-    /// One round: members whose tunnels received something (heard from),
-    /// route decisions carried out, and the next peers probed. `active`
-    /// is false once this node is revoked (it probes nobody then).
-    pub fn round(
+    /// What the echo answers showed since the last call; path checks that
+    /// answered go to the routes (and are carried out) here.
+    pub fn outcomes(
         &mut self,
         data: &Shared,
         ledger: &Ledger,
-        me: &NodeId,
-        active: bool,
         now: Instant,
         now_ms: u64,
-    ) -> Vec<NodeId> {
-        let keys: BTreeMap<PublicKey, NodeId> = ledger
-            .members(now_ms)
-            .iter()
-            .filter_map(|m| Some((wg_key(m.record)?, m.id)))
-            .collect();
-        let prober = self.prober.as_ref();
-        let mut facts = BTreeMap::new();
-        let mut rx = Vec::new();
-        data.with(|n| {
-            for p in n.device().peers() {
-                let Some(id) = keys.get(&p.public_key).copied() else {
+    ) -> Vec<Outcome> {
+        let mut rest = Vec::new();
+        while let Some(o) = self.asker.poll_outcome() {
+            match o {
+                Outcome::Verified { peer, endpoint } => {
+                    if let Some(id) = member_of(ledger, &peer, now_ms) {
+                        self.routes.handle_verified(id, endpoint, now);
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        self.carry_out(data, ledger, now, now_ms);
+        rest
+    }
+
+    /// An authenticated packet of the relayed `peer` came straight from
+    /// `at`: the routes check that path.
+    pub fn direct_seen(
+        &mut self,
+        data: &Shared,
+        ledger: &Ledger,
+        peer: &PublicKey,
+        at: SocketAddr,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        if let Some(id) = member_of(ledger, peer, now_ms) {
+            self.routes.handle_direct_seen(id, at, now);
+            self.carry_out(data, ledger, now, now_ms);
+        }
+    }
+
+    /// Every [`WATCH_EVERY`]: probes the peers watched closely (a path
+    /// that just changed, data unanswered) and decides the routes on what
+    /// the data plane and the probes show now.
+    pub fn watch(&mut self, data: &Shared, ledger: &Ledger, t: Tick) {
+        let look = self.look(data, ledger, t);
+        if let Some(prober) = self.prober.as_mut() {
+            prober.expire(t.now);
+            let addrs: BTreeMap<NodeId, Ipv4Addr> = addresses(ledger, &t.me, t.now_ms).collect();
+            let mut watched: Vec<NodeId> = look.unanswered.iter().copied().collect();
+            watched.extend(
+                self.routes
+                    .settling(t.now)
+                    .filter(|id| !look.unanswered.contains(id)),
+            );
+            for id in watched.into_iter().filter(|_| t.active).take(MAX_WATCHED) {
+                let Some(addr) = addrs.get(&id).copied() else {
                     continue;
                 };
-                rx.push((id, p.stats.rx_bytes));
-                let window = prober.and_then(|pr| pr.window(&id));
-                facts.insert(
-                    id,
-                    Facts {
-                        direct: p.endpoint.is_some_and(|e| !netstack::relay::is_virtual(&e)),
-                        session: p
-                            .stats
-                            .last_handshake
-                            .is_some_and(|t| now.saturating_duration_since(t) < SESSION_FRESH),
-                        silent: window.is_some_and(|w| w.last_lost(SILENT_AFTER)),
-                        rtt: window.and_then(|w| w.avg()),
-                    },
-                );
+                let rtt = prober.window(&id).and_then(|w| w.avg()).unwrap_or_default();
+                let within = WATCH_TIMEOUT.max(rtt * 4).min(PROBE_TIMEOUT);
+                prober.send(id, addr, within);
             }
-        });
+        }
+        self.routes
+            .handle_timeout(t.now, &t.me, ledger, &look.facts, t.now_ms);
+        self.carry_out(data, ledger, t.now, t.now_ms);
+    }
+
+    /// One round (every 2 s): members whose tunnels received something
+    /// (heard from), and the next peers probed.
+    pub fn round(&mut self, data: &Shared, ledger: &Ledger, t: Tick) -> Vec<NodeId> {
+        let look = self.look(data, ledger, t);
         // Liveness from tunnel traffic: keepalives every 25 s keep quiet
         // tunnels alive, so no control connection to every member is needed.
-        let heard = rx
+        let heard = look
+            .rx
             .into_iter()
             .filter(|(id, bytes)| {
                 self.tunnel_rx
@@ -146,44 +207,112 @@ impl Paths {
             })
             .map(|(id, _)| id)
             .collect();
-        self.routes.handle_timeout(now, me, ledger, &facts, now_ms);
-        while let Some(c) = self.routes.poll_command() {
-            carry_out(c, data, ledger, self.prober.as_mut(), now, now_ms);
-        }
-        self.probe_round(ledger, me, active, now, now_ms);
+        self.probe_round(ledger, t);
         heard
     }
 
-    /// Probes the next few peers (round robin) through the overlay.
-    fn probe_round(
-        &mut self,
-        ledger: &Ledger,
-        me: &NodeId,
-        active: bool,
-        now: Instant,
-        now_ms: u64,
-    ) {
-        let peers: Vec<(NodeId, std::net::Ipv4Addr)> = ledger
-            .members(now_ms)
+    /// What the data plane and the probes show of every peer.
+    fn look(&self, data: &Shared, ledger: &Ledger, t: Tick) -> Look {
+        let now = t.now;
+        let keys: BTreeMap<PublicKey, NodeId> = ledger
+            .members(t.now_ms)
             .iter()
-            .filter(|m| m.status == Status::Active && m.id != *me)
-            .map(|m| (m.id, m.record.address))
+            .filter_map(|m| Some((wg_key(m.record)?, m.id)))
             .collect();
+        let prober = self.prober.as_ref();
+        let mut look = Look {
+            facts: BTreeMap::new(),
+            rx: Vec::new(),
+            unanswered: BTreeSet::new(),
+        };
+        data.with(|n| {
+            for p in n.device().peers() {
+                let Some(id) = keys.get(&p.public_key).copied() else {
+                    continue;
+                };
+                look.rx.push((id, p.stats.rx_bytes));
+                if p.unanswered_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= UNANSWERED)
+                {
+                    look.unanswered.insert(id);
+                }
+                let window = prober.and_then(|pr| pr.window(&id));
+                let relay = match n.route(&p.public_key) {
+                    Some(Route::Relayed(k)) => keys.get(&k).copied(),
+                    _ => None,
+                };
+                look.facts.insert(
+                    id,
+                    Facts {
+                        direct: p.endpoint.is_some_and(|e| !netstack::relay::is_virtual(&e)),
+                        relay,
+                        handshake: p.stats.last_handshake,
+                        answered: window.is_some_and(|w| w.min().is_some()),
+                        silent: window.is_some_and(|w| w.last_lost(SILENT_AFTER)),
+                        rtt: window.and_then(|w| w.avg()),
+                    },
+                );
+            }
+        });
+        look
+    }
+
+    /// Carries out what the routes decided.
+    fn carry_out(&mut self, data: &Shared, ledger: &Ledger, now: Instant, now_ms: u64) {
+        while let Some(c) = self.routes.poll_command() {
+            carry_out(
+                c,
+                data,
+                ledger,
+                &mut self.asker,
+                self.prober.as_mut(),
+                now,
+                now_ms,
+            );
+        }
+        self.ask_echo(data, now);
+    }
+
+    /// Probes the next few peers (round robin) through the overlay.
+    fn probe_round(&mut self, ledger: &Ledger, t: Tick) {
+        let peers: Vec<(NodeId, Ipv4Addr)> = addresses(ledger, &t.me, t.now_ms).collect();
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
-        prober.expire(now);
+        prober.expire(t.now);
         let ids: BTreeSet<NodeId> = peers.iter().map(|(id, _)| *id).collect();
         prober.retain(|k| ids.contains(k));
-        if peers.is_empty() || !active {
+        if peers.is_empty() || !t.active {
             return;
         }
         for i in 0..PROBES_PER_ROUND.min(peers.len()) {
             let (id, addr) = peers[(self.probe_cursor + i) % peers.len()];
-            prober.send(id, addr);
+            prober.send(id, addr, PROBE_TIMEOUT);
         }
         self.probe_cursor = (self.probe_cursor + PROBES_PER_ROUND) % peers.len();
     }
+}
+
+/// The active members but `me`, with their overlay addresses.
+fn addresses<'a>(
+    ledger: &'a Ledger,
+    me: &'a NodeId,
+    now_ms: u64,
+) -> impl Iterator<Item = (NodeId, Ipv4Addr)> + 'a {
+    ledger
+        .members(now_ms)
+        .into_iter()
+        .filter(move |m| m.status == Status::Active && m.id != *me)
+        .map(|m| (m.id, m.record.address))
+}
+
+/// The member whose WireGuard key is `key`.
+fn member_of(ledger: &Ledger, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
+    ledger
+        .members(now_ms)
+        .iter()
+        .find(|m| wg_key(m.record).as_ref() == Some(key))
+        .map(|m| m.id)
 }
 
 /// Applies one route decision to the data plane (and says so).
@@ -191,6 +320,7 @@ fn carry_out(
     c: Command,
     data: &Shared,
     ledger: &Ledger,
+    asker: &mut Asker,
     prober: Option<&mut Prober<NodeId>>,
     now: Instant,
     now_ms: u64,
@@ -199,14 +329,22 @@ fn carry_out(
     let name = |id: &NodeId| member(id).map_or_else(|| id.short(), |m| m.record.name.clone());
     let key = |id: &NodeId| member(id).and_then(|m| wg_key(m.record));
     let peer = match c {
-        Command::Direct { peer, .. } | Command::Relay { peer, .. } => peer,
+        Command::Direct { peer, .. }
+        | Command::Relay { peer, .. }
+        | Command::Verify { peer, .. } => peer,
     };
     let Some(peer_key) = key(&peer) else {
         return;
     };
     match c {
+        Command::Verify { endpoint, .. } => {
+            tracing::debug!(peer = %name(&peer), %endpoint, "checking a direct path");
+            asker.verify(peer_key, endpoint, now, &mut OsRng);
+            // The path in use does not change: its probes stay.
+            return;
+        }
         Command::Direct { endpoint, .. } => {
-            tracing::info!(peer = %name(&peer), %endpoint, "trying the direct path");
+            tracing::info!(peer = %name(&peer), %endpoint, "taking the direct path");
             data.with(|n| n.go_direct(&peer_key, endpoint));
         }
         Command::Relay {
@@ -221,7 +359,7 @@ fn carry_out(
                     "the relay stopped getting through; relaying elsewhere"
                 ),
                 None => tracing::info!(
-                    peer = %name(&peer), relay = %name(&relay), "no direct path; relaying"
+                    peer = %name(&peer), relay = %name(&relay), "the direct path does not answer; relaying"
                 ),
             }
             if data

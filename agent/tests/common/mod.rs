@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod net;
+pub mod pings;
 
 use anyhow::{anyhow, Context, Result};
 use std::net::Ipv4Addr;

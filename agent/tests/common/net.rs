@@ -19,6 +19,18 @@ pub struct Member {
     pub agent: Option<Proc>,
 }
 
+impl Member {
+    /// A member on `node`, its state directory in the lab's directory.
+    pub fn in_lab(lab: &Lab, node: Node) -> Member {
+        let state = lab.dir().join(format!("state-{}", node.name));
+        Member {
+            node,
+            state,
+            agent: None,
+        }
+    }
+}
+
 /// A lab of network members (state directories in the lab dir).
 pub struct Net {
     pub lab: Lab,
@@ -116,6 +128,12 @@ impl Net {
 
     pub fn status(&self, i: usize) -> Result<Value> {
         Ok(serde_json::from_str(&self.cli(i, &["status", "--json"])?)?)
+    }
+
+    /// Member `i`'s tunnels (`peers --json`).
+    pub fn peers(&self, i: usize) -> Result<Vec<Value>> {
+        let v: Value = serde_json::from_str(&self.cli(i, &["peers", "--json"])?)?;
+        v.as_array().cloned().context("peers is not a list")
     }
 
     pub fn members(&self, i: usize) -> Result<Vec<Value>> {

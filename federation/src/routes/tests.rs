@@ -20,9 +20,18 @@ fn setup(net: &TestNetwork, edit: impl Fn(u8, &mut TestMember)) -> (Ledger, [Nod
 fn live(rtt_ms: u64) -> Facts {
     Facts {
         direct: true,
-        session: true,
-        silent: false,
+        answered: true,
         rtt: Some(Duration::from_millis(rtt_ms)),
+        ..Facts::default()
+    }
+}
+
+/// What a relayed peer shows while its relay gets through.
+fn relayed(relay: NodeId) -> Facts {
+    Facts {
+        relay: Some(relay),
+        answered: true,
+        ..Facts::default()
     }
 }
 
@@ -66,8 +75,22 @@ fn a_direct_path_gets_its_grace_then_the_best_relay() {
         None,
         "same choice"
     );
+    assert_eq!(
+        r.settling(t0).collect::<Vec<_>>(),
+        [peer],
+        "watched closely"
+    );
     // r3 is faster, but r4 is known to reach the peer.
-    let facts = BTreeMap::from([(r3, live(1)), (r4, live(30))]);
+    let mut facts = BTreeMap::from([(r3, live(1)), (r4, live(30))]);
+    // An old handshake does not make the attempt work.
+    facts.insert(
+        peer,
+        Facts {
+            direct: true,
+            handshake: Some(t0 - Duration::from_secs(1)),
+            ..Facts::default()
+        },
+    );
     r.handle_timeout(t0 + DIRECT_GRACE / 2, &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty(), "within the grace");
     r.handle_timeout(t0 + DIRECT_GRACE * 2, &me, &ledger, &facts, NOW_MS);
@@ -83,23 +106,28 @@ fn a_direct_path_gets_its_grace_then_the_best_relay() {
 }
 
 #[test]
-fn a_session_in_time_keeps_the_direct_path_and_no_relay_is_no_relay() {
+fn an_answering_direct_path_is_kept_and_no_relay_is_no_relay() {
     let net = TestNetwork::new(3);
     // Members 3 and 4 refuse to relay.
     let (ledger, [me, peer, r3, r4]) = setup(&net, |n, m| m.record.no_relay = n >= 3);
     let t0 = Instant::now();
     let mut r = Routes::new();
     r.handle_choice(peer, Some(endpoint()), t0);
-    let mut facts = BTreeMap::from([(r3, live(1)), (r4, live(1)), (peer, live(1))]);
+    let handshake = Facts {
+        direct: true,
+        handshake: Some(t0 + Duration::from_millis(5)),
+        ..Facts::default()
+    };
+    let mut facts = BTreeMap::from([(r3, live(1)), (r4, live(1)), (peer, handshake)]);
     r.handle_timeout(t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
-    assert!(commands(&mut r).is_empty(), "a live session");
+    assert!(commands(&mut r).is_empty(), "a handshake since the attempt");
     facts.remove(&peer);
     r.handle_timeout(t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty(), "nobody relays");
 }
 
 #[test]
-fn a_silent_relay_is_replaced_then_dropped_and_direct_is_retried() {
+fn a_silent_relay_is_replaced_then_dropped_for_the_direct_path() {
     let net = TestNetwork::new(3);
     let (ledger, [me, peer, r3, r4]) = setup(&net, |_, _| {});
     let t0 = Instant::now();
@@ -113,16 +141,15 @@ fn a_silent_relay_is_replaced_then_dropped_and_direct_is_retried() {
         matches!(c[..], [Command::Relay { relay, .. }] if relay == r3),
         "{c:?} r3 {r3:?} r4 {r4:?}"
     );
-    // Relayed now; its probes through r3 go unanswered.
+    // Relayed now; its probes through r3 go unanswered: at once.
     facts.insert(
         peer,
         Facts {
-            direct: false,
             silent: true,
-            ..Facts::default()
+            ..relayed(r3)
         },
     );
-    now += DIRECT_GRACE * 2;
+    now += Duration::from_millis(300);
     r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
@@ -140,7 +167,14 @@ fn a_silent_relay_is_replaced_then_dropped_and_direct_is_retried() {
             ..live(1)
         },
     );
-    now += DIRECT_GRACE * 2;
+    facts.insert(
+        peer,
+        Facts {
+            silent: true,
+            ..relayed(r4)
+        },
+    );
+    now += Duration::from_millis(300);
     r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
@@ -149,36 +183,130 @@ fn a_silent_relay_is_replaced_then_dropped_and_direct_is_retried() {
             endpoint: endpoint()
         }]
     );
-    // A relay that works is kept until the direct retry is due, which
-    // counts from the last direct attempt.
-    let attempt = now;
-    facts.insert(r3, live(1));
-    facts.insert(peer, Facts::default());
-    now += DIRECT_GRACE * 2;
-    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
-    assert_eq!(commands(&mut r).len(), 1, "relayed again");
+}
+
+#[test]
+fn a_working_relay_is_only_left_for_a_verified_direct_path() {
+    let net = TestNetwork::new(3);
+    let (ledger, [me, peer, r3, _]) = setup(&net, |_, _| {});
+    let t0 = Instant::now();
+    let mut r = Routes::new();
+    r.handle_choice(peer, Some(endpoint()), t0);
+    let mut facts = BTreeMap::from([(r3, live(1))]);
+    r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
+    assert_eq!(commands(&mut r).len(), 1, "relayed");
+    facts.insert(peer, relayed(r3));
+    // Five minutes of a working relay: the direct candidate is checked
+    // every VERIFY_EVERY, never switched to on hope.
+    let mut now = t0 + DIRECT_GRACE;
+    let mut checks = 0;
+    while now < t0 + Duration::from_secs(300) {
+        now += Duration::from_secs(2);
+        r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+        for c in commands(&mut r) {
+            assert_eq!(
+                c,
+                Command::Verify {
+                    peer,
+                    endpoint: endpoint()
+                }
+            );
+            checks += 1;
+        }
+    }
+    assert!((28..=31).contains(&checks), "{checks} checks");
+    // A new choice from the records is checked too, not switched to.
+    let moved: SocketAddr = "198.18.0.9:40000".parse().unwrap();
+    assert_eq!(r.handle_choice(peer, Some(moved), now), None);
+    assert_eq!(
+        commands(&mut r),
+        [Command::Verify {
+            peer,
+            endpoint: moved
+        }]
+    );
+    // A direct packet from the peer: its endpoint is checked at once, at
+    // most every SEEN_VERIFY_EVERY.
+    let seen: SocketAddr = "198.18.0.9:40001".parse().unwrap();
+    now += SEEN_VERIFY_EVERY;
+    r.handle_direct_seen(peer, seen, now);
+    r.handle_direct_seen(peer, seen, now);
+    assert_eq!(
+        commands(&mut r),
+        [Command::Verify {
+            peer,
+            endpoint: seen
+        }]
+    );
+    // The check answered: direct now.
+    r.handle_verified(peer, seen, now);
+    assert_eq!(
+        commands(&mut r),
+        [Command::Direct {
+            peer,
+            endpoint: seen
+        }]
+    );
+    assert_eq!(r.relay_of(&peer), None);
+    // That path dies (every probe on it lost): back to the relay at once,
+    // although a handshake is recent.
     facts.insert(
         peer,
         Facts {
-            rtt: Some(Duration::from_millis(5)),
+            direct: true,
+            handshake: Some(now),
+            silent: true,
             ..Facts::default()
         },
     );
-    r.handle_timeout(attempt + DIRECT_RETRY, &me, &ledger, &facts, NOW_MS);
-    assert!(commands(&mut r).is_empty(), "not yet");
-    r.handle_timeout(
-        attempt + DIRECT_RETRY + DIRECT_GRACE * 2,
-        &me,
-        &ledger,
-        &facts,
-        NOW_MS,
-    );
+    now += Duration::from_millis(300);
+    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
-        vec![Command::Direct {
+        [Command::Relay {
             peer,
-            endpoint: endpoint()
-        }],
-        "the direct path is retried"
+            relay: r3,
+            replacing: None
+        }]
+    );
+}
+
+#[test]
+fn a_peer_that_moved_us_onto_a_relay_is_followed() {
+    let net = TestNetwork::new(3);
+    let (ledger, [me, peer, r3, _]) = setup(&net, |_, _| {});
+    let t0 = Instant::now();
+    let mut r = Routes::new();
+    r.handle_choice(peer, Some(endpoint()), t0);
+    let facts = BTreeMap::from([(r3, live(1)), (peer, relayed(r3))]);
+    r.handle_timeout(t0 + Duration::from_secs(1), &me, &ledger, &facts, NOW_MS);
+    assert!(commands(&mut r).is_empty());
+    assert_eq!(r.relay_of(&peer), Some(r3));
+}
+
+#[test]
+fn a_new_choice_for_a_direct_peer_moves_it_there() {
+    let t0 = Instant::now();
+    let (peer, moved) = (NodeId([2; 32]), "198.18.0.7:40000".parse().unwrap());
+    let mut r = Routes::new();
+    assert_eq!(
+        r.handle_choice(peer, Some(endpoint()), t0),
+        Some(endpoint()),
+        "a new peer"
+    );
+    let later = t0 + SETTLE * 2;
+    assert_eq!(r.settling(later).count(), 0);
+    assert_eq!(r.handle_choice(peer, Some(moved), later), None);
+    assert_eq!(
+        commands(&mut r),
+        [Command::Direct {
+            peer,
+            endpoint: moved
+        }]
+    );
+    assert_eq!(
+        r.settling(later).collect::<Vec<_>>(),
+        [peer],
+        "a new attempt"
     );
 }

@@ -208,7 +208,7 @@ fn members_answer_each_others_echo_and_strangers_are_dropped() {
     let kb = lab.key(b);
     let (to, q) = lab.nodes[a]
         .1
-        .question(&kb, 42, 1300)
+        .question(&kb, 42, 1300, None)
         .expect("b is a member");
     assert_eq!((to, q.len()), (ep(b), 1300));
     let mut out = vec![0u8; 2048];
@@ -244,7 +244,7 @@ fn members_answer_each_others_echo_and_strangers_are_dropped() {
         Duration::ZERO,
     );
     assert_eq!(
-        stranger.question(&kb, 1, 0),
+        stranger.question(&kb, 1, 0, None),
         None,
         "it has no members to ask"
     );
@@ -330,4 +330,38 @@ fn paths_through_a_departed_relay_go() {
         node.paths.is_empty(),
         "a path through a non-member survived"
     );
+}
+
+#[test]
+fn a_direct_packet_of_a_relayed_peer_is_reported_not_followed() {
+    let mut lab = Lab::new(3);
+    let (a, r, c) = (0, 1, 2);
+    // a cannot reach c directly; c can reach a.
+    lab.blocked = vec![(ep(a), ep(c))];
+    for (x, y) in [(a, r), (c, r)] {
+        let got = lab.send(x, &packet(overlay(x), overlay(y), 100));
+        assert_eq!(got[y].len(), 1, "{x} -> {y} direct");
+    }
+    let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
+    let now = lab.now;
+    lab.nodes[a].1.relay_via(&kc, &kr, now);
+    lab.nodes[c].1.relay_via(&ka, &kr, now);
+    let pkt = packet(overlay(a), overlay(c), 200);
+    assert_eq!(lab.send(a, &pkt)[c], vec![pkt.clone()], "relayed");
+    while lab.nodes[a].1.poll_event().is_some() {}
+    // c tries the direct path: its packets reach a straight.
+    assert!(lab.nodes[c].1.go_direct(&ka, ep(a)));
+    let back = packet(overlay(c), overlay(a), 100);
+    assert_eq!(lab.send(c, &back)[a], vec![back], "c -> a direct");
+    // a stays relayed (its way to c is blocked) and says what it saw.
+    assert_eq!(lab.nodes[a].1.route(&kc), Some(Route::Relayed(kr)));
+    let events: Vec<Event> = std::iter::from_fn(|| lab.nodes[a].1.poll_event()).collect();
+    assert!(
+        events.contains(&Event::DirectSeen {
+            peer: kc,
+            at: ep(c)
+        }),
+        "{events:?}"
+    );
+    assert_eq!(lab.send(a, &pkt)[c], vec![pkt], "a -> c still arrives");
 }
