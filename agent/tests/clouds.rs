@@ -307,7 +307,7 @@ fn scenario(
             bail!("{} cannot ping p after joining", names[i]);
         }
         eprintln!(
-            "FIGURE join to first ping {} -> p: {:.2} s",
+            "FIGURE [{firewall:?}] join to first ping {} -> p: {:.2} s",
             names[i],
             started.elapsed().as_secs_f64()
         );
@@ -320,7 +320,7 @@ fn scenario(
                 bail!("{} cannot ping a1 after joining", names[i]);
             }
             eprintln!(
-                "FIGURE join to first ping {} -> a1 (another NAT): {:.2} s",
+                "FIGURE [{firewall:?}] join to first ping {} -> a1 (another NAT): {:.2} s",
                 names[i],
                 started.elapsed().as_secs_f64()
             );
@@ -338,7 +338,7 @@ fn scenario(
         }
     }
     eprintln!(
-        "FIGURE all 20 ordered pairs ping {:?} after the first join",
+        "FIGURE [{firewall:?}] all 20 ordered pairs ping {:?} after the first join",
         t0.elapsed()
     );
 
@@ -476,7 +476,7 @@ fn scenario(
     let log = client.log();
     assert!(st.success(), "iperf3 failed: {log}");
     let heal = healed_after(&pinger.log(), changed_at)?;
-    eprintln!("FIGURE cloud B's public address changed to {new_wan}: overlay ping healed after {heal:.2} s");
+    eprintln!("FIGURE [{firewall:?}] cloud B's public address changed to {new_wan}: overlay ping healed after {heal:.2} s");
     let intervals: Vec<&str> = log
         .lines()
         .filter(|l| {
@@ -494,7 +494,7 @@ fn scenario(
     assert!(resumed, "the flow did not resume: {log}");
     let last_intervals: Vec<&str> = log.lines().filter(|l| l.contains("receiver")).collect();
     eprintln!(
-        "FIGURE iperf3 a1 -> b1 across the change: {}",
+        "FIGURE [{firewall:?}] iperf3 a1 -> b1 across the change: {}",
         last_intervals.last().unwrap_or(&"")
     );
 
@@ -520,7 +520,7 @@ fn scenario(
         "a NAT address change must heal within 3 s: {heals:?}"
     );
     eprintln!(
-        "FIGURE heal after a NAT address change, {} moves: min {:.2} s, median {:.2} s, max {:.2} s",
+        "FIGURE [{firewall:?}] heal after a NAT address change, {} moves: min {:.2} s, median {:.2} s, max {:.2} s",
         heals.len(),
         heals[0],
         heals[heals.len() / 2],
@@ -556,7 +556,7 @@ fn scenario(
         "a2 unreachable after its address changed: {times:?}"
     );
     eprintln!(
-        "FIGURE a2's LAN address changed: a1 (same LAN) reaches it after {}, b1 (another NAT) after {}",
+        "FIGURE [{firewall:?}] a2's LAN address changed: a1 (same LAN) reaches it after {}, b1 (another NAT) after {}",
         times[0], times[1]
     );
 
@@ -579,7 +579,7 @@ fn scenario(
         bail!("b1 did not rejoin after a minute frozen and a new public address");
     }
     eprintln!(
-        "FIGURE b1 frozen 60 s, NAT moved to {newer_wan}: a1 reaches it {:?} after it resumed",
+        "FIGURE [{firewall:?}] b1 frozen 60 s, NAT moved to {newer_wan}: a1 reaches it {:?} after it resumed",
         resumed.elapsed()
     );
     Ok(())
