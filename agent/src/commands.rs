@@ -16,7 +16,7 @@ use federation::net::{Event, RequestId, Shell};
 use federation::protocol::{JoinRequest, Request, Response};
 use federation::token::{Contact, Invite};
 use federation::{address, Cidr, Ledger, Network, NodeId, NodeKey};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -29,11 +29,13 @@ const INTRODUCE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Hosts `init` sizes the overlay for when nothing else is known.
 const DEFAULT_HOSTS: u64 = 250;
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks the name and the labels before anything is created or spent.
+fn check_node(opts: &NodeOptions) -> Result<()> {
+    let name = opts.name;
     if !valid_name(name) {
         anyhow::bail!("node name {name:?} is invalid: use 1-63 characters of a-z, 0-9 and -, not starting with -");
     }
-    Ok(())
+    labels(opts.labels).map(drop)
 }
 
 fn fresh_dir(dir: &Path) -> Result<()> {
@@ -58,6 +60,8 @@ pub struct NodeOptions<'a> {
     pub control_listen: SocketAddr,
     /// Where this node is reached from outside (`--advertise`).
     pub advertise: &'a [Advertise],
+    /// What the node says about itself (`--label K=V`).
+    pub labels: &'a [(String, String)],
 }
 
 impl NodeOptions<'_> {
@@ -85,6 +89,20 @@ pub fn say_auto(list: &[Advertise]) {
     }
 }
 
+/// The labels given with `--label`, checked (the last of a repeated key
+/// wins).
+fn labels(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+    let labels: BTreeMap<String, String> = given.iter().cloned().collect();
+    if labels.len() > federation::member::MAX_LABELS {
+        anyhow::bail!(
+            "--label is given for {} keys; a node carries at most {}",
+            labels.len(),
+            federation::member::MAX_LABELS
+        );
+    }
+    Ok(labels)
+}
+
 fn own_record(
     network: &Network,
     name: &str,
@@ -92,6 +110,7 @@ fn own_record(
     address: Ipv4Addr,
     pinned: bool,
     host_networks: Vec<Cidr>,
+    labels: BTreeMap<String, String>,
 ) -> MemberRecord {
     MemberRecord {
         network: network.id,
@@ -112,12 +131,13 @@ fn own_record(
         left_ms: None,
         revocations: vec![],
         metrics: None,
+        labels,
     }
 }
 
 /// `cladnet init`: creates a network, its authority and its first node.
 pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Result<()> {
-    check_name(opts.name)?;
+    check_node(opts)?;
     if network_name.is_empty() || network_name.len() > 63 {
         anyhow::bail!("--network must be 1 to 63 characters");
     }
@@ -134,7 +154,14 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
             }
             c
         }
-        None => addrspace::recommend(&inventory.networks, DEFAULT_HOSTS)?.recommended,
+        None => {
+            let drawn = addrspace::draw(&inventory.networks, DEFAULT_HOSTS, &mut rand_core::OsRng)?;
+            println!(
+                "overlay range {} drawn at random among {} free blocks of {} that overlap none of this host's networks, so independently created networks almost never collide and can federate (choose one yourself with --cidr)",
+                drawn.block, drawn.choices, drawn.region
+            );
+            drawn.block
+        }
     };
     if cidr.prefix() > 30 {
         anyhow::bail!("--cidr {cidr} is too small for a network: use /30 or larger (e.g. /24)");
@@ -160,6 +187,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
             wg_key: wg.public_key().0,
             name: opts.name.to_string(),
             admit: true,
+            tags: vec![],
             issued_ms: now,
             expires_ms: now + CERT_TTL_MS,
         },
@@ -173,6 +201,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
         address,
         false,
         inventory.networks,
+        labels(opts.labels)?,
     );
     let store = Store::create(opts.state)?;
     let node = StateDir::create(store, key, wg, Some(authority), network, opts.settings())?;
@@ -197,7 +226,7 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
 /// state directory is made first (a disk that cannot take it fails before
 /// the invite is spent) and removed again if the join is refused.
 pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result<()> {
-    check_name(opts.name)?;
+    check_node(opts)?;
     let invite = Invite::decode(token)?;
     let network = Network::of(invite.authority);
     if network.id != invite.network {
@@ -270,6 +299,7 @@ fn join_into(
         address,
         pinned.is_some(),
         inventory.networks,
+        labels(opts.labels)?,
     );
     let node = StateDir::create(store, key, wg, None, network, opts.settings())?;
     node.save_records(&accepted)?;

@@ -47,8 +47,9 @@ enum Command {
     Init {
         #[command(flatten)]
         node: NodeArgs,
-        /// Overlay range (default: a free private range that overlaps none
-        /// of this host's networks; see `addr-space recommend`).
+        /// Overlay range (default: a /22 drawn at random among the free
+        /// blocks of 10.0.0.0/9 that overlap none of this host's networks,
+        /// so independent networks can federate; see `addr-space recommend`).
         #[arg(long, value_name = "CIDR")]
         cidr: Option<Cidr>,
         /// Name of the network (shown by `status`).
@@ -66,6 +67,11 @@ enum Command {
         /// How many nodes may join with it.
         #[arg(long, value_name = "N", default_value_t = 1)]
         uses: u32,
+        /// A tag for the nodes admitted with it, written into their
+        /// certificates (repeatable; at most 8): what federation exposure
+        /// selects members by. A node cannot tag itself.
+        #[arg(long = "tag", value_name = "NAME", value_parser = parse_tag)]
+        tags: Vec<String>,
     },
     /// Join a network with an invite token; prepares the state directory.
     Join {
@@ -160,6 +166,9 @@ enum Command {
     /// Overlay address space helpers.
     #[command(subcommand)]
     AddrSpace(AddrSpace),
+    /// The network's authority key (the node that ran `init` holds it).
+    #[command(subcommand)]
+    Authority(Authority),
     /// Show a running agent's interface, peers and counters.
     Show {
         /// Interface of the agent to ask (socket /run/cladnet/NAME.sock).
@@ -229,6 +238,11 @@ struct NodeArgs {
     /// service (AWS, GCE, Azure, OpenStack).
     #[arg(long, value_name = "IP[:PORT]|auto")]
     advertise: Vec<advertise::Advertise>,
+    /// Describe this node (repeatable, at most 8): provider=aws,
+    /// region=eu-west-1, zone=eu-west-1a. Shown by `members`; never used
+    /// for policy (certificate tags from `invite --tag` are).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
 }
 
 impl NodeArgs {
@@ -239,8 +253,24 @@ impl NodeArgs {
             listen: self.listen,
             control_listen: self.control_listen,
             advertise: &self.advertise,
+            labels: &self.labels,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum Authority {
+    /// Move the authority key out of the state directory into a new file
+    /// (mode 0600) to keep offline; the node goes on admitting with its
+    /// own certificate. Run it with the agent stopped.
+    Export {
+        /// State directory of the node that holds the key.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// The file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -279,6 +309,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?} is not a duration like 90s, 30m, 1h or 7d")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// Parses a `--tag NAME`.
+fn parse_tag(s: &str) -> Result<String, String> {
+    if federation::cert::valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a tag: use 1-63 characters of a-z, 0-9 and -, not starting with -"
+        ))
+    }
+}
+
+/// Parses a `--label KEY=VALUE`.
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if federation::member::valid_label(k, v) => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!(
+            "{s:?} is not a label like region=eu-west-1: a key of 1-32 characters of a-z, 0-9, -, _ and ., \
+             `=`, and a value of at most 63 characters of letters, digits, -, _, ., : and /"
+        )),
+    }
 }
 
 /// Default control socket of the agent for `iface`.
@@ -338,10 +390,16 @@ fn run(cli: Cli) -> Result<()> {
             node,
             address,
         } => commands::join(&node.options(), &token, address),
-        Command::Invite { state, ttl, uses } => {
+        Command::Invite {
+            state,
+            ttl,
+            uses,
+            tags,
+        } => {
             let request = Request::Invite {
                 ttl_s: ttl.as_secs(),
                 uses,
+                tags,
             };
             let invite: docs::Invite = client::ask(&state, request, None)?;
             println!("{}", invite.token);
@@ -369,6 +427,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Leave { state } => {
             let _: docs::Left = client::ask(&state, Request::Leave, None)?;
             println!("left the network; the agent stops");
+            Ok(())
+        }
+        Command::Authority(Authority::Export { state, out }) => {
+            let mut dir = statedir::StateDir::load(&state)?;
+            dir.export_authority(&out)?;
+            println!(
+                "the authority key of network {} is now only in {} (mode 0600): keep it offline; this node goes on admitting with its own certificate",
+                dir.network.id,
+                out.display()
+            );
             Ok(())
         }
         Command::AddrSpace(AddrSpace::Recommend {

@@ -44,25 +44,38 @@ pub fn status(s: &docs::Status) -> String {
 /// `members` as a table.
 pub fn members(list: &[docs::Member]) -> String {
     let mut out = format!(
-        "{:<16} {:<15} {:<8} {:>10}  {:<14} {}\n",
-        "NAME", "ADDRESS", "STATE", "SEEN", "ID", "ENDPOINTS"
+        "{:<16} {:<12} {:<15} {:<8} {:>10}  {:<14} {:<16} {:<24} {}\n",
+        "NAME", "ORG", "ADDRESS", "STATE", "SEEN", "ID", "TAGS", "LABELS", "ENDPOINTS"
     );
     for m in list {
         let seen = m
             .last_seen_ms
             .map_or("never".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(
             out,
-            "{:<16} {:<15} {:<8} {:>10}  {:<14} {}",
+            "{:<16} {:<12} {:<15} {:<8} {:>10}  {:<14} {:<16} {:<24} {}",
             m.name,
+            m.org,
             m.address,
             m.state,
             seen,
             m.id.get(..12).unwrap_or(&m.id),
+            or_dash(&m.tags.join(",")),
+            or_dash(&labels.join(",")),
             m.endpoints.join(" ")
         );
     }
     out
+}
+
+/// `text`, or `-` when it is empty (keeps table columns aligned).
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() {
+        "-"
+    } else {
+        text
+    }
 }
 
 /// `peers` as a table.

@@ -60,6 +60,14 @@ const AUTHORITY_ID: &[u8] = b"authority_id";
 const SETTINGS: &[u8] = b"settings";
 const OWN: &[u8] = b"own_record";
 
+/// Every exported authority key file starts with this.
+const AUTHORITY_PREFIX: &str = "cladnet-authority1.";
+
+/// The one line an exported authority key file holds.
+fn authority_file_line(key: &NodeKey) -> String {
+    format!("{AUTHORITY_PREFIX}{}", federation::hex::encode(&key.seed()))
+}
+
 fn seed(bytes: Option<Vec<u8>>, what: &str) -> Result<[u8; 32]> {
     bytes
         .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
@@ -155,6 +163,34 @@ impl StateDir {
         self.store.put(Table::Meta, OWN, &bytes)?;
         self.store.put(Table::Records, &self.key.id().0, &bytes)?;
         Ok(bytes)
+    }
+
+    /// Moves the authority key out of the state directory into a new file
+    /// `out` (mode 0600, one line): the file is written and synced before
+    /// the key leaves the store, so a crash between the two loses nothing.
+    /// This node keeps admitting through its own certificate.
+    pub fn export_authority(&mut self, out: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = self.authority.as_ref().context(
+            "this state directory holds no authority key (it was exported, or this node joined an existing network)",
+        )?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .with_context(|| {
+                format!(
+                    "cannot create {}: give a path that does not exist yet",
+                    out.display()
+                )
+            })?;
+        writeln!(file, "{}", authority_file_line(key))?;
+        file.sync_all()?;
+        self.store.remove(Table::Meta, AUTHORITY_SEED)?;
+        self.authority = None;
+        Ok(())
     }
 
     /// Replaces the stored settings.

@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use common::net::{setup, Net, CIDR, PINNED};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use testbed::serde_json::Value;
+use testbed::serde_json::{self, Value};
 use testbed::Lab;
 
 #[test]
@@ -41,8 +41,11 @@ fn scenario(net: &mut Net) -> Result<()> {
     let tb = net.invite(a, &[])?;
     net.join(b, "b", &tb)?;
     net.start(b)?;
-    let tc = net.invite(b, &[])?;
-    net.join(c, "c", &tc)?;
+    // C is tagged by its admitter and describes itself with a label.
+    let tc = net.invite(b, &["--tag", "shared"])?;
+    let mut join_c = net.join_cmd(c, "c", &tc);
+    join_c.extend(["--label".to_string(), "region=eu-west-1".to_string()]);
+    net.lab.run(&net.members[c].node, &join_c)?;
     net.start(c)?;
     // D and E through C at the same time.
     let td = net.invite(c, &[])?;
@@ -66,6 +69,26 @@ fn scenario(net: &mut Net) -> Result<()> {
     let five = ["a", "b", "c", "d", "e"];
     for i in [a, b, c, d, e] {
         net.wait_alive(i, &five, Duration::from_secs(30))?;
+    }
+    // Every member shows C's certified tag, its label and its network.
+    for i in [a, e] {
+        let list = net.members(i)?;
+        let c_item = list
+            .iter()
+            .find(|m| m["name"] == "c")
+            .context("c not listed")?;
+        assert_eq!(c_item["tags"], serde_json::json!(["shared"]), "{c_item}");
+        assert_eq!(
+            c_item["labels"],
+            serde_json::json!({"region": "eu-west-1"}),
+            "{c_item}"
+        );
+        assert_eq!(c_item["org"], "cladnet", "{c_item}");
+        let b_item = list
+            .iter()
+            .find(|m| m["name"] == "b")
+            .context("b not listed")?;
+        assert_eq!(b_item["tags"], serde_json::json!([]), "{b_item}");
     }
     let addrs: Vec<String> = (0..5).map(|i| net.address(i)).collect::<Result<_>>()?;
     assert_eq!(
@@ -335,10 +358,15 @@ fn crowd(net: &mut Net) -> Result<()> {
         if st.success() {
             continue;
         }
-        if (k == 0 || k == 5) && p.log().contains(&format!("--address {PINNED} is already used")) {
+        if (k == 0 || k == 5)
+            && p.log()
+                .contains(&format!("--address {PINNED} is already used"))
+        {
             refused_pins += 1;
             let argv = net.join_cmd(5 + k, &format!("j{k}"), &tokens[k]);
-            let mut again = net.lab.spawn(&net.members[5 + k].node, &format!("rejoin-j{k}"), &argv)?;
+            let mut again =
+                net.lab
+                    .spawn(&net.members[5 + k].node, &format!("rejoin-j{k}"), &argv)?;
             let st = again
                 .wait_timeout(Duration::from_secs(60))
                 .context("join did not finish")?;
@@ -415,7 +443,9 @@ fn crowd(net: &mut Net) -> Result<()> {
         1,
         "exactly one of j0/j5 keeps {PINNED}: {listed:?}"
     );
-    eprintln!("FIGURE pinned joins refused because the address was already seen taken: {refused_pins}");
+    eprintln!(
+        "FIGURE pinned joins refused because the address was already seen taken: {refused_pins}"
+    );
     if refused_pins == 0 {
         assert!(reclaimed >= 1, "the other one re-claimed");
     }
@@ -464,6 +494,7 @@ fn inject_forgeries(invite: &federation::token::Invite) -> Result<String> {
                 wg_key: [9; 32],
                 name: "mallory".into(),
                 admit: true,
+                tags: vec![],
                 issued_ms: 0,
                 expires_ms: u64::MAX,
             },

@@ -124,3 +124,109 @@ fn recommend_avoids_the_given_host_networks() {
         "not an IPv4 network",
     );
 }
+
+#[test]
+fn init_draws_a_random_range_and_labels_and_tags_are_checked() {
+    let mut drawn = Vec::new();
+    for i in 0..3 {
+        let dir = temp_dir(&format!("draw{i}"));
+        let state = dir.to_string_lossy().into_owned();
+        let (ok, out, err) = cladnet(&[
+            "init",
+            "--state",
+            &state,
+            "--name",
+            "a",
+            "--label",
+            "region=eu-west-1",
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ok, "init: {err}");
+        assert!(out.contains("drawn at random"), "{out}");
+        let range = out
+            .split_whitespace()
+            .nth(2)
+            .and_then(|r| r.parse::<federation::Cidr>().ok())
+            .unwrap_or_else(|| panic!("no range in {out}"));
+        let region: federation::Cidr = "10.0.0.0/9".parse().unwrap();
+        assert!(region.covers(&range) && range.prefix() == 22, "{out}");
+        drawn.push(range);
+    }
+    assert!(
+        drawn.iter().any(|r| *r != drawn[0]),
+        "three networks drew the same range {drawn:?}"
+    );
+    let dir = temp_dir("label");
+    let state = dir.to_string_lossy().into_owned();
+    fails_with(
+        &[
+            "init",
+            "--state",
+            &state,
+            "--name",
+            "a",
+            "--label",
+            "Region=x y",
+        ],
+        "is not a label",
+    );
+    fails_with(
+        &["invite", "--state", &state, "--tag", "Shared"],
+        "is not a tag",
+    );
+    let nine: Vec<String> = (0..9).map(|i| format!("k{i}=v")).collect();
+    let mut args = vec!["init", "--state", &state, "--name", "a"];
+    for l in &nine {
+        args.extend(["--label", l.as_str()]);
+    }
+    fails_with(&args, "at most 8");
+    assert!(!dir.exists(), "refusals create nothing");
+}
+
+#[test]
+fn the_authority_key_moves_out_of_the_state_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("authority");
+    let state = dir.join("state").to_string_lossy().into_owned();
+    let (ok, _, err) = cladnet(&[
+        "init",
+        "--state",
+        &state,
+        "--name",
+        "a",
+        "--cidr",
+        "100.64.0.0/24",
+    ]);
+    assert!(ok, "init: {err}");
+    let taken = dir.join("taken");
+    std::fs::write(&taken, "something\n").unwrap();
+    let taken_s = taken.to_string_lossy().into_owned();
+    fails_with(
+        &["authority", "export", "--state", &state, "--out", &taken_s],
+        "does not exist yet",
+    );
+    let out = dir.join("authority.key");
+    let out_s = out.to_string_lossy().into_owned();
+    let (ok, said, err) = cladnet(&["authority", "export", "--state", &state, "--out", &out_s]);
+    assert!(ok, "export after a refused one: {err}");
+    assert!(said.contains("keep it offline"), "{said}");
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.starts_with("cladnet-authority1.") && text.trim().len() == 19 + 64,
+        "{text}"
+    );
+    fails_with(
+        &[
+            "authority",
+            "export",
+            "--state",
+            &state,
+            "--out",
+            &dir.join("again").to_string_lossy(),
+        ],
+        "holds no authority key",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -10,7 +10,8 @@
 //!   ([`free_ranges`], bounded in [`Recommendation::free`]);
 //! - recommends one block ([`recommend`]) by a fixed, documented preference
 //!   that keeps away from the ranges clouds, container runtimes and home
-//!   routers use by default;
+//!   routers use by default, or draws one at random in the same region
+//!   ([`draw`], what `init` does) so independent networks do not collide;
 //! - names the host networks an existing overlay collides with
 //!   ([`conflicts`]) and a same-sized range to move to ([`replacement`]).
 //!
@@ -159,6 +160,8 @@ fn usable(p: u8) -> u64 {
 /// hash-derived one keeps the answer predictable and stable: a host network
 /// elsewhere never moves it. (A node already in another cladnet overlay
 /// lists that overlay among its host networks, so the two do not collide.)
+/// `init` does not use this rule but [`draw`]s a block at random from the
+/// same region, so networks created independently do not all share one.
 ///
 /// Errors if `hosts` exceeds what a /8 numbers, or if no block of the
 /// needed size is free in any pool.
@@ -189,6 +192,68 @@ pub fn recommend(host_nets: &[Cidr], hosts: u64) -> Result<Recommendation, AddrS
         free,
         omitted,
     })
+}
+
+/// A block drawn at random by [`draw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Drawn {
+    /// The overlay range drawn.
+    pub block: Cidr,
+    /// The region of [`PREFERENCE`] it was drawn from.
+    pub region: Cidr,
+    /// How many free blocks of that size the region offered.
+    pub choices: u64,
+}
+
+/// Draws an overlay range for `hosts` hosts at random, the way `init` does
+/// without `--cidr`: uniformly among the free /[`prefix_for`]`(hosts)`
+/// blocks of the first region of [`PREFERENCE`] that has one (32,768 /24s
+/// in 10.0.0.0/9 with nothing in the way), like an IPv6 ULA prefix.
+/// Networks created independently then almost never share a range (two
+/// small ones collide with odds of 1 in 32,768), which federating them
+/// needs: their ranges must be disjoint. [`recommend`]'s fixed rule would
+/// give every such network the same block.
+///
+/// Errors as [`recommend`] does. `rng` is the source of randomness (the
+/// modulo bias over at most 2^24 choices is below 2^-40).
+pub fn draw(
+    host_nets: &[Cidr],
+    hosts: u64,
+    rng: &mut dyn rand_core::RngCore,
+) -> Result<Drawn, AddrSpaceError> {
+    if hosts > usable(LARGEST_PREFIX) {
+        return Err(AddrSpaceError::TooManyHosts { hosts });
+    }
+    let prefix = prefix_for(hosts);
+    let nets = relevant(host_nets);
+    for region in PREFERENCE.iter().filter(|r| r.prefix() <= prefix) {
+        let mut free = Vec::new();
+        collect_free(*region, &nets, &mut free);
+        let blocks = |f: &Cidr| 1u64 << (prefix - f.prefix());
+        free.retain(|f| f.prefix() <= prefix);
+        let choices: u64 = free.iter().map(blocks).sum();
+        if choices == 0 {
+            continue;
+        }
+        let mut pick = rng.next_u64() % choices;
+        for f in &free {
+            if pick < blocks(f) {
+                let offset = pick << (32 - u32::from(prefix));
+                let addr = u64::from(u32::from(f.addr())) + offset;
+                let block = u32::try_from(addr)
+                    .ok()
+                    .and_then(|a| Cidr::new(Ipv4Addr::from(a), prefix))
+                    .ok_or(AddrSpaceError::NoRoom { prefix, hosts })?;
+                return Ok(Drawn {
+                    block,
+                    region: *region,
+                    choices,
+                });
+            }
+            pick -= blocks(f);
+        }
+    }
+    Err(AddrSpaceError::NoRoom { prefix, hosts })
 }
 
 /// The part of `within` that overlaps none of `host_nets`, as maximal
@@ -346,6 +411,102 @@ mod tests {
         ];
         for (hosts, prefix) in cases {
             assert_eq!(prefix_for(hosts), prefix, "{hosts} hosts");
+        }
+    }
+
+    /// A deterministic generator for the draws.
+    struct Counter(u64);
+
+    impl rand_core::RngCore for Counter {
+        fn next_u32(&mut self) -> u32 {
+            u32::try_from(self.next_u64() >> 32).unwrap()
+        }
+        fn next_u64(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0
+        }
+        fn fill_bytes(&mut self, dest: &mut [u8]) {
+            rand_core::impls::fill_bytes_via_next(self, dest)
+        }
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+            self.fill_bytes(dest);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn draws_spread_over_the_region_and_avoid_host_networks() {
+        let nets = cs(&["10.0.0.0/16", "10.64.0.0/10"]);
+        let mut rng = Counter(7);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let d = draw(&nets, 10, &mut rng).unwrap();
+            assert_eq!(d.region, c("10.0.0.0/9"));
+            assert_eq!(d.block.prefix(), 24);
+            assert!(d.region.covers(&d.block), "{d:?}");
+            assert!(conflicts(d.block, &nets).is_empty(), "{d:?}");
+            // 10.0.0.0/9 without a /16 and a /10: 32768 - 256 - 16384.
+            assert_eq!(d.choices, 16_128);
+            seen.insert(d.block);
+        }
+        assert!(
+            seen.len() > 190,
+            "200 draws gave only {} blocks",
+            seen.len()
+        );
+        // Only one free /24 left: it is the one drawn.
+        let nets = cs(&[
+            "10.0.0.0/9",
+            "10.128.0.0/9",
+            "192.168.0.0/17",
+            "192.168.128.0/18",
+            "192.168.192.0/19",
+            "192.168.224.0/20",
+            "192.168.240.0/21",
+            "192.168.248.0/22",
+            "192.168.252.0/23",
+            "192.168.254.0/24",
+        ]);
+        let d = draw(&nets, 10, &mut rng).unwrap();
+        assert_eq!((d.block, d.choices), (c("192.168.255.0/24"), 1));
+        let all = cs(&["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]);
+        assert_eq!(
+            draw(&all, 10, &mut rng).unwrap_err(),
+            AddrSpaceError::NoRoom {
+                prefix: 24,
+                hosts: 10
+            }
+        );
+        assert!(draw(&[], 16_777_215, &mut rng).is_err());
+        assert_eq!(
+            draw(&[], 16_777_214, &mut rng).unwrap().block,
+            c("10.0.0.0/8")
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn a_draw_is_free_aligned_and_sized(
+            seed in any::<u64>(),
+            raw in proptest::collection::vec((any::<u32>(), 8u8..=32), 0..12),
+            hosts in 0u64..100_000,
+        ) {
+            let nets: Vec<Cidr> = raw
+                .iter()
+                .filter_map(|(a, p)| Cidr::new(Ipv4Addr::from(*a), *p))
+                .collect();
+            let mut rng = Counter(seed);
+            match draw(&nets, hosts, &mut rng) {
+                Ok(d) => {
+                    prop_assert_eq!(d.block.prefix(), prefix_for(hosts));
+                    prop_assert!(conflicts(d.block, &nets).is_empty());
+                    prop_assert!(d.region.covers(&d.block));
+                }
+                Err(_) => prop_assert!(recommend(&nets, hosts).is_err()),
+            }
         }
     }
 

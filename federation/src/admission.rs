@@ -117,6 +117,7 @@ impl Admitter<'_> {
             wg_key: req.wg_key,
             name: req.name.clone(),
             admit: true,
+            tags: spent.tags.clone(),
             issued_ms: now_ms,
             expires_ms: now_ms.saturating_add(CERT_TTL_MS),
         };

@@ -21,6 +21,8 @@ pub const MAX_CHAIN: usize = 12;
 pub const MAX_NAME: usize = 63;
 /// Most nodes one revocation can keep (bounds the record body).
 pub const MAX_KEEP: usize = 256;
+/// Most tags one certificate may carry.
+pub const MAX_TAGS: usize = 8;
 
 /// One link: `issuer` vouches for `subject` with these keys and this name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +40,10 @@ pub struct Cert {
     pub name: String,
     /// True if the subject may admit (certify) other nodes.
     pub admit: bool,
+    /// Tags the admitter gave the subject (`invite --tag`): what federation
+    /// policy selects members by. Signed, so a node cannot tag itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// When it was issued (ms since the Unix epoch).
     pub issued_ms: u64,
     /// When it stops being valid (ms since the Unix epoch).
@@ -64,6 +70,8 @@ pub struct Claim {
     pub name: String,
     /// May it admit others.
     pub admit: bool,
+    /// Its tags (each a [`valid_name`], at most [`MAX_TAGS`]).
+    pub tags: Vec<String>,
     /// Issue time (ms since the Unix epoch).
     pub issued_ms: u64,
     /// Expiry (ms since the Unix epoch).
@@ -82,6 +90,15 @@ fn signed_bytes(issuer: &NodeId, c: &Claim) -> Vec<u8> {
     m.push(u8::from(c.admit));
     m.extend_from_slice(&c.issued_ms.to_le_bytes());
     m.extend_from_slice(&c.expires_ms.to_le_bytes());
+    // Certificates without tags sign exactly what they signed before tags
+    // existed, so those issued by earlier versions still verify.
+    if !c.tags.is_empty() {
+        m.extend_from_slice(b"tags");
+        for tag in &c.tags {
+            m.push(u8::try_from(tag.len()).unwrap_or(u8::MAX));
+            m.extend_from_slice(tag.as_bytes());
+        }
+    }
     m
 }
 
@@ -96,6 +113,7 @@ impl Cert {
             wg_key: claim.wg_key,
             name: claim.name,
             admit: claim.admit,
+            tags: claim.tags,
             issued_ms: claim.issued_ms,
             expires_ms: claim.expires_ms,
             sig,
@@ -109,6 +127,7 @@ impl Cert {
             wg_key: self.wg_key,
             name: self.name.clone(),
             admit: self.admit,
+            tags: self.tags.clone(),
             issued_ms: self.issued_ms,
             expires_ms: self.expires_ms,
         }
@@ -147,6 +166,9 @@ pub enum CertError {
     /// The name is empty, too long or has characters other than a-z0-9-.
     #[error("node name must be 1-63 characters of a-z, 0-9 and -")]
     BadName,
+    /// More than [`MAX_TAGS`] tags, or a tag that is not a [`valid_name`].
+    #[error("certificate tags must be at most 8 names of 1-63 characters of a-z, 0-9 and -")]
+    BadTag,
 }
 
 /// True for names of 1–63 characters from `a-z`, `0-9` and `-`, not
@@ -158,6 +180,14 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// True if `tags` may stand in a certificate: at most [`MAX_TAGS`], each a
+/// [`valid_name`], none twice.
+pub fn valid_tags(tags: &[String]) -> bool {
+    tags.len() <= MAX_TAGS
+        && tags.iter().all(|t| valid_name(t))
+        && tags.iter().enumerate().all(|(i, t)| !tags[..i].contains(t))
 }
 
 /// Checks that `chain` runs from `authority` to `writer` in `network` and is
@@ -192,6 +222,9 @@ pub fn validate_chain<'c>(
         }
         if !valid_name(&cert.name) {
             return Err(CertError::BadName);
+        }
+        if !valid_tags(&cert.tags) {
+            return Err(CertError::BadTag);
         }
         if cert.expires_ms <= now_ms {
             return Err(CertError::Expired);
@@ -277,10 +310,55 @@ mod tests {
                 wg_key: [1; 32],
                 name: "node-1".into(),
                 admit,
+                tags: vec![],
                 issued_ms: 0,
                 expires_ms: 1_000,
             },
         )
+    }
+
+    #[test]
+    fn tags_are_signed_and_untagged_certificates_sign_as_before() {
+        let (auth, a) = (NodeKey::generate(), NodeKey::generate());
+        let plain = cert(&auth, &a, true);
+        // No `tags` key in the JSON of an untagged certificate (as before
+        // tags existed), and such JSON still reads.
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("tags"), "{json}");
+        assert_eq!(serde_json::from_str::<Cert>(&json).unwrap(), plain);
+        let mut claim = plain.claim();
+        claim.tags = vec!["shared".into(), "web".into()];
+        let tagged = Cert::issue(&auth, claim);
+        let ok = validate_chain(std::slice::from_ref(&tagged), &auth.id(), &NET, &a.id(), 10);
+        assert_eq!(
+            ok.map(|c| c.tags.clone()),
+            Ok(vec!["shared".to_string(), "web".to_string()])
+        );
+        // A node adding a tag to its own certificate breaks the signature.
+        let mut forged = tagged.clone();
+        forged.tags.push("admin".into());
+        assert_eq!(
+            validate_chain(&[forged], &auth.id(), &NET, &a.id(), 10),
+            Err(CertError::BadSignature)
+        );
+        let mut stripped = tagged;
+        stripped.tags.clear();
+        assert_eq!(
+            validate_chain(&[stripped], &auth.id(), &NET, &a.id(), 10),
+            Err(CertError::BadSignature)
+        );
+        let mut claim = plain.claim();
+        claim.tags = vec!["Bad Tag".into()];
+        let bad = Cert::issue(&auth, claim);
+        assert_eq!(
+            validate_chain(&[bad], &auth.id(), &NET, &a.id(), 10),
+            Err(CertError::BadTag)
+        );
+        assert!(valid_tags(&["a".into(), "b".into()]));
+        assert!(!valid_tags(&["a".into(), "a".into()]));
+        assert!(!valid_tags(
+            &(0..9).map(|i| format!("t{i}")).collect::<Vec<_>>()
+        ));
     }
 
     #[test]

@@ -75,6 +75,7 @@ impl TestNetwork {
                 wg_key: [n; 32],
                 name: name.clone(),
                 admit: true,
+                tags: vec![],
                 issued_ms: 0,
                 expires_ms: u64::MAX,
             },

@@ -12,11 +12,12 @@
 pub mod address;
 pub mod addrspace;
 pub mod admission;
+pub mod agreement;
 pub mod cert;
 pub mod cidr;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixture;
-mod hex;
+pub mod hex;
 pub mod joining;
 pub mod ledger;
 pub mod liveness;

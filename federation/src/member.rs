@@ -9,6 +9,7 @@ use crate::cidr::Cidr;
 use crate::network::NetworkId;
 use crate::record::NodeId;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// Most data-plane endpoints a member may advertise.
@@ -26,6 +27,21 @@ pub const MAX_REVOCATIONS: usize = 64;
 pub const MAX_LINKS: usize = 16;
 /// Longest short text field in a metrics summary.
 pub const MAX_LABEL: usize = 32;
+/// Most self-described labels (`join --label k=v`) a member may carry.
+pub const MAX_LABELS: usize = 8;
+
+/// True for a label a member may describe itself with: a key of 1–32
+/// characters of `a-z`, `0-9`, `-`, `_` and `.`, and a value of at most 63
+/// characters of those, upper case letters, `:` and `/` (provider, region,
+/// zone: `provider=aws`, `zone=eu-west-1a`).
+pub fn valid_label(key: &str, value: &str) -> bool {
+    let key_ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b);
+    let value_ok = |b: u8| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b);
+    (1..=32).contains(&key.len())
+        && key.bytes().all(key_ok)
+        && value.len() <= 63
+        && value.bytes().all(value_ok)
+}
 
 /// Shortest interval between two metrics summaries of one node.
 pub const METRICS_MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
@@ -200,6 +216,10 @@ pub struct MemberRecord {
     /// The node's latest measurements, published at a bounded rate.
     #[serde(default)]
     pub metrics: Option<Metrics>,
+    /// What the node says about itself (provider, region, zone): shown,
+    /// never used for policy (tags in certificates are).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A node's own measurements as published in its record.
@@ -281,6 +301,9 @@ impl Body {
                 if m.host_networks.len() > MAX_HOST_NETWORKS {
                     return Err(BodyError::TooMany("host networks"));
                 }
+                if m.labels.len() > MAX_LABELS || m.labels.iter().any(|(k, v)| !valid_label(k, v)) {
+                    return Err(BodyError::TooMany("labels"));
+                }
                 if let Some(x) = &m.metrics {
                     if x.links.len() > MAX_LINKS
                         || x.version.len() > MAX_LABEL
@@ -325,6 +348,7 @@ impl MemberRecord {
             left_ms: None,
             revocations: vec![],
             metrics: None,
+            labels: BTreeMap::new(),
         }
     }
 }

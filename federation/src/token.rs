@@ -180,6 +180,9 @@ pub struct Issued {
     pub expires_ms: u64,
     /// Uses left.
     pub uses_left: u32,
+    /// Tags every node admitted with it gets in its certificate.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 impl Issued {
@@ -261,6 +264,7 @@ mod tests {
             secret_hash: secret_hash(&[7; 32]),
             expires_ms: 1_000,
             uses_left: 1,
+            tags: vec![],
         };
         let once = issued.redeem(&[7; 32], 10).unwrap();
         assert_eq!(once.redeem(&[7; 32], 11), Err(TokenError::Used));

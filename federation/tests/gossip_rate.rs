@@ -28,6 +28,7 @@ fn record_size() -> usize {
                     wg_key: [7; 32],
                     name: "edge-node-042".into(),
                     admit: true,
+                    tags: vec![],
                     issued_ms: 1_763_000_000_000,
                     expires_ms: 2_078_000_000_000,
                 },
@@ -73,6 +74,7 @@ fn record_size() -> usize {
         no_relay: false,
         left_ms: None,
         revocations: vec![],
+        labels: Default::default(),
         metrics: Some(Metrics {
             sampled_ms: 1_763_000_000_000,
             uptime_s: 86_400,

@@ -127,6 +127,12 @@ pub struct Member {
     /// True for this node.
     #[serde(rename = "self")]
     pub me: bool,
+    /// The name of the member's network (its organisation).
+    pub org: String,
+    /// Tags its admitter wrote into its certificate.
+    pub tags: Vec<String>,
+    /// What it says about itself (`join --label`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// One item of `peers`: this node's tunnel to a member.

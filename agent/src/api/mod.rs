@@ -37,6 +37,9 @@ pub enum Request {
         ttl_s: u64,
         /// How many joins it allows.
         uses: u32,
+        /// Tags the admitted nodes get in their certificates.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
     },
     /// Where this node is reached from outside, replacing what `init`,
     /// `join` or an earlier `set` said ([`docs::Status`]).
@@ -246,6 +249,7 @@ mod tests {
         let invite = Request::Invite {
             ttl_s: 3600,
             uses: 2,
+            tags: vec![],
         };
         let line = serde_json::to_string(&invite).unwrap();
         assert_eq!(line, r#"{"cmd":"invite","ttl_s":3600,"uses":2}"#);
@@ -270,7 +274,11 @@ mod tests {
     }
 
     fn invite_req() -> Request {
-        Request::Invite { ttl_s: 1, uses: 1 }
+        Request::Invite {
+            ttl_s: 1,
+            uses: 1,
+            tags: vec!["shared".into()],
+        }
     }
 
     #[test]

@@ -201,6 +201,11 @@ impl View<'_> {
 
     /// `members`.
     pub fn members(&self) -> Vec<docs::Member> {
+        let org = self
+            .ledger
+            .authority()
+            .map(|a| a.name.clone())
+            .unwrap_or_default();
         self.ledger
             .members(self.now_ms)
             .iter()
@@ -226,6 +231,14 @@ impl View<'_> {
                     },
                     version: m.version,
                     me,
+                    org: org.clone(),
+                    tags: m
+                        .record
+                        .chain
+                        .last()
+                        .map(|c| c.tags.clone())
+                        .unwrap_or_default(),
+                    labels: m.record.labels.clone(),
                 }
             })
             .collect()

@@ -18,6 +18,18 @@ pub const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Most uses one invite may have.
 pub const MAX_USES: u32 = 1000;
 
+/// What an invite allows: how long, how many joins, and the tags the
+/// nodes it admits get in their certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    /// How long the token stays valid.
+    pub ttl: Duration,
+    /// How many nodes may join with it.
+    pub uses: u32,
+    /// Tags for the admitted nodes' certificates.
+    pub tags: Vec<String>,
+}
+
 /// A new invite: its id, secret and expiry.
 pub struct Issue {
     /// Which invite.
@@ -28,17 +40,23 @@ pub struct Issue {
     pub expires_ms: u64,
 }
 
-/// Stores a new invite for `uses` joins within `ttl`; refuses counts and
-/// lives out of range with the sentence to show.
+/// Stores a new invite on `terms`; refuses counts, lives and tags out of
+/// range with the sentence to show.
 pub fn issue(
     store: &Store,
-    ttl: Duration,
-    uses: u32,
+    terms: &Terms,
     now_ms: u64,
     rng: &mut impl RngCore,
 ) -> Result<Issue, String> {
+    let Terms { ttl, uses, .. } = *terms;
     if ttl.is_zero() || ttl > MAX_TTL || uses == 0 || uses > MAX_USES {
         return Err("--ttl must be between 1s and 30d and --uses between 1 and 1000".into());
+    }
+    if !federation::cert::valid_tags(&terms.tags) {
+        return Err(format!(
+            "--tag takes at most {} different names of 1-63 characters of a-z, 0-9 and -, not starting with -",
+            federation::cert::MAX_TAGS
+        ));
     }
     let mut id = [0u8; 16];
     let mut secret = [0u8; 32];
@@ -49,6 +67,7 @@ pub fn issue(
         secret_hash: secret_hash(&secret),
         expires_ms,
         uses_left: uses,
+        tags: terms.tags.clone(),
     };
     serde_json::to_vec(&issued)
         .map_err(anyhow::Error::from)
@@ -139,7 +158,7 @@ mod tests {
             chain: &a.record.chain,
             authority: None,
         };
-        let issue = issue(&store, Duration::from_secs(60), 1, 0, &mut rand_core::OsRng).unwrap();
+        let issue = issue(&store, &terms(1, &["shared"]), 0, &mut rand_core::OsRng).unwrap();
         let newcomer = NodeKey::generate().id();
         let mut req = JoinRequest {
             network: net.network.id,
@@ -155,10 +174,15 @@ mod tests {
             matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
         );
         req.address = None;
-        assert!(matches!(
-            admit(&store, &admitter, &ledger, &req, newcomer, 0),
-            Response::Admitted { .. }
-        ));
+        // Admitted: the invite's tags are in the newcomer's certificate.
+        let Response::Admitted { chain, .. } = admit(&store, &admitter, &ledger, &req, newcomer, 0)
+        else {
+            panic!("refused a good join");
+        };
+        assert_eq!(
+            chain.last().map(|c| c.tags.clone()),
+            Some(vec!["shared".to_string()])
+        );
         assert!(
             matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
         );
@@ -170,21 +194,25 @@ mod tests {
             panic!("admitted with a damaged invite");
         };
         assert!(why.contains("could not read its invites"), "{why}");
-        assert!(issue_err(&store, 0).contains("--uses"));
-        assert!(issue_err(&store, MAX_USES + 1).contains("--uses"));
+        assert!(issue_err(&store, terms(0, &[])).contains("--uses"));
+        assert!(issue_err(&store, terms(MAX_USES + 1, &[])).contains("--uses"));
+        assert!(issue_err(&store, terms(1, &["Bad"])).contains("--tag"));
+        assert!(issue_err(&store, terms(1, &["a", "a"])).contains("--tag"));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    fn issue_err(store: &Store, uses: u32) -> String {
-        issue(
-            store,
-            Duration::from_secs(1),
+    fn terms(uses: u32, tags: &[&str]) -> Terms {
+        Terms {
+            ttl: Duration::from_secs(60),
             uses,
-            0,
-            &mut rand_core::OsRng,
-        )
-        .err()
-        .unwrap_or_default()
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn issue_err(store: &Store, terms: Terms) -> String {
+        issue(store, &terms, 0, &mut rand_core::OsRng)
+            .err()
+            .unwrap_or_default()
     }
 }

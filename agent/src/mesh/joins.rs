@@ -14,7 +14,7 @@ use federation::protocol::{JoinRequest, Request as Ask, Response};
 use federation::NodeId;
 use rand_core::OsRng;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 impl Mesh {
     /// `subject` presents an invite issued here: admitted or refused.
@@ -93,7 +93,7 @@ impl Mesh {
     }
 
     /// A new token (the answer line).
-    pub(super) fn invite(&mut self, ttl: Duration, uses: u32) -> String {
+    pub(super) fn invite(&mut self, terms: &invites::Terms) -> String {
         let admits = self.state.authority.is_some();
         let (me, now_ms) = (self.me(), now_ms());
         let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
@@ -105,7 +105,7 @@ impl Mesh {
         );
         match self.own.may_admit(self.standing, admits).and_then(|()| {
             self.own
-                .invite(&self.state, (ttl, uses), members, now_ms, &mut OsRng)
+                .invite(&self.state, terms, members, now_ms, &mut OsRng)
         }) {
             Ok(doc) => api::answer(&doc),
             Err(why) => api::error(&why),

@@ -831,7 +831,11 @@ impl Mesh {
                     })
                 })
             }
-            Request::Invite { ttl_s, uses } => self.invite(Duration::from_secs(ttl_s), uses),
+            Request::Invite { ttl_s, uses, tags } => self.invite(&invites::Terms {
+                ttl: Duration::from_secs(ttl_s),
+                uses,
+                tags,
+            }),
             Request::Advertise { advertise } => self.set_advertise(advertise).await,
             Request::Revoke { node } => self.revoke(&node),
             Request::Leave => {

@@ -243,17 +243,17 @@ impl Own {
         Ok(())
     }
 
-    /// A new invite for `uses` joins within `ttl`, naming this node's
-    /// control endpoints and other `members` that forward joins.
+    /// A new invite on `terms`, naming this node's control endpoints and
+    /// other `members` that forward joins.
     pub fn invite(
         &self,
         state: &StateDir,
-        (ttl, uses): (Duration, u32),
+        terms: &invites::Terms,
         members: Vec<Contact>,
         now_ms: u64,
         rng: &mut impl RngCore,
     ) -> Result<docs::Invite, String> {
-        let issue = invites::issue(&state.store, ttl, uses, now_ms, rng)?;
+        let issue = invites::issue(&state.store, terms, now_ms, rng)?;
         let token = federation::token::Invite {
             network: state.network.id,
             authority: state.network.authority,
@@ -267,7 +267,7 @@ impl Own {
         Ok(docs::Invite {
             token: token.encode(),
             expires_ms: issue.expires_ms,
-            uses,
+            uses: terms.uses,
         })
     }
 

@@ -59,6 +59,7 @@ fn cert(issuer: &NodeKey, subject: &NodeKey, network: &Network, admit: bool, exp
             wg_key: subject.id().0,
             name: "node-1".into(),
             admit,
+            tags: vec![],
             issued_ms: 0,
             expires_ms,
         },

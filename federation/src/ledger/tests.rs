@@ -64,6 +64,7 @@ fn invite() -> Issued {
         secret_hash: secret_hash(&[2; 32]),
         expires_ms: NOW + 1000,
         uses_left: 1,
+        tags: vec![],
     }
 }
 
@@ -201,6 +202,7 @@ fn admission_refuses_foreign_used_and_taken() {
     );
     let used = Issued {
         uses_left: 0,
+        tags: vec![],
         ..invite()
     };
     assert_eq!(
