@@ -132,6 +132,8 @@ fn own_record(
         revocations: vec![],
         metrics: None,
         labels,
+        agreements: vec![],
+        endings: vec![],
     }
 }
 

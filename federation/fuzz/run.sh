@@ -8,5 +8,5 @@
 # take long to find; sync_plan reads a structure from the input.
 here="$(cd "$(dirname "$0")" && pwd)"
 exec "$here/../../scripts/fuzz.sh" "$here" \
-    "ledger_ingest token_decode" \
+    "ledger_ingest token_decode offer_decode" \
     "sync_plan" "$@"

@@ -8,6 +8,7 @@
 //! each overlay address.
 
 use crate::address::{claim_rank, LEFT_GRACE_MS};
+use crate::agreement::{Agreement, Ending};
 use crate::cert::{validate_chain, CertError, Revocations};
 use crate::member::{AuthorityRecord, Body, MemberRecord};
 use crate::network::NetworkId;
@@ -56,6 +57,23 @@ pub enum Reject {
     /// The writer has been revoked.
     #[error("record of a revoked node")]
     Revoked,
+    /// The record carries a federation agreement or ending that does not
+    /// verify, or an agreement its network is no side of.
+    #[error("record carries a forged or foreign federation agreement")]
+    Agreement,
+    /// A record of a network this one has no agreement with.
+    #[error("record of a network this one is not federated with")]
+    NotPartner,
+    /// A partner's member its network does not expose to this one.
+    #[error("record of a member its network does not expose to this one")]
+    NotExposed,
+    /// A partner's member claiming an address outside its network's range,
+    /// or a partner's authority record naming another range.
+    #[error("record claims an address outside its network's range")]
+    OutsideRange,
+    /// A partner's authority record under another name than the agreement's.
+    #[error("authority record names its network otherwise than the agreement")]
+    WrongName,
 }
 
 impl Reject {
@@ -69,6 +87,11 @@ impl Reject {
             Reject::WrongNetwork => "wrong_network",
             Reject::NotAuthority => "not_authority",
             Reject::Revoked => "revoked",
+            Reject::Agreement => "bad_agreement",
+            Reject::NotPartner => "not_partner",
+            Reject::NotExposed => "not_exposed",
+            Reject::OutsideRange => "outside_range",
+            Reject::WrongName => "wrong_name",
         }
     }
 }
@@ -136,7 +159,9 @@ impl Changes {
                 membership: a.chain != b.chain
                     || a.left_ms != b.left_ms
                     || a.revocations != b.revocations
-                    || a.name != b.name,
+                    || a.name != b.name
+                    || a.agreements != b.agreements
+                    || a.endings != b.endings,
                 endpoints: a.endpoints != b.endpoints
                     || a.reflexive != b.reflexive
                     || a.advertised != b.advertised
@@ -190,7 +215,26 @@ pub struct Ledger {
     /// valid until the first revoker's certificate expires.
     in_force: Revocations,
     in_force_until: u64,
+    /// Federation agreements the members' records carry, recomputed when a
+    /// record that carries some (or a revocation) changes.
+    federations: Vec<Federation>,
     rejected: BTreeMap<&'static str, u64>,
+}
+
+/// A federation agreement of this network, as its members' records say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Federation {
+    /// The agreement, signed by both authorities.
+    pub agreement: Agreement,
+    /// Its ending, once either side signed one.
+    pub ended: Option<Ending>,
+}
+
+impl Federation {
+    /// True while it has not been ended.
+    pub fn active(&self) -> bool {
+        self.ended.is_none()
+    }
 }
 
 impl Ledger {
@@ -203,6 +247,7 @@ impl Ledger {
             chains: BTreeMap::new(),
             in_force: Revocations::default(),
             in_force_until: u64::MAX,
+            federations: Vec::new(),
             rejected: BTreeMap::new(),
         }
     }
@@ -260,6 +305,10 @@ impl Ledger {
                 if self.revocations(now_ms).contains(&writer) {
                     return Err(Reject::Revoked);
                 }
+                let ours = |a: &Agreement| a.check().is_ok() && a.side(&self.network.id).is_some();
+                if !m.agreements.iter().all(ours) {
+                    return Err(Reject::Agreement);
+                }
                 facts = Some(ChainFacts {
                     expires_ms: m.chain.iter().map(|c| c.expires_ms).min().unwrap_or(0),
                     admit: leaf.admit,
@@ -273,8 +322,14 @@ impl Ledger {
             Body::Authority(a) => !a.revocations.is_empty(),
             Body::Member(m) => !m.revocations.is_empty(),
         };
+        let federates = |b: &Body| match b {
+            Body::Authority(_) => false,
+            Body::Member(m) => !m.agreements.is_empty() || !m.endings.is_empty(),
+        };
         // Recompute when the new body or the one it replaces revokes.
         let revocations = revokes(&body) || self.bodies.get(&writer).is_some_and(revokes);
+        let federations =
+            revocations || federates(&body) || self.bodies.get(&writer).is_some_and(federates);
         let changes = match self.bodies.get(&writer) {
             Some(old) => Changes::between(old, &body),
             None => Changes::ALL,
@@ -285,6 +340,9 @@ impl Ledger {
         }
         if revocations {
             (self.in_force, self.in_force_until) = self.compute_revocations(now_ms);
+        }
+        if federations {
+            self.federations = self.compute_federations(now_ms);
         }
         Ok(Some(Delta { writer, changes }))
     }
@@ -307,6 +365,73 @@ impl Ledger {
             Body::Member(m) => Some((*id, m)),
             Body::Authority(_) => None,
         })
+    }
+
+    /// This network's federation agreements (active and ended), one per
+    /// offer: the ones active members' records carry. If one offer was
+    /// accepted twice (two acceptances raced), every member keeps the
+    /// same one: the earliest accepted, then the lowest network id.
+    pub fn federations(&self) -> &[Federation] {
+        &self.federations
+    }
+
+    /// The agreements in force.
+    pub fn agreements(&self) -> impl Iterator<Item = &Agreement> {
+        self.federations
+            .iter()
+            .filter(|f| f.active())
+            .map(|f| &f.agreement)
+    }
+
+    fn compute_federations(&self, now_ms: u64) -> Vec<Federation> {
+        let carriers: Vec<&MemberRecord> = self
+            .members(now_ms)
+            .into_iter()
+            .filter(|m| m.status == Status::Active)
+            .map(|m| m.record)
+            .collect();
+        let mut chosen: BTreeMap<[u8; 16], &Agreement> = BTreeMap::new();
+        for a in carriers.iter().flat_map(|m| &m.agreements) {
+            let rank = |x: &Agreement| (x.accepted_ms, x.acceptor.network);
+            chosen
+                .entry(a.id())
+                .and_modify(|best| {
+                    if rank(a) < rank(best) {
+                        *best = a;
+                    }
+                })
+                .or_insert(a);
+        }
+        chosen
+            .into_values()
+            .map(|agreement| Federation {
+                agreement: agreement.clone(),
+                ended: carriers
+                    .iter()
+                    .flat_map(|m| &m.endings)
+                    .filter(|e| e.check(agreement).is_ok())
+                    .min_by_key(|e| e.ended_ms)
+                    .cloned(),
+            })
+            .collect()
+    }
+
+    /// What of this network may go to the other side of `agreement`: the
+    /// authority's record (name, range, revocations) and the records of
+    /// the active members this side exposes. Nothing else leaves.
+    pub fn exposed_to(&self, agreement: &Agreement, now_ms: u64) -> Vec<Vec<u8>> {
+        let Some(side) = agreement.side(&self.network.id) else {
+            return vec![];
+        };
+        let exposed = self
+            .members(now_ms)
+            .into_iter()
+            .filter(|m| m.status == Status::Active && side.exposes.covers(leaf_tags(m.record)))
+            .map(|m| m.id);
+        std::iter::once(self.network.authority)
+            .chain(exposed)
+            .filter_map(|w| self.state.get(&w).map(SignedRecord::encode))
+            .collect()
     }
 
     /// Revocations in force: the authority's, and those of members whose
@@ -453,6 +578,11 @@ impl Ledger {
         }
         owners.into_iter().map(|(a, (_, id))| (a, id)).collect()
     }
+}
+
+/// The tags in a member's own certificate (the last link of its chain).
+pub fn leaf_tags(record: &MemberRecord) -> &[String] {
+    record.chain.last().map_or(&[], |c| c.tags.as_slice())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod member;
 #[cfg(feature = "net")]
 pub mod net;
 pub mod network;
+pub mod partners;
 pub mod paths;
 pub mod protocol;
 pub mod record;

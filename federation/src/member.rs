@@ -4,6 +4,7 @@
 //! host networks, MTU, address claim, certificate chain, revocations it
 //! issued). Every list is bounded so a record stays under the body limit.
 
+use crate::agreement::{Agreement, Ending};
 use crate::cert::{Cert, Revocation, MAX_KEEP};
 use crate::cidr::Cidr;
 use crate::network::NetworkId;
@@ -29,6 +30,10 @@ pub const MAX_LINKS: usize = 16;
 pub const MAX_LABEL: usize = 32;
 /// Most self-described labels (`join --label k=v`) a member may carry.
 pub const MAX_LABELS: usize = 8;
+/// Most federation agreements one record may carry.
+pub const MAX_AGREEMENTS: usize = 16;
+/// Most endings of agreements one record may carry.
+pub const MAX_ENDINGS: usize = 16;
 
 /// True for a label a member may describe itself with: a key of 1–32
 /// characters of `a-z`, `0-9`, `-`, `_` and `.`, and a value of at most 63
@@ -220,6 +225,15 @@ pub struct MemberRecord {
     /// never used for policy (tags in certificates are).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Federation agreements of this network that this member spreads
+    /// (the member that accepted one, or took it in for the offering
+    /// network): each signed by both authorities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agreements: Vec<Agreement>,
+    /// Endings of agreements this member spreads, each signed by one side's
+    /// authority.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endings: Vec<Ending>,
 }
 
 /// A node's own measurements as published in its record.
@@ -304,6 +318,9 @@ impl Body {
                 if m.labels.len() > MAX_LABELS || m.labels.iter().any(|(k, v)| !valid_label(k, v)) {
                     return Err(BodyError::TooMany("labels"));
                 }
+                if m.agreements.len() > MAX_AGREEMENTS || m.endings.len() > MAX_ENDINGS {
+                    return Err(BodyError::TooMany("federation agreements"));
+                }
                 if let Some(x) = &m.metrics {
                     if x.links.len() > MAX_LINKS
                         || x.version.len() > MAX_LABEL
@@ -349,6 +366,8 @@ impl MemberRecord {
             revocations: vec![],
             metrics: None,
             labels: BTreeMap::new(),
+            agreements: vec![],
+            endings: vec![],
         }
     }
 }

@@ -75,6 +75,8 @@ fn record_size() -> usize {
         left_ms: None,
         revocations: vec![],
         labels: Default::default(),
+        agreements: vec![],
+        endings: vec![],
         metrics: Some(Metrics {
             sampled_ms: 1_763_000_000_000,
             uptime_s: 86_400,

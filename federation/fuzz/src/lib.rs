@@ -148,6 +148,16 @@ pub fn token_checksum(payload: &[u8]) -> [u8; 4] {
     [full[0], full[1], full[2], full[3]]
 }
 
+/// The federation offer token checksum (as `federation::agreement`
+/// computes it).
+pub fn offer_checksum(payload: &[u8]) -> [u8; 4] {
+    let mut h = Blake2s256::default();
+    Update::update(&mut h, b"cladnet/federation-token/v1");
+    Update::update(&mut h, payload);
+    let full: [u8; 32] = h.finalize_fixed().into();
+    [full[0], full[1], full[2], full[3]]
+}
+
 fn rejected_total(l: &Ledger) -> u64 {
     l.rejected().map(|(_, n)| n).sum()
 }

@@ -1,0 +1,253 @@
+use super::*;
+use crate::agreement::{Ending, Exposure, Offer};
+use crate::cert::{Cert, Claim};
+use crate::cidr::Cidr;
+use crate::member::{AuthorityRecord, MemberRecord};
+use crate::record::{NodeId, NodeKey};
+use std::net::Ipv4Addr;
+
+/// A network for these tests: authority, name, range.
+struct Org {
+    authority: NodeKey,
+    name: &'static str,
+    cidr: Cidr,
+}
+
+/// A member: key and record.
+struct Node {
+    key: NodeKey,
+    record: MemberRecord,
+}
+
+impl Node {
+    fn signed(&self, version: u64) -> Vec<u8> {
+        self.key
+            .sign(version, Body::Member(self.record.clone()).to_bytes())
+            .encode()
+    }
+}
+
+impl Org {
+    fn new(seed: u8, name: &'static str, cidr: &str) -> Org {
+        Org {
+            authority: NodeKey::from_seed(&[seed; 32]),
+            name,
+            cidr: cidr.parse().unwrap(),
+        }
+    }
+
+    fn id(&self) -> NetworkId {
+        NetworkId::of(&self.authority.id())
+    }
+
+    fn network(&self) -> Network {
+        Network::of(self.authority.id())
+    }
+
+    fn side(&self, exposes: Exposure) -> Side {
+        Side {
+            network: self.id(),
+            authority: self.authority.id(),
+            name: self.name.into(),
+            cidr: self.cidr,
+            exposes,
+        }
+    }
+
+    fn authority_record(&self, name: &str) -> Vec<u8> {
+        let body = Body::Authority(AuthorityRecord {
+            network: self.id(),
+            name: name.into(),
+            cidr: self.cidr,
+            block: self.cidr,
+            mtu: 1420,
+            revocations: vec![],
+        });
+        self.authority.sign(1, body.to_bytes()).encode()
+    }
+
+    /// Member `n` (address: host `n` of the range), certified with `tags`.
+    fn node(&self, n: u8, tags: &[&str]) -> Node {
+        let mut seed = [n; 32];
+        seed[1] = self.authority.id().0[0];
+        let key = NodeKey::from_seed(&seed);
+        let base = u32::from(self.cidr.addr());
+        self.certified(key, Ipv4Addr::from(base + u32::from(n)), self.id(), tags)
+    }
+
+    /// `key` certified by this authority, claiming `address` in `network`.
+    fn certified(&self, key: NodeKey, address: Ipv4Addr, network: NetworkId, tags: &[&str]) -> Node {
+        let name = format!("{}-{}", self.name, key.id().short());
+        let chain = vec![Cert::issue(
+            &self.authority,
+            Claim {
+                network,
+                subject: key.id(),
+                wg_key: [1; 32],
+                name: name.clone(),
+                admit: true,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                issued_ms: 0,
+                expires_ms: u64::MAX,
+            },
+        )];
+        let record = MemberRecord {
+            network,
+            chain,
+            address,
+            ..MemberRecord::example(&name)
+        };
+        Node { key, record }
+    }
+
+    fn ledger(&self, records: &[Vec<u8>]) -> Ledger {
+        let mut ledger = Ledger::new(self.network());
+        ledger.ingest(&self.authority_record(self.name), 0).unwrap();
+        for r in records {
+            ledger.ingest(r, 0).unwrap();
+        }
+        ledger
+    }
+}
+
+fn shared() -> Exposure {
+    Exposure::Tags(vec!["shared".into()])
+}
+
+/// alpha (exposes `shared`) and beta (exposes all), agreed.
+fn alpha_beta() -> (Org, Org, Agreement) {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/24");
+    let beta = Org::new(2, "beta", "10.2.0.0/24");
+    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(shared()), 1_000);
+    let agreement = Agreement::accept(&beta.authority, offer, beta.side(Exposure::All), 10).unwrap();
+    (alpha, beta, agreement)
+}
+
+fn count(p: &Partners, label: &str) -> u64 {
+    p.rejected().find(|(l, _)| *l == label).map_or(0, |(_, n)| n)
+}
+
+#[test]
+fn members_carry_agreements_and_endings_in_their_records() {
+    let (alpha, beta, agreement) = alpha_beta();
+    let mut carrier = alpha.node(1, &[]);
+    carrier.record.agreements = vec![agreement.clone()];
+    let ledger = alpha.ledger(&[carrier.signed(1)]);
+    assert_eq!(ledger.agreements().map(Agreement::id).collect::<Vec<_>>(), vec![[7; 16]]);
+
+    // A forged agreement, or one this network is no side of: the record is refused.
+    let mut forged = agreement.clone();
+    forged.acceptor.exposes = shared();
+    let mut bad = alpha.node(2, &[]);
+    bad.record.agreements = vec![forged];
+    let mut l = alpha.ledger(&[]);
+    assert_eq!(l.ingest(&bad.signed(1), 0), Err(Reject::Agreement));
+    let gamma = Org::new(3, "gamma", "10.3.0.0/24");
+    let offer = Offer::sign(&beta.authority, [8; 16], beta.side(Exposure::All), 1_000);
+    let beta_gamma = Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
+    bad.record.agreements = vec![beta_gamma];
+    assert_eq!(l.ingest(&bad.signed(2), 0), Err(Reject::Agreement));
+    assert_eq!(l.rejected().collect::<Vec<_>>(), vec![("bad_agreement", 2)]);
+
+    // Beta ends it; the ending reaches alpha in a member's record.
+    let ending = Ending::sign(&beta.authority, &agreement, 20).unwrap();
+    let mut other = alpha.node(3, &[]);
+    other.record.endings = vec![ending.clone()];
+    let ledger = alpha.ledger(&[carrier.signed(1), other.signed(1)]);
+    assert_eq!(ledger.agreements().count(), 0);
+    assert_eq!(ledger.federations()[0].ended, Some(ending));
+}
+
+#[test]
+fn one_offer_accepted_twice_is_one_agreement_everywhere() {
+    let (alpha, beta, first) = alpha_beta();
+    let gamma = Org::new(3, "gamma", "10.3.0.0/24");
+    let second = Agreement::accept(&gamma.authority, first.offer.clone(), gamma.side(Exposure::All), 11).unwrap();
+    let mut x = alpha.node(1, &[]);
+    x.record.agreements = vec![second.clone()];
+    let mut y = alpha.node(2, &[]);
+    y.record.agreements = vec![first.clone()];
+    for order in [[x.signed(1), y.signed(1)], [y.signed(1), x.signed(1)]] {
+        let ledger = alpha.ledger(&order);
+        let kept: Vec<_> = ledger.agreements().collect();
+        assert_eq!(kept, vec![&first], "the earliest acceptance (beta's) wins");
+    }
+    let _ = beta;
+}
+
+#[test]
+fn only_exposed_members_and_the_authority_record_leave() {
+    let (alpha, _beta, agreement) = alpha_beta();
+    let mut carrier = alpha.node(1, &[]);
+    carrier.record.agreements = vec![agreement.clone()];
+    let tagged = alpha.node(2, &["shared"]);
+    let ledger = alpha.ledger(&[carrier.signed(1), tagged.signed(1)]);
+    let out = ledger.exposed_to(&agreement, 0);
+    let writers: Vec<NodeId> = out
+        .iter()
+        .map(|b| SignedRecord::decode(b).unwrap().writer)
+        .collect();
+    assert_eq!(writers, vec![alpha.authority.id(), tagged.key.id()]);
+    // No agreement of this network: nothing.
+    let gamma = Org::new(3, "gamma", "10.3.0.0/24");
+    let beta = Org::new(2, "beta", "10.2.0.0/24");
+    let offer = Offer::sign(&beta.authority, [8; 16], beta.side(Exposure::All), 1_000);
+    let foreign = Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
+    assert!(ledger.exposed_to(&foreign, 0).is_empty());
+}
+
+#[test]
+fn partner_records_enter_only_as_the_agreement_allows() {
+    let (alpha, beta, agreement) = alpha_beta();
+    // Seen from alpha: beta exposes everything.
+    let mut on_alpha = Partners::new(alpha.id());
+    assert!(on_alpha.follow([&agreement].into_iter()).is_empty());
+    assert_eq!(on_alpha.networks().collect::<Vec<_>>(), vec![&beta.id()]);
+    assert!(on_alpha.ingest(&beta.authority_record("beta"), 0).unwrap().is_some());
+    let b1 = beta.node(1, &[]);
+    let (net, delta) = on_alpha.ingest(&b1.signed(1), 0).unwrap().unwrap();
+    assert_eq!((net, delta.writer), (beta.id(), b1.key.id()));
+    let listed = on_alpha.members(0);
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].org, listed[0].member.id), ("beta", b1.key.id()));
+
+    // Beta's authority signs a member claiming an alpha address...
+    let thief = beta.certified(NodeKey::from_seed(&[40; 32]), Ipv4Addr::new(10, 1, 0, 9), beta.id(), &[]);
+    assert_eq!(on_alpha.ingest(&thief.signed(1), 0), Err(Reject::OutsideRange));
+    // ...or alpha's network: refused by alpha's partners and alpha's own ledger.
+    let impostor = beta.certified(NodeKey::from_seed(&[41; 32]), Ipv4Addr::new(10, 1, 0, 10), alpha.id(), &["shared"]);
+    assert_eq!(on_alpha.ingest(&impostor.signed(1), 0), Err(Reject::WrongNetwork));
+    let mut alpha_ledger = alpha.ledger(&[]);
+    assert!(matches!(alpha_ledger.ingest(&impostor.signed(1), 0), Err(Reject::Cert(_))));
+    // ...or beta's authority record under alpha's name.
+    let mut renamed = Partners::new(alpha.id());
+    renamed.follow([&agreement].into_iter());
+    assert_eq!(renamed.ingest(&beta.authority_record("alpha"), 0), Err(Reject::WrongName));
+    // A network alpha has no agreement with: nothing enters (not transitive).
+    let gamma = Org::new(3, "gamma", "10.3.0.0/24");
+    assert_eq!(on_alpha.ingest(&gamma.node(1, &[]).signed(1), 0), Err(Reject::NotPartner));
+    assert_eq!(on_alpha.ingest(&gamma.authority_record("gamma"), 0), Err(Reject::NotPartner));
+    for label in ["outside_range", "wrong_network", "not_partner"] {
+        assert!(count(&on_alpha, label) >= 1, "{label} not counted");
+    }
+    assert_eq!(count(&renamed, "wrong_name"), 1);
+
+    // Seen from beta: alpha exposes only members tagged `shared`.
+    let mut on_beta = Partners::new(beta.id());
+    on_beta.follow([&agreement].into_iter());
+    let untagged = alpha.node(1, &[]);
+    let tagged = alpha.node(2, &["shared"]);
+    assert_eq!(on_beta.ingest(&untagged.signed(1), 0), Err(Reject::NotExposed));
+    assert!(on_beta.ingest(&tagged.signed(1), 0).unwrap().is_some());
+    // A self-tagged certificate: the signature breaks.
+    let mut self_tagged = alpha.node(3, &[]);
+    if let Some(c) = self_tagged.record.chain.last_mut() {
+        c.tags = vec!["shared".into()];
+    }
+    assert!(matches!(on_beta.ingest(&self_tagged.signed(1), 0), Err(Reject::Cert(_))));
+
+    // The agreement ends: beta is dropped with its records.
+    assert_eq!(on_alpha.follow(std::iter::empty()), vec![beta.id()]);
+    assert!(on_alpha.members(0).is_empty());
+    assert_eq!(on_alpha.ingest(&b1.signed(2), 0), Err(Reject::NotPartner));
+}
