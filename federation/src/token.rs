@@ -76,12 +76,38 @@ pub enum TokenError {
     ForeignNetwork,
 }
 
-fn checksum(payload: &[u8]) -> [u8; 4] {
+/// Domain of the invite token checksum.
+pub const CHECKSUM_DOMAIN: &[u8] = b"cladnet/token/v1";
+
+/// The 4-byte checksum a token text carries after its payload, under
+/// `domain` (one per kind of token).
+pub fn checksum(domain: &[u8], payload: &[u8]) -> [u8; 4] {
     let mut h = Blake2s256::default();
-    Update::update(&mut h, b"cladnet/token/v1");
+    Update::update(&mut h, domain);
     Update::update(&mut h, payload);
     let full: [u8; 32] = h.finalize_fixed().into();
     [full[0], full[1], full[2], full[3]]
+}
+
+/// The text of a token: `prefix`, then base64url of `payload` and its
+/// checksum under `domain`.
+pub(crate) fn seal(prefix: &str, domain: &[u8], mut payload: Vec<u8>) -> String {
+    let sum = checksum(domain, &payload);
+    payload.extend_from_slice(&sum);
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(payload))
+}
+
+/// The payload of a token text [`seal`]ed with `prefix` and `domain`
+/// (surrounding whitespace ignored); `None` if it is too long, lacks the
+/// prefix, is not base64url or its checksum does not match.
+pub(crate) fn open(text: &str, prefix: &str, domain: &[u8]) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.len() > MAX_TOKEN {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(text.strip_prefix(prefix)?).ok()?;
+    let (payload, sum) = raw.split_last_chunk::<4>()?;
+    (checksum(domain, payload) == *sum).then(|| payload.to_vec())
 }
 
 /// Hash under which the inviter stores a secret.
@@ -95,27 +121,17 @@ pub fn secret_hash(secret: &[u8; 32]) -> [u8; 32] {
 impl Invite {
     /// The token text.
     pub fn encode(&self) -> String {
-        let mut payload = serde_json::to_vec(self).unwrap_or_default();
-        let sum = checksum(&payload);
-        payload.extend_from_slice(&sum);
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(payload))
+        seal(
+            PREFIX,
+            CHECKSUM_DOMAIN,
+            serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     /// Parses token text (surrounding whitespace is ignored).
     pub fn decode(text: &str) -> Result<Self, TokenError> {
-        let text = text.trim();
-        if text.len() > MAX_TOKEN {
-            return Err(TokenError::Malformed);
-        }
-        let b64 = text.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|_| TokenError::Malformed)?;
-        let (payload, sum) = raw.split_last_chunk::<4>().ok_or(TokenError::Malformed)?;
-        if checksum(payload) != *sum {
-            return Err(TokenError::Malformed);
-        }
-        let invite: Invite = serde_json::from_slice(payload).map_err(|_| TokenError::Malformed)?;
+        let payload = open(text, PREFIX, CHECKSUM_DOMAIN).ok_or(TokenError::Malformed)?;
+        let invite: Invite = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if invite.members.len() > MAX_CONTACTS {
             return Err(TokenError::Malformed);
         }

@@ -19,7 +19,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use federation::token::{Invite, TokenError, MAX_TOKEN, PREFIX};
-use federation_fuzz::token_checksum;
 use libfuzzer_sys::fuzz_target;
 
 fn check(text: &str) {
@@ -43,6 +42,6 @@ fuzz_target!(|data: &[u8]| {
     check(&String::from_utf8_lossy(data));
     check(&format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(data)));
     let mut payload = data.to_vec();
-    payload.extend_from_slice(&token_checksum(data));
+    payload.extend_from_slice(&federation::token::checksum(federation::token::CHECKSUM_DOMAIN, data));
     check(&format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload)));
 });

@@ -1,10 +1,8 @@
 //! Helpers shared by the fuzz targets: fixed keys and network, certificates
 //! signed once, placeholder expansion (so mutated JSON bodies can name the
-//! network and its nodes and carry certificate chains that verify), the
-//! token checksum, and the invariants a ledger must keep whatever it is fed.
+//! network and its nodes and carry certificate chains that verify), and the
+//! invariants a ledger must keep whatever it is fed.
 
-use blake2::digest::{FixedOutput, Update};
-use blake2::Blake2s256;
 use federation::address::LEFT_GRACE_MS;
 use federation::cert::{Cert, Claim};
 use federation::ledger::Status;
@@ -136,26 +134,6 @@ pub fn expand(body: &[u8], writer: usize) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// The invite token checksum (as `federation::token` computes it), so the
-/// harness can wrap arbitrary payloads in tokens that reach the JSON parser.
-pub fn token_checksum(payload: &[u8]) -> [u8; 4] {
-    let mut h = Blake2s256::default();
-    Update::update(&mut h, b"cladnet/token/v1");
-    Update::update(&mut h, payload);
-    let full: [u8; 32] = h.finalize_fixed().into();
-    [full[0], full[1], full[2], full[3]]
-}
-
-/// The federation offer token checksum (as `federation::agreement`
-/// computes it).
-pub fn offer_checksum(payload: &[u8]) -> [u8; 4] {
-    let mut h = Blake2s256::default();
-    Update::update(&mut h, b"cladnet/federation-token/v1");
-    Update::update(&mut h, payload);
-    let full: [u8; 32] = h.finalize_fixed().into();
-    [full[0], full[1], full[2], full[3]]
 }
 
 fn rejected_total(l: &Ledger) -> u64 {
