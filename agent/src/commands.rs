@@ -134,6 +134,7 @@ fn own_record(
         labels,
         agreements: vec![],
         endings: vec![],
+        partner_contacts: vec![],
     }
 }
 
@@ -444,7 +445,7 @@ fn endpoints_of(contacts: &[Contact], member: &NodeId) -> String {
 }
 
 /// The sentence for a token none of whose members answered.
-fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
+pub(crate) fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
     let mut tried: Vec<String> = Vec::new();
     for a in contacts.iter().flat_map(|c| &c.addrs) {
         if !tried.contains(&a.to_string()) {

@@ -7,6 +7,7 @@ mod commands;
 mod daemon;
 mod dataplane;
 mod exposition;
+mod federate;
 mod inventory;
 mod lookup;
 mod mesh;
@@ -169,6 +170,10 @@ enum Command {
     /// The network's authority key (the node that ran `init` holds it).
     #[command(subcommand)]
     Authority(Authority),
+    /// Agreements with other networks (run by the node holding the
+    /// authority key, or with --authority FILE).
+    #[command(subcommand)]
+    Federate(Federate),
     /// Show a running agent's interface, peers and counters.
     Show {
         /// Interface of the agent to ask (socket /run/cladnet/NAME.sock).
@@ -256,6 +261,58 @@ impl NodeArgs {
             labels: &self.labels,
         }
     }
+}
+
+#[derive(Subcommand)]
+enum Federate {
+    /// Print a one-time, expiring offer token for another network's
+    /// authority to accept.
+    Offer {
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// What this network lets the other reach: `all`, or members whose
+        /// certificates carry one of these tags.
+        #[arg(long, value_name = "all|TAG[,TAG]")]
+        expose: Option<String>,
+        /// How long the offer stays valid: 90s, 30m, 1h, 7d (default 1h).
+        #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// The authority key file (`cladnet authority export`), when this
+        /// node does not hold the key.
+        #[arg(long, value_name = "FILE")]
+        authority: Option<PathBuf>,
+    },
+    /// Accept another network's offer: signs the agreement, hands it to a
+    /// member of the offering network, then carries it in this network.
+    Accept {
+        /// The offer token printed by `cladnet federate offer`.
+        offer: String,
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// What this network lets the other reach: `all`, or members whose
+        /// certificates carry one of these tags.
+        #[arg(long, value_name = "all|TAG[,TAG]")]
+        expose: Option<String>,
+        /// The authority key file, when this node does not hold the key.
+        #[arg(long, value_name = "FILE")]
+        authority: Option<PathBuf>,
+    },
+    /// This network's agreements: the other network, ranges, what each
+    /// side exposes, active or ended.
+    List(QueryArgs),
+    /// End the agreement with another network (by its name or id).
+    End {
+        /// The other network's name or id.
+        org: String,
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+        /// The authority key file, when this node does not hold the key.
+        #[arg(long, value_name = "FILE")]
+        authority: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -429,6 +486,27 @@ fn run(cli: Cli) -> Result<()> {
             println!("left the network; the agent stops");
             Ok(())
         }
+        Command::Federate(Federate::Offer {
+            state,
+            expose,
+            ttl,
+            authority,
+        }) => federate::offer(&state, expose.as_deref(), ttl, authority.as_deref()),
+        Command::Federate(Federate::Accept {
+            offer,
+            state,
+            expose,
+            authority,
+        }) => federate::accept(&state, &offer, expose.as_deref(), authority.as_deref()),
+        Command::Federate(Federate::List(q)) => q
+            .print(Request::FederateList, |f: &Vec<docs::Federation>| {
+                render::federations(f)
+            }),
+        Command::Federate(Federate::End {
+            org,
+            state,
+            authority,
+        }) => federate::end(&state, &org, authority.as_deref()),
         Command::Authority(Authority::Export { state, out }) => {
             let mut dir = statedir::StateDir::load(&state)?;
             dir.export_authority(&out)?;

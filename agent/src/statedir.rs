@@ -60,12 +60,13 @@ const AUTHORITY_ID: &[u8] = b"authority_id";
 const SETTINGS: &[u8] = b"settings";
 const OWN: &[u8] = b"own_record";
 
-/// Every exported authority key file starts with this.
-const AUTHORITY_PREFIX: &str = "cladnet-authority1.";
-
 /// The one line an exported authority key file holds.
 fn authority_file_line(key: &NodeKey) -> String {
-    format!("{AUTHORITY_PREFIX}{}", federation::hex::encode(&key.seed()))
+    format!(
+        "{}{}",
+        crate::federate::AUTHORITY_PREFIX,
+        federation::hex::encode(&key.seed())
+    )
 }
 
 fn seed(bytes: Option<Vec<u8>>, what: &str) -> Result<[u8; 32]> {

@@ -18,9 +18,7 @@ use crate::cert::{valid_tags, MAX_TAGS};
 use crate::cidr::Cidr;
 use crate::network::NetworkId;
 use crate::record::{NodeId, NodeKey};
-use crate::token::{Contact, MAX_CONTACTS, MAX_TOKEN};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use crate::token::{open, seal, Contact, MAX_CONTACTS};
 use blake2::digest::{FixedOutput, Update};
 use blake2::Blake2s256;
 use serde::{Deserialize, Serialize};
@@ -34,6 +32,8 @@ const ACCEPT_DOMAIN: &[u8] = b"cladnet/federation-accept/v1";
 const END_DOMAIN: &[u8] = b"cladnet/federation-end/v1";
 /// Every offer token starts with this.
 pub const OFFER_PREFIX: &str = "cladfed1.";
+/// Domain of the offer token checksum.
+pub const CHECKSUM_DOMAIN: &[u8] = b"cladnet/federation-token/v1";
 /// Longest network name.
 pub const MAX_NETWORK_NAME: usize = 63;
 
@@ -440,44 +440,22 @@ pub struct OfferToken {
     pub contacts: Vec<Contact>,
 }
 
-fn checksum(payload: &[u8]) -> [u8; 4] {
-    let mut h = Blake2s256::default();
-    Update::update(&mut h, b"cladnet/federation-token/v1");
-    Update::update(&mut h, payload);
-    let full: [u8; 32] = h.finalize_fixed().into();
-    [full[0], full[1], full[2], full[3]]
-}
-
 impl OfferToken {
     /// The token text.
     pub fn encode(&self) -> String {
-        let mut payload = serde_json::to_vec(self).unwrap_or_default();
-        let sum = checksum(&payload);
-        payload.extend_from_slice(&sum);
-        format!("{OFFER_PREFIX}{}", URL_SAFE_NO_PAD.encode(payload))
+        seal(
+            OFFER_PREFIX,
+            CHECKSUM_DOMAIN,
+            serde_json::to_vec(self).unwrap_or_default(),
+        )
     }
 
     /// Parses token text and checks the offer's signature (surrounding
     /// whitespace is ignored).
     pub fn decode(text: &str) -> Result<Self, AgreementError> {
-        let text = text.trim();
-        if text.len() > MAX_TOKEN {
-            return Err(AgreementError::Malformed);
-        }
-        let b64 = text
-            .strip_prefix(OFFER_PREFIX)
-            .ok_or(AgreementError::Malformed)?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|_| AgreementError::Malformed)?;
-        let (payload, sum) = raw
-            .split_last_chunk::<4>()
-            .ok_or(AgreementError::Malformed)?;
-        if checksum(payload) != *sum {
-            return Err(AgreementError::Malformed);
-        }
+        let payload = open(text, OFFER_PREFIX, CHECKSUM_DOMAIN).ok_or(AgreementError::Malformed)?;
         let token: OfferToken =
-            serde_json::from_slice(payload).map_err(|_| AgreementError::Malformed)?;
+            serde_json::from_slice(&payload).map_err(|_| AgreementError::Malformed)?;
         if token.contacts.len() > MAX_CONTACTS + 1
             || token
                 .contacts

@@ -416,6 +416,30 @@ impl Ledger {
             .collect()
     }
 
+    /// Members of `network` (a federated one) and their control endpoints,
+    /// as this network's active members recorded them.
+    pub fn partner_contacts(&self, network: &NetworkId, now_ms: u64) -> Vec<crate::token::Contact> {
+        let mut out: Vec<crate::token::Contact> = Vec::new();
+        for m in self
+            .members(now_ms)
+            .into_iter()
+            .filter(|m| m.status == Status::Active)
+        {
+            for c in m
+                .record
+                .partner_contacts
+                .iter()
+                .filter(|p| p.network == *network)
+                .flat_map(|p| &p.members)
+            {
+                if !out.iter().any(|o| o.id == c.id) && out.len() <= crate::token::MAX_CONTACTS {
+                    out.push(c.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// What of this network may go to the other side of `agreement`: the
     /// authority's record (name, range, revocations) and the records of
     /// the active members this side exposes. Nothing else leaves.

@@ -9,6 +9,7 @@ use crate::cert::{Cert, Revocation, MAX_KEEP};
 use crate::cidr::Cidr;
 use crate::network::NetworkId;
 use crate::record::NodeId;
+use crate::token::{Contact, MAX_CONTACTS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -234,6 +235,20 @@ pub struct MemberRecord {
     /// authority.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endings: Vec<Ending>,
+    /// Members of federated networks and where to reach them (what the
+    /// other network gave when the agreement was made): where an ending
+    /// is delivered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_contacts: Vec<PartnerContacts>,
+}
+
+/// Members of another network, as it gave them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerContacts {
+    /// The other network.
+    pub network: NetworkId,
+    /// Some of its members and their control endpoints.
+    pub members: Vec<Contact>,
 }
 
 /// A node's own measurements as published in its record.
@@ -321,6 +336,14 @@ impl Body {
                 if m.agreements.len() > MAX_AGREEMENTS || m.endings.len() > MAX_ENDINGS {
                     return Err(BodyError::TooMany("federation agreements"));
                 }
+                if m.partner_contacts.len() > MAX_AGREEMENTS
+                    || m.partner_contacts.iter().any(|p| {
+                        p.members.len() > MAX_CONTACTS + 1
+                            || p.members.iter().any(|c| c.addrs.len() > MAX_CONTROL)
+                    })
+                {
+                    return Err(BodyError::TooMany("partner contacts"));
+                }
                 if let Some(x) = &m.metrics {
                     if x.links.len() > MAX_LINKS
                         || x.version.len() > MAX_LABEL
@@ -368,6 +391,7 @@ impl MemberRecord {
             labels: BTreeMap::new(),
             agreements: vec![],
             endings: vec![],
+            partner_contacts: vec![],
         }
     }
 }

@@ -69,7 +69,10 @@ impl Partners {
     /// partner is added for each new one; the networks no agreement covers
     /// any more are dropped with all their records, and returned so the
     /// caller forgets them durably and closes their tunnels.
-    pub fn follow<'a>(&mut self, agreements: impl Iterator<Item = &'a Agreement>) -> Vec<NetworkId> {
+    pub fn follow<'a>(
+        &mut self,
+        agreements: impl Iterator<Item = &'a Agreement>,
+    ) -> Vec<NetworkId> {
         let mut keep: BTreeMap<NetworkId, &Agreement> = BTreeMap::new();
         for a in agreements {
             if let Some(other) = a.other(&self.us) {
@@ -117,7 +120,11 @@ impl Partners {
 
     /// Offers a record from a partner: what it changed, if it entered.
     /// Refusals are counted by reason.
-    pub fn ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<(NetworkId, Delta)>, Reject> {
+    pub fn ingest(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<(NetworkId, Delta)>, Reject> {
         let result = self.try_ingest(bytes, now_ms);
         if let Err(e) = &result {
             *self.rejected.entry(e.label()).or_default() += 1;
@@ -125,7 +132,11 @@ impl Partners {
         result
     }
 
-    fn try_ingest(&mut self, bytes: &[u8], now_ms: u64) -> Result<Option<(NetworkId, Delta)>, Reject> {
+    fn try_ingest(
+        &mut self,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<Option<(NetworkId, Delta)>, Reject> {
         let record = SignedRecord::decode(bytes)?;
         let body = Body::parse(&record.body).map_err(|_| Reject::Body)?;
         let network = match &body {
@@ -152,7 +163,13 @@ impl Partners {
                 if !side.cidr.is_host(m.address) {
                     return Err(Reject::OutsideRange);
                 }
-                validate_chain(&m.chain, &side.authority, &side.network, &record.writer, now_ms)?;
+                validate_chain(
+                    &m.chain,
+                    &side.authority,
+                    &side.network,
+                    &record.writer,
+                    now_ms,
+                )?;
                 if !side.exposes.covers(leaf_tags(m)) {
                     return Err(Reject::NotExposed);
                 }
@@ -168,11 +185,14 @@ impl Partners {
             .iter()
             .flat_map(|(id, p)| {
                 let org = p.side().name.as_str();
-                p.ledger.members(now_ms).into_iter().map(move |member| PartnerMember {
-                    org,
-                    network: *id,
-                    member,
-                })
+                p.ledger
+                    .members(now_ms)
+                    .into_iter()
+                    .map(move |member| PartnerMember {
+                        org,
+                        network: *id,
+                        member,
+                    })
             })
             .collect()
     }

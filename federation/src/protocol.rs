@@ -2,11 +2,17 @@
 //! anti-entropy (summary → versions → pull/push) and forwarded CLI queries.
 //! Plain serde types; the libp2p shell picks the encoding.
 
+use crate::agreement::{Agreement, Ending};
 use crate::cert::Cert;
 use crate::network::NetworkId;
 use crate::record::NodeId;
 use crate::sync::{Summary, Versions};
+use crate::token::Contact;
 use serde::{Deserialize, Serialize};
+
+/// Bytes an agreement stands for in traffic counters (two sides with
+/// keys, ranges and names, two signatures, times).
+pub const AGREEMENT_BYTES: usize = 2 * (16 + 32 + 5 + 32) + 2 * 64 + 3 * 8;
 
 /// A newcomer presenting its invite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +60,19 @@ pub enum Request {
     Push(Vec<Vec<u8>>),
     /// A CLI query answered as if asked locally (JSON text, `--via`).
     Query(String),
+    /// Another network accepted this network's federation offer: the
+    /// agreement, signed by both authorities, for the members of the
+    /// offering network to carry, and members of the accepting network to
+    /// reach it at (may come from a non-member).
+    Federate {
+        /// The agreement.
+        agreement: Box<Agreement>,
+        /// Members of the accepting network.
+        contacts: Vec<Contact>,
+    },
+    /// The other network ended an agreement with this one (may come from
+    /// a non-member).
+    EndFederation(Box<Ending>),
 }
 
 /// A member's answer.
@@ -110,6 +129,8 @@ impl Request {
             Request::Pull(ids) => 32 * ids.len(),
             Request::Push(records) => records.iter().map(Vec::len).sum(),
             Request::Query(q) => q.len(),
+            Request::Federate { contacts, .. } => AGREEMENT_BYTES + 64 * contacts.len(),
+            Request::EndFederation(_) => 16 + 16 + 8 + 64,
         }
     }
 }

@@ -96,6 +96,19 @@ pub enum Inbound {
         /// May the asker admit.
         admit: bool,
     },
+    /// Another network delivers a federation agreement (anyone may: it
+    /// proves itself by both authorities' signatures); the agent decides
+    /// whether to carry it, answered through [`Replica::respond`].
+    Federate {
+        /// The agreement.
+        agreement: Box<crate::agreement::Agreement>,
+        /// Members of the accepting network, to reach it later.
+        contacts: Vec<crate::token::Contact>,
+    },
+    /// The other network of an agreement ended it; the agent checks the
+    /// ending against the agreement and carries it, answered through
+    /// [`Replica::respond`].
+    EndFederation(Box<crate::agreement::Ending>),
 }
 
 /// The verdict on a gossiped record, for the gossip layer.
@@ -332,6 +345,16 @@ impl Replica {
                     }
                 }
             }
+            Request::Federate {
+                agreement,
+                contacts,
+            } => {
+                return Inbound::Federate {
+                    agreement,
+                    contacts,
+                }
+            }
+            Request::EndFederation(ending) => return Inbound::EndFederation(ending),
             _ if !member => {
                 self.refuse(match request {
                     Request::Summary(_) => "summary",

@@ -77,6 +77,7 @@ fn record_size() -> usize {
         labels: Default::default(),
         agreements: vec![],
         endings: vec![],
+        partner_contacts: vec![],
         metrics: Some(Metrics {
             sampled_ms: 1_763_000_000_000,
             uptime_s: 86_400,

@@ -228,6 +228,67 @@ pub struct Invite {
     pub uses: u32,
 }
 
+/// `federate offer`: the offer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// The token text (one line).
+    pub token: String,
+    /// This network's authority fingerprint, for the other side to check
+    /// out of band.
+    pub fingerprint: String,
+    /// Its expiry (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+/// `federate accept`, first step: the agreement signed by this network's
+/// authority, for the CLI to hand to a member of the offering network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed {
+    /// The agreement.
+    pub agreement: federation::agreement::Agreement,
+    /// Members of the offering network and their control endpoints.
+    pub contacts: Vec<federation::token::Contact>,
+    /// Members of this network, for the offering network to reach it.
+    pub ours: Vec<federation::token::Contact>,
+}
+
+/// `federate end`: the ending, signed and carried here, for the CLI to
+/// hand to the other network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ended {
+    /// The agreement as it stands now.
+    pub federation: Federation,
+    /// The ending.
+    pub ending: federation::agreement::Ending,
+    /// Members of the other network, where it was given to reach them.
+    pub contacts: Vec<federation::token::Contact>,
+}
+
+/// One item of `federate list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Federation {
+    /// The other network's name.
+    pub org: String,
+    /// The other network's id (hex).
+    pub network_id: String,
+    /// The other network's range.
+    pub cidr: String,
+    /// What this network exposes to it (`all` or tags).
+    pub exposes: String,
+    /// What it exposes to this network.
+    pub exposed_to_us: String,
+    /// `active` or `ended`.
+    pub state: String,
+    /// The other authority's fingerprint.
+    pub fingerprint: String,
+    /// The agreement's id (hex).
+    pub id: String,
+    /// When it was accepted (ms since the epoch).
+    pub accepted_ms: u64,
+    /// When it was ended, if it was.
+    pub ended_ms: Option<u64>,
+}
+
 /// `revoke`: who was revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {

@@ -54,6 +54,44 @@ pub enum Request {
     },
     /// Tell the others and stop ([`docs::Left`]).
     Leave,
+    /// Sign a federation offer for this network ([`docs::Offer`]).
+    FederateOffer {
+        /// What this network exposes: `all` or `TAG[,TAG]`.
+        expose: String,
+        /// The offer's life in seconds.
+        ttl_s: u64,
+        /// The authority key (hex seed) when this node does not hold it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authority: Option<String>,
+    },
+    /// Accept another network's offer: checked and signed, not yet carried
+    /// ([`docs::Signed`]).
+    FederateSign {
+        /// The offer token.
+        offer: String,
+        /// What this network exposes.
+        expose: String,
+        /// The authority key (hex seed) when this node does not hold it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authority: Option<String>,
+    },
+    /// Carry an agreement the offering network took ([`docs::Federation`]).
+    FederateAdopt {
+        /// The agreement.
+        agreement: Box<federation::agreement::Agreement>,
+        /// Members of the offering network (from its offer).
+        contacts: Vec<federation::token::Contact>,
+    },
+    /// This network's federation agreements ([`docs::Federation`] list).
+    FederateList,
+    /// End the agreement with another network ([`docs::Ended`]).
+    FederateEnd {
+        /// The other network's name or id.
+        org: String,
+        /// The authority key (hex seed) when this node does not hold it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authority: Option<String>,
+    },
     /// Prometheus text ([`docs::Text`]).
     Prometheus,
     /// The mesh page ([`docs::Text`]).
@@ -78,7 +116,8 @@ impl Request {
             | Request::Members
             | Request::Peers
             | Request::Metrics
-            | Request::HostNetworks => true,
+            | Request::HostNetworks
+            | Request::FederateList => true,
             Request::Invite { .. } | Request::Revoke { .. } => admit,
             _ => false,
         }
@@ -271,6 +310,19 @@ mod tests {
         assert!(Request::Peers.allowed_remotely(false));
         assert!(!invite_req().allowed_remotely(false) && invite_req().allowed_remotely(true));
         assert_eq!(Request::HostNetworks.name(), "host_networks");
+        // Federation: anyone of the network may read the list; offers,
+        // acceptances and endings only from the local socket.
+        assert!(Request::FederateList.allowed_remotely(false));
+        let offer = Request::FederateOffer {
+            expose: "all".into(),
+            ttl_s: 60,
+            authority: None,
+        };
+        assert!(!offer.allowed_remotely(true));
+        assert_eq!(
+            serde_json::to_string(&offer).unwrap(),
+            r#"{"cmd":"federate_offer","expose":"all","ttl_s":60}"#
+        );
     }
 
     fn invite_req() -> Request {

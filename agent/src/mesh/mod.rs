@@ -21,6 +21,7 @@
 //! each piece of it is glue (a decision found here belongs in a machine).
 
 mod answers;
+mod federate;
 pub mod invites;
 mod joins;
 mod observed;
@@ -575,6 +576,11 @@ impl Mesh {
                         subject,
                         join,
                     } => return self.forward_join(inviter, subject, join, reply),
+                    Inbound::Federate {
+                        agreement,
+                        contacts,
+                    } => self.federated(&agreement, contacts),
+                    Inbound::EndFederation(ending) => self.ended(*ending),
                     Inbound::Query { text, admit } => {
                         let r = match api::read_request(&text) {
                             Ok(q) if q.allowed_remotely(admit) => {
@@ -845,6 +851,24 @@ impl Mesh {
             Request::Via { .. } => api::error("--via cannot be chained"),
             Request::Show => {
                 api::error("`show` is for WireGuard-file mode; use `status` and `peers`")
+            }
+            Request::FederateOffer {
+                expose,
+                ttl_s,
+                authority,
+            } => self.federate_offer(&expose, Duration::from_secs(ttl_s), authority.as_deref()),
+            Request::FederateSign {
+                offer,
+                expose,
+                authority,
+            } => self.federate_sign(&offer, &expose, authority.as_deref()),
+            Request::FederateAdopt {
+                agreement,
+                contacts,
+            } => self.federate_adopt(&agreement, contacts),
+            Request::FederateList => api::answer(&self.federate_list()),
+            Request::FederateEnd { org, authority } => {
+                self.federate_end(&org, authority.as_deref())
             }
         }
     }

@@ -10,11 +10,15 @@ use crate::api::docs;
 use crate::inventory::Inventory;
 use crate::statedir::{Settings, StateDir};
 use crate::telemetry::{rss_kb, CpuSample};
+use federation::agreement::{Agreement, Ending};
+use federation::member::PartnerContacts;
 use federation::member::{
-    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_CONTROL, MAX_ENDPOINTS, MAX_HOST_NETWORKS,
-    MAX_LINKS, MAX_REVOCATIONS,
+    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_AGREEMENTS, MAX_CONTROL, MAX_ENDINGS,
+    MAX_ENDPOINTS, MAX_HOST_NETWORKS, MAX_LINKS, MAX_REVOCATIONS,
 };
 use federation::token::Contact;
+use federation::token::MAX_CONTACTS;
+use federation::NetworkId;
 use federation::{address, Ledger, NodeId, Status};
 use rand_core::RngCore;
 use std::collections::BTreeSet;
@@ -297,6 +301,59 @@ impl Own {
         })
     }
 
+    /// Carries a federation agreement of this network in the record (so it
+    /// spreads to every member and is stored with the record); `false` if
+    /// it was carried already.
+    pub fn carry(&mut self, agreement: &Agreement) -> Result<bool, String> {
+        if self
+            .record
+            .agreements
+            .iter()
+            .any(|a| a.id() == agreement.id())
+        {
+            return Ok(false);
+        }
+        if self.record.agreements.len() >= MAX_AGREEMENTS {
+            return Err("this node's record carries the most federation agreements it can; accept on another member".into());
+        }
+        self.record.agreements.push(agreement.clone());
+        self.changed(true);
+        Ok(true)
+    }
+
+    /// Carries the ending of a federation agreement in the record.
+    pub fn carry_ending(&mut self, ending: Ending) -> Result<(), String> {
+        if self
+            .record
+            .endings
+            .iter()
+            .any(|e| e.agreement == ending.agreement)
+        {
+            return Ok(());
+        }
+        if self.record.endings.len() >= MAX_ENDINGS {
+            return Err("this node's record carries the most federation endings it can; end it on another member".into());
+        }
+        self.record.endings.push(ending);
+        self.changed(true);
+        Ok(())
+    }
+
+    /// Remembers where the federated `network` gave members to reach
+    /// (replacing what was remembered of it).
+    pub fn remember_contacts(&mut self, network: NetworkId, mut members: Vec<Contact>) {
+        members.truncate(MAX_CONTACTS + 1);
+        for c in &mut members {
+            c.addrs.truncate(MAX_CONTROL);
+        }
+        let list = &mut self.record.partner_contacts;
+        list.retain(|p| p.network != network);
+        list.push(PartnerContacts { network, members });
+        let excess = list.len().saturating_sub(MAX_AGREEMENTS);
+        list.drain(..excess);
+        self.changed(false);
+    }
+
     /// Leaves the network (the departure is urgent news).
     pub fn leave(&mut self, now_ms: u64) -> docs::Left {
         self.record.left_ms = Some(now_ms);
@@ -317,6 +374,55 @@ mod tests {
             control_listen: "0.0.0.0:51821".parse().unwrap(),
             advertise: vec![],
         }
+    }
+
+    /// An agreement between two fresh networks, offer id `n`.
+    fn agreement(n: u8) -> Agreement {
+        use federation::agreement::{Exposure, Offer, Side};
+        let side = |key: &federation::NodeKey, cidr: &str| Side {
+            network: federation::NetworkId::of(&key.id()),
+            authority: key.id(),
+            name: "x".into(),
+            cidr: cidr.parse().unwrap(),
+            exposes: Exposure::All,
+        };
+        let (a, b) = (
+            federation::NodeKey::generate(),
+            federation::NodeKey::generate(),
+        );
+        let offer = Offer::sign(&a, [n; 16], side(&a, "10.1.0.0/24"), 10);
+        Agreement::accept(&b, offer, side(&b, "10.2.0.0/24"), 1).unwrap()
+    }
+
+    #[test]
+    fn agreements_and_endings_are_carried_once_and_bounded() {
+        let net = TestNetwork::new(2);
+        let mut own = Own::new(net.member(1).record, 1);
+        let first = agreement(0);
+        assert_eq!(own.carry(&first), Ok(true));
+        assert_eq!(own.take_publication(), Some((2, true)), "urgent news");
+        assert_eq!(own.carry(&first), Ok(false));
+        assert_eq!(own.take_publication(), None);
+        for n in 1..u8::try_from(MAX_AGREEMENTS).unwrap() {
+            assert_eq!(own.carry(&agreement(n)), Ok(true));
+        }
+        assert!(own.carry(&agreement(200)).unwrap_err().contains("the most"));
+        let key = federation::NodeKey::generate();
+        let mut end = Ending {
+            agreement: [0; 16],
+            by: federation::NetworkId::of(&key.id()),
+            ended_ms: 5,
+            sig: [0; 64],
+        };
+        assert_eq!(own.carry_ending(end.clone()), Ok(()));
+        assert_eq!(own.carry_ending(end.clone()), Ok(()));
+        assert_eq!(own.record.endings.len(), 1);
+        for n in 1..u8::try_from(MAX_ENDINGS).unwrap() {
+            end.agreement = [n; 16];
+            assert_eq!(own.carry_ending(end.clone()), Ok(()));
+        }
+        end.agreement = [200; 16];
+        assert!(own.carry_ending(end).unwrap_err().contains("the most"));
     }
 
     #[test]

@@ -66,12 +66,15 @@ impl Net {
         self.init_with(i, name, &[])
     }
 
-    /// [`Net::init`] with extra arguments.
+    /// [`Net::init`] with extra arguments (which may give another `--cidr`).
     pub fn init_with(&self, i: usize, name: &str, extra: &[&str]) -> Result<()> {
         let mut init: Vec<String> = vec![super::bin().into(), "init".into()];
         init.extend(self.node_args(name));
         init.extend(extra.iter().map(|s| s.to_string()));
-        init.extend(["--cidr".into(), CIDR.into(), "--state".into()]);
+        if !extra.contains(&"--cidr") {
+            init.extend(["--cidr".into(), CIDR.into()]);
+        }
+        init.push("--state".into());
         init.push(self.members[i].state.to_string_lossy().into_owned());
         self.lab.run(&self.members[i].node, &init)?;
         Ok(())

@@ -76,7 +76,13 @@ impl Org {
     }
 
     /// `key` certified by this authority, claiming `address` in `network`.
-    fn certified(&self, key: NodeKey, address: Ipv4Addr, network: NetworkId, tags: &[&str]) -> Node {
+    fn certified(
+        &self,
+        key: NodeKey,
+        address: Ipv4Addr,
+        network: NetworkId,
+        tags: &[&str],
+    ) -> Node {
         let name = format!("{}-{}", self.name, key.id().short());
         let chain = vec![Cert::issue(
             &self.authority,
@@ -119,12 +125,15 @@ fn alpha_beta() -> (Org, Org, Agreement) {
     let alpha = Org::new(1, "alpha", "10.1.0.0/24");
     let beta = Org::new(2, "beta", "10.2.0.0/24");
     let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(shared()), 1_000);
-    let agreement = Agreement::accept(&beta.authority, offer, beta.side(Exposure::All), 10).unwrap();
+    let agreement =
+        Agreement::accept(&beta.authority, offer, beta.side(Exposure::All), 10).unwrap();
     (alpha, beta, agreement)
 }
 
 fn count(p: &Partners, label: &str) -> u64 {
-    p.rejected().find(|(l, _)| *l == label).map_or(0, |(_, n)| n)
+    p.rejected()
+        .find(|(l, _)| *l == label)
+        .map_or(0, |(_, n)| n)
 }
 
 #[test]
@@ -133,7 +142,10 @@ fn members_carry_agreements_and_endings_in_their_records() {
     let mut carrier = alpha.node(1, &[]);
     carrier.record.agreements = vec![agreement.clone()];
     let ledger = alpha.ledger(&[carrier.signed(1)]);
-    assert_eq!(ledger.agreements().map(Agreement::id).collect::<Vec<_>>(), vec![[7; 16]]);
+    assert_eq!(
+        ledger.agreements().map(Agreement::id).collect::<Vec<_>>(),
+        vec![[7; 16]]
+    );
 
     // A forged agreement, or one this network is no side of: the record is refused.
     let mut forged = agreement.clone();
@@ -144,7 +156,8 @@ fn members_carry_agreements_and_endings_in_their_records() {
     assert_eq!(l.ingest(&bad.signed(1), 0), Err(Reject::Agreement));
     let gamma = Org::new(3, "gamma", "10.3.0.0/24");
     let offer = Offer::sign(&beta.authority, [8; 16], beta.side(Exposure::All), 1_000);
-    let beta_gamma = Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
+    let beta_gamma =
+        Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
     bad.record.agreements = vec![beta_gamma];
     assert_eq!(l.ingest(&bad.signed(2), 0), Err(Reject::Agreement));
     assert_eq!(l.rejected().collect::<Vec<_>>(), vec![("bad_agreement", 2)]);
@@ -162,7 +175,13 @@ fn members_carry_agreements_and_endings_in_their_records() {
 fn one_offer_accepted_twice_is_one_agreement_everywhere() {
     let (alpha, beta, first) = alpha_beta();
     let gamma = Org::new(3, "gamma", "10.3.0.0/24");
-    let second = Agreement::accept(&gamma.authority, first.offer.clone(), gamma.side(Exposure::All), 11).unwrap();
+    let second = Agreement::accept(
+        &gamma.authority,
+        first.offer.clone(),
+        gamma.side(Exposure::All),
+        11,
+    )
+    .unwrap();
     let mut x = alpha.node(1, &[]);
     x.record.agreements = vec![second.clone()];
     let mut y = alpha.node(2, &[]);
@@ -192,7 +211,8 @@ fn only_exposed_members_and_the_authority_record_leave() {
     let gamma = Org::new(3, "gamma", "10.3.0.0/24");
     let beta = Org::new(2, "beta", "10.2.0.0/24");
     let offer = Offer::sign(&beta.authority, [8; 16], beta.side(Exposure::All), 1_000);
-    let foreign = Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
+    let foreign =
+        Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
     assert!(ledger.exposed_to(&foreign, 0).is_empty());
 }
 
@@ -203,7 +223,10 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     let mut on_alpha = Partners::new(alpha.id());
     assert!(on_alpha.follow([&agreement].into_iter()).is_empty());
     assert_eq!(on_alpha.networks().collect::<Vec<_>>(), vec![&beta.id()]);
-    assert!(on_alpha.ingest(&beta.authority_record("beta"), 0).unwrap().is_some());
+    assert!(on_alpha
+        .ingest(&beta.authority_record("beta"), 0)
+        .unwrap()
+        .is_some());
     let b1 = beta.node(1, &[]);
     let (net, delta) = on_alpha.ingest(&b1.signed(1), 0).unwrap().unwrap();
     assert_eq!((net, delta.writer), (beta.id(), b1.key.id()));
@@ -212,21 +235,49 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     assert_eq!((listed[0].org, listed[0].member.id), ("beta", b1.key.id()));
 
     // Beta's authority signs a member claiming an alpha address...
-    let thief = beta.certified(NodeKey::from_seed(&[40; 32]), Ipv4Addr::new(10, 1, 0, 9), beta.id(), &[]);
-    assert_eq!(on_alpha.ingest(&thief.signed(1), 0), Err(Reject::OutsideRange));
+    let thief = beta.certified(
+        NodeKey::from_seed(&[40; 32]),
+        Ipv4Addr::new(10, 1, 0, 9),
+        beta.id(),
+        &[],
+    );
+    assert_eq!(
+        on_alpha.ingest(&thief.signed(1), 0),
+        Err(Reject::OutsideRange)
+    );
     // ...or alpha's network: refused by alpha's partners and alpha's own ledger.
-    let impostor = beta.certified(NodeKey::from_seed(&[41; 32]), Ipv4Addr::new(10, 1, 0, 10), alpha.id(), &["shared"]);
-    assert_eq!(on_alpha.ingest(&impostor.signed(1), 0), Err(Reject::WrongNetwork));
+    let impostor = beta.certified(
+        NodeKey::from_seed(&[41; 32]),
+        Ipv4Addr::new(10, 1, 0, 10),
+        alpha.id(),
+        &["shared"],
+    );
+    assert_eq!(
+        on_alpha.ingest(&impostor.signed(1), 0),
+        Err(Reject::WrongNetwork)
+    );
     let mut alpha_ledger = alpha.ledger(&[]);
-    assert!(matches!(alpha_ledger.ingest(&impostor.signed(1), 0), Err(Reject::Cert(_))));
+    assert!(matches!(
+        alpha_ledger.ingest(&impostor.signed(1), 0),
+        Err(Reject::Cert(_))
+    ));
     // ...or beta's authority record under alpha's name.
     let mut renamed = Partners::new(alpha.id());
     renamed.follow([&agreement].into_iter());
-    assert_eq!(renamed.ingest(&beta.authority_record("alpha"), 0), Err(Reject::WrongName));
+    assert_eq!(
+        renamed.ingest(&beta.authority_record("alpha"), 0),
+        Err(Reject::WrongName)
+    );
     // A network alpha has no agreement with: nothing enters (not transitive).
     let gamma = Org::new(3, "gamma", "10.3.0.0/24");
-    assert_eq!(on_alpha.ingest(&gamma.node(1, &[]).signed(1), 0), Err(Reject::NotPartner));
-    assert_eq!(on_alpha.ingest(&gamma.authority_record("gamma"), 0), Err(Reject::NotPartner));
+    assert_eq!(
+        on_alpha.ingest(&gamma.node(1, &[]).signed(1), 0),
+        Err(Reject::NotPartner)
+    );
+    assert_eq!(
+        on_alpha.ingest(&gamma.authority_record("gamma"), 0),
+        Err(Reject::NotPartner)
+    );
     for label in ["outside_range", "wrong_network", "not_partner"] {
         assert!(count(&on_alpha, label) >= 1, "{label} not counted");
     }
@@ -237,14 +288,20 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     on_beta.follow([&agreement].into_iter());
     let untagged = alpha.node(1, &[]);
     let tagged = alpha.node(2, &["shared"]);
-    assert_eq!(on_beta.ingest(&untagged.signed(1), 0), Err(Reject::NotExposed));
+    assert_eq!(
+        on_beta.ingest(&untagged.signed(1), 0),
+        Err(Reject::NotExposed)
+    );
     assert!(on_beta.ingest(&tagged.signed(1), 0).unwrap().is_some());
     // A self-tagged certificate: the signature breaks.
     let mut self_tagged = alpha.node(3, &[]);
     if let Some(c) = self_tagged.record.chain.last_mut() {
         c.tags = vec!["shared".into()];
     }
-    assert!(matches!(on_beta.ingest(&self_tagged.signed(1), 0), Err(Reject::Cert(_))));
+    assert!(matches!(
+        on_beta.ingest(&self_tagged.signed(1), 0),
+        Err(Reject::Cert(_))
+    ));
 
     // The agreement ends: beta is dropped with its records.
     assert_eq!(on_alpha.follow(std::iter::empty()), vec![beta.id()]);

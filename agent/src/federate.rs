@@ -1,0 +1,165 @@
+//! `cladnet federate`: the command-line side of federation. The agent
+//! signs offers and acceptances with the network's authority key (its own,
+//! or one given with `--authority FILE`); an acceptance is handed to a
+//! member of the offering network over the control plane — any member
+//! takes it for its network, so the offering authority need not be online
+//! — and only then does this network carry it.
+
+use crate::api::{docs, Request};
+use crate::client;
+use anyhow::{Context, Result};
+use federation::net::{Event, Shell};
+use federation::protocol::{Request as Ask, Response};
+use federation::token::Contact;
+use federation::{NetworkId, NodeKey};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Every exported authority key file starts with this.
+pub const AUTHORITY_PREFIX: &str = "cladnet-authority1.";
+
+/// How long the offering network's members are tried.
+const DELIVER_TIMEOUT: Duration = federation::joining::CONNECT_TIMEOUT;
+
+/// The sentence for a missing `--expose`.
+const EXPOSE_NEEDED: &str = "--expose is required: say what this network lets the other reach, `all` or TAG[,TAG] (members whose certificates carry one of the tags)";
+
+/// The authority key of an exported file, as the hex seed the agent takes.
+fn authority_hex(file: Option<&Path>) -> Result<Option<String>> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the authority key file {}", path.display()))?;
+    text.trim()
+        .strip_prefix(AUTHORITY_PREFIX)
+        .filter(|hex| federation::hex::decode::<32>(hex).is_some())
+        .map(|hex| Some(hex.to_string()))
+        .with_context(|| {
+            format!(
+                "{} is not an authority key file written by `cladnet authority export`",
+                path.display()
+            )
+        })
+}
+
+/// `federate offer`: prints the offer token (stdout) and what to do with
+/// it (stderr).
+pub fn offer(
+    state: &Path,
+    expose: Option<&str>,
+    ttl: Duration,
+    authority: Option<&Path>,
+) -> Result<()> {
+    let expose = expose.context(EXPOSE_NEEDED)?;
+    let request = Request::FederateOffer {
+        expose: expose.to_string(),
+        ttl_s: ttl.as_secs(),
+        authority: authority_hex(authority)?,
+    };
+    let offer: docs::Offer = client::ask(state, request, None)?;
+    println!("{}", offer.token);
+    eprintln!(
+        "offer signed by the authority with fingerprint {} (check it with the other side out of band); the other network's authority runs: cladnet federate accept TOKEN --state DIR --expose all|TAG[,TAG]",
+        offer.fingerprint
+    );
+    Ok(())
+}
+
+/// `federate accept`: signs the agreement, hands it to a member of the
+/// offering network, then carries it here.
+pub fn accept(
+    state: &Path,
+    token: &str,
+    expose: Option<&str>,
+    authority: Option<&Path>,
+) -> Result<()> {
+    let expose = expose.context(EXPOSE_NEEDED)?;
+    let request = Request::FederateSign {
+        offer: token.to_string(),
+        expose: expose.to_string(),
+        authority: authority_hex(authority)?,
+    };
+    let signed: docs::Signed = client::ask(state, request, None)?;
+    let hand_over = Ask::Federate {
+        agreement: Box::new(signed.agreement.clone()),
+        contacts: signed.ours,
+    };
+    let offering = signed.agreement.offer.offerer.network;
+    crate::process::runtime()?.block_on(deliver(hand_over, &offering, &signed.contacts))?;
+    let adopt = Request::FederateAdopt {
+        agreement: Box::new(signed.agreement),
+        contacts: signed.contacts,
+    };
+    let f: docs::Federation = client::ask(state, adopt, None)?;
+    println!(
+        "federated with {} (id {}, range {}): this network exposes {}, {} exposes {}",
+        f.org, f.network_id, f.cidr, f.exposes, f.org, f.exposed_to_us
+    );
+    Ok(())
+}
+
+/// `federate end ORG`.
+pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
+    let request = Request::FederateEnd {
+        org: org.to_string(),
+        authority: authority_hex(authority)?,
+    };
+    let ended: docs::Ended = client::ask(state, request, None)?;
+    let f = &ended.federation;
+    println!(
+        "ended the agreement with {} (id {}) for this network",
+        f.org, f.network_id
+    );
+    let other = federation::NetworkId(
+        federation::hex::decode::<16>(&f.network_id)
+            .context("the agent named the other network oddly")?,
+    );
+    let tell = Ask::EndFederation(Box::new(ended.ending));
+    match crate::process::runtime()?.block_on(deliver(tell, &other, &ended.contacts)) {
+        Ok(()) => println!("{} was told and ends it too", f.org),
+        Err(e) => eprintln!(
+            "WARNING: {} could not be told now ({e:#}); its members keep the agreement until told",
+            f.org
+        ),
+    }
+    Ok(())
+}
+
+/// Hands `request` to the first of `contacts` (members of `network`) that
+/// takes it.
+async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Result<()> {
+    let key = NodeKey::generate();
+    let mut shell = Shell::client(key.seed(), network)?;
+    for c in contacts {
+        shell.dial(&c.id, &c.addrs);
+    }
+    let deadline = tokio::time::Instant::now() + DELIVER_TIMEOUT;
+    let mut asked = BTreeMap::new();
+    let mut last_error = None;
+    loop {
+        tokio::select! {
+            event = shell.next() => match event {
+                Event::Connected(id, _) if contacts.iter().any(|c| c.id == id) && !asked.values().any(|a| *a == id) => {
+                    if let Some(rid) = shell.request(&id, &[], request.clone()) {
+                        asked.insert(rid, id);
+                    }
+                }
+                Event::Response { id, response, .. } if asked.contains_key(&id) => {
+                    return match response {
+                        Response::Ack => {
+                            shell.close(Duration::from_millis(500)).await;
+                            Ok(())
+                        }
+                        Response::Refused(why) => anyhow::bail!("{why}"),
+                        _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
+                    };
+                }
+                Event::Failed { id, error, .. } if asked.remove(&id).is_some() => last_error = Some(error),
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(deadline) => anyhow::bail!(crate::commands::unreachable(contacts, last_error)),
+        }
+    }
+}

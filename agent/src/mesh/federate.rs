@@ -1,0 +1,321 @@
+//! Federation agreements on this node, as glue: offers signed for this
+//! network, acceptances of another network's offer, agreements the other
+//! network delivers, endings, and the list. The rules (signatures, ranges,
+//! exposure, one agreement per offer) live in `federation::agreement` and
+//! the ledger; what this node adopts travels in its own record ([`Own`]).
+//!
+//! [`Own`]: super::own::Own
+
+use super::Mesh;
+use crate::api::{self, docs};
+use crate::statedir::now_ms;
+use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side};
+use federation::ledger::Federation;
+use federation::protocol::Response;
+use federation::token::Contact;
+use federation::{NodeKey, Status};
+use rand_core::{OsRng, RngCore};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Longest offer life.
+const MAX_OFFER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+impl Mesh {
+    /// The authority key: the one given (hex seed from an exported file)
+    /// or the one in the state directory.
+    fn authority_key(&self, given: Option<&str>) -> Result<NodeKey, String> {
+        let key = match given {
+            Some(hex) => federation::hex::decode::<32>(hex.trim())
+                .map(|seed| NodeKey::from_seed(&seed))
+                .ok_or("the authority key given is not a key written by `cladnet authority export`")?,
+            None => match &self.state.authority {
+                Some(k) => NodeKey::from_seed(&k.seed()),
+                None => return Err("this node does not hold the network's authority key: run this on the node that ran `init`, or give --authority FILE (written by `cladnet authority export`)".into()),
+            },
+        };
+        if key.id() != self.state.network.authority {
+            return Err("the authority key given belongs to another network".into());
+        }
+        if self.standing != Some(Status::Active) {
+            return Err(
+                "this node is not a member in good standing: it cannot federate its network".into(),
+            );
+        }
+        Ok(key)
+    }
+
+    /// This network's side of an agreement, exposing `expose`.
+    fn our_side(&self, expose: &str) -> Result<Side, String> {
+        let exposes = Exposure::parse(expose).map_err(|e| e.to_string())?;
+        let authority = self.replica.ledger().authority().ok_or(
+            "this node does not know its network's description yet: try again in a few seconds",
+        )?;
+        Ok(Side {
+            network: self.state.network.id,
+            authority: self.state.network.authority,
+            name: authority.name.clone(),
+            cidr: authority.cidr,
+            exposes,
+        })
+    }
+
+    /// This node and up to three other members, with control endpoints.
+    fn contacts(&self) -> Vec<Contact> {
+        let (me, now_ms) = (self.me(), now_ms());
+        let connected: BTreeSet<_> = self.replica.connected().copied().collect();
+        let mut contacts = vec![Contact {
+            id: me,
+            addrs: self.own.record.control.clone(),
+        }];
+        contacts.extend(federation::token::contacts(
+            self.replica.ledger(),
+            &me,
+            |id| connected.contains(id),
+            now_ms,
+        ));
+        contacts
+    }
+
+    /// `federate offer`: an offer signed by this network's authority.
+    pub(super) fn federate_offer(
+        &self,
+        expose: &str,
+        ttl: Duration,
+        authority: Option<&str>,
+    ) -> String {
+        line(self.offer(expose, ttl, authority))
+    }
+
+    fn offer(
+        &self,
+        expose: &str,
+        ttl: Duration,
+        authority: Option<&str>,
+    ) -> Result<docs::Offer, String> {
+        {
+            if ttl.is_zero() || ttl > MAX_OFFER_TTL {
+                return Err("--ttl must be between 1s and 30d".to_string());
+            }
+            let key = self.authority_key(authority)?;
+            let side = self.our_side(expose)?;
+            let mut id = [0u8; 16];
+            OsRng.fill_bytes(&mut id);
+            let expires_ms =
+                now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            let offer = Offer::sign(&key, id, side, expires_ms);
+            Ok(docs::Offer {
+                fingerprint: offer.fingerprint(),
+                token: OfferToken {
+                    offer,
+                    contacts: self.contacts(),
+                }
+                .encode(),
+                expires_ms,
+            })
+        }
+    }
+
+    /// `federate accept`, first step: checks the offer and signs the
+    /// agreement with this network's authority (nothing is carried until
+    /// the offering network took it).
+    pub(super) fn federate_sign(
+        &self,
+        offer: &str,
+        expose: &str,
+        authority: Option<&str>,
+    ) -> String {
+        line(self.sign(offer, expose, authority))
+    }
+
+    fn sign(
+        &self,
+        offer: &str,
+        expose: &str,
+        authority: Option<&str>,
+    ) -> Result<docs::Signed, String> {
+        {
+            let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
+            let key = self.authority_key(authority)?;
+            let side = self.our_side(expose)?;
+            let known = self.replica.ledger().federations();
+            if known.iter().any(|f| f.agreement.id() == token.offer.id) {
+                return Err("this federation offer was already accepted: ask the other network for a new one".to_string());
+            }
+            if let Some(f) = known.iter().find(|f| {
+                f.active()
+                    && f.agreement
+                        .other(&side.network)
+                        .is_some_and(|o| o.network == token.offer.offerer.network)
+            }) {
+                return Err(format!(
+                    "this network is already federated with {}: end that agreement first (`cladnet federate end`)",
+                    f.agreement.offer.offerer.name
+                ));
+            }
+            let agreement =
+                Agreement::accept(&key, token.offer, side, now_ms()).map_err(|e| e.to_string())?;
+            Ok(docs::Signed {
+                agreement,
+                contacts: token.contacts,
+                ours: self.contacts(),
+            })
+        }
+    }
+
+    /// Carries `agreement` in this node's record if it is one of this
+    /// network's, valid, and the first for its offer.
+    fn adopt(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Result<(), String> {
+        let us = self.state.network.id;
+        agreement.check().map_err(|e| e.to_string())?;
+        let other = agreement
+            .other(&us)
+            .ok_or("this agreement is not one of this network's")?
+            .network;
+        if self.standing != Some(Status::Active) {
+            return Err(
+                "the member reached is not in good standing in its network: try another".into(),
+            );
+        }
+        if let Some(f) = self
+            .replica
+            .ledger()
+            .federations()
+            .iter()
+            .find(|f| f.agreement.id() == agreement.id())
+        {
+            if f.agreement != *agreement {
+                return Err("this federation offer was already accepted: ask the other network for a new one".into());
+            }
+        }
+        self.own.carry(agreement)?;
+        self.own.remember_contacts(other, contacts);
+        Ok(())
+    }
+
+    /// `federate accept`, last step: carries the agreement the offering
+    /// network took.
+    pub(super) fn federate_adopt(
+        &mut self,
+        agreement: &Agreement,
+        contacts: Vec<Contact>,
+    ) -> String {
+        let adopted = self.adopt(agreement, contacts).map(|()| {
+            self.federation_doc(&Federation {
+                agreement: agreement.clone(),
+                ended: None,
+            })
+        });
+        line(adopted)
+    }
+
+    /// Another network delivers an agreement accepting one of this
+    /// network's offers.
+    pub(super) fn federated(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Response {
+        if agreement.offer.offerer.network != self.state.network.id {
+            return self.replica.respond(Response::Refused("this agreement answers an offer of another network: give it to a member of the network that offered".into()));
+        }
+        let r = match self.adopt(agreement, contacts) {
+            Ok(()) => {
+                tracing::info!(org = %agreement.acceptor.name, "federated with another network");
+                Response::Ack
+            }
+            Err(why) => Response::Refused(why),
+        };
+        self.replica.respond(r)
+    }
+
+    /// `federate end ORG`: this network's authority ends the agreement with
+    /// the network named (by name or id).
+    pub(super) fn federate_end(&mut self, org: &str, authority: Option<&str>) -> String {
+        let done = self.end(org, authority);
+        line(done)
+    }
+
+    /// The other network of an agreement ended it.
+    pub(super) fn ended(&mut self, ending: Ending) -> Response {
+        let known = self
+            .replica
+            .ledger()
+            .federations()
+            .iter()
+            .find(|f| f.agreement.id() == ending.agreement)
+            .map(|f| ending.check(&f.agreement));
+        let r = match known {
+            Some(Ok(())) => match self.own.carry_ending(ending) {
+                Ok(()) => Response::Ack,
+                Err(why) => Response::Refused(why),
+            },
+            Some(Err(e)) => Response::Refused(e.to_string()),
+            None => Response::Refused("this network has no such agreement".into()),
+        };
+        self.replica.respond(r)
+    }
+
+    fn end(&mut self, org: &str, authority: Option<&str>) -> Result<docs::Ended, String> {
+        {
+            let key = self.authority_key(authority)?;
+            let us = self.state.network.id;
+            let f = self
+                .replica
+                .ledger()
+                .federations()
+                .iter()
+                .filter(|f| f.active())
+                .find(|f| {
+                    f.agreement
+                        .other(&us)
+                        .is_some_and(|o| o.name == org || o.network.to_string() == org)
+                })
+                .cloned()
+                .ok_or_else(|| format!("this network has no agreement in force with {org:?}: see `cladnet federate list`"))?;
+            let ending = Ending::sign(&key, &f.agreement, now_ms()).map_err(|e| e.to_string())?;
+            self.own.carry_ending(ending.clone())?;
+            let other = f.agreement.other(&us).map(|o| o.network).unwrap_or(us);
+            Ok(docs::Ended {
+                contacts: self.replica.ledger().partner_contacts(&other, now_ms()),
+                federation: self.federation_doc(&Federation {
+                    agreement: f.agreement,
+                    ended: Some(ending.clone()),
+                }),
+                ending,
+            })
+        }
+    }
+
+    /// `federate list`.
+    pub(super) fn federate_list(&self) -> Vec<docs::Federation> {
+        self.replica
+            .ledger()
+            .federations()
+            .iter()
+            .map(|f| self.federation_doc(f))
+            .collect()
+    }
+
+    fn federation_doc(&self, f: &Federation) -> docs::Federation {
+        let us = self.state.network.id;
+        let a = &f.agreement;
+        let (ours, theirs) = match (a.side(&us), a.other(&us)) {
+            (Some(o), Some(t)) => (o, t),
+            _ => (&a.acceptor, &a.offer.offerer),
+        };
+        docs::Federation {
+            org: theirs.name.clone(),
+            network_id: theirs.network.to_string(),
+            cidr: theirs.cidr.to_string(),
+            exposes: ours.exposes.to_string(),
+            exposed_to_us: theirs.exposes.to_string(),
+            state: if f.active() { "active" } else { "ended" }.into(),
+            fingerprint: federation::agreement::fingerprint(&theirs.authority),
+            id: federation::hex::encode(&a.id()),
+            accepted_ms: a.accepted_ms,
+            ended_ms: f.ended.as_ref().map(|e| e.ended_ms),
+        }
+    }
+}
+
+/// The answer line for `result`: its document, or its sentence as an error.
+fn line<T: serde::Serialize>(result: Result<T, String>) -> String {
+    result.map_or_else(|e| api::error(&e), |doc| api::answer(&doc))
+}
