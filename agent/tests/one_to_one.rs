@@ -98,10 +98,28 @@ fn scenario(net: &mut Net, c1_public: Ipv4Addr, c2_public: Ipv4Addr) -> Result<(
     eprintln!(
         "FIGURE 1:1 NAT: c2 joins through c1's advertised address, first ping after {t:.2} s"
     );
-    // c2 was never told its public address; its token still reaches it,
-    // at the address members see it at.
-    let token2 = net.invite(c2, &[])?;
+    // c2 was never told its public address; once a member has seen it
+    // there (identify, right after c2 connects), its token carries it.
     let c2_public = std::net::SocketAddr::new(c2_public.into(), 51821);
+    let seen = Instant::now();
+    let observed =
+        testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
+            net.status(c2).is_ok_and(|st| {
+                st["control"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|a| a.as_str() == Some(&c2_public.to_string())))
+            })
+        });
+    assert!(
+        observed,
+        "c2 never learned that members see it at {c2_public}: {:?}",
+        net.status(c2)?["control"]
+    );
+    eprintln!(
+        "FIGURE 1:1 NAT: c2 learns its public control endpoint from members {:.2} s after its first ping",
+        seen.elapsed().as_secs_f64()
+    );
+    let token2 = net.invite(c2, &[])?;
     let addrs = federation::token::Invite::decode(&token2)?.addrs;
     assert!(
         addrs.contains(&c2_public),

@@ -93,27 +93,25 @@ impl Mesh {
         ttl: Duration,
         authority: Option<&str>,
     ) -> Result<docs::Offer, String> {
-        {
-            if ttl.is_zero() || ttl > MAX_OFFER_TTL {
-                return Err("--ttl must be between 1s and 30d".to_string());
-            }
-            let key = self.authority_key(authority)?;
-            let side = self.our_side(expose)?;
-            let mut id = [0u8; 16];
-            OsRng.fill_bytes(&mut id);
-            let expires_ms =
-                now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-            let offer = Offer::sign(&key, id, side, expires_ms);
-            Ok(docs::Offer {
-                fingerprint: offer.fingerprint(),
-                token: OfferToken {
-                    offer,
-                    contacts: self.contacts(),
-                }
-                .encode(),
-                expires_ms,
-            })
+        if ttl.is_zero() || ttl > MAX_OFFER_TTL {
+            return Err("--ttl must be between 1s and 30d".to_string());
         }
+        let key = self.authority_key(authority)?;
+        let side = self.our_side(expose)?;
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let expires_ms =
+            now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let offer = Offer::sign(&key, id, side, expires_ms);
+        Ok(docs::Offer {
+            fingerprint: offer.fingerprint(),
+            token: OfferToken {
+                offer,
+                contacts: self.contacts(),
+            }
+            .encode(),
+            expires_ms,
+        })
     }
 
     /// `federate accept`, first step: checks the offer and signs the
@@ -134,33 +132,34 @@ impl Mesh {
         expose: &str,
         authority: Option<&str>,
     ) -> Result<docs::Signed, String> {
-        {
-            let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
-            let key = self.authority_key(authority)?;
-            let side = self.our_side(expose)?;
-            let known = self.replica.ledger().federations();
-            if known.iter().any(|f| f.agreement.id() == token.offer.id) {
-                return Err("this federation offer was already accepted: ask the other network for a new one".to_string());
-            }
-            if let Some(f) = known.iter().find(|f| {
-                f.active()
-                    && f.agreement
-                        .other(&side.network)
-                        .is_some_and(|o| o.network == token.offer.offerer.network)
-            }) {
-                return Err(format!(
-                    "this network is already federated with {}: end that agreement first (`cladnet federate end`)",
-                    f.agreement.offer.offerer.name
-                ));
-            }
-            let agreement =
-                Agreement::accept(&key, token.offer, side, now_ms()).map_err(|e| e.to_string())?;
-            Ok(docs::Signed {
-                agreement,
-                contacts: token.contacts,
-                ours: self.contacts(),
-            })
+        let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
+        let key = self.authority_key(authority)?;
+        let side = self.our_side(expose)?;
+        let known = self.replica.ledger().federations();
+        if known.iter().any(|f| f.agreement.id() == token.offer.id) {
+            return Err(
+                "this federation offer was already accepted: ask the other network for a new one"
+                    .to_string(),
+            );
         }
+        if let Some(f) = known.iter().find(|f| {
+            f.active()
+                && f.agreement
+                    .other(&side.network)
+                    .is_some_and(|o| o.network == token.offer.offerer.network)
+        }) {
+            return Err(format!(
+                "this network is already federated with {}: end that agreement first (`cladnet federate end`)",
+                f.agreement.offer.offerer.name
+            ));
+        }
+        let agreement =
+            Agreement::accept(&key, token.offer, side, now_ms()).map_err(|e| e.to_string())?;
+        Ok(docs::Signed {
+            agreement,
+            contacts: token.contacts,
+            ours: self.contacts(),
+        })
     }
 
     /// Carries `agreement` in this node's record if it is one of this
@@ -228,8 +227,7 @@ impl Mesh {
     /// `federate end ORG`: this network's authority ends the agreement with
     /// the network named (by name or id).
     pub(super) fn federate_end(&mut self, org: &str, authority: Option<&str>) -> String {
-        let done = self.end(org, authority);
-        line(done)
+        line(self.end(org, authority))
     }
 
     /// The other network of an agreement ended it.
@@ -253,34 +251,32 @@ impl Mesh {
     }
 
     fn end(&mut self, org: &str, authority: Option<&str>) -> Result<docs::Ended, String> {
-        {
-            let key = self.authority_key(authority)?;
-            let us = self.state.network.id;
-            let f = self
-                .replica
-                .ledger()
-                .federations()
-                .iter()
-                .filter(|f| f.active())
-                .find(|f| {
-                    f.agreement
-                        .other(&us)
-                        .is_some_and(|o| o.name == org || o.network.to_string() == org)
-                })
-                .cloned()
-                .ok_or_else(|| format!("this network has no agreement in force with {org:?}: see `cladnet federate list`"))?;
-            let ending = Ending::sign(&key, &f.agreement, now_ms()).map_err(|e| e.to_string())?;
-            self.own.carry_ending(ending.clone())?;
-            let other = f.agreement.other(&us).map(|o| o.network).unwrap_or(us);
-            Ok(docs::Ended {
-                contacts: self.replica.ledger().partner_contacts(&other, now_ms()),
-                federation: self.federation_doc(&Federation {
-                    agreement: f.agreement,
-                    ended: Some(ending.clone()),
-                }),
-                ending,
+        let key = self.authority_key(authority)?;
+        let us = self.state.network.id;
+        let f = self
+            .replica
+            .ledger()
+            .federations()
+            .iter()
+            .filter(|f| f.active())
+            .find(|f| {
+                f.agreement
+                    .other(&us)
+                    .is_some_and(|o| o.name == org || o.network.to_string() == org)
             })
-        }
+            .cloned()
+            .ok_or_else(|| format!("this network has no agreement in force with {org:?}: see `cladnet federate list`"))?;
+        let ending = Ending::sign(&key, &f.agreement, now_ms()).map_err(|e| e.to_string())?;
+        self.own.carry_ending(ending.clone())?;
+        let other = f.agreement.other(&us).map(|o| o.network).unwrap_or(us);
+        Ok(docs::Ended {
+            contacts: self.replica.ledger().partner_contacts(&other, now_ms()),
+            federation: self.federation_doc(&Federation {
+                agreement: f.agreement,
+                ended: Some(ending.clone()),
+            }),
+            ending,
+        })
     }
 
     /// `federate list`.
