@@ -406,31 +406,16 @@ impl Device {
         true
     }
 
-    /// Keeps the peer with `key` off direct paths (`on`: it is reached
-    /// through a relay) or lets it roam anywhere again: while kept off, an
-    /// authenticated packet from a real endpoint does not move it there
-    /// but is reported ([`Device::poll_direct_seen`]) for the caller to
-    /// check that path both ways first.
-    pub fn keep_off_direct(&mut self, key: &PublicKey, on: bool) {
-        if let Some(p) = self
-            .by_key
-            .get(key)
-            .copied()
-            .and_then(|id| self.peer_mut(id))
-        {
-            p.off_direct = on;
-        }
-    }
-
-    /// A real endpoint an authenticated packet of a peer kept off direct
-    /// paths came from.
+    /// A real endpoint an authenticated packet of a relayed peer came from.
     pub fn poll_direct_seen(&mut self) -> Option<(PublicKey, SocketAddr)> {
         self.direct_seen.pop_front()
     }
 
     /// An authenticated packet of peer `id` came from `from`: the peer
-    /// moves there (WireGuard's roaming), unless it is kept off direct
-    /// paths and `from` is one.
+    /// moves there (WireGuard's roaming), unless it is reached through a
+    /// relay (a virtual endpoint) and `from` is a real endpoint: then the
+    /// packet is reported ([`Device::poll_direct_seen`]) for the caller to
+    /// check that path both ways first.
     fn roam(&mut self, id: PeerId, from: SocketAddr) {
         let Some(peer) = self.peer_mut(id) else {
             return;
@@ -438,7 +423,8 @@ impl Device {
         if peer.endpoint == Some(from) {
             return;
         }
-        if peer.off_direct && !crate::relay::is_virtual(&from) {
+        let relayed = peer.endpoint.is_some_and(|e| crate::relay::is_virtual(&e));
+        if relayed && !crate::relay::is_virtual(&from) {
             let seen = (peer.public, from);
             if !self.direct_seen.contains(&seen) {
                 if self.direct_seen.len() >= MAX_HANDSHAKE_REPORTS {

@@ -211,13 +211,11 @@ impl Node {
             .endpoint_of(relay)
             .filter(|e| !relay::is_virtual(e))?;
         let v = self.paths.get_or_insert(at, *relay, peer_id, now);
-        self.device.keep_off_direct(peer, true);
         self.device.set_peer_endpoint(peer, v).then_some(())
     }
 
     /// Sends to `peer` at `endpoint` from now on (and lets it roam).
     pub fn go_direct(&mut self, peer: &PublicKey, endpoint: SocketAddr) -> bool {
-        self.device.keep_off_direct(peer, false);
         self.device.set_peer_endpoint(peer, endpoint)
     }
 

@@ -72,9 +72,6 @@ pub(crate) struct Peer {
     pub want_keepalive: bool,
     pub want_handshake: bool,
     pub in_outbox: bool,
-    /// Reached through a relay: authenticated packets from a real endpoint
-    /// do not move it there (they are reported instead).
-    pub off_direct: bool,
     pub stats: PeerStats,
 }
 
@@ -103,7 +100,6 @@ impl Peer {
             want_keepalive: false,
             want_handshake: false,
             in_outbox: false,
-            off_direct: false,
             stats: PeerStats::default(),
         }
     }
