@@ -114,6 +114,7 @@ pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
                 m,
                 crate::lookup::Names {
                     name: &m.name,
+                    org: &m.org,
                     address: &m.address,
                     id: &m.id,
                     control: &[],

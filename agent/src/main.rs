@@ -124,7 +124,8 @@ enum Command {
     Metrics(QueryArgs),
     /// Ping a member over the overlay; prints RTT and the path taken.
     Ping {
-        /// Name, overlay address or id of the member.
+        /// Name (NAME@ORG for a federated network's member), overlay
+        /// address or id of the member.
         node: String,
         /// State directory of this node.
         #[arg(long, value_name = "DIR")]

@@ -81,14 +81,21 @@ fn or_dash(text: &str) -> &str {
 /// `federate list` as a table.
 pub fn federations(list: &[docs::Federation]) -> String {
     let mut out = format!(
-        "{:<16} {:<18} {:<8} {:<16} {:<16} {:<19} {}\n",
-        "ORG", "CIDR", "STATE", "WE EXPOSE", "THEY EXPOSE", "FINGERPRINT", "NETWORK ID"
+        "{:<16} {:<18} {:<8} {:<16} {:<16} {:>7} {:<19} {}\n",
+        "ORG", "CIDR", "STATE", "WE EXPOSE", "THEY EXPOSE", "MEMBERS", "FINGERPRINT", "NETWORK ID"
     );
     for f in list {
         let _ = writeln!(
             out,
-            "{:<16} {:<18} {:<8} {:<16} {:<16} {:<19} {}",
-            f.org, f.cidr, f.state, f.exposes, f.exposed_to_us, f.fingerprint, f.network_id
+            "{:<16} {:<18} {:<8} {:<16} {:<16} {:>7} {:<19} {}",
+            f.org,
+            f.cidr,
+            f.state,
+            f.exposes,
+            f.exposed_to_us,
+            f.members,
+            f.fingerprint,
+            f.network_id
         );
     }
     out

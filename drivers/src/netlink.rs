@@ -174,7 +174,33 @@ impl Netlink {
 
     /// Routes `net/prefix` through interface `index`.
     pub async fn add_route(&self, index: u32, net: IpAddr, prefix: u8) -> Result<(), DriverError> {
-        let msg = RouteMessageBuilder::<IpAddr>::new()
+        let msg = self.route_message(index, net, prefix)?;
+        self.handle
+            .route()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(self.err(format!("add route {net}/{prefix}")))
+    }
+
+    /// Removes the route of `net/prefix` through interface `index`.
+    pub async fn del_route(&self, index: u32, net: IpAddr, prefix: u8) -> Result<(), DriverError> {
+        let msg = self.route_message(index, net, prefix)?;
+        self.handle
+            .route()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(self.err(format!("remove route {net}/{prefix}")))
+    }
+
+    fn route_message(
+        &self,
+        index: u32,
+        net: IpAddr,
+        prefix: u8,
+    ) -> Result<rtnetlink::packet_route::route::RouteMessage, DriverError> {
+        Ok(RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(net, prefix)
             .map_err(|e| DriverError::Netlink {
                 iface: self.iface.clone(),
@@ -182,13 +208,7 @@ impl Netlink {
                 detail: e.to_string(),
             })?
             .output_interface(index)
-            .build();
-        self.handle
-            .route()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(self.err(format!("add route {net}/{prefix}")))
+            .build())
     }
 }
 

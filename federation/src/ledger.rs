@@ -440,10 +440,10 @@ impl Ledger {
         out
     }
 
-    /// What of this network may go to the other side of `agreement`: the
-    /// authority's record (name, range, revocations) and the records of
-    /// the active members this side exposes. Nothing else leaves.
-    pub fn exposed_to(&self, agreement: &Agreement, now_ms: u64) -> Vec<Vec<u8>> {
+    /// Whose records may go to the other side of `agreement`: the
+    /// authority (name, range, revocations) and the active members this
+    /// side exposes. Nothing else leaves.
+    pub fn exposed_writers(&self, agreement: &Agreement, now_ms: u64) -> Vec<NodeId> {
         let Some(side) = agreement.side(&self.network.id) else {
             return vec![];
         };
@@ -454,8 +454,21 @@ impl Ledger {
             .map(|m| m.id);
         std::iter::once(self.network.authority)
             .chain(exposed)
-            .filter_map(|w| self.state.get(&w).map(SignedRecord::encode))
+            .filter(|w| self.state.get(w).is_some())
             .collect()
+    }
+
+    /// Drops `writer`'s record (what a federated network no longer
+    /// exposes); true if it was held.
+    pub fn forget(&mut self, writer: &NodeId, now_ms: u64) -> bool {
+        if !self.state.remove(writer) {
+            return false;
+        }
+        self.bodies.remove(writer);
+        self.chains.remove(writer);
+        (self.in_force, self.in_force_until) = self.compute_revocations(now_ms);
+        self.federations = self.compute_federations(now_ms);
+        true
     }
 
     /// Revocations in force: the authority's, and those of members whose

@@ -30,6 +30,7 @@ pub mod paths;
 pub mod protocol;
 pub mod record;
 pub mod replica;
+pub mod roster;
 pub mod routes;
 pub mod state;
 pub mod sync;

@@ -17,7 +17,8 @@ use crate::cert::validate_chain;
 use crate::ledger::{leaf_tags, Delta, Ledger, Member, Network, Reject};
 use crate::member::Body;
 use crate::network::NetworkId;
-use crate::record::SignedRecord;
+use crate::record::{NodeId, SignedRecord};
+use crate::sync::{self, Summary, Versions};
 use std::collections::BTreeMap;
 
 /// A partner network: the agreement with it and its exposed records.
@@ -116,6 +117,53 @@ impl Partners {
     /// The ledger of partner `network` (its exposed records).
     pub fn ledger(&self, network: &NetworkId) -> Option<&Ledger> {
         self.partners.get(network).map(|p| &p.ledger)
+    }
+
+    /// The partner network the agreement with id `agreement` joins us to.
+    pub fn network_of(&self, agreement: &[u8; 16]) -> Option<NetworkId> {
+        self.partners
+            .iter()
+            .find(|(_, p)| p.agreement.id() == *agreement)
+            .map(|(id, _)| *id)
+    }
+
+    /// True if `id` is an active member of partner `network`, as exposed.
+    pub fn is_member(&self, network: &NetworkId, id: &NodeId, now_ms: u64) -> bool {
+        self.ledger(network)
+            .and_then(|l| l.member(id, now_ms))
+            .is_some_and(|m| m.status == crate::ledger::Status::Active)
+    }
+
+    /// What this node holds of partner `network`, summarised for one of
+    /// its members to compare with what that network exposes.
+    pub fn summary(&self, network: &NetworkId) -> Option<Summary> {
+        self.ledger(network).map(|l| sync::summary(l.state()))
+    }
+
+    /// A partner member's answer to our summary: the writers to pull
+    /// from it. The partner network is the only source of its records, so
+    /// what it no longer exposes (revoked, left, untagged) is forgotten —
+    /// only if the answer comes from one of its active members (`trusted`).
+    /// Returns the writers to pull and whether anything was forgotten.
+    pub fn handle_versions(
+        &mut self,
+        network: &NetworkId,
+        theirs: &Versions,
+        trusted: bool,
+        now_ms: u64,
+    ) -> (Vec<NodeId>, bool) {
+        let Some(partner) = self.partners.get_mut(network) else {
+            return (vec![], false);
+        };
+        let (pull, forget) = sync::mirror_plan(partner.ledger.state(), theirs);
+        let mut forgot = false;
+        if trusted {
+            let authority = partner.ledger.network().authority;
+            for w in forget.iter().filter(|w| **w != authority) {
+                forgot |= partner.ledger.forget(w, now_ms);
+            }
+        }
+        (pull, forgot)
     }
 
     /// Offers a record from a partner: what it changed, if it entered.

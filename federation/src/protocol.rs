@@ -73,6 +73,25 @@ pub enum Request {
     /// The other network ended an agreement with this one (may come from
     /// a non-member).
     EndFederation(Box<Ending>),
+    /// A member of a federated network, exposed to ours, compares what it
+    /// holds of what our network exposes under `agreement` (step 1 of
+    /// anti-entropy across networks); `own` is its own record, which
+    /// proves it is an exposed member of its network.
+    PartnerSummary {
+        /// The agreement's id.
+        agreement: [u8; 16],
+        /// The asker's own signed record.
+        own: Vec<u8>,
+        /// What it holds of our exposed records.
+        summary: Summary,
+    },
+    /// Send me these writers' records, if your network exposes them to mine.
+    PartnerPull {
+        /// The agreement's id.
+        agreement: [u8; 16],
+        /// The writers.
+        writers: Vec<NodeId>,
+    },
 }
 
 /// A member's answer.
@@ -102,6 +121,21 @@ pub enum Response {
     Answer(String),
     /// Done.
     Ack,
+    /// Answer to [`Request::PartnerSummary`]: the ranks of what our
+    /// network exposes, in the buckets that differ.
+    PartnerVersions {
+        /// The agreement's id.
+        agreement: [u8; 16],
+        /// Ranks in the buckets that differ.
+        versions: Versions,
+    },
+    /// Answer to [`Request::PartnerPull`]: the exposed records asked for.
+    PartnerRecords {
+        /// The agreement's id.
+        agreement: [u8; 16],
+        /// The records.
+        records: Vec<Vec<u8>>,
+    },
 }
 
 /// The id under which gossip de-duplicates a message carrying `data`:
@@ -131,6 +165,8 @@ impl Request {
             Request::Query(q) => q.len(),
             Request::Federate { contacts, .. } => AGREEMENT_BYTES + 64 * contacts.len(),
             Request::EndFederation(_) => 16 + 16 + 8 + 64,
+            Request::PartnerSummary { own, summary, .. } => 16 + own.len() + 8 * summary.0.len(),
+            Request::PartnerPull { writers, .. } => 16 + 32 * writers.len(),
         }
     }
 }
@@ -146,7 +182,12 @@ impl Response {
             Response::Versions(v) => v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len(),
             Response::Records(records) => records.iter().map(Vec::len).sum(),
             Response::Answer(text) => text.len(),
-            Response::Revoked(records) => records.iter().map(Vec::len).sum(),
+            Response::Revoked(records) | Response::PartnerRecords { records, .. } => {
+                records.iter().map(Vec::len).sum()
+            }
+            Response::PartnerVersions { versions: v, .. } => {
+                16 + v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len()
+            }
             Response::NotMember | Response::Ack => 1,
         }
     }

@@ -15,15 +15,19 @@
 //! ([`Replica::traffic`]).
 
 use crate::ledger::{Delta, Ledger, Status};
+use crate::partners::Partners;
 use crate::protocol::{JoinRequest, Request, Response};
 use crate::record::{NodeId, SignedRecord};
-use crate::sync;
+use crate::roster::Roster;
+use crate::sync::{self, Summary};
 use rand_core::RngCore;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Anti-entropy with one random member this often.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Anti-entropy with one member of each federated network this often.
+pub const PARTNER_SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Pushes of at most this many new records are passed on by gossip (an
 /// urgent update: a member behind a NAT that just moved may reach only us).
 pub const URGENT_PUSH: usize = 4;
@@ -62,6 +66,9 @@ pub enum Event {
         /// The encoded record.
         bytes: Vec<u8>,
     },
+    /// What this node holds of a federated network changed (records came
+    /// or went, an agreement began or ended): the peers follow.
+    Partners,
 }
 
 /// What to do with a request.
@@ -159,6 +166,7 @@ struct Peer {
 /// The replica and its protocol state.
 pub struct Replica {
     ledger: Ledger,
+    partners: Partners,
     me: NodeId,
     peers: BTreeMap<NodeId, Peer>,
     outbox: VecDeque<Transmit>,
@@ -167,13 +175,17 @@ pub struct Replica {
     refused: BTreeMap<&'static str, u64>,
     dropped: u64,
     next_sync: Option<Instant>,
+    next_partner_sync: Option<Instant>,
 }
 
 impl Replica {
     /// The replica of node `me` around `ledger` (as loaded from disk).
     pub fn new(ledger: Ledger, me: NodeId) -> Self {
+        let mut partners = Partners::new(ledger.network().id);
+        partners.follow(ledger.agreements());
         Self {
             ledger,
+            partners,
             me,
             peers: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -182,6 +194,64 @@ impl Replica {
             refused: BTreeMap::new(),
             dropped: 0,
             next_sync: None,
+            next_partner_sync: None,
+        }
+    }
+
+    /// What this node holds of the federated networks.
+    pub fn partners(&self) -> &Partners {
+        &self.partners
+    }
+
+    /// Everyone this node may have a tunnel with (own members and the
+    /// connected partners' exposed members).
+    pub fn roster(&self) -> Roster<'_> {
+        Roster::new(&self.ledger, &self.partners, self.me)
+    }
+
+    /// Where to reach `id`'s control plane: its record's control endpoints
+    /// (own network or a partner's), or what a member recorded of a
+    /// partner's contact.
+    pub fn control_addrs(&self, id: &NodeId, now_ms: u64) -> Vec<std::net::SocketAddr> {
+        if let Some(m) = self.ledger.member(id, now_ms) {
+            return m.record.control.clone();
+        }
+        for n in self.partners.networks() {
+            if let Some(m) = self.partners.ledger(n).and_then(|l| l.member(id, now_ms)) {
+                return m.record.control.clone();
+            }
+            if let Some(c) = self
+                .ledger
+                .partner_contacts(n, now_ms)
+                .into_iter()
+                .find(|c| c.id == *id)
+            {
+                return c.addrs;
+            }
+        }
+        vec![]
+    }
+
+    /// The partners follow the agreements in force after a membership
+    /// change (an agreement carried or ended).
+    fn follow_agreements(&mut self) {
+        if !self.partners.follow(self.ledger.agreements()).is_empty() {
+            self.partner_changed();
+        }
+    }
+
+    fn partner_changed(&mut self) {
+        if self.events.len() < MAX_EVENTS && !self.events.contains(&Event::Partners) {
+            self.events.push_back(Event::Partners);
+        }
+    }
+
+    fn accepted(&mut self, delta: Delta, bytes: Vec<u8>) {
+        if self.events.len() < MAX_EVENTS {
+            self.events.push_back(Event::Accepted { delta, bytes });
+        }
+        if delta.changes.membership {
+            self.follow_agreements();
         }
     }
 
@@ -250,12 +320,7 @@ impl Replica {
         for bytes in records.iter().take(sync::MAX_BATCH) {
             if let Ok(Some(delta)) = self.ledger.ingest(bytes, now_ms) {
                 fresh.push(bytes.clone());
-                if self.events.len() < MAX_EVENTS {
-                    self.events.push_back(Event::Accepted {
-                        delta,
-                        bytes: bytes.clone(),
-                    });
-                }
+                self.accepted(delta, bytes.clone());
             }
         }
         fresh
@@ -285,12 +350,7 @@ impl Replica {
         }
         match self.ledger.ingest(bytes, now_ms) {
             Ok(Some(delta)) => {
-                if self.events.len() < MAX_EVENTS {
-                    self.events.push_back(Event::Accepted {
-                        delta,
-                        bytes: bytes.to_vec(),
-                    });
-                }
+                self.accepted(delta, bytes.to_vec());
                 Verdict::Accept
             }
             Ok(None) => Verdict::Ignore,
@@ -355,6 +415,14 @@ impl Replica {
                 }
             }
             Request::EndFederation(ending) => return Inbound::EndFederation(ending),
+            Request::PartnerSummary {
+                agreement,
+                own,
+                summary,
+            } => Inbound::Answer(self.partner_summary(from, agreement, &own, &summary, now_ms)),
+            Request::PartnerPull { agreement, writers } => {
+                Inbound::Answer(self.partner_pull(&from, agreement, &writers, now_ms))
+            }
             _ if !member => {
                 self.refuse(match request {
                     Request::Summary(_) => "summary",
@@ -389,6 +457,79 @@ impl Replica {
         match inbound {
             Inbound::Answer(response) => Inbound::Answer(self.respond(response)),
             other => other,
+        }
+    }
+
+    /// The partner network of `agreement` whose active member `from` is,
+    /// if we answer for our network (we are an active member ourselves).
+    fn partner_of(
+        &self,
+        from: &NodeId,
+        agreement: &[u8; 16],
+        now_ms: u64,
+    ) -> Option<crate::agreement::Agreement> {
+        let network = self.partners.network_of(agreement)?;
+        (self.standing(now_ms) == Some(Status::Active)
+            && self.partners.is_member(&network, from, now_ms))
+        .then(|| self.partners.agreement(&network).cloned())
+        .flatten()
+    }
+
+    /// A partner member's summary: its own record enters (if the agreement
+    /// lets it), then it gets the ranks of what our network exposes to its
+    /// network, in the buckets that differ.
+    fn partner_summary(
+        &mut self,
+        from: NodeId,
+        agreement: [u8; 16],
+        own: &[u8],
+        summary: &Summary,
+        now_ms: u64,
+    ) -> Response {
+        if SignedRecord::decode(own).is_ok_and(|r| r.writer == from)
+            && self.partners.network_of(&agreement).is_some()
+            && matches!(self.partners.ingest(own, now_ms), Ok(Some(_)))
+        {
+            self.partner_changed();
+        }
+        let Some(a) = self.partner_of(&from, &agreement, now_ms) else {
+            self.refuse("partner summary");
+            return Response::NotMember;
+        };
+        let state = self.ledger.state();
+        let versions = self
+            .ledger
+            .exposed_writers(&a, now_ms)
+            .into_iter()
+            .filter_map(|w| Some((w, state.rank(&w)?)))
+            .collect();
+        Response::PartnerVersions {
+            agreement,
+            versions: sync::differing_of(versions, summary),
+        }
+    }
+
+    /// A partner member pulls records: those our network exposes to its.
+    fn partner_pull(
+        &mut self,
+        from: &NodeId,
+        agreement: [u8; 16],
+        writers: &[NodeId],
+        now_ms: u64,
+    ) -> Response {
+        let Some(a) = self.partner_of(from, &agreement, now_ms) else {
+            self.refuse("partner pull");
+            return Response::NotMember;
+        };
+        let exposed = self.ledger.exposed_writers(&a, now_ms);
+        let wanted: Vec<NodeId> = writers
+            .iter()
+            .filter(|w| exposed.contains(w))
+            .copied()
+            .collect();
+        Response::PartnerRecords {
+            agreement,
+            records: sync::records_of(self.ledger.state(), &wanted),
         }
     }
 
@@ -460,6 +601,39 @@ impl Replica {
                 self.ingest(&proof, now_ms);
                 return Some(Response::Revoked(vec![]));
             }
+            Response::PartnerVersions {
+                agreement,
+                versions,
+            } => match self.partners.network_of(&agreement) {
+                Some(network) => {
+                    let trusted = self.partners.is_member(&network, &from, now_ms);
+                    let (pull, forgot) = self
+                        .partners
+                        .handle_versions(&network, &versions, trusted, now_ms);
+                    if forgot {
+                        self.partner_changed();
+                    }
+                    if !pull.is_empty() {
+                        self.request(
+                            from,
+                            Request::PartnerPull {
+                                agreement,
+                                writers: pull,
+                            },
+                        );
+                    }
+                }
+                None => self.refuse("response"),
+            },
+            Response::PartnerRecords { records, .. } => {
+                let mut changed = false;
+                for r in records.iter().take(sync::MAX_BATCH) {
+                    changed |= matches!(self.partners.ingest(r, now_ms), Ok(Some(_)));
+                }
+                if changed {
+                    self.partner_changed();
+                }
+            }
             Response::Ack => {}
             other => return Some(other),
         }
@@ -491,6 +665,9 @@ impl Replica {
         now_ms: u64,
     ) -> Result<Option<Delta>, crate::ledger::Reject> {
         let delta = self.ledger.ingest(&bytes, now_ms)?;
+        if delta.is_some_and(|d| d.changes.membership) {
+            self.follow_agreements();
+        }
         if urgent {
             for to in self.connected_members(now_ms) {
                 self.request(to, Request::Push(vec![bytes.clone()]));
@@ -509,9 +686,15 @@ impl Replica {
             .collect()
     }
 
-    /// Runs the anti-entropy timer: every [`SYNC_EVERY`], a summary to one
-    /// connected member picked with `rng`.
+    /// Runs the anti-entropy timers: every [`SYNC_EVERY`], a summary to one
+    /// connected member picked with `rng`; every [`PARTNER_SYNC_EVERY`],
+    /// a summary to one member of each federated network this node is
+    /// exposed to.
     pub fn handle_timeout(&mut self, now: Instant, now_ms: u64, rng: &mut impl RngCore) {
+        if self.next_partner_sync.is_none_or(|t| now >= t) {
+            self.next_partner_sync = Some(now + PARTNER_SYNC_EVERY);
+            self.sync_partners(now_ms, rng);
+        }
         if self.next_sync.is_some_and(|t| now < t) {
             return;
         }
@@ -524,9 +707,55 @@ impl Replica {
         self.summary_to(pick);
     }
 
+    /// One summary to a random member of each connected partner network
+    /// (an exposed member it sent us, else a contact our members recorded).
+    fn sync_partners(&mut self, now_ms: u64, rng: &mut impl RngCore) {
+        let Some(own) = self.ledger.state().get(&self.me).map(SignedRecord::encode) else {
+            return;
+        };
+        for network in self.roster().connected_networks(now_ms) {
+            let (Some(agreement), Some(summary), Some(ledger)) = (
+                self.partners.agreement(&network).map(|a| a.id()),
+                self.partners.summary(&network),
+                self.partners.ledger(&network),
+            ) else {
+                continue;
+            };
+            let mut candidates: Vec<NodeId> = ledger
+                .members(now_ms)
+                .iter()
+                .filter(|m| m.status == Status::Active)
+                .map(|m| m.id)
+                .collect();
+            if candidates.is_empty() {
+                candidates = self
+                    .ledger
+                    .partner_contacts(&network, now_ms)
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect();
+            }
+            if candidates.is_empty() {
+                continue;
+            }
+            let to = candidates[rng.next_u32() as usize % candidates.len()];
+            self.request(
+                to,
+                Request::PartnerSummary {
+                    agreement,
+                    own: own.clone(),
+                    summary,
+                },
+            );
+        }
+    }
+
     /// When [`Replica::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_sync
+        match (self.next_sync, self.next_partner_sync) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next message to send (counted as sent).

@@ -47,6 +47,12 @@ impl State {
         Ok(self.insert(SignedRecord::decode(bytes)?.verify()?))
     }
 
+    /// Drops `writer`'s record (a federated network stopped exposing it);
+    /// true if one was held.
+    pub fn remove(&mut self, writer: &NodeId) -> bool {
+        self.records.remove(writer).is_some()
+    }
+
     /// The record of `writer`.
     pub fn get(&self, writer: &NodeId) -> Option<&SignedRecord> {
         self.records.get(writer).map(Verified::record)

@@ -43,8 +43,14 @@ fn entry_hash(writer: &NodeId, rank: &Rank) -> u64 {
 
 /// The summary of `state`.
 pub fn summary(state: &State) -> Summary {
+    summary_of(state.versions())
+}
+
+/// The summary of a set of (writer, rank): a state's, or the part of it
+/// exposed to a federated network.
+pub fn summary_of(versions: impl Iterator<Item = (NodeId, Rank)>) -> Summary {
     let mut buckets = vec![0u64; BUCKETS];
-    for (w, r) in state.versions() {
+    for (w, r) in versions {
         buckets[bucket(&w)] ^= entry_hash(&w, &r);
     }
     Summary(buckets)
@@ -67,7 +73,12 @@ pub const ENTRY_BYTES: usize = 32 + 8 + 16;
 /// the ranks `state` holds in them. A malformed summary counts as all
 /// buckets differing.
 pub fn differing(state: &State, theirs: &Summary) -> Versions {
-    let mine = summary(state);
+    differing_of(state.versions().collect(), theirs)
+}
+
+/// [`differing`] over a set of (writer, rank).
+pub fn differing_of(versions: Vec<(NodeId, Rank)>, theirs: &Summary) -> Versions {
+    let mine = summary_of(versions.iter().copied());
     let buckets: Vec<u8> = (0..BUCKETS)
         .filter(|b| theirs.0.len() != BUCKETS || theirs.0[*b] != mine.0[*b])
         .map(|b| b as u8)
@@ -75,8 +86,8 @@ pub fn differing(state: &State, theirs: &Summary) -> Versions {
     let mut wanted = [false; BUCKETS];
     buckets.iter().for_each(|b| wanted[usize::from(*b)] = true);
     Versions {
-        versions: state
-            .versions()
+        versions: versions
+            .into_iter()
             .filter(|(w, _)| wanted[bucket(w)])
             .collect(),
         buckets,
@@ -105,6 +116,31 @@ pub fn plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
         .take(MAX_BATCH)
         .collect();
     (pull, push)
+}
+
+/// Step 3 against a network that is the only source of its records (a
+/// federated one): the writers to pull, and the writers held here, in the
+/// buckets that differ, that the other side no longer has (to forget).
+pub fn mirror_plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<NodeId>) {
+    let mut wanted = [false; BUCKETS];
+    theirs
+        .buckets
+        .iter()
+        .for_each(|b| wanted[usize::from(*b) % BUCKETS] = true);
+    let versions: BTreeMap<NodeId, Rank> = theirs.versions.iter().copied().collect();
+    let pull = versions
+        .iter()
+        .filter(|(w, v)| state.rank(w).is_none_or(|r| r < **v))
+        .map(|(w, _)| *w)
+        .take(MAX_BATCH)
+        .collect();
+    let forget = state
+        .versions()
+        .filter(|(w, _)| wanted[bucket(w)] && !versions.contains_key(w))
+        .map(|(w, _)| w)
+        .take(MAX_BATCH)
+        .collect();
+    (pull, forget)
 }
 
 /// The encoded records of `writers` that `state` holds (answer to a pull).

@@ -287,6 +287,10 @@ pub struct Federation {
     pub accepted_ms: u64,
     /// When it was ended, if it was.
     pub ended_ms: Option<u64>,
+    /// Its active members this node holds (those exposed to this network;
+    /// 0 on a node this network does not expose to it).
+    #[serde(default)]
+    pub members: usize,
 }
 
 /// `revoke`: who was revoked.

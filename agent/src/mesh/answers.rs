@@ -8,7 +8,9 @@ use crate::probe::Prober;
 use crate::statedir::Settings;
 use federation::liveness::Liveness;
 use federation::member::{Link, MemberRecord, Metrics};
+use federation::partners::Partners;
 use federation::replica::Traffic;
+use federation::roster::Roster;
 use federation::{Ledger, NodeId, Status};
 use netstack::{DropReason, Node, PeerInfo, PublicKey, Route};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,6 +20,10 @@ use std::time::{Duration, Instant};
 pub struct View<'a> {
     /// The state.
     pub ledger: &'a Ledger,
+    /// Everyone this node may have a tunnel with (own and partner members).
+    pub roster: Roster<'a>,
+    /// What this node holds of the federated networks.
+    pub partners: &'a Partners,
     /// This node.
     pub me: NodeId,
     /// This node's record and its version.
@@ -71,6 +77,32 @@ fn ms(us: Option<u32>) -> Option<f64> {
     us.map(|u| f64::from(u) / 1000.0)
 }
 
+/// A federated member whose tunnel shook hands this recently is alive.
+const PARTNER_ALIVE: Duration = Duration::from_secs(180);
+
+/// One item of `members`.
+fn member_doc(
+    m: &federation::Member<'_>,
+    org: &str,
+    state: &str,
+    last_seen_ms: Option<u64>,
+    me: bool,
+) -> docs::Member {
+    docs::Member {
+        name: m.record.name.clone(),
+        id: m.id.to_hex(),
+        address: m.record.address.to_string(),
+        endpoints: m.record.endpoints.iter().map(|e| e.to_string()).collect(),
+        state: state.into(),
+        last_seen_ms,
+        version: m.version,
+        me,
+        org: org.into(),
+        tags: federation::ledger::leaf_tags(m.record).to_vec(),
+        labels: m.record.labels.clone(),
+    }
+}
+
 impl View<'_> {
     fn infos(&self) -> BTreeMap<PublicKey, PeerInfo> {
         self.node
@@ -81,7 +113,7 @@ impl View<'_> {
     }
 
     fn names_by_key(&self) -> BTreeMap<PublicKey, String> {
-        self.ledger
+        self.roster
             .members(self.now_ms)
             .iter()
             .filter_map(|m| Some((wg_key(m.record)?, m.record.name.clone())))
@@ -90,7 +122,7 @@ impl View<'_> {
 
     /// Active members other than this node.
     fn peer_members(&self) -> Vec<federation::Member<'_>> {
-        self.ledger
+        self.roster
             .members(self.now_ms)
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != self.me)
@@ -179,6 +211,11 @@ impl View<'_> {
                 .ledger
                 .rejected()
                 .map(|(k, v)| (k.to_string(), v))
+                .chain(
+                    self.partners
+                        .rejected()
+                        .map(|(k, v)| (format!("partner_{k}"), v)),
+                )
                 .collect(),
             refused_outsiders: self.refused.clone(),
             relay: docs::Relay {
@@ -199,49 +236,45 @@ impl View<'_> {
         }
     }
 
-    /// `members`.
+    /// `members`: this network's, then the federated networks' members
+    /// this node holds (those exposed to its network).
     pub fn members(&self) -> Vec<docs::Member> {
         let org = self
             .ledger
             .authority()
             .map(|a| a.name.clone())
             .unwrap_or_default();
-        self.ledger
-            .members(self.now_ms)
-            .iter()
-            .map(|m| {
-                let me = m.id == self.me;
-                let state = if me && m.status == Status::Active {
-                    "alive"
-                } else {
-                    self.liveness
-                        .seen(&m.id, m.status, self.connected.contains(&m.id), self.now)
-                        .label()
-                };
-                docs::Member {
-                    name: m.record.name.clone(),
-                    id: m.id.to_hex(),
-                    address: m.record.address.to_string(),
-                    endpoints: m.record.endpoints.iter().map(|e| e.to_string()).collect(),
-                    state: state.into(),
-                    last_seen_ms: if me {
-                        Some(0)
-                    } else {
-                        self.liveness.since(&m.id, self.now).map(millis)
-                    },
-                    version: m.version,
-                    me,
-                    org: org.clone(),
-                    tags: m
-                        .record
-                        .chain
-                        .last()
-                        .map(|c| c.tags.clone())
-                        .unwrap_or_default(),
-                    labels: m.record.labels.clone(),
-                }
-            })
-            .collect()
+        let own = self.ledger.members(self.now_ms).into_iter().map(|m| {
+            let me = m.id == self.me;
+            let state = if me && m.status == Status::Active {
+                "alive"
+            } else {
+                self.liveness
+                    .seen(&m.id, m.status, self.connected.contains(&m.id), self.now)
+                    .label()
+            };
+            let last_seen_ms = if me {
+                Some(0)
+            } else {
+                self.liveness.since(&m.id, self.now).map(millis)
+            };
+            member_doc(&m, &org, state, last_seen_ms, me)
+        });
+        let infos = self.infos();
+        let partners = self.partners.members(self.now_ms).into_iter().map(|p| {
+            // Partners are not in the liveness table: their tunnel tells.
+            let handshake = wg_key(p.member.record)
+                .and_then(|k| infos.get(&k))
+                .and_then(|i| i.stats.last_handshake)
+                .map(|t| self.now.saturating_duration_since(t));
+            let state = match p.member.status {
+                Status::Active if handshake.is_some_and(|h| h < PARTNER_ALIVE) => "alive",
+                Status::Active => "unreached",
+                other => standing(Some(other)),
+            };
+            member_doc(&p.member, p.org, state, handshake.map(millis), false)
+        });
+        own.chain(partners).collect()
     }
 
     /// `peers`.
@@ -347,26 +380,37 @@ impl View<'_> {
             .collect()
     }
 
-    /// The member `who` names (see [`crate::lookup`]).
+    /// The member `who` names (see [`crate::lookup`]): of this network or
+    /// a federated one connected to this node.
     pub fn find(&self, who: &str) -> Result<NodeId, String> {
-        let members = self.ledger.members(self.now_ms);
-        let named: Vec<(NodeId, String, String)> = members
+        let docs = self.members();
+        let connected: BTreeSet<String> = self
+            .roster
+            .members(self.now_ms)
             .iter()
-            .map(|m| (m.id, m.record.address.to_string(), m.id.to_hex()))
+            .map(|m| m.id.to_hex())
             .collect();
-        crate::lookup::find(
+        let controls: BTreeMap<String, Vec<std::net::SocketAddr>> = self
+            .roster
+            .members(self.now_ms)
+            .iter()
+            .map(|m| (m.id.to_hex(), m.record.control.clone()))
+            .collect();
+        let found = crate::lookup::find(
             who,
-            members.iter().zip(&named).map(|(m, (id, address, hex))| {
+            docs.iter().filter(|d| connected.contains(&d.id)).map(|d| {
                 (
-                    *id,
+                    d.id.as_str(),
                     crate::lookup::Names {
-                        name: &m.record.name,
-                        address,
-                        id: hex,
-                        control: &m.record.control,
+                        name: &d.name,
+                        org: &d.org,
+                        address: &d.address,
+                        id: &d.id,
+                        control: controls.get(&d.id).map_or(&[], Vec::as_slice),
                     },
                 )
             }),
-        )
+        )?;
+        NodeId::from_hex(found).ok_or_else(|| "that member has an invalid id".into())
     }
 }

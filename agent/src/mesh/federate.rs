@@ -307,6 +307,17 @@ impl Mesh {
             id: federation::hex::encode(&a.id()),
             accepted_ms: a.accepted_ms,
             ended_ms: f.ended.as_ref().map(|e| e.ended_ms),
+            members: self
+                .replica
+                .partners()
+                .ledger(&theirs.network)
+                .filter(|_| f.active())
+                .map_or(0, |l| {
+                    l.members(now_ms())
+                        .iter()
+                        .filter(|m| m.status == federation::Status::Active)
+                        .count()
+                }),
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Mesh {
     auto: Option<IpAddr>,
     /// Members that are peers of the data plane.
     peers: BTreeSet<NodeId>,
+    /// Federated networks' ranges routed into the overlay interface.
+    routed: BTreeSet<federation::Cidr>,
     /// Members in good standing, as last applied (time alone changes it:
     /// certificates expire).
     members: BTreeSet<NodeId>,
@@ -164,6 +166,7 @@ impl Mesh {
             observed: Observed::new(),
             auto: None,
             peers: BTreeSet::new(),
+            routed: BTreeSet::new(),
             members: BTreeSet::new(),
             standing: None,
             due: Due {
@@ -294,7 +297,7 @@ impl Mesh {
         if now >= self.due.watch {
             self.due.watch = now + paths::WATCH_EVERY;
             let tick = self.tick(now, now_ms);
-            self.paths.watch(&self.data, self.replica.ledger(), tick);
+            self.paths.watch(&self.data, &self.replica.roster(), tick);
         }
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
@@ -306,7 +309,7 @@ impl Mesh {
                 self.apply().await;
             }
             let tick = self.tick(now, now_ms);
-            let heard = self.paths.round(&self.data, self.replica.ledger(), tick);
+            let heard = self.paths.round(&self.data, &self.replica.roster(), tick);
             heard.into_iter().for_each(|id| self.heard(id));
         }
         if now >= self.due.metrics {
@@ -330,7 +333,12 @@ impl Mesh {
         let me = self.me();
         loop {
             let (mut stored, mut membership, mut peers) = (Vec::new(), false, false);
-            while let Some(replica::Event::Accepted { delta, bytes }) = self.replica.poll_event() {
+            while let Some(event) = self.replica.poll_event() {
+                let replica::Event::Accepted { delta, bytes } = event else {
+                    // A federated network's records changed.
+                    peers = true;
+                    continue;
+                };
                 tracing::debug!(writer = %delta.writer.short(), changes = ?delta.changes, "record accepted");
                 membership |= delta.changes.membership;
                 peers |= delta.changes.peers();
@@ -407,13 +415,6 @@ impl Mesh {
         self.shell.set_members(members.iter().copied());
         self.observed.retain(|id| members.contains(id));
         self.liveness.retain_members(ledger, now_ms);
-        let keys: BTreeSet<PublicKey> = ledger
-            .members(now_ms)
-            .iter()
-            .filter(|m| m.status == Status::Active)
-            .filter_map(|m| peers::wg_key(m.record))
-            .collect();
-        self.paths.retain(&members, &keys);
         self.members = members;
         let standing = self.replica.standing(now_ms);
         if standing != self.standing {
@@ -484,23 +485,60 @@ impl Mesh {
         }
         let mtu = usize::from(self.own.record.mtu);
         let active = self.is_active();
-        let (ledger, own, routes) = (
-            self.replica.ledger(),
-            &self.own.record,
-            &mut self.paths.routes,
-        );
+        let roster = self.replica.roster();
+        let (own, routes) = (&self.own.record, &mut self.paths.routes);
         let peers: BTreeSet<NodeId> = self
             .data
             .with(|node| {
                 node.set_mtu(mtu);
-                peers::apply(ledger, &me, own, active, routes, node, now, now_ms)
+                peers::apply(&roster, &me, own, active, routes, node, now, now_ms)
             })
             .into_iter()
             .collect();
+        let keys: BTreeSet<PublicKey> = roster
+            .members(now_ms)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .filter_map(|m| peers::wg_key(m.record))
+            .collect();
+        let ranges: BTreeSet<federation::Cidr> =
+            roster.partner_ranges(now_ms).into_iter().collect();
+        self.paths.retain(&peers, &keys);
         for gone in self.peers.difference(&peers) {
             self.shell.disconnect(gone);
         }
         self.peers = peers;
+        self.route_partners(ranges).await;
+    }
+
+    /// Routes the connected federated networks' ranges into the overlay
+    /// interface, and no others.
+    async fn route_partners(&mut self, ranges: BTreeSet<federation::Cidr>) {
+        for gone in self.routed.difference(&ranges) {
+            match self
+                .netlink
+                .del_route(self.tun_index, IpAddr::V4(gone.addr()), gone.prefix())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(range = %gone, "a federated network's range is no longer routed")
+                }
+                Err(e) => tracing::warn!("cannot remove the route to {gone}: {e}"),
+            }
+        }
+        for new in ranges.difference(&self.routed) {
+            match self
+                .netlink
+                .add_route(self.tun_index, IpAddr::V4(new.addr()), new.prefix())
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(range = %new, "a federated network's range is routed into the overlay")
+                }
+                Err(e) => tracing::warn!("cannot route {new} into the overlay: {e}"),
+            }
+        }
+        self.routed = ranges;
     }
 
     /// Re-reads the host (addresses, networks, MTU) and where members see
@@ -535,16 +573,12 @@ impl Mesh {
     }
 
     fn control_addrs(&self, id: &NodeId) -> Vec<SocketAddr> {
-        self.replica
-            .ledger()
-            .member(id, now_ms())
-            .map(|m| m.record.control.clone())
-            .unwrap_or_default()
+        self.replica.control_addrs(id, now_ms())
     }
 
     fn id_of(&self, key: &PublicKey) -> Option<NodeId> {
         self.replica
-            .ledger()
+            .roster()
             .members(now_ms())
             .iter()
             .find(|m| peers::wg_key(m.record).as_ref() == Some(key))
@@ -664,9 +698,9 @@ impl Mesh {
                 self.on_outcomes();
             }
             NodeEvent::DirectSeen { peer, at } => {
-                let ledger = self.replica.ledger();
+                let roster = self.replica.roster();
                 self.paths
-                    .direct_seen(&self.data, ledger, &peer, at, Instant::now(), now_ms());
+                    .direct_seen(&self.data, &roster, &peer, at, Instant::now(), now_ms());
             }
             NodeEvent::Handshake(key) => {
                 if let Some(id) = self.id_of(&key) {
@@ -679,8 +713,8 @@ impl Mesh {
     /// Acts on what the echo answers showed.
     fn on_outcomes(&mut self) {
         let (now, now_ms) = (Instant::now(), now_ms());
-        let ledger = self.replica.ledger();
-        for o in self.paths.outcomes(&self.data, ledger, now, now_ms) {
+        let roster = self.replica.roster();
+        for o in self.paths.outcomes(&self.data, &roster, now, now_ms) {
             match o {
                 Outcome::Moved { from, to } => {
                     // QUIC here cannot migrate: the control connections
@@ -742,6 +776,8 @@ impl Mesh {
         self.data.with(|node| {
             f(&View {
                 ledger: self.replica.ledger(),
+                roster: self.replica.roster(),
+                partners: self.replica.partners(),
                 me: self.me(),
                 own: &self.own.record,
                 version: self.own.version,
@@ -875,15 +911,20 @@ impl Mesh {
 
     fn revoke(&mut self, who: &str) -> String {
         let admits = self.state.authority.is_some();
+        let now_ms = now_ms();
         let found = self
             .own
             .may_admit(self.standing, admits)
-            .and_then(|()| self.with_view(|v| v.find(who)));
+            .and_then(|()| self.with_view(|v| v.find(who)))
+            .and_then(|id| match self.replica.ledger().member(&id, now_ms) {
+                Some(_) => Ok(id),
+                None => Err(format!(
+                    "{who} is a member of a federated network: only its own network can revoke it (`federate end` cuts the whole agreement)"
+                )),
+            });
         let me = self.me();
-        match found.and_then(|target| {
-            self.own
-                .revoke(self.replica.ledger(), &me, &target, now_ms())
-        }) {
+        match found.and_then(|target| self.own.revoke(self.replica.ledger(), &me, &target, now_ms))
+        {
             Ok(doc) => {
                 if let Some(target) = NodeId::from_hex(&doc.revoked) {
                     self.shell.disconnect(&target);

@@ -8,8 +8,9 @@
 use super::peers::wg_key;
 use crate::dataplane::Shared;
 use crate::probe::{Prober, PROBE_TIMEOUT};
+use federation::roster::Roster;
 use federation::routes::{Command, Facts, Routes};
-use federation::{Ledger, NodeId, Status};
+use federation::{NodeId, Status};
 use netstack::asker::{Asker, Outcome, IPV4_UDP};
 use netstack::node::Route;
 use netstack::PublicKey;
@@ -127,7 +128,7 @@ impl Paths {
     pub fn outcomes(
         &mut self,
         data: &Shared,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         now: Instant,
         now_ms: u64,
     ) -> Vec<Outcome> {
@@ -135,14 +136,14 @@ impl Paths {
         while let Some(o) = self.asker.poll_outcome() {
             match o {
                 Outcome::Verified { peer, endpoint } => {
-                    if let Some(id) = member_of(ledger, &peer, now_ms) {
+                    if let Some(id) = member_of(roster, &peer, now_ms) {
                         self.routes.handle_verified(id, endpoint, now);
                     }
                 }
                 other => rest.push(other),
             }
         }
-        self.carry_out(data, ledger, now, now_ms);
+        self.carry_out(data, roster, now, now_ms);
         rest
     }
 
@@ -151,26 +152,26 @@ impl Paths {
     pub fn direct_seen(
         &mut self,
         data: &Shared,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         peer: &PublicKey,
         at: SocketAddr,
         now: Instant,
         now_ms: u64,
     ) {
-        if let Some(id) = member_of(ledger, peer, now_ms) {
+        if let Some(id) = member_of(roster, peer, now_ms) {
             self.routes.handle_direct_seen(id, at, now);
-            self.carry_out(data, ledger, now, now_ms);
+            self.carry_out(data, roster, now, now_ms);
         }
     }
 
     /// Every [`WATCH_EVERY`]: probes the peers watched closely (a path
     /// that just changed, data unanswered) and decides the routes on what
     /// the data plane and the probes show now.
-    pub fn watch(&mut self, data: &Shared, ledger: &Ledger, t: Tick) {
-        let look = self.look(data, ledger, t);
+    pub fn watch(&mut self, data: &Shared, roster: &Roster<'_>, t: Tick) {
+        let look = self.look(data, roster, t);
         if let Some(prober) = self.prober.as_mut() {
             prober.expire(t.now);
-            let addrs: BTreeMap<NodeId, Ipv4Addr> = addresses(ledger, &t.me, t.now_ms).collect();
+            let addrs: BTreeMap<NodeId, Ipv4Addr> = addresses(roster, &t.me, t.now_ms).collect();
             let mut watched: Vec<NodeId> = look.unanswered.iter().copied().collect();
             watched.extend(
                 self.routes
@@ -187,14 +188,14 @@ impl Paths {
             }
         }
         self.routes
-            .handle_timeout(t.now, &t.me, ledger, &look.facts, t.now_ms);
-        self.carry_out(data, ledger, t.now, t.now_ms);
+            .handle_timeout(t.now, &t.me, roster.ledger(), &look.facts, t.now_ms);
+        self.carry_out(data, roster, t.now, t.now_ms);
     }
 
     /// One round (every 2 s): members whose tunnels received something
     /// (heard from), and the next peers probed.
-    pub fn round(&mut self, data: &Shared, ledger: &Ledger, t: Tick) -> Vec<NodeId> {
-        let look = self.look(data, ledger, t);
+    pub fn round(&mut self, data: &Shared, roster: &Roster<'_>, t: Tick) -> Vec<NodeId> {
+        let look = self.look(data, roster, t);
         // Liveness from tunnel traffic: keepalives every 25 s keep quiet
         // tunnels alive, so no control connection to every member is needed.
         let heard = look
@@ -207,14 +208,14 @@ impl Paths {
             })
             .map(|(id, _)| id)
             .collect();
-        self.probe_round(ledger, t);
+        self.probe_round(roster, t);
         heard
     }
 
     /// What the data plane and the probes show of every peer.
-    fn look(&self, data: &Shared, ledger: &Ledger, t: Tick) -> Look {
+    fn look(&self, data: &Shared, roster: &Roster<'_>, t: Tick) -> Look {
         let now = t.now;
-        let keys: BTreeMap<PublicKey, NodeId> = ledger
+        let keys: BTreeMap<PublicKey, NodeId> = roster
             .members(t.now_ms)
             .iter()
             .filter_map(|m| Some((wg_key(m.record)?, m.id)))
@@ -258,12 +259,12 @@ impl Paths {
     }
 
     /// Carries out what the routes decided.
-    fn carry_out(&mut self, data: &Shared, ledger: &Ledger, now: Instant, now_ms: u64) {
+    fn carry_out(&mut self, data: &Shared, roster: &Roster<'_>, now: Instant, now_ms: u64) {
         while let Some(c) = self.routes.poll_command() {
             carry_out(
                 c,
                 data,
-                ledger,
+                roster,
                 &mut self.asker,
                 self.prober.as_mut(),
                 now,
@@ -274,8 +275,8 @@ impl Paths {
     }
 
     /// Probes the next few peers (round robin) through the overlay.
-    fn probe_round(&mut self, ledger: &Ledger, t: Tick) {
-        let peers: Vec<(NodeId, Ipv4Addr)> = addresses(ledger, &t.me, t.now_ms).collect();
+    fn probe_round(&mut self, roster: &Roster<'_>, t: Tick) {
+        let peers: Vec<(NodeId, Ipv4Addr)> = addresses(roster, &t.me, t.now_ms).collect();
         let Some(prober) = self.prober.as_mut() else {
             return;
         };
@@ -295,11 +296,11 @@ impl Paths {
 
 /// The active members but `me`, with their overlay addresses.
 fn addresses<'a>(
-    ledger: &'a Ledger,
+    roster: &'a Roster<'a>,
     me: &'a NodeId,
     now_ms: u64,
 ) -> impl Iterator<Item = (NodeId, Ipv4Addr)> + 'a {
-    ledger
+    roster
         .members(now_ms)
         .into_iter()
         .filter(move |m| m.status == Status::Active && m.id != *me)
@@ -307,8 +308,8 @@ fn addresses<'a>(
 }
 
 /// The member whose WireGuard key is `key`.
-fn member_of(ledger: &Ledger, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
-    ledger
+fn member_of(roster: &Roster<'_>, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
+    roster
         .members(now_ms)
         .iter()
         .find(|m| wg_key(m.record).as_ref() == Some(key))
@@ -319,13 +320,13 @@ fn member_of(ledger: &Ledger, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
 fn carry_out(
     c: Command,
     data: &Shared,
-    ledger: &Ledger,
+    roster: &Roster<'_>,
     asker: &mut Asker,
     prober: Option<&mut Prober<NodeId>>,
     now: Instant,
     now_ms: u64,
 ) {
-    let member = |id: &NodeId| ledger.member(id, now_ms);
+    let member = |id: &NodeId| roster.member(id, now_ms);
     let name = |id: &NodeId| member(id).map_or_else(|| id.short(), |m| m.record.name.clone());
     let key = |id: &NodeId| member(id).and_then(|m| wg_key(m.record));
     let peer = match c {

@@ -1,9 +1,10 @@
-//! The data plane's peer table from the ledger: a peer for every active
-//! member (its key, the overlay address it owns, the endpoint its record
+//! The data plane's peer table from the roster: a peer for every active
+//! member (of this network, or exposed by a connected federated network) (its key, the overlay address it owns, the endpoint its record
 //! suggests), none for the rest; the member list that may use the node's
 //! relay and echo; and the overlay MTU the records allow.
 
 use federation::member::MemberRecord;
+use federation::roster::Roster;
 use federation::routes::Routes;
 use federation::{Ledger, NodeId, Status};
 use netstack::{IpNet, Node, PeerConfig, PublicKey};
@@ -24,7 +25,7 @@ pub fn wg_key(record: &MemberRecord) -> Option<PublicKey> {
 /// `routes`. Returns the members' ids that are peers now.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
-    ledger: &Ledger,
+    roster: &Roster<'_>,
     me: &NodeId,
     own: &MemberRecord,
     standing: bool,
@@ -33,8 +34,8 @@ pub fn apply(
     now: Instant,
     now_ms: u64,
 ) -> Vec<NodeId> {
-    let owners = ledger.address_owners(now_ms);
-    let members = ledger.members(now_ms);
+    let owners = roster.address_owners(now_ms);
+    let members = roster.members(now_ms);
     let active = |status: Status| standing && status == Status::Active;
     node.set_members(
         members
@@ -88,6 +89,23 @@ pub fn apply(
                 persistent_keepalive: Some(KEEPALIVE),
             });
         }
+    }
+    // Members gone from the roster altogether (a federation ended, a
+    // partner stopped exposing them) lose their tunnels too.
+    let keep: std::collections::BTreeSet<PublicKey> = members
+        .iter()
+        .filter(|m| active(m.status))
+        .filter_map(|m| wg_key(m.record))
+        .collect();
+    let device = node.device_mut();
+    let stale: Vec<PublicKey> = device
+        .peers()
+        .map(|p| p.public_key)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    for key in stale {
+        device.remove_peer(&key);
+        tracing::info!("a member no longer in the roster left the peer table");
     }
     routes.retain(|id| peers.contains(id));
     peers

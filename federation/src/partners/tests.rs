@@ -3,7 +3,7 @@ use crate::agreement::{Ending, Exposure, Offer};
 use crate::cert::{Cert, Claim};
 use crate::cidr::Cidr;
 use crate::member::{AuthorityRecord, MemberRecord};
-use crate::record::{NodeId, NodeKey};
+use crate::record::NodeKey;
 use std::net::Ipv4Addr;
 
 /// A network for these tests: authority, name, range.
@@ -201,11 +201,7 @@ fn only_exposed_members_and_the_authority_record_leave() {
     carrier.record.agreements = vec![agreement.clone()];
     let tagged = alpha.node(2, &["shared"]);
     let ledger = alpha.ledger(&[carrier.signed(1), tagged.signed(1)]);
-    let out = ledger.exposed_to(&agreement, 0);
-    let writers: Vec<NodeId> = out
-        .iter()
-        .map(|b| SignedRecord::decode(b).unwrap().writer)
-        .collect();
+    let writers = ledger.exposed_writers(&agreement, 0);
     assert_eq!(writers, vec![alpha.authority.id(), tagged.key.id()]);
     // No agreement of this network: nothing.
     let gamma = Org::new(3, "gamma", "10.3.0.0/24");
@@ -213,7 +209,7 @@ fn only_exposed_members_and_the_authority_record_leave() {
     let offer = Offer::sign(&beta.authority, [8; 16], beta.side(Exposure::All), 1_000);
     let foreign =
         Agreement::accept(&gamma.authority, offer, gamma.side(Exposure::All), 10).unwrap();
-    assert!(ledger.exposed_to(&foreign, 0).is_empty());
+    assert!(ledger.exposed_writers(&foreign, 0).is_empty());
 }
 
 #[test]
@@ -307,4 +303,142 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     assert_eq!(on_alpha.follow(std::iter::empty()), vec![beta.id()]);
     assert!(on_alpha.members(0).is_empty());
     assert_eq!(on_alpha.ingest(&b1.signed(2), 0), Err(Reject::NotPartner));
+}
+
+/// Delivers `from`'s pending requests to `to` and the answers back, until
+/// neither has anything more for the other; what `to` answered.
+fn exchange(
+    from: &mut crate::replica::Replica,
+    from_id: NodeId,
+    to: &mut crate::replica::Replica,
+    to_id: NodeId,
+) -> Vec<crate::protocol::Response> {
+    use crate::replica::{Inbound, Transmit};
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let requests: Vec<_> = std::iter::from_fn(|| from.poll_transmit())
+            .filter_map(|t| match t {
+                Transmit::Request { to, request } if to == to_id => Some(request),
+                _ => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            break;
+        }
+        for request in requests {
+            if let Inbound::Answer(r) = to.handle_request(from_id, request, 0) {
+                answers.push(r.clone());
+                from.handle_response(to_id, r, 0);
+            }
+        }
+    }
+    answers
+}
+
+#[test]
+fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
+    use crate::member::PartnerContacts;
+    use crate::protocol::Response;
+    use crate::replica::Replica;
+    use crate::token::Contact;
+    use std::time::Instant;
+    let (alpha, beta, agreement) = alpha_beta();
+    let contact = |id: NodeId| Contact {
+        id,
+        addrs: vec!["198.18.0.9:51821".parse().unwrap()],
+    };
+    let mut b1 = beta.node(1, &[]);
+    let b2 = beta.node(2, &[]);
+    b1.record.agreements = vec![agreement.clone()];
+    let mut a1 = alpha.node(1, &[]);
+    let a2 = alpha.node(2, &["shared"]);
+    a1.record.agreements = vec![agreement.clone()];
+    a1.record.partner_contacts = vec![PartnerContacts {
+        network: beta.id(),
+        members: vec![contact(b1.key.id())],
+    }];
+    let alpha_records = [a1.signed(1), a2.signed(1)];
+    let mut on_a2 = Replica::new(alpha.ledger(&alpha_records), a2.key.id());
+    let mut on_a1 = Replica::new(alpha.ledger(&alpha_records), a1.key.id());
+    let mut on_b1 = Replica::new(beta.ledger(&[b1.signed(1), b2.signed(1)]), b1.key.id());
+    let (now, mut rng) = (Instant::now(), rand_core::OsRng);
+
+    // a2 (exposed) asks b1, the contact alpha's records name, and gets
+    // beta's exposed records (all of them); b1 learns a2 from its summary.
+    on_a2.handle_timeout(now, 0, &mut rng);
+    let answers = exchange(&mut on_a2, a2.key.id(), &mut on_b1, b1.key.id());
+    assert!(
+        matches!(answers[0], Response::PartnerVersions { .. }),
+        "{answers:?}"
+    );
+    let ids = |r: &Replica| -> Vec<NodeId> {
+        r.roster()
+            .members(0)
+            .iter()
+            .filter(|m| m.status == crate::ledger::Status::Active)
+            .map(|m| m.id)
+            .collect()
+    };
+    let on_a2_ids = ids(&on_a2);
+    assert!(
+        on_a2_ids.contains(&b1.key.id()) && on_a2_ids.contains(&b2.key.id()),
+        "{on_a2_ids:?}"
+    );
+    assert!(ids(&on_b1).contains(&a2.key.id()));
+    assert!(!ids(&on_b1).contains(&a1.key.id()), "a1 is not exposed");
+
+    // a1 (not exposed) does not sync at all; a summary it sends anyway is
+    // refused and its record stays out.
+    on_a1.handle_timeout(now, 0, &mut rng);
+    assert!(
+        std::iter::from_fn(|| on_a1.poll_transmit()).all(|t| !matches!(
+            t,
+            crate::replica::Transmit::Request {
+                request: crate::protocol::Request::PartnerSummary { .. },
+                ..
+            }
+        ))
+    );
+    let sneak = crate::protocol::Request::PartnerSummary {
+        agreement: agreement.id(),
+        own: a1.signed(1),
+        summary: sync::summary(&crate::state::State::new()),
+    };
+    assert!(matches!(
+        on_b1.handle_request(a1.key.id(), sneak, 0),
+        crate::replica::Inbound::Answer(Response::NotMember)
+    ));
+    assert!(on_b1
+        .partners()
+        .rejected()
+        .any(|(l, n)| l == "not_exposed" && n == 1));
+    assert!(!ids(&on_b1).contains(&a1.key.id()));
+
+    // beta's authority revokes b2: a2's next sync drops it.
+    let revoking = Body::Authority(AuthorityRecord {
+        network: beta.id(),
+        name: "beta".into(),
+        cidr: beta.cidr,
+        block: beta.cidr,
+        mtu: 1420,
+        revocations: vec![crate::cert::Revocation {
+            node: b2.key.id(),
+            keep: vec![],
+        }],
+    });
+    on_b1
+        .publish(
+            beta.authority.sign(2, revoking.to_bytes()).encode(),
+            false,
+            0,
+        )
+        .unwrap();
+    on_a2.handle_timeout(now + crate::replica::PARTNER_SYNC_EVERY, 0, &mut rng);
+    exchange(&mut on_a2, a2.key.id(), &mut on_b1, b1.key.id());
+    let on_a2_ids = ids(&on_a2);
+    assert!(on_a2_ids.contains(&b1.key.id()), "{on_a2_ids:?}");
+    assert!(
+        !on_a2_ids.contains(&b2.key.id()),
+        "revoked b2 still active on a2"
+    );
 }
