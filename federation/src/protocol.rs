@@ -76,12 +76,13 @@ pub enum Request {
     /// A member of a federated network, exposed to ours, compares what it
     /// holds of what our network exposes under `agreement` (step 1 of
     /// anti-entropy across networks); `own` is its own record, which
-    /// proves it is an exposed member of its network.
+    /// proves it is an exposed member of its network (sent to a member
+    /// the first time, and when it changed).
     PartnerSummary {
         /// The agreement's id.
         agreement: [u8; 16],
-        /// The asker's own signed record.
-        own: Vec<u8>,
+        /// The asker's own signed record, unless the member has it.
+        own: Option<Vec<u8>>,
         /// What it holds of our exposed records.
         summary: Summary,
     },
@@ -165,7 +166,9 @@ impl Request {
             Request::Query(q) => q.len(),
             Request::Federate { contacts, .. } => AGREEMENT_BYTES + 64 * contacts.len(),
             Request::EndFederation(_) => 16 + 16 + 8 + 64,
-            Request::PartnerSummary { own, summary, .. } => 16 + own.len() + 8 * summary.0.len(),
+            Request::PartnerSummary { own, summary, .. } => {
+                16 + own.as_ref().map_or(0, Vec::len) + 8 * summary.0.len()
+            }
             Request::PartnerPull { writers, .. } => 16 + 32 * writers.len(),
         }
     }

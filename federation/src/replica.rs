@@ -15,6 +15,7 @@
 //! ([`Replica::traffic`]).
 
 use crate::ledger::{Delta, Ledger, Status};
+use crate::network::NetworkId;
 use crate::partners::Partners;
 use crate::protocol::{JoinRequest, Request, Response};
 use crate::record::{NodeId, SignedRecord};
@@ -28,6 +29,11 @@ use std::time::{Duration, Instant};
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 /// Anti-entropy with one member of each federated network this often.
 pub const PARTNER_SYNC_EVERY: Duration = Duration::from_secs(2);
+/// Partner members remembered as not knowing us, at most (cleared when
+/// full: they answer "not a member" once more).
+const MAX_STRANGERS: usize = 4096;
+/// ... and for this many partner rounds (~2 min), then asked again.
+const STRANGERS_KEPT_ROUNDS: u32 = 64;
 /// Pushes of at most this many new records are passed on by gossip (an
 /// urgent update: a member behind a NAT that just moved may reach only us).
 pub const URGENT_PUSH: usize = 4;
@@ -176,6 +182,11 @@ pub struct Replica {
     dropped: u64,
     next_sync: Option<Instant>,
     next_partner_sync: Option<Instant>,
+    /// Partner members that answered they do not know us (restarted, or
+    /// not mirroring our network): our own record goes with our summary.
+    strangers: std::collections::BTreeSet<NodeId>,
+    /// Partner rounds run.
+    rounds: u32,
 }
 
 impl Replica {
@@ -195,6 +206,8 @@ impl Replica {
             dropped: 0,
             next_sync: None,
             next_partner_sync: None,
+            strangers: std::collections::BTreeSet::new(),
+            rounds: 0,
         }
     }
 
@@ -419,7 +432,13 @@ impl Replica {
                 agreement,
                 own,
                 summary,
-            } => Inbound::Answer(self.partner_summary(from, agreement, &own, &summary, now_ms)),
+            } => Inbound::Answer(self.partner_summary(
+                from,
+                agreement,
+                own.as_deref(),
+                &summary,
+                now_ms,
+            )),
             Request::PartnerPull { agreement, writers } => {
                 Inbound::Answer(self.partner_pull(&from, agreement, &writers, now_ms))
             }
@@ -460,6 +479,23 @@ impl Replica {
         }
     }
 
+    /// A partner member answered it does not know us (it restarted, or was
+    /// revoked and we do not know it yet): it is not asked while others
+    /// are, and another member of its network is asked at once.
+    fn stranger(&mut self, from: NodeId, now_ms: u64) {
+        if self.strangers.len() >= MAX_STRANGERS {
+            self.strangers.clear();
+        }
+        let network = self
+            .partners
+            .networks()
+            .find(|n| self.partners.is_member(n, &from, now_ms))
+            .copied();
+        if let Some(network) = network.filter(|_| self.strangers.insert(from)) {
+            self.sync_partner(&network, now_ms, 0);
+        }
+    }
+
     /// The partner network of `agreement` whose active member `from` is,
     /// if we answer for our network (we are an active member ourselves).
     fn partner_of(
@@ -482,15 +518,16 @@ impl Replica {
         &mut self,
         from: NodeId,
         agreement: [u8; 16],
-        own: &[u8],
+        own: Option<&[u8]>,
         summary: &Summary,
         now_ms: u64,
     ) -> Response {
-        if SignedRecord::decode(own).is_ok_and(|r| r.writer == from)
-            && self.partners.network_of(&agreement).is_some()
-            && matches!(self.partners.ingest(own, now_ms), Ok(Some(_)))
-        {
-            self.partner_changed();
+        if let Some(own) = own.filter(|o| SignedRecord::decode(o).is_ok_and(|r| r.writer == from)) {
+            if self.partners.network_of(&agreement).is_some()
+                && matches!(self.partners.ingest(own, now_ms), Ok(Some(_)))
+            {
+                self.partner_changed();
+            }
         }
         let Some(a) = self.partner_of(&from, &agreement, now_ms) else {
             self.refuse("partner summary");
@@ -591,6 +628,11 @@ impl Replica {
             }
             Response::Versions(_) | Response::Records(_) => self.refuse("response"),
             Response::NotMember => {
+                // A partner member that does not know us (it restarted):
+                // our record goes with the next summary to it.
+                if !member {
+                    self.stranger(from, now_ms);
+                }
                 if member {
                     self.introduce(from);
                 }
@@ -606,6 +648,7 @@ impl Replica {
                 versions,
             } => match self.partners.network_of(&agreement) {
                 Some(network) => {
+                    self.strangers.remove(&from);
                     let trusted = self.partners.is_member(&network, &from, now_ms);
                     let (pull, forgot) = self
                         .partners
@@ -710,44 +753,62 @@ impl Replica {
     /// One summary to a random member of each connected partner network
     /// (an exposed member it sent us, else a contact our members recorded).
     fn sync_partners(&mut self, now_ms: u64, rng: &mut impl RngCore) {
-        let Some(own) = self.ledger.state().get(&self.me).map(SignedRecord::encode) else {
+        self.rounds = self.rounds.wrapping_add(1);
+        if self.rounds.is_multiple_of(STRANGERS_KEPT_ROUNDS) {
+            // Who did not know us may have learned since.
+            self.strangers.clear();
+        }
+        for network in self.roster().connected_networks(now_ms) {
+            self.sync_partner(&network, now_ms, rng.next_u32());
+        }
+    }
+
+    /// One summary to a member of partner `network`: an exposed member
+    /// that knows us (picked by `pick`), else a contact our members
+    /// recorded; our own record goes with it when the member may not know
+    /// us.
+    fn sync_partner(&mut self, network: &NetworkId, now_ms: u64, pick: u32) {
+        let (Some(own), Some(agreement), Some(summary), Some(ledger)) = (
+            self.ledger.state().get(&self.me).map(SignedRecord::encode),
+            self.partners.agreement(network).map(|a| a.id()),
+            self.partners.summary(network),
+            self.partners.ledger(network),
+        ) else {
             return;
         };
-        for network in self.roster().connected_networks(now_ms) {
-            let (Some(agreement), Some(summary), Some(ledger)) = (
-                self.partners.agreement(&network).map(|a| a.id()),
-                self.partners.summary(&network),
-                self.partners.ledger(&network),
-            ) else {
-                continue;
-            };
-            let mut candidates: Vec<NodeId> = ledger
-                .members(now_ms)
-                .iter()
-                .filter(|m| m.status == Status::Active)
-                .map(|m| m.id)
-                .collect();
-            if candidates.is_empty() {
-                candidates = self
-                    .ledger
-                    .partner_contacts(&network, now_ms)
-                    .into_iter()
-                    .map(|c| c.id)
-                    .collect();
-            }
-            if candidates.is_empty() {
-                continue;
-            }
-            let to = candidates[rng.next_u32() as usize % candidates.len()];
-            self.request(
-                to,
-                Request::PartnerSummary {
-                    agreement,
-                    own: own.clone(),
-                    summary,
-                },
-            );
+        let exposed: Vec<NodeId> = ledger
+            .members(now_ms)
+            .iter()
+            .filter(|m| m.status == Status::Active)
+            .map(|m| m.id)
+            .collect();
+        let known: Vec<NodeId> = exposed
+            .iter()
+            .filter(|id| !self.strangers.contains(id))
+            .copied()
+            .collect();
+        // Exposed partner members mirror our network and know us; a
+        // contact may not (it may be unexposed, or not have synced).
+        let (candidates, with_own) = if !known.is_empty() {
+            (known, false)
+        } else if !exposed.is_empty() {
+            (exposed, true)
+        } else {
+            let contacts = self.ledger.partner_contacts(network, now_ms);
+            (contacts.into_iter().map(|c| c.id).collect(), true)
+        };
+        if candidates.is_empty() {
+            return;
         }
+        let to = candidates[pick as usize % candidates.len()];
+        self.request(
+            to,
+            Request::PartnerSummary {
+                agreement,
+                own: with_own.then_some(own),
+                summary,
+            },
+        );
     }
 
     /// When [`Replica::handle_timeout`] wants to run next.

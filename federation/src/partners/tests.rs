@@ -401,7 +401,7 @@ fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
     );
     let sneak = crate::protocol::Request::PartnerSummary {
         agreement: agreement.id(),
-        own: a1.signed(1),
+        own: Some(a1.signed(1)),
         summary: sync::summary(&crate::state::State::new()),
     };
     assert!(matches!(

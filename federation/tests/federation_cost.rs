@@ -1,0 +1,235 @@
+//! What a federation costs the control plane, simulated at 2 × 1,000
+//! members with the real code: two networks of 1,000 members each, both
+//! exposing everything (the dearest case), one member of each running its
+//! real [`Replica`] over a full ledger of its own network. Their partner
+//! anti-entropy (summary → versions → pull) is run by hand, round by round,
+//! and measured with the replica's own traffic counters (the ones
+//! `status` reports):
+//!
+//! - cold start: rounds and bytes until one member mirrors the other
+//!   network's 1,001 exposed records;
+//! - quiet: the bytes of one round when nothing changed;
+//! - one change and a 1 % wave (10 records) on the other side.
+//!
+//! Per node and second in steady state, each exposed member starts one
+//! round every `PARTNER_SYNC_EVERY` and answers one on average (the other
+//! side's members pick among 1,000 targets), so its partner bytes per
+//! second are one round's bytes per `PARTNER_SYNC_EVERY` × 2 / 2; the
+//! other network's record changes (metrics summaries every
+//! `metrics_interval(1000)` per member) are pulled once by each exposed
+//! member, which adds (1,000 / interval) × record size.
+
+use federation::agreement::{Agreement, Exposure, Offer, Side};
+use federation::cert::{Cert, Claim};
+use federation::member::{metrics_interval, AuthorityRecord, Body, MemberRecord, PartnerContacts};
+use federation::replica::{Inbound, Replica, Transmit, PARTNER_SYNC_EVERY};
+use federation::token::Contact;
+use federation::{Cidr, Ledger, Network, NetworkId, NodeId, NodeKey};
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+const MEMBERS: u32 = 1000;
+
+struct Org {
+    authority: NodeKey,
+    name: &'static str,
+    cidr: Cidr,
+    keys: Vec<NodeKey>,
+}
+
+impl Org {
+    fn new(seed: u8, name: &'static str, cidr: &str) -> Org {
+        let keys = (0..MEMBERS)
+            .map(|i| {
+                let mut s = [seed; 32];
+                s[1..5].copy_from_slice(&i.to_le_bytes());
+                NodeKey::from_seed(&s)
+            })
+            .collect();
+        Org {
+            authority: NodeKey::from_seed(&[seed; 32]),
+            name,
+            cidr: cidr.parse().expect("a valid range"),
+            keys,
+        }
+    }
+
+    fn id(&self) -> NetworkId {
+        NetworkId::of(&self.authority.id())
+    }
+
+    fn side(&self) -> Side {
+        Side {
+            network: self.id(),
+            authority: self.authority.id(),
+            name: self.name.into(),
+            cidr: self.cidr,
+            exposes: Exposure::All,
+        }
+    }
+
+    /// Member `i`'s record, version `v`.
+    fn record(&self, i: usize, v: u64, extra: impl FnOnce(&mut MemberRecord)) -> Vec<u8> {
+        let key = &self.keys[i];
+        let name = format!("{}-{i}", self.name);
+        let mut record = MemberRecord {
+            network: self.id(),
+            chain: vec![Cert::issue(
+                &self.authority,
+                Claim {
+                    network: self.id(),
+                    subject: key.id(),
+                    wg_key: [1; 32],
+                    name: name.clone(),
+                    admit: false,
+                    tags: vec![],
+                    issued_ms: 0,
+                    expires_ms: u64::MAX,
+                },
+            )],
+            address: Ipv4Addr::from(u32::from(self.cidr.addr()) + 1 + i as u32),
+            ..MemberRecord::example(&name)
+        };
+        extra(&mut record);
+        key.sign(v, Body::Member(record).to_bytes()).encode()
+    }
+
+    fn ledger(&self, agreement: &Agreement, contact: NodeId) -> Ledger {
+        let mut ledger = Ledger::new(Network::of(self.authority.id()));
+        let authority = Body::Authority(AuthorityRecord {
+            network: self.id(),
+            name: self.name.into(),
+            cidr: self.cidr,
+            block: self.cidr,
+            mtu: 1420,
+            revocations: vec![],
+        });
+        ledger
+            .ingest(&self.authority.sign(1, authority.to_bytes()).encode(), 0)
+            .expect("valid by construction");
+        for i in 0..self.keys.len() {
+            let r = self.record(i, 1, |r| {
+                if i == 0 {
+                    r.agreements = vec![agreement.clone()];
+                    r.partner_contacts = vec![PartnerContacts {
+                        network: agreement.other(&self.id()).expect("a side").network,
+                        members: vec![Contact {
+                            id: contact,
+                            addrs: vec!["198.18.0.9:51821".parse().expect("valid by construction")],
+                        }],
+                    }];
+                }
+            });
+            ledger.ingest(&r, 0).expect("valid by construction");
+        }
+        ledger
+    }
+}
+
+/// One round: `x`'s timer fires, its requests go to `y` (which stands for
+/// whichever member of its network `x` picked: they all hold the same
+/// state), the answers come back, until nothing more; bytes `x` sent and
+/// received in it.
+fn round(x: &mut Replica, x_id: NodeId, y: &mut Replica, y_id: NodeId, now: Instant) -> u64 {
+    let before = x.traffic();
+    x.handle_timeout(now, 0, &mut rand_core::OsRng);
+    loop {
+        let requests: Vec<_> = std::iter::from_fn(|| x.poll_transmit())
+            .filter_map(|t| match t {
+                Transmit::Request { request, .. } => Some(request),
+                _ => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            break;
+        }
+        for request in requests {
+            if let Inbound::Answer(r) = y.handle_request(x_id, request, 0) {
+                x.handle_response(y_id, r, 0);
+            }
+        }
+    }
+    let after = x.traffic();
+    (after.out_bytes - before.out_bytes) + (after.in_bytes - before.in_bytes)
+}
+
+fn mirrored(x: &Replica, of: &NetworkId) -> usize {
+    x.partners().ledger(of).map_or(0, |l| l.state().len())
+}
+
+#[test]
+fn a_federation_costs_each_exposed_member_a_constant_few_hundred_bytes_per_second() {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/16");
+    let beta = Org::new(2, "beta", "10.2.0.0/16");
+    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
+    let agreement =
+        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
+    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
+    let beta_ledger = beta.ledger(&agreement, a0);
+    let mut x = Replica::new(alpha.ledger(&agreement, b0), a0);
+    let mut y = Replica::new(beta_ledger, b0);
+    let mut now = Instant::now();
+
+    // Cold start: x mirrors beta.
+    let (mut rounds, mut cold) = (0, 0);
+    while mirrored(&x, &beta.id()) < MEMBERS as usize + 1 && rounds < 20 {
+        cold += round(&mut x, a0, &mut y, b0, now);
+        now += PARTNER_SYNC_EVERY;
+        rounds += 1;
+    }
+    assert_eq!(
+        mirrored(&x, &beta.id()),
+        MEMBERS as usize + 1,
+        "not mirrored in {rounds} rounds"
+    );
+    let record = beta.record(5, 2, |_| {}).len() as u64;
+    eprintln!("FIGURE federation cold start at 2x{MEMBERS}: {rounds} rounds, {cold} bytes ({:.0} per mirrored record of {record} bytes)", cold as f64 / f64::from(MEMBERS + 1));
+
+    // Quiet: one round with nothing new.
+    let quiet = round(&mut x, a0, &mut y, b0, now);
+    now += PARTNER_SYNC_EVERY;
+    assert!(quiet < 2_000, "a quiet round costs {quiet} bytes");
+
+    // One change, then a 1 % wave, on beta's side.
+    // (y takes them as gossip would bring them.)
+    let update = |y: &mut Replica, ids: std::ops::Range<usize>, v: u64| {
+        for i in ids {
+            let r = beta.record(i, v, |r| {
+                r.labels.insert("zone".into(), format!("z{v}"));
+            });
+            assert!(y
+                .publish(r, false, 0)
+                .expect("valid by construction")
+                .is_some());
+        }
+        std::iter::from_fn(|| y.poll_transmit()).count();
+    };
+    update(&mut y, 1..2, 2);
+    let one = round(&mut x, a0, &mut y, b0, now);
+    now += PARTNER_SYNC_EVERY;
+    update(&mut y, 1..11, 3);
+    let wave = round(&mut x, a0, &mut y, b0, now);
+    assert!(
+        one > record && one < 2 * record + 1_000,
+        "one change costs {one} bytes"
+    );
+    assert!(
+        wave > 10 * record && wave < 20 * record + 4_000,
+        "a 1 % wave costs {wave} bytes"
+    );
+    assert_eq!(
+        x.partners()
+            .ledger(&beta.id())
+            .and_then(|l| l.state().rank(&beta.keys[10].id()))
+            .map(|r| r.version),
+        Some(3),
+        "the wave was not mirrored"
+    );
+    let churn =
+        f64::from(MEMBERS) / metrics_interval(MEMBERS as usize).as_secs_f64() * record as f64;
+    let per_second = quiet as f64 * 2.0 / PARTNER_SYNC_EVERY.as_secs_f64();
+    eprintln!(
+        "FIGURE federation at 2x{MEMBERS}, per exposed member: quiet round {quiet} bytes, one change {one} bytes, 1 % wave {wave} bytes; steady state {per_second:.0} B/s of partner anti-entropy + {churn:.0} B/s of the other side's record changes (metrics every {} s)",
+        metrics_interval(MEMBERS as usize).as_secs()
+    );
+}
