@@ -142,6 +142,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         state: PathBuf,
     },
+    /// Give a member other tags (an admitter re-issues its certificate;
+    /// federation exposure follows in seconds on both sides).
+    Tag {
+        /// Name, overlay address or id of the member.
+        node: String,
+        /// Its new tags (replacing the old ones; at most 8).
+        #[arg(value_name = "TAG", value_parser = parse_tag, required_unless_present = "clear")]
+        tags: Vec<String>,
+        /// Remove every tag.
+        #[arg(long, conflicts_with = "tags")]
+        clear: bool,
+        /// State directory of this node.
+        #[arg(long, value_name = "DIR")]
+        state: PathBuf,
+    },
     /// Change where this node is reached from outside (running or not).
     Set {
         /// State directory of this node.
@@ -474,6 +489,13 @@ fn run(cli: Cli) -> Result<()> {
             let r: docs::Revoked =
                 client::ask(&state, Request::Revoke { node: node.clone() }, None)?;
             println!("revoked {node} ({})", r.revoked);
+            Ok(())
+        }
+        Command::Tag {
+            node, tags, state, ..
+        } => {
+            let r: docs::Tagged = client::ask(&state, Request::Tag { node, tags }, None)?;
+            println!("{} now has tags [{}]", r.name, r.tags.join(", "));
             Ok(())
         }
         Command::Set {

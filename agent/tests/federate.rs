@@ -236,6 +236,33 @@ fn scenario(net: &mut Net) -> Result<()> {
     assert!(why.contains("no member"), "{why}");
     net.cli(a2, &["ping", "b1@beta", "--count", "1"])?;
 
+    // An admitter re-tags a3: it is exposed (both ways) within seconds,
+    // and hidden again when the tag goes.
+    let started = Instant::now();
+    let said = net.cli(a1, &["tag", "a3", "shared"])?;
+    assert!(said.contains("a3 now has tags [shared]"), "{said}");
+    wait_pings(net, &[(b1, a3), (a3, b2)], Duration::from_secs(20))?;
+    eprintln!(
+        "FIGURE tag to the re-tagged node pinging across: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    net.cli(a1, &["tag", "a3", "--clear"])?;
+    let hidden =
+        testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(100), || {
+            listed(net, b1).is_ok_and(|n| !n.contains(&"a3@alpha".to_string()))
+        });
+    assert!(
+        hidden,
+        "b1 still lists a3 after its tag went: {:?}",
+        listed(net, b1)
+    );
+    no_pings(net, &[(b1, a3), (a3, b2)])?;
+    // Another network's member cannot be tagged (nor revoked) from here.
+    let why = refused(net, a2, &["tag", "b1@beta", "shared"])?;
+    assert!(why.contains("no active member of this network"), "{why}");
+    let why = refused(net, a2, &["revoke", "b1@beta"])?;
+    assert!(why.contains("only its own network can revoke it"), "{why}");
+
     // One-time: the same offer again, from beta or from a third network.
     let why = refused(net, b1, &["federate", "accept", &offer, "--expose", "all"])?;
     assert!(why.contains("already"), "{why}");

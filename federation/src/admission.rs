@@ -2,7 +2,7 @@
 //! and certifies the newcomer's keys and name, extending its own chain (or
 //! signing as the authority if it holds the authority's key).
 
-use crate::cert::{valid_name, Cert, Claim, MAX_CHAIN};
+use crate::cert::{valid_name, valid_tags, validate_chain, Cert, Claim, MAX_CHAIN};
 use crate::cidr::Cidr;
 use crate::ledger::{Ledger, Status};
 use crate::protocol::JoinRequest;
@@ -53,6 +53,15 @@ pub enum AdmitError {
         /// The range.
         range: Cidr,
     },
+    /// `tag` names no active member of this network.
+    #[error("no active member of this network has that name: see `cladnet members`")]
+    NotMember,
+    /// Tags that are not valid.
+    #[error("tags must be 1-32 characters of a-z, 0-9 and -, at most 8")]
+    BadTags,
+    /// A re-issued certificate that is not for this node or not valid.
+    #[error("the re-issued certificate is not valid for this node: it keeps its certificate")]
+    BadReissue,
     /// Another member holds the pinned address.
     #[error(
         "--address {0} is already used by another member: pick another or leave --address out"
@@ -121,17 +130,149 @@ impl Admitter<'_> {
             issued_ms: now_ms,
             expires_ms: now_ms.saturating_add(CERT_TTL_MS),
         };
-        let chain = match self.authority {
-            Some(authority) => vec![Cert::issue(authority, claim)],
+        Ok((spent, self.certify(claim)?))
+    }
+
+    /// A new chain for the active member `target` whose certificate says
+    /// `tags` instead of what it said (same key, name and rights): what
+    /// `cladnet tag` hands the member to adopt.
+    pub fn reissue(
+        &self,
+        ledger: &Ledger,
+        target: &NodeId,
+        tags: Vec<String>,
+        now_ms: u64,
+    ) -> Result<Vec<Cert>, AdmitError> {
+        if ledger
+            .member(&self.key.id(), now_ms)
+            .is_some_and(|m| m.status != Status::Active)
+        {
+            return Err(AdmitError::AdmitterRevoked);
+        }
+        let leaf = ledger
+            .member(target, now_ms)
+            .filter(|m| m.status == Status::Active)
+            .and_then(|m| m.record.chain.last().cloned())
+            .ok_or(AdmitError::NotMember)?;
+        if !valid_tags(&tags) {
+            return Err(AdmitError::BadTags);
+        }
+        self.certify(Claim {
+            tags,
+            issued_ms: now_ms,
+            expires_ms: now_ms.saturating_add(CERT_TTL_MS),
+            ..leaf.claim()
+        })
+    }
+
+    /// `claim` signed as the authority, or as this member extending its
+    /// own chain.
+    fn certify(&self, claim: Claim) -> Result<Vec<Cert>, AdmitError> {
+        match self.authority {
+            Some(authority) => Ok(vec![Cert::issue(authority, claim)]),
             None => {
                 if !self.chain.last().is_some_and(|c| c.admit) || self.chain.len() >= MAX_CHAIN {
                     return Err(AdmitError::NotAdmitter);
                 }
                 let mut chain = self.chain.to_vec();
                 chain.push(Cert::issue(self.key, claim));
-                chain
+                Ok(chain)
             }
+        }
+    }
+}
+
+/// Checks a re-issued chain `me` was handed before it adopts it: valid
+/// from the network's authority, for this node's key, WireGuard key, name
+/// and rights (only the tags and dates may differ from `current`).
+pub fn check_reissue(
+    ledger: &Ledger,
+    me: &NodeId,
+    current: &Cert,
+    chain: &[Cert],
+    now_ms: u64,
+) -> Result<(), AdmitError> {
+    let network = ledger.network();
+    let leaf = validate_chain(chain, &network.authority, &network.id, me, now_ms)
+        .map_err(|_| AdmitError::BadReissue)?;
+    let same =
+        leaf.wg_key == current.wg_key && leaf.name == current.name && leaf.admit == current.admit;
+    if !same {
+        return Err(AdmitError::BadReissue);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixture::TestNetwork;
+
+    #[test]
+    fn a_reissued_certificate_changes_the_tags_and_nothing_else() {
+        let net = TestNetwork::new(3);
+        let (a, b) = (net.member(1), net.member(2));
+        let mut ledger = net.ledger();
+        for m in [&a, &b] {
+            ledger.ingest(&m.signed(1), 0).expect("a valid member");
+        }
+        let by_authority = Admitter {
+            key: &a.key,
+            chain: &a.record.chain,
+            authority: Some(&net.authority),
         };
-        Ok((spent, chain))
+        let tags = vec!["shared".to_string()];
+        let chain = by_authority
+            .reissue(&ledger, &b.key.id(), tags.clone(), 5)
+            .expect("b is a member");
+        let current = b.record.chain.last().expect("b has a certificate");
+        assert_eq!(chain.last().map(|c| &c.tags), Some(&tags));
+        assert_eq!(
+            check_reissue(&ledger, &b.key.id(), current, &chain, 6),
+            Ok(())
+        );
+        // b's new record with it enters every ledger.
+        let mut record = b.record.clone();
+        record.chain = chain.clone();
+        let signed = b
+            .key
+            .sign(2, crate::member::Body::Member(record).to_bytes())
+            .encode();
+        assert!(ledger.ingest(&signed, 6).expect("valid").is_some());
+        // Handed to another node, or with another key: refused.
+        assert_eq!(
+            check_reissue(&ledger, &a.key.id(), current, &chain, 6),
+            Err(AdmitError::BadReissue)
+        );
+        let mut other = current.clone();
+        other.wg_key = [9; 32];
+        assert_eq!(
+            check_reissue(&ledger, &b.key.id(), &other, &chain, 6),
+            Err(AdmitError::BadReissue)
+        );
+        // Bad tags, or someone who is not a member.
+        assert_eq!(
+            by_authority.reissue(&ledger, &b.key.id(), vec!["Bad Tag".into()], 5),
+            Err(AdmitError::BadTags)
+        );
+        let stranger = crate::record::NodeKey::generate().id();
+        assert_eq!(
+            by_authority.reissue(&ledger, &stranger, vec![], 5),
+            Err(AdmitError::NotMember)
+        );
+        // A member extends its own chain when it does not hold the authority.
+        let by_a = Admitter {
+            key: &a.key,
+            chain: &a.record.chain,
+            authority: None,
+        };
+        let chain = by_a
+            .reissue(&ledger, &b.key.id(), vec![], 7)
+            .expect("a admits");
+        assert_eq!(chain.len(), 2);
+        assert_eq!(
+            check_reissue(&ledger, &b.key.id(), current, &chain, 8),
+            Ok(())
+        );
     }
 }

@@ -103,6 +103,20 @@ fn signed_bytes(issuer: &NodeId, c: &Claim) -> Vec<u8> {
 }
 
 impl Cert {
+    /// What this certificate states (to re-issue it with changes).
+    pub fn claim(&self) -> Claim {
+        Claim {
+            network: self.network,
+            subject: self.subject,
+            wg_key: self.wg_key,
+            name: self.name.clone(),
+            admit: self.admit,
+            tags: self.tags.clone(),
+            issued_ms: self.issued_ms,
+            expires_ms: self.expires_ms,
+        }
+    }
+
     /// `issuer` signs `claim`.
     pub fn issue(issuer: &NodeKey, claim: Claim) -> Cert {
         let sig = issuer.sign_bytes(&signed_bytes(&issuer.id(), &claim));
@@ -117,19 +131,6 @@ impl Cert {
             issued_ms: claim.issued_ms,
             expires_ms: claim.expires_ms,
             sig,
-        }
-    }
-
-    fn claim(&self) -> Claim {
-        Claim {
-            network: self.network,
-            subject: self.subject,
-            wg_key: self.wg_key,
-            name: self.name.clone(),
-            admit: self.admit,
-            tags: self.tags.clone(),
-            issued_ms: self.issued_ms,
-            expires_ms: self.expires_ms,
         }
     }
 

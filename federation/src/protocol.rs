@@ -73,6 +73,9 @@ pub enum Request {
     /// The other network ended an agreement with this one (may come from
     /// a non-member).
     EndFederation(Box<Ending>),
+    /// An admitter re-issued the receiver's certificate (`cladnet tag`):
+    /// the new chain, for the receiver to check and adopt (members only).
+    Reissue(Vec<Cert>),
     /// A member of a federated network, exposed to ours, compares what it
     /// holds of what our network exposes under `agreement` (step 1 of
     /// anti-entropy across networks); `own` is its own record, which
@@ -170,6 +173,7 @@ impl Request {
                 16 + own.as_ref().map_or(0, Vec::len) + 8 * summary.0.len()
             }
             Request::PartnerPull { writers, .. } => 16 + 32 * writers.len(),
+            Request::Reissue(chain) => crate::cert::CERT_BYTES * chain.len(),
         }
     }
 }

@@ -109,6 +109,10 @@ pub enum Inbound {
         /// May the asker admit.
         admit: bool,
     },
+    /// A member hands this node a re-issued certificate chain (`cladnet
+    /// tag`); the agent checks and adopts it, answered through
+    /// [`Replica::respond`].
+    Reissue(Vec<crate::cert::Cert>),
     /// Another network delivers a federation agreement (anyone may: it
     /// proves itself by both authorities' signatures); the agent decides
     /// whether to carry it, answered through [`Replica::respond`].
@@ -447,11 +451,13 @@ impl Replica {
                     Request::Summary(_) => "summary",
                     Request::Pull(_) => "pull",
                     Request::ForwardedJoin { .. } => "forwarded join",
+                    Request::Reissue(_) => "reissue",
                     _ => "query",
                 });
                 Inbound::Answer(self.not_member(&from, now_ms))
             }
             Request::ForwardedJoin { subject, join } => return Inbound::Join { subject, join },
+            Request::Reissue(chain) => return Inbound::Reissue(chain),
             Request::Summary(s) => {
                 Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
             }

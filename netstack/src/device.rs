@@ -21,7 +21,7 @@ use crate::wire::{self, Message, DATA_HEADER_LEN};
 use crate::Error;
 use rand_core::{OsRng, RngCore};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
@@ -133,6 +133,7 @@ drop_reasons! {
     Replay => "replay": "Transport counter already seen or too old.",
     Expired => "expired": "Session too old or out of counters.",
     SourceNotAllowed => "source_not_allowed": "Decrypted packet's source is not in the peer's allowed IPs.",
+    NotExposed => "not_exposed": "A confined peer (a federated network's member) sent a packet to another address than the one it may reach.",
     BadInnerPacket => "bad_inner_packet": "Decrypted payload is not an IP packet.",
     NoRoute => "no_route": "Outgoing packet's destination matches no peer.",
     NoEndpoint => "no_endpoint": "The peer has no known endpoint.",
@@ -355,6 +356,22 @@ impl Device {
         let id = PeerId(slot as u32);
         self.by_key.insert(config.public_key, id);
         id
+    }
+
+    /// Confines the peer with `key` to one destination: packets it sends
+    /// to any other address are dropped and counted
+    /// ([`DropReason::NotExposed`]); `None` lifts it. False if no such peer.
+    pub fn confine_peer(&mut self, key: &PublicKey, only_to: Option<IpAddr>) -> bool {
+        let Some(id) = self.by_key.get(key).copied() else {
+            return false;
+        };
+        match self.peer_mut(id) {
+            Some(peer) => {
+                peer.only_to = only_to;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes a peer and everything that refers to it.
@@ -907,9 +924,16 @@ impl Device {
         if self.routes.lookup(src) != Some(id) {
             return self.drop(DropReason::SourceNotAllowed);
         }
-        if let Some(peer) = self.peer_mut(id) {
-            peer.last_data_received = Some(now);
+        let Some(peer) = self.peer_mut(id) else {
+            return Action::None;
+        };
+        if peer
+            .only_to
+            .is_some_and(|to| ip::destination(body) != Some(to))
+        {
+            return self.drop(DropReason::NotExposed);
         }
+        peer.last_data_received = Some(now);
         Action::Deliver(DATA_HEADER_LEN..DATA_HEADER_LEN + len)
     }
 

@@ -49,6 +49,9 @@ pub(crate) enum Slot {
 
 pub(crate) struct Peer {
     pub public: PublicKey,
+    /// The only destination its packets may have (a federated network's
+    /// member reaches this node, nothing behind it); `None`: any.
+    pub only_to: Option<std::net::IpAddr>,
     pub psk: [u8; 32],
     pub endpoint: Option<SocketAddr>,
     pub allowed: Vec<IpNet>,
@@ -82,6 +85,7 @@ impl Peer {
             jar: CookieJar::new(&public),
             public,
             psk: [0; 32],
+            only_to: None,
             endpoint: None,
             allowed: Vec::new(),
             keepalive: None,

@@ -174,6 +174,23 @@ fn replays_forgeries_and_spoofed_sources_are_dropped() {
     let (_, at_b) = p.run(d, A_EP);
     assert!(at_b.is_empty());
     assert_eq!(p.b.counters().dropped(DropReason::SourceNotAllowed), 1);
+    // A confined peer (a federated network's member) reaches B's own
+    // address and nothing behind it.
+    let a_key = p.b.peers().next().expect("B has A as a peer").public_key;
+    assert!(p.b.confine_peer(&a_key, Some([100, 64, 0, 2].into())));
+    let d = p.send_a(&pkt);
+    let (_, at_b) = p.run(d, A_EP);
+    assert_eq!(at_b.len(), 1, "to B itself: delivered");
+    // (A, misconfigured or hostile, routes B's whole range to B.)
+    let b_key = p.a.peers().next().expect("A has B as a peer").public_key;
+    let mut wide = p.a.peer_config(&b_key).expect("B's config");
+    wide.allowed_ips = vec![IpNet::new(IpAddr::from([100, 64, 0, 0]), 24).unwrap()];
+    p.a.upsert_peer(wide);
+    let behind = ip_packet([100, 64, 0, 1], [100, 64, 0, 9], 80);
+    let d = p.send_a(&behind);
+    let (_, at_b) = p.run(d, A_EP);
+    assert!(at_b.is_empty());
+    assert_eq!(p.b.counters().dropped(DropReason::NotExposed), 1);
     // Garbage and replayed initiations.
     let mut out = vec![0u8; 2048];
     assert_eq!(

@@ -293,6 +293,15 @@ pub struct Federation {
     pub members: usize,
 }
 
+/// `tag`: the member and the tags its certificate now carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tagged {
+    /// The member's name.
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+}
+
 /// `revoke`: who was revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revoked {

@@ -52,6 +52,13 @@ pub enum Request {
         /// Name, overlay address or id.
         node: String,
     },
+    /// Re-issue a member's certificate with other tags ([`docs::Tagged`]).
+    Tag {
+        /// Name, overlay address or id.
+        node: String,
+        /// Its new tags (none: no tags).
+        tags: Vec<String>,
+    },
     /// Tell the others and stop ([`docs::Left`]).
     Leave,
     /// Sign a federation offer for this network ([`docs::Offer`]).

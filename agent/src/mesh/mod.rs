@@ -29,6 +29,7 @@ mod own;
 mod paths;
 mod peers;
 mod reach;
+mod retag;
 mod via;
 
 use crate::api::{self, docs, LocalRequest, Request};
@@ -233,6 +234,9 @@ impl Mesh {
                 request = local.recv() => match request {
                     Some(LocalRequest { request: Request::Via { target, request }, reply }) => {
                         self.start_via(&target, *request, reply);
+                    }
+                    Some(LocalRequest { request: Request::Tag { node, tags }, reply }) => {
+                        self.start_tag(&node, tags, reply);
                     }
                     Some(LocalRequest { request, reply }) => {
                         let answer = self.answer(request).await;
@@ -615,6 +619,7 @@ impl Mesh {
                         contacts,
                     } => self.federated(&agreement, contacts),
                     Inbound::EndFederation(ending) => self.ended(*ending),
+                    Inbound::Reissue(chain) => self.reissued(chain),
                     Inbound::Query { text, admit } => {
                         let r = match api::read_request(&text) {
                             Ok(q) if q.allowed_remotely(admit) => {
@@ -885,6 +890,7 @@ impl Mesh {
                 api::answer(&self.own.leave(now_ms()))
             }
             Request::Via { .. } => api::error("--via cannot be chained"),
+            Request::Tag { .. } => api::error("`tag` cannot be run here from another member"),
             Request::Show => {
                 api::error("`show` is for WireGuard-file mode; use `status` and `peers`")
             }

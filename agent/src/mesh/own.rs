@@ -275,6 +275,12 @@ impl Own {
         })
     }
 
+    /// Takes a re-issued certificate chain (checked by the caller).
+    pub fn adopt_chain(&mut self, chain: Vec<federation::cert::Cert>) {
+        self.record.chain = chain;
+        self.changed(true);
+    }
+
     /// Revokes `target` (the members it admitted stay); `me` is this node.
     pub fn revoke(
         &mut self,

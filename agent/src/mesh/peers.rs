@@ -89,6 +89,10 @@ pub fn apply(
                 persistent_keepalive: Some(KEEPALIVE),
             });
         }
+        // A federated network's member reaches this node and nothing
+        // behind it (packets to any other address are dropped, counted).
+        let partner = m.record.network != own.network;
+        device.confine_peer(&key, partner.then_some(IpAddr::V4(own.address)));
     }
     // Members gone from the roster altogether (a federation ended, a
     // partner stopped exposing them) lose their tunnels too.
