@@ -13,6 +13,11 @@
 //!    authority among them) and offered to a ledger that holds the
 //!    authority's record, so records get accepted, replaced and revoked.
 //!
+//! 5. the records of step 4 offered as a federated network's records to
+//!    `Partners::ingest` of a network that has an agreement with the
+//!    fixture's (which exposes everything): whatever enters lies in the
+//!    fixture's network and range.
+//!
 //! Nothing may panic; refusals are counted and leave the state alone;
 //! accepted records are held and stale on a second offer; every parsed body
 //! re-serialises to itself; the read side (members, revocations, address
@@ -20,8 +25,11 @@
 
 #![no_main]
 
+use federation::agreement::{Agreement, Exposure, Offer, Side};
 use federation::member::Body;
-use federation::{Ledger, SignedRecord};
+use federation::partners::Partners;
+use federation::{Cidr, Ledger, NetworkId, NodeKey, SignedRecord};
+use std::sync::OnceLock;
 use federation_fuzz::*;
 use libfuzzer_sys::fuzz_target;
 
@@ -47,6 +55,30 @@ fn body_roundtrip(bytes: &[u8]) {
     if let Ok(b) = Body::parse(bytes) {
         assert_eq!(Body::parse(&b.to_bytes()), Ok(b), "body does not re-serialise to itself");
     }
+}
+
+/// A network ("us", 100.65.0.0/24) federated with the fixture's ("lab",
+/// 100.64.0.0/24, exposing all): its partners, before any record.
+fn partners() -> &'static Partners {
+    static P: OnceLock<Partners> = OnceLock::new();
+    P.get_or_init(|| {
+        let f = fixture();
+        let us = NodeKey::from_seed(&[9; 32]);
+        let side = |authority: &NodeKey, name: &str, cidr: &str| Side {
+            network: NetworkId::of(&authority.id()),
+            authority: authority.id(),
+            name: name.into(),
+            cidr: cidr.parse::<Cidr>().expect("cidr"),
+            exposes: Exposure::All,
+        };
+        let lab = &f.keys[AUTHORITY];
+        let offer = Offer::sign(lab, [1; 16], side(lab, "lab", "100.64.0.0/24"), u64::MAX);
+        let agreement = Agreement::accept(&us, offer, side(&us, "us", "100.65.0.0/24"), 0)
+            .expect("a valid agreement");
+        let mut p = Partners::new(NetworkId::of(&us.id()));
+        p.follow([&agreement].into_iter());
+        p
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -75,12 +107,21 @@ fuzz_target!(|data: &[u8]| {
 
     // 4. Several signed bodies with placeholders, from the fixed keys in turn.
     let mut l = f.base.clone();
+    let mut p = partners().clone();
     for (i, part) in data.split(|b| *b == 0).take(MAX_BODIES).enumerate() {
         let writer = (i + 1) % SEEDS.len();
         let body = expand(part, writer);
         body_roundtrip(&body);
         let version = 1 + (i / SEEDS.len()) as u64;
-        ingest(&mut l, &f.keys[writer].sign(version, body).encode(), NOW);
+        let record = f.keys[writer].sign(version, body).encode();
+        ingest(&mut l, &record, NOW);
+        // 5. The same record from a federated network.
+        let _ = p.ingest(&record, NOW);
     }
     check_reads(&l);
+    let range: Cidr = "100.64.0.0/24".parse().expect("cidr");
+    for m in p.members(NOW) {
+        assert_eq!(m.network, f.network.id, "a partner member of another network");
+        assert!(range.is_host(m.member.record.address), "a partner member outside its range");
+    }
 });

@@ -3,8 +3,9 @@
 //! real summary with a few buckets changed; known writers with nearby
 //! versions, arbitrary ids, and optionally thousands of unknown writers),
 //! against a small state of a few records or, on a flag, one of more than
-//! `MAX_BATCH` records. `differing`, `plan` and `records_of` must not panic,
-//! must return exactly what their contracts say (checked against a naive
+//! `MAX_BATCH` records. `differing`, `plan`, `records_of` and
+//! `mirror_plan` (the federated variant) must not panic, must return
+//! exactly what their contracts say (checked against a naive
 //! reference) and never more than `MAX_BATCH` records or writers.
 
 #![no_main]
@@ -170,6 +171,23 @@ fn check_plan(state: &State, theirs: &Versions) -> Vec<NodeId> {
     pull
 }
 
+/// `mirror_plan` (a federated network's answer): the same pull as `plan`,
+/// and to forget exactly the writers held in the differing buckets that
+/// the answer does not name (at most a batch).
+fn check_mirror_plan(state: &State, theirs: &Versions, pull: &[NodeId]) {
+    let (mirror_pull, forget) = sync::mirror_plan(state, theirs);
+    assert_eq!(mirror_pull, pull, "mirror pull");
+    let named: BTreeSet<NodeId> = theirs.versions.iter().map(|(w, _)| *w).collect();
+    let wanted: BTreeSet<usize> = theirs.buckets.iter().map(|b| usize::from(*b) % BUCKETS).collect();
+    let want: Vec<NodeId> = state
+        .versions()
+        .map(|(w, _)| w)
+        .filter(|w| wanted.contains(&bucket(w)) && !named.contains(w))
+        .take(MAX_BATCH)
+        .collect();
+    assert_eq!(forget, want, "mirror forget");
+}
+
 fn check_records_of(state: &State, writers: &[NodeId]) {
     let out = sync::records_of(state, writers);
     assert!(out.len() <= MAX_BATCH && out.len() <= writers.len());
@@ -191,6 +209,7 @@ fuzz_target!(|data: &[u8]| {
 
     let v = versions(&mut u, state);
     let pull = check_plan(state, &v);
+    check_mirror_plan(state, &v, &pull);
 
     // A pull: what the plan asked, writers from the input, or every writer
     // we hold (more than a batch in the large state), in any mix.
