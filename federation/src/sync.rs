@@ -97,18 +97,7 @@ pub fn differing_of(versions: Vec<(NodeId, Rank)>, theirs: &Summary) -> Versions
 /// Step 3: from the peer's answer, which writers to pull from it and which
 /// of our records to push to it (each capped at [`MAX_BATCH`]).
 pub fn plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
-    let mut wanted = [false; BUCKETS];
-    theirs
-        .buckets
-        .iter()
-        .for_each(|b| wanted[usize::from(*b) % BUCKETS] = true);
-    let versions: BTreeMap<NodeId, Rank> = theirs.versions.iter().copied().collect();
-    let pull: Vec<NodeId> = versions
-        .iter()
-        .filter(|(w, v)| state.rank(w).is_none_or(|r| r < **v))
-        .map(|(w, _)| *w)
-        .take(MAX_BATCH)
-        .collect();
+    let (wanted, versions, pull) = read_answer(state, theirs);
     let push: Vec<Vec<u8>> = state
         .versions()
         .filter(|(w, v)| wanted[bucket(w)] && versions.get(w).is_none_or(|t| t < v))
@@ -122,6 +111,22 @@ pub fn plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
 /// federated one): the writers to pull, and the writers held here, in the
 /// buckets that differ, that the other side no longer has (to forget).
 pub fn mirror_plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<NodeId>) {
+    let (wanted, versions, pull) = read_answer(state, theirs);
+    let forget = state
+        .versions()
+        .filter(|(w, _)| wanted[bucket(w)] && !versions.contains_key(w))
+        .map(|(w, _)| w)
+        .take(MAX_BATCH)
+        .collect();
+    (pull, forget)
+}
+
+/// The buckets a peer's answer covers, its ranks by writer, and the
+/// writers it ranks higher than `state` (to pull, at most [`MAX_BATCH`]).
+fn read_answer(
+    state: &State,
+    theirs: &Versions,
+) -> ([bool; BUCKETS], BTreeMap<NodeId, Rank>, Vec<NodeId>) {
     let mut wanted = [false; BUCKETS];
     theirs
         .buckets
@@ -134,13 +139,7 @@ pub fn mirror_plan(state: &State, theirs: &Versions) -> (Vec<NodeId>, Vec<NodeId
         .map(|(w, _)| *w)
         .take(MAX_BATCH)
         .collect();
-    let forget = state
-        .versions()
-        .filter(|(w, _)| wanted[bucket(w)] && !versions.contains_key(w))
-        .map(|(w, _)| w)
-        .take(MAX_BATCH)
-        .collect();
-    (pull, forget)
+    (wanted, versions, pull)
 }
 
 /// The encoded records of `writers` that `state` holds (answer to a pull).
