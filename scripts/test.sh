@@ -40,7 +40,8 @@ export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
 declare -A pkg_of=(
 	[ip]=iproute2 [ss]=iproute2 [ping]=iputils-ping [nft]=nftables [iperf3]=iperf3
 	[wireguard-go]=wireguard-go [wg]=wireguard-tools [curl]=curl [python3]=python3
-	[ps]=procps [sha256sum]=coreutils
+	[ps]=procps [sha256sum]=coreutils [dig]=bind9-dnsutils [systemd-analyze]=systemd
+	[dpkg-deb]=dpkg
 )
 missing=()
 for c in "${!pkg_of[@]}"; do
@@ -61,6 +62,11 @@ if [[ -z $bt ]]; then
 	[[ ${CLADNET_SKIP_INSTALL:-0} == 1 ]] && die "boringtun-cli missing"
 	log "installing boringtun-cli 0.7.1 (cargo install, a few minutes)"
 	cargo install boringtun-cli --version 0.7.1 --locked
+fi
+if ! cargo deb --version >/dev/null 2>&1; then
+	[[ ${CLADNET_SKIP_INSTALL:-0} == 1 ]] && die "cargo-deb missing"
+	log "installing cargo-deb 3.8.0 (cargo install, about a minute)"
+	cargo install cargo-deb --version 3.8.0 --locked
 fi
 [[ -c /dev/net/tun ]] || die "/dev/net/tun missing: this machine cannot create TUN devices"
 

@@ -1,7 +1,6 @@
 //! The CLI's side of the local API: asking the agent of a state directory,
 //! `ping` over the overlay, `set --advertise` and `addr-space recommend`.
 
-use crate::advertise::Advertise;
 use crate::api::{self, docs, Request};
 use crate::inventory::scan;
 use crate::statedir::socket_path;
@@ -38,37 +37,27 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
     api::exchange(stream, &request)
 }
 
-/// `cladnet set --advertise`: a running agent publishes it at once; a
-/// stopped node's state directory keeps it for the agent's next start.
-/// The line to print.
-pub fn set_advertise(dir: &Path, advertise: Vec<Advertise>) -> Result<String> {
-    crate::commands::say_auto(&advertise);
-    let shown = |v: &[String]| {
-        if v.is_empty() {
-            "nothing".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
+/// `cladnet set`: through the running agent (which applies what it can at
+/// once), or into the state directory of a stopped node.
+pub fn set(dir: &Path, change: crate::change::Change) -> Result<String> {
+    if let Some(a) = &change.advertise {
+        crate::commands::say_auto(a);
+    }
     let running = std::os::unix::net::UnixStream::connect(socket_path(dir)).is_ok();
     if running {
-        let request = Request::Advertise { advertise };
-        let status: docs::Status = ask(dir, request, None)?;
-        return Ok(format!(
-            "this node now advertises {} (control plane tried at {})",
-            shown(&status.advertised),
-            shown(&status.control)
-        ));
+        let said: docs::Text = ask(dir, Request::Set(change), None)?;
+        return Ok(said.text);
     }
     let mut state = crate::statedir::StateDir::load(dir)?;
     let mut settings = state.settings.clone();
-    settings.advertise = advertise;
-    let said: Vec<String> = settings.advertise.iter().map(|a| a.to_string()).collect();
+    let applied = change.apply(&mut settings);
     state.save_settings(settings)?;
-    Ok(format!(
-        "saved: the agent advertises {} when it starts (it is not running now)",
-        shown(&said)
-    ))
+    if let Some(labels) = change.labels {
+        let (mut record, version) = state.own()?;
+        record.labels = labels;
+        state.save_own(&record, version.saturating_add(1))?;
+    }
+    Ok(crate::change::said(&applied, false))
 }
 
 /// What `addr-space recommend --json` prints.

@@ -71,6 +71,8 @@ impl NodeOptions<'_> {
             listen: self.listen,
             control_listen: self.control_listen,
             advertise: self.advertise.to_vec(),
+            metrics_listen: None,
+            no_relay: false,
         }
     }
 }
@@ -91,7 +93,7 @@ pub fn say_auto(list: &[Advertise]) {
 
 /// The labels given with `--label`, checked (the last of a repeated key
 /// wins).
-fn labels(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+pub fn labels(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
     let labels: BTreeMap<String, String> = given.iter().cloned().collect();
     if labels.len() > federation::member::MAX_LABELS {
         anyhow::bail!(
@@ -216,10 +218,10 @@ pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Resul
     node.save_records(&[(network.authority, auth_bytes)])?;
     node.save_own(&record, 1)?;
     println!(
-        "initialised network {network_name} (id {}), overlay {cidr}; this node {} has address {address}\nstart it with: cladnet agent --state {}",
+        "initialised network {network_name} (id {}), overlay {cidr}; this node {} has address {address}\nstart it with: {}",
         network.id,
         opts.name,
-        opts.state.display()
+        crate::statedir::start_command(opts.state)
     );
     Ok(())
 }
@@ -320,11 +322,11 @@ fn join_into(
     }
     rt.block_on(shell.close(INTRODUCE_TIMEOUT));
     println!(
-        "joined network {} (id {}) as {} with address {address}\nstart it with: cladnet agent --state {}",
+        "joined network {} (id {}) as {} with address {address}\nstart it with: {}",
         authority.name,
         network.id,
         opts.name,
-        opts.state.display()
+        crate::statedir::start_command(opts.state)
     );
     Ok(())
 }

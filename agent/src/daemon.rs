@@ -43,6 +43,9 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
     // SAFETY: umask has no memory effects; called before any thread starts.
     unsafe { libc::umask(0o077) };
     let state = StateDir::load(dir)?;
+    // The agent's flags win over what `cladnet set` stored.
+    let metrics_listen = metrics_listen.or(state.settings.metrics_listen);
+    let relay = relay && !state.settings.no_relay;
     let (own, _) = state.own()?;
     if own.left_ms.is_some() {
         anyhow::bail!("this node left its network; join again with a new --state directory");

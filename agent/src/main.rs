@@ -2,12 +2,16 @@
 
 mod advertise;
 mod api;
+mod change;
 mod client;
 mod commands;
 mod daemon;
 mod dataplane;
+mod dns;
+mod docgen;
 mod exposition;
 mod federate;
+mod health;
 mod inventory;
 mod lookup;
 mod mesh;
@@ -32,11 +36,13 @@ use std::time::Duration;
 
 /// cladnet: a serverless, WireGuard-compatible mesh VPN.
 #[derive(Parser)]
-#[command(version, about)]
-struct Cli {
+#[command(name = "cladnet", version, about)]
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+use statedir::DEFAULT_STATE;
 
 #[derive(Subcommand)]
 enum Command {
@@ -57,10 +63,23 @@ enum Command {
         #[arg(long, value_name = "NAME", default_value = "cladnet")]
         network: String,
     },
+    /// Print the shell completion script (bash, zsh or fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (cladnet.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Manpages {
+        /// Directory to write them into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Print a one-time invite token for a new node (needs the running agent).
     Invite {
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// How long the token stays valid: 90s, 30m, 1h, 7d (default 1h).
         #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
@@ -87,12 +106,13 @@ enum Command {
     /// Run a node in the foreground: a network member (--state) or a static
     /// WireGuard-style node (--wg-config).
     Agent {
-        /// State directory made by `init` or `join`.
+        /// State directory made by `init` or `join` (default:
+        /// $CLADNET_STATE, else /var/lib/cladnet).
         #[arg(
             long,
             value_name = "DIR",
-            conflicts_with = "wg_config",
-            required_unless_present = "wg_config"
+            env = "CLADNET_STATE",
+            conflicts_with = "wg_config"
         )]
         state: Option<PathBuf>,
         /// Configuration in wg-quick format ([Interface] and [Peer] sections).
@@ -108,14 +128,22 @@ enum Command {
         api_socket: Option<PathBuf>,
         /// Serve Prometheus metrics (/metrics) and a page drawing the mesh
         /// (/) on this TCP address (--state only).
-        #[arg(long, value_name = "IP:PORT", requires = "state")]
+        #[arg(long, value_name = "IP:PORT", conflicts_with = "wg_config")]
         metrics_listen: Option<SocketAddr>,
         /// Never relay other members' traffic through this node.
-        #[arg(long, requires = "state")]
+        #[arg(long, conflicts_with = "wg_config")]
         no_relay: bool,
     },
-    /// This node: name, id, address, network, range, MTU.
-    Status(QueryArgs),
+    /// This node: a health verdict, then name, id, address, network,
+    /// range, MTU.
+    Status {
+        #[command(flatten)]
+        query: QueryArgs,
+        /// Print only the verdict; exit 1 when a human is needed (this
+        /// node revoked, a member unreachable for over 2 minutes).
+        #[arg(long)]
+        check: bool,
+    },
     /// Every member of the network with its address, endpoints and state.
     Members(QueryArgs),
     /// This node's tunnels: endpoint, path, bytes, handshake, RTT and loss per peer.
@@ -128,7 +156,7 @@ enum Command {
         /// address or id of the member.
         node: String,
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// Number of echo requests.
         #[arg(long, value_name = "N", default_value_t = 4)]
@@ -139,7 +167,7 @@ enum Command {
         /// Name, overlay address or id (at least 8 hex digits) of the node.
         node: String,
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
     },
     /// Give a member other tags (an admitter re-issues its certificate;
@@ -154,30 +182,54 @@ enum Command {
         #[arg(long, conflicts_with = "tags")]
         clear: bool,
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
     },
-    /// Change where this node is reached from outside (running or not).
+    /// Change settings after init, running or not: advertised addresses
+    /// and labels at once; ports, the metrics listener and relaying after a
+    /// restart (it says which).
     Set {
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// Addresses at which this node's ports are reached from outside,
         /// replacing the ones given before (see `init --advertise`).
-        #[arg(
-            long,
-            value_name = "IP[:PORT]|auto",
-            required_unless_present = "no_advertise"
-        )]
+        /// Applied at once.
+        #[arg(long, value_name = "IP[:PORT]|auto")]
         advertise: Vec<advertise::Advertise>,
         /// Advertise nothing any more.
         #[arg(long, conflicts_with = "advertise")]
         no_advertise: bool,
+        /// WireGuard UDP address (after a restart).
+        #[arg(long, value_name = "IP:PORT")]
+        listen: Option<SocketAddr>,
+        /// Control-plane UDP address (after a restart).
+        #[arg(long, value_name = "IP:PORT")]
+        control_listen: Option<SocketAddr>,
+        /// Serve /metrics and the mesh page here (after a restart).
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_listen: Option<SocketAddr>,
+        /// No metrics listener (after a restart).
+        #[arg(long, conflicts_with = "metrics_listen")]
+        no_metrics_listen: bool,
+        /// Relay for other members again (after a restart).
+        #[arg(long)]
+        relay: bool,
+        /// Never relay for other members (after a restart).
+        #[arg(long, conflicts_with = "relay")]
+        no_relay: bool,
+        /// What the node says about itself, replacing every label
+        /// (repeatable; applied at once).
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Remove every label.
+        #[arg(long, conflicts_with = "labels")]
+        no_labels: bool,
     },
     /// Leave the network: tell the others, then stop this node's agent.
     Leave {
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
     },
     /// Overlay address space helpers.
@@ -204,11 +256,19 @@ enum Command {
     },
 }
 
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 /// Options of the query commands.
 #[derive(clap::Args)]
 struct QueryArgs {
     /// State directory of this node.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
     state: PathBuf,
     /// Print JSON.
     #[arg(long)]
@@ -241,7 +301,7 @@ impl QueryArgs {
 #[derive(clap::Args)]
 struct NodeArgs {
     /// State directory to create (keys, certificates, state).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
     state: PathBuf,
     /// This node's name (a-z, 0-9, -).
     #[arg(long, value_name = "NAME")]
@@ -285,7 +345,7 @@ enum Federate {
     /// authority to accept.
     Offer {
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// What this network lets the other reach: `all`, or members whose
         /// certificates carry one of these tags.
@@ -305,7 +365,7 @@ enum Federate {
         /// The offer token printed by `cladnet federate offer`.
         offer: String,
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// What this network lets the other reach: `all`, or members whose
         /// certificates carry one of these tags.
@@ -323,7 +383,7 @@ enum Federate {
         /// The other network's name or id.
         org: String,
         /// State directory of this node.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// The authority key file, when this node does not hold the key.
         #[arg(long, value_name = "FILE")]
@@ -338,7 +398,7 @@ enum Authority {
     /// own certificate. Run it with the agent stopped.
     Export {
         /// State directory of the node that holds the key.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// The file to create.
         #[arg(long, value_name = "FILE")]
@@ -478,7 +538,16 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", invite.token);
             Ok(())
         }
-        Command::Status(q) => q.print(Request::Status, render::status),
+        Command::Status { query, check: true } => {
+            let s: docs::Status = client::ask(&query.state, Request::Status, query.via.as_deref())?;
+            if s.healthy {
+                println!("{}", s.verdict);
+                Ok(())
+            } else {
+                anyhow::bail!("{}", s.verdict)
+            }
+        }
+        Command::Status { query, .. } => query.print(Request::Status, render::status),
         Command::Members(q) => {
             q.print(Request::Members, |m: &Vec<docs::Member>| render::members(m))
         }
@@ -499,9 +568,38 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Set {
-            state, advertise, ..
+            state,
+            advertise,
+            no_advertise,
+            listen,
+            control_listen,
+            metrics_listen,
+            no_metrics_listen,
+            relay,
+            no_relay,
+            labels,
+            no_labels,
         } => {
-            println!("{}", client::set_advertise(&state, advertise)?);
+            let change = change::Change {
+                advertise: (no_advertise || !advertise.is_empty()).then_some(advertise),
+                listen,
+                control_listen,
+                metrics_listen: if no_metrics_listen {
+                    Some(None)
+                } else {
+                    metrics_listen.map(Some)
+                },
+                relay: (relay || no_relay).then_some(relay),
+                labels: if no_labels || !labels.is_empty() {
+                    Some(commands::labels(&labels)?)
+                } else {
+                    None
+                },
+            };
+            if change == change::Change::default() {
+                anyhow::bail!("say what to change: --advertise, --listen, --control-listen, --metrics-listen, --relay/--no-relay or --label (see cladnet set --help)");
+            }
+            println!("{}", client::set(&state, change)?);
             Ok(())
         }
         Command::Leave { state } => {
@@ -560,12 +658,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Agent {
-            state: Some(state),
+            state,
+            wg_config: None,
             iface,
             metrics_listen,
             no_relay,
             ..
         } => {
+            let state = state.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE));
             let iface = iface.unwrap_or_else(|| "cladnet0".into());
             check_iface(&iface)?;
             daemon::run(&state, &iface, metrics_listen, !no_relay)
@@ -593,7 +693,15 @@ fn run(cli: Cli) -> Result<()> {
             let socket = api_socket.unwrap_or_else(|| default_socket(&iface));
             wg::run(config, &iface, &socket)
         }
-        Command::Agent { .. } => anyhow::bail!("pass --state DIR or --wg-config FILE"),
+        Command::Completions { shell } => {
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            docgen::completions(shell, &mut std::io::stdout())
+        }
+        Command::Manpages { out } => docgen::manpages(&out),
         Command::Show {
             iface,
             api_socket,

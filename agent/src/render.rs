@@ -36,9 +36,11 @@ pub fn status(s: &docs::Status) -> String {
         ("members", s.members.to_string()),
         ("connected", s.connected.to_string()),
     ];
-    rows.iter()
-        .map(|(k, v)| format!("{k:>15}: {v}\n"))
-        .collect()
+    let mut out = format!("{}\n", s.verdict);
+    for (k, v) in &rows {
+        let _ = writeln!(out, "{k:>15}: {v}");
+    }
+    out
 }
 
 /// `members` as a table.

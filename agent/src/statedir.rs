@@ -2,6 +2,19 @@
 //! every record it knows, in the durable store. `init` and `join` create
 //! one; `agent` loads it.
 
+/// Where a node keeps its state unless `--state` or `CLADNET_STATE` says
+/// otherwise (the systemd unit's `StateDirectory=cladnet`).
+pub const DEFAULT_STATE: &str = "/var/lib/cladnet";
+
+/// The command that starts the node whose state is in `dir`.
+pub fn start_command(dir: &Path) -> String {
+    if dir == Path::new(DEFAULT_STATE) {
+        "systemctl enable --now cladnet (or in the foreground: cladnet agent)".into()
+    } else {
+        format!("cladnet agent --state {}", dir.display())
+    }
+}
+
 use anyhow::{Context, Result};
 use drivers::store::{Store, Table};
 use federation::member::{Body, MemberRecord};
@@ -23,6 +36,14 @@ pub struct Settings {
     /// Where this node is reached from outside (`--advertise`).
     #[serde(default)]
     pub advertise: Vec<crate::advertise::Advertise>,
+    /// Serve /metrics and the mesh page here (`cladnet set
+    /// --metrics-listen`; the agent's flag wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Never relay for others (`cladnet set --no-relay`, or the agent's
+    /// `--no-relay`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_relay: bool,
 }
 
 /// Everything loaded from a state directory.

@@ -13,6 +13,10 @@ pub fn millis(d: Duration) -> u64 {
 /// `status`: this node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// One sentence: healthy, or what is wrong and what to do.
+    pub verdict: String,
+    /// False when a human is needed (`status --check` exits 1).
+    pub healthy: bool,
     /// Node name.
     pub name: String,
     /// Node id (hex).

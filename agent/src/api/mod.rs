@@ -41,12 +41,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tags: Vec<String>,
     },
-    /// Where this node is reached from outside, replacing what `init`,
-    /// `join` or an earlier `set` said ([`docs::Status`]).
-    Advertise {
-        /// The new list (empty: advertise nothing).
-        advertise: Vec<crate::advertise::Advertise>,
-    },
+    /// Change settings after init (`cladnet set`): applied now where the
+    /// running agent can, stored for its next start otherwise
+    /// ([`docs::Text`]: what changed and when).
+    Set(crate::change::Change),
     /// Remove a member for good ([`docs::Revoked`]).
     Revoke {
         /// Name, overlay address or id.

@@ -172,7 +172,10 @@ impl View<'_> {
         let auth = self.ledger.authority();
         let c = self.node.counters();
         let me = self.ledger.member(&self.me, self.now_ms).map(|m| m.status);
+        let verdict = crate::health::verdict(&self.health(me));
         docs::Status {
+            verdict: verdict.line,
+            healthy: verdict.healthy,
             name: self.own.name.clone(),
             standing: standing(me).into(),
             id: self.me.to_hex(),
@@ -234,6 +237,38 @@ impl View<'_> {
                 out_bytes: self.traffic.out_bytes,
             },
         }
+    }
+
+    /// What the health verdict is drawn from: this network's other
+    /// active members as `members` and `peers` show them.
+    fn health(&self, standing: Option<Status>) -> crate::health::Inputs {
+        let paths: BTreeMap<String, String> =
+            self.peers().into_iter().map(|p| (p.id, p.path)).collect();
+        let mut inputs = crate::health::Inputs {
+            standing,
+            ..Default::default()
+        };
+        for m in self.ledger.members(self.now_ms) {
+            if m.id == self.me || m.status != Status::Active {
+                continue;
+            }
+            inputs.members += 1;
+            let seen =
+                self.liveness
+                    .seen(&m.id, m.status, self.connected.contains(&m.id), self.now);
+            match seen {
+                federation::liveness::Seen::Alive => {
+                    inputs.alive += 1;
+                    match paths.get(&m.id.to_hex()).map(String::as_str) {
+                        Some("relay") => inputs.relayed += 1,
+                        _ => inputs.direct += 1,
+                    }
+                }
+                federation::liveness::Seen::Suspect => inputs.suspect += 1,
+                _ => inputs.down.push(m.record.name.clone()),
+            }
+        }
+        inputs
     }
 
     /// `members`: this network's, then the federated networks' members

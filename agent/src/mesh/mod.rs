@@ -24,6 +24,7 @@ mod answers;
 mod federate;
 pub mod invites;
 mod joins;
+mod names;
 mod observed;
 mod own;
 mod paths;
@@ -110,6 +111,8 @@ pub struct Mesh {
     peers: BTreeSet<NodeId>,
     /// Federated networks' ranges routed into the overlay interface.
     routed: BTreeSet<federation::Cidr>,
+    /// The DNS listener for members' names.
+    names: names::Names,
     /// Members in good standing, as last applied (time alone changes it:
     /// certificates expire).
     members: BTreeSet<NodeId>,
@@ -147,6 +150,7 @@ impl Mesh {
             iface,
         } = parts;
         let replica = Replica::new(state.ledger()?, state.key.id());
+        let names = names::Names::new(&iface);
         let (mut record, version) = state.own()?;
         record.no_relay = !data.with(|n| n.serves_relay());
         let now = Instant::now();
@@ -168,6 +172,7 @@ impl Mesh {
             auto: None,
             peers: BTreeSet::new(),
             routed: BTreeSet::new(),
+            names,
             members: BTreeSet::new(),
             standing: None,
             due: Due {
@@ -513,6 +518,8 @@ impl Mesh {
         }
         self.peers = peers;
         self.route_partners(ranges).await;
+        self.names.set_zone(names::zone_of(&self.replica, now_ms));
+        self.names.listen(self.own.record.address);
     }
 
     /// Routes the connected federated networks' ranges into the overlay
@@ -883,7 +890,7 @@ impl Mesh {
                 uses,
                 tags,
             }),
-            Request::Advertise { advertise } => self.set_advertise(advertise).await,
+            Request::Set(change) => self.set(change).await,
             Request::Revoke { node } => self.revoke(&node),
             Request::Leave => {
                 self.leaving = true;

@@ -275,6 +275,14 @@ impl Own {
         })
     }
 
+    /// Replaces what this node says about itself (`cladnet set --label`).
+    pub fn set_labels(&mut self, labels: std::collections::BTreeMap<String, String>) {
+        if self.record.labels != labels {
+            self.record.labels = labels;
+            self.changed(false);
+        }
+    }
+
     /// Takes a re-issued certificate chain (checked by the caller).
     pub fn adopt_chain(&mut self, chain: Vec<federation::cert::Cert>) {
         self.record.chain = chain;
@@ -379,6 +387,8 @@ mod tests {
             listen: "0.0.0.0:51820".parse().unwrap(),
             control_listen: "0.0.0.0:51821".parse().unwrap(),
             advertise: vec![],
+            metrics_listen: None,
+            no_relay: false,
         }
     }
 

@@ -48,16 +48,24 @@ impl Mesh {
         };
     }
 
-    /// `cladnet set --advertise`: stores the new list, publishes what it
-    /// stands for, and answers with the status.
-    pub(super) async fn set_advertise(&mut self, advertise: Vec<Advertise>) -> String {
+    /// `cladnet set`: stores the new settings, applies the advertised
+    /// addresses (published with what they stand for) and the labels at
+    /// once, and says what waits for a restart.
+    pub(super) async fn set(&mut self, change: crate::change::Change) -> String {
         let mut settings = self.state.settings.clone();
-        settings.advertise = advertise;
+        let applied = change.apply(&mut settings);
         if let Err(e) = self.state.save_settings(settings) {
             return api::error(&format!("cannot store the setting: {e:#}"));
         }
-        self.resolve_auto().await;
-        self.refresh_host().await;
-        self.with_view(|v| api::answer(&v.status()))
+        if let Some(labels) = change.labels {
+            self.own.set_labels(labels);
+        }
+        if change.advertise.is_some() {
+            self.resolve_auto().await;
+            self.refresh_host().await;
+        }
+        api::answer(&crate::api::docs::Text {
+            text: crate::change::said(&applied, true),
+        })
     }
 }

@@ -305,8 +305,9 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     assert_eq!(on_alpha.ingest(&b1.signed(2), 0), Err(Reject::NotPartner));
 }
 
-/// Delivers `from`'s pending requests to `to` and the answers back, until
-/// neither has anything more for the other; what `to` answered.
+/// Delivers `from`'s pending requests to `to` (which stands for whichever
+/// member of its network `from` picked at random: they hold the same
+/// state) and the answers back, until nothing more; what `to` answered.
 fn exchange(
     from: &mut crate::replica::Replica,
     from_id: NodeId,
@@ -318,7 +319,7 @@ fn exchange(
     for _ in 0..4 {
         let requests: Vec<_> = std::iter::from_fn(|| from.poll_transmit())
             .filter_map(|t| match t {
-                Transmit::Request { to, request } if to == to_id => Some(request),
+                Transmit::Request { request, .. } => Some(request),
                 _ => None,
             })
             .collect();
