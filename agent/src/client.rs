@@ -23,16 +23,28 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
         None => request,
     };
     let socket = socket_path(dir);
-    let stream = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
-        if dir.join(drivers::store::STATE_FILE).exists() {
+    let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
+        let state = std::fs::metadata(dir.join(drivers::store::STATE_FILE));
+        let denied = |k: std::io::ErrorKind| k == std::io::ErrorKind::PermissionDenied;
+        let why = if denied(e.kind()) || state.as_ref().is_err_and(|s| denied(s.kind())) {
             format!(
-                "the agent of {} is not running: start it with `cladnet agent --state {}` (and run this as root)",
+                "{} is not readable by this user: {}",
                 dir.display(),
-                dir.display()
+                crate::process::NEEDS_ROOT
+            )
+        } else if state.is_ok() {
+            format!(
+                "the agent of {} is not running: start it with {}",
+                dir.display(),
+                crate::statedir::start_command(dir)
             )
         } else {
-            format!("no cladnet state in {}: run `cladnet init` or `cladnet join` first", dir.display())
-        }
+            format!(
+                "no cladnet state in {}: run `cladnet init` or `cladnet join` first",
+                dir.display()
+            )
+        };
+        anyhow::anyhow!(why)
     })?;
     api::exchange(stream, &request)
 }
@@ -113,6 +125,11 @@ pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let name = target.name.clone();
+    match target.state.as_str() {
+        "left" => anyhow::bail!("{name} left the network: there is nothing to ping"),
+        "revoked" => anyhow::bail!("{name} was revoked from the network: there is nothing to ping"),
+        _ => {}
+    }
     let addr: Ipv4Addr = target
         .address
         .parse()

@@ -33,6 +33,10 @@ const DEFAULT_HOSTS: u64 = 250;
 fn check_node(opts: &NodeOptions) -> Result<()> {
     let name = opts.name;
     if !valid_name(name) {
+        let lower = name.to_ascii_lowercase();
+        if valid_name(&lower) {
+            anyhow::bail!("node names are lowercase: use --name {lower}");
+        }
         anyhow::bail!("node name {name:?} is invalid: use 1-63 characters of a-z, 0-9 and -, not starting with -");
     }
     labels(opts.labels).map(drop)

@@ -40,6 +40,9 @@ async fn serve_local(path: &Path, to_loop: mpsc::Sender<LocalRequest>) -> Result
 /// Runs a network member from its state directory until a termination
 /// signal or `leave`.
 pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: bool) -> Result<()> {
+    if !crate::process::privileged() {
+        anyhow::bail!("{}", crate::process::NEEDS_ROOT);
+    }
     // SAFETY: umask has no memory effects; called before any thread starts.
     unsafe { libc::umask(0o077) };
     let state = StateDir::load(dir)?;
@@ -51,7 +54,23 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
         anyhow::bail!("this node left its network; join again with a new --state directory");
     }
     let node = crate::dataplane::node(PrivateKey(state.wg.0), own.mtu, relay);
-    let udp = Udp::bind(state.settings.listen)?;
+    let moved = |flag: &str, addr: SocketAddr| {
+        anyhow::anyhow!(
+            "UDP {addr} is already in use (another agent, or WireGuard?): stop that program, or move this node with `cladnet set {flag} 0.0.0.0:PORT --state {}`",
+            dir.display()
+        )
+    };
+    let udp = Udp::bind(state.settings.listen).map_err(|e| match e {
+        drivers::DriverError::PortInUse { addr } => moved("--listen", addr),
+        other => other.into(),
+    })?;
+    // The control plane binds inside libp2p: a taken port is found here,
+    // where it can be said in words.
+    if let Err(e) = std::net::UdpSocket::bind(state.settings.control_listen) {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            return Err(moved("--control-listen", state.settings.control_listen));
+        }
+    }
     let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
     let tun = Tun::create(iface, own.mtu)?;
     let runtime = runtime()?;

@@ -62,6 +62,10 @@ enum Command {
         /// Name of the network (shown by `status`).
         #[arg(long, value_name = "NAME", default_value = "cladnet")]
         network: String,
+        /// Accept a --cidr outside the private ranges (address space you
+        /// own and do not reach otherwise).
+        #[arg(long)]
+        allow_public_range: bool,
     },
     /// Print the shell completion script (bash, zsh or fish).
     Completions {
@@ -159,7 +163,7 @@ enum Command {
         #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
         state: PathBuf,
         /// Number of echo requests.
-        #[arg(long, value_name = "N", default_value_t = 4)]
+        #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
     },
     /// Remove a member (by name, address or id) from the network for good.
@@ -490,6 +494,21 @@ fn main() {
     }
 }
 
+/// True if `c` lies in a private range (RFC 1918, shared address space,
+/// or the benchmarking range labs use).
+fn addrspace_private(c: &Cidr) -> bool {
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "198.18.0.0/15",
+    ]
+    .iter()
+    .filter_map(|p| p.parse::<Cidr>().ok())
+    .any(|p| p.covers(c))
+}
+
 fn check_iface(iface: &str) -> Result<()> {
     if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
         anyhow::bail!("interface name {iface:?} is invalid: use 1 to 15 characters without '/' or spaces (--iface NAME)");
@@ -517,7 +536,13 @@ fn run(cli: Cli) -> Result<()> {
             node,
             cidr,
             network,
-        } => commands::init(&node.options(), cidr, &network),
+            allow_public_range,
+        } => {
+            if let Some(c) = cidr.filter(|c| !allow_public_range && !addrspace_private(c)) {
+                anyhow::bail!("--cidr {c} is public address space: the overlay would hide the real hosts there; use a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10), or pass --allow-public-range if you own it");
+            }
+            commands::init(&node.options(), cidr, &network)
+        }
         Command::Join {
             token,
             node,

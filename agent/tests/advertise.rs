@@ -156,15 +156,26 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     assert_eq!(advertised(net, 0)?, [want]);
     // Other settings (issue 13): labels at once, a port after a restart.
     let said = net.cli(0, &["set", "--label", "region=eu-west-1"])?;
-    assert!(said.starts_with("applied now: labels region=eu-west-1"), "{said}");
-    let me = net.members(0)?.into_iter().find(|m| m["self"] == true).context("no self")?;
+    assert!(
+        said.starts_with("applied now: labels region=eu-west-1"),
+        "{said}"
+    );
+    let me = net
+        .members(0)?
+        .into_iter()
+        .find(|m| m["self"] == true)
+        .context("no self")?;
     assert_eq!(me["labels"]["region"], "eu-west-1", "{me}");
     let said = net.cli(0, &["set", "--listen", "0.0.0.0:51900"])?;
     assert!(
-        said.contains("takes effect when the agent restarts") && said.contains("listen 0.0.0.0:51900"),
+        said.contains("takes effect when the agent restarts")
+            && said.contains("listen 0.0.0.0:51900"),
         "{said}"
     );
-    let why = net.cli(0, &["set"]).err().context("set without a change succeeded")?;
+    let why = net
+        .cli(0, &["set"])
+        .err()
+        .context("set without a change succeeded")?;
     assert!(why.to_string().contains("say what to change"), "{why}");
     net.members[0].agent.as_mut().context("no agent")?.stop()?;
     net.start(0)?;

@@ -7,7 +7,8 @@
 //! (the default /var/lib/cladnet) and with `CLADNET_STATE` on the second:
 //! init, agent, invite, join, members, ping, `status --check` (0 when
 //! healthy, 1 with the reason once revoked), and names over DNS (`dig`)
-//! that answer a member's address and NXDOMAIN once it is revoked.
+//! that answer a member's address and NXDOMAIN once it is revoked (and
+//! `ping` says it was revoked).
 
 mod common;
 
@@ -271,6 +272,12 @@ fn network(lab: &Lab, bin: &Path) -> Result<()> {
             .is_ok_and(|s| s.contains("NXDOMAIN"))
         });
     assert!(gone, "b.acme.cladnet still answered after b was revoked");
+    let out = lab.exec(&a, &[&bin, "ping", "b", "--count", "1"])?;
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && why.contains("b was revoked from the network"),
+        "{why}"
+    );
     Ok(())
 }
 

@@ -30,6 +30,12 @@ pub enum DriverError {
         /// OS error.
         reason: std::io::Error,
     },
+    /// Another interface (another agent's) has the name.
+    #[error("interface {name} is already in use (another cladnet agent or WireGuard?): pick another name with --iface NAME")]
+    TunBusy {
+        /// Requested interface name.
+        name: String,
+    },
     /// The UDP port is taken.
     #[error("cannot listen on UDP {addr}: the port is already in use; pick another ListenPort or stop the other program")]
     PortInUse {

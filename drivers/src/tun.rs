@@ -31,7 +31,12 @@ impl Tun {
             .mtu(mtu)
             .offload(true)
             .build_sync()
-            .map_err(err)?;
+            .map_err(|reason| match reason.raw_os_error() {
+                Some(libc::EBUSY) => DriverError::TunBusy {
+                    name: name.to_string(),
+                },
+                _ => err(reason),
+            })?;
         // Non-blocking, so whichever data-plane thread is awake can drain it.
         dev.set_nonblocking(true).map_err(err)?;
         let index = dev.if_index().map_err(err)?;

@@ -278,9 +278,12 @@ pub fn exchange<T: DeserializeOwned>(
         .write_all(format!("{line}\n").as_bytes())
         .context("cannot send the request to the agent")?;
     let mut answer = String::new();
-    BufReader::new(stream)
+    let read = BufReader::new(stream)
         .read_line(&mut answer)
         .context("the agent closed the connection")?;
+    if read == 0 {
+        anyhow::bail!("the agent is stopping (it left the network or was told to stop): ask again once it runs");
+    }
     read_answer(&answer)
 }
 
