@@ -4,165 +4,219 @@
 
 use crate::api::{docs, LocalRequest, Request};
 use anyhow::Result;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info};
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', " ")
+/// Label pairs of one sample.
+type Labels = Vec<(String, String)>;
+
+fn labels(key: &str, value: &str) -> Labels {
+    vec![(key.to_string(), value.to_string())]
 }
 
-/// Prometheus text exposition of this node's view.
+/// The families of one scrape, built from a snapshot of this node's view
+/// (counters take the snapshot's totals).
+struct Exposition(Registry);
+
+impl Exposition {
+    fn counter(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels, u64)>,
+    ) {
+        let family = Family::<Labels, Counter>::default();
+        for (l, v) in samples {
+            family.get_or_create(&l).inc_by(v);
+        }
+        self.0.register(name, help, family);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, f64)>) {
+        let family = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (l, v) in samples {
+            family.get_or_create(&l).set(v);
+        }
+        self.0.register(name, help, family);
+    }
+
+    /// A gauge of whole numbers (counts, Unix times): no ".0".
+    fn count(&mut self, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, i64)>) {
+        let family = Family::<Labels, Gauge>::default();
+        for (l, v) in samples {
+            family.get_or_create(&l).set(v);
+        }
+        self.0.register(name, help, family);
+    }
+}
+
+/// Prometheus (OpenMetrics) text of this node's view, encoded by
+/// prometheus-client.
 pub fn prometheus(
     status: &docs::Status,
     peers: &[docs::Peer],
     members: &[docs::Member],
     dropped: &BTreeMap<String, u64>,
 ) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
-    let per_peer = |value: &dyn Fn(&docs::Peer) -> Option<f64>| -> Vec<(String, f64)> {
+    let mut x = Exposition(Registry::default());
+    x.0.register(
+        "cladnet_build",
+        "The running cladnet's version",
+        Info::new(vec![(
+            "version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]),
+    );
+    let peer = |p: &docs::Peer| labels("peer", &p.name);
+    x.gauge(
+        "cladnet_peer_rtt_seconds",
+        "Average overlay round-trip time to the peer over the last probes",
         peers
             .iter()
-            .filter_map(|p| Some((format!("{{peer=\"{}\"}}", label(&p.name)), value(p)?)))
-            .collect()
-    };
-    let by = |key: &str, map: &BTreeMap<String, u64>| -> Vec<(String, f64)> {
-        map.iter()
-            .map(|(k, v)| (format!("{{{key}=\"{}\"}}", label(k)), *v as f64))
-            .collect()
-    };
-    let plain = |v: u64| vec![(String::new(), v as f64)];
-    type PerPeer = fn(&docs::Peer) -> Option<f64>;
-    let per_peer_families: [(&str, &str, &str, PerPeer); 8] = [
+            .filter_map(|p| Some((peer(p), p.rtt_ms? / 1000.0))),
+    );
+    x.gauge(
+        "cladnet_peer_loss_ratio",
+        "Share of the last probes to the peer that got no answer",
+        peers.iter().map(|p| (peer(p), p.loss)),
+    );
+    type PerPeer = fn(&docs::Peer) -> u64;
+    let counters: [(&str, &str, PerPeer); 5] = [
         (
-            "cladnet_peer_rtt_seconds",
-            "gauge",
-            "Average overlay round-trip time to the peer over the last probes.",
-            |p| p.rtt_ms.map(|v| v / 1000.0),
+            "cladnet_peer_rx_bytes",
+            "Bytes received from the peer",
+            |p| p.rx_bytes,
+        ),
+        ("cladnet_peer_tx_bytes", "Bytes sent to the peer", |p| {
+            p.tx_bytes
+        }),
+        (
+            "cladnet_peer_rx_packets",
+            "Datagrams received from the peer",
+            |p| p.rx_packets,
         ),
         (
-            "cladnet_peer_loss_ratio",
-            "gauge",
-            "Share of the last probes to the peer that got no answer.",
-            |p| Some(p.loss),
+            "cladnet_peer_tx_packets",
+            "Datagrams sent to the peer",
+            |p| p.tx_packets,
         ),
         (
-            "cladnet_peer_rx_bytes_total",
-            "counter",
-            "Bytes received from the peer.",
-            |p| Some(p.rx_bytes as f64),
-        ),
-        (
-            "cladnet_peer_tx_bytes_total",
-            "counter",
-            "Bytes sent to the peer.",
-            |p| Some(p.tx_bytes as f64),
-        ),
-        (
-            "cladnet_peer_rx_packets_total",
-            "counter",
-            "Datagrams received from the peer.",
-            |p| Some(p.rx_packets as f64),
-        ),
-        (
-            "cladnet_peer_tx_packets_total",
-            "counter",
-            "Datagrams sent to the peer.",
-            |p| Some(p.tx_packets as f64),
-        ),
-        (
-            "cladnet_peer_handshakes_total",
-            "counter",
-            "Completed handshakes with the peer.",
-            |p| Some(p.handshakes as f64),
-        ),
-        (
-            "cladnet_peer_last_handshake_seconds",
-            "gauge",
-            "Seconds since the last handshake with the peer.",
-            |p| p.last_handshake_ms.map(|v| v as f64 / 1000.0),
+            "cladnet_peer_handshakes",
+            "Completed handshakes with the peer",
+            |p| p.handshakes,
         ),
     ];
-    for (name, kind, help, value) in per_peer_families {
-        family(name, kind, help, per_peer(&value));
+    for (name, help, value) in counters {
+        x.counter(name, help, peers.iter().map(|p| (peer(p), value(p))));
     }
-    family(
-        "cladnet_dropped_packets_total",
-        "counter",
-        "Datagrams and packets the data plane dropped, by reason.",
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    x.count(
+        "cladnet_peer_last_handshake_timestamp_seconds",
+        "When the last handshake with the peer completed (Unix time)",
+        peers.iter().filter_map(|p| {
+            let at = now.saturating_sub(p.last_handshake_ms? / 1000);
+            Some((peer(p), i64::try_from(at).unwrap_or(i64::MAX)))
+        }),
+    );
+    let by = |key: &str, map: &BTreeMap<String, u64>| -> Vec<(Labels, u64)> {
+        map.iter().map(|(k, v)| (labels(key, k), *v)).collect()
+    };
+    x.counter(
+        "cladnet_dropped_packets",
+        "Datagrams and packets the data plane dropped, by reason",
         by("reason", dropped),
     );
-    family(
-        "cladnet_records_rejected_total",
-        "counter",
-        "Records refused by the control plane, by reason.",
+    x.counter(
+        "cladnet_records_rejected",
+        "Records refused by the control plane, by reason",
         by("reason", &status.rejected_records),
     );
-    family(
-        "cladnet_outsiders_refused_total",
-        "counter",
-        "Messages from peers that are not members, refused or ignored, by kind.",
+    x.counter(
+        "cladnet_outsiders_refused",
+        "Messages from peers that are not members, refused or ignored, by kind",
         by("kind", &status.refused_outsiders),
     );
     let g = &status.gossip;
     let directions = |i: u64, o: u64| {
-        vec![
-            ("{direction=\"in\"}".to_string(), i as f64),
-            ("{direction=\"out\"}".to_string(), o as f64),
+        [
+            (labels("direction", "in"), i),
+            (labels("direction", "out"), o),
         ]
     };
-    family(
-        "cladnet_gossip_messages_total",
-        "counter",
-        "Control-plane messages (gossip, anti-entropy, queries).",
+    x.counter(
+        "cladnet_gossip_messages",
+        "Control-plane messages (gossip, anti-entropy, queries)",
         directions(g.in_messages, g.out_messages),
     );
-    family(
-        "cladnet_gossip_bytes_total",
-        "counter",
-        "Control-plane payload bytes (gossip, anti-entropy, queries).",
+    x.counter(
+        "cladnet_gossip_bytes",
+        "Control-plane payload bytes (gossip, anti-entropy, queries)",
         directions(g.in_bytes, g.out_bytes),
     );
-    family(
-        "cladnet_relayed_bytes_total",
-        "counter",
-        "Bytes this node relayed between other members.",
-        plain(status.relay.relayed_bytes),
+    x.counter(
+        "cladnet_relayed_bytes",
+        "Bytes this node relayed between other members",
+        [(vec![], status.relay.relayed_bytes)],
     );
-    family(
-        "cladnet_relay_refused_total",
-        "counter",
-        "Relay envelopes refused (sender or target not a member reached directly, relaying off).",
-        plain(status.relay.refused),
+    x.counter(
+        "cladnet_relay_refused",
+        "Relay envelopes refused (sender or target not a member reached directly, relaying off)",
+        [(vec![], status.relay.refused)],
     );
-    family("cladnet_echo_questions_total", "counter", "Endpoint-echo messages from others: questions answered, and messages dropped (unknown sender, bad MAC, queue full).",
-        vec![("{result=\"answered\"}".into(), status.echo.answered as f64), ("{result=\"dropped\"}".into(), status.echo.dropped as f64)]);
-    let mut by_state: BTreeMap<String, f64> = ["alive", "suspect", "down", "left", "revoked"]
+    x.counter(
+        "cladnet_echo_questions",
+        "Endpoint-echo messages from others: questions answered, and messages dropped (unknown sender, bad MAC, queue full)",
+        [
+            (labels("result", "answered"), status.echo.answered),
+            (labels("result", "dropped"), status.echo.dropped),
+        ],
+    );
+    let mut by_state: BTreeMap<String, i64> = ["alive", "suspect", "down", "left", "revoked"]
         .iter()
-        .map(|s| (s.to_string(), 0.0))
+        .map(|s| (s.to_string(), 0))
         .collect();
     for m in members {
-        *by_state.entry(m.state.clone()).or_default() += 1.0;
+        *by_state.entry(m.state.clone()).or_default() += 1;
     }
-    family(
+    x.count(
         "cladnet_members",
-        "gauge",
-        "Members of the network by state, as this node sees them.",
-        by_state
-            .into_iter()
-            .map(|(s, n)| (format!("{{state=\"{s}\"}}"), n))
-            .collect(),
+        "Members of the network by state, as this node sees them",
+        by_state.into_iter().map(|(s, n)| (labels("state", &s), n)),
     );
+    x.count(
+        "cladnet_healthy",
+        "1 when `status --check` would pass, 0 when a human is needed",
+        [(vec![], i64::from(status.healthy))],
+    );
+    let whole = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    x.count(
+        "process_resident_memory_bytes",
+        "Resident memory of the agent",
+        [(vec![], whole(crate::telemetry::rss_kb() * 1024))],
+    );
+    x.gauge(
+        "process_cpu_seconds",
+        "CPU time the agent used (user and system)",
+        [(vec![], crate::telemetry::cpu_seconds())],
+    );
+    x.count(
+        "process_open_fds",
+        "File descriptors the agent holds open",
+        [(vec![], whole(crate::telemetry::open_fds()))],
+    );
+    let mut out = String::new();
+    if let Err(e) = encode(&mut out, &x.0) {
+        tracing::error!("cannot encode the metrics: {e}");
+    }
     out
 }
 
@@ -246,14 +300,18 @@ pub fn html_page(network: &str, metrics: &docs::Metrics) -> String {
     )
 }
 
-/// Serves Prometheus text on `/metrics` and the mesh page on `/` (plain
-/// HTTP/1.0, one request per connection), answered by the control loop;
-/// never returns if `addr` is None.
+/// Connections served at once, at most (a scraper and a few browsers).
+const MAX_HTTP_CONNECTIONS: usize = 32;
+
+/// Serves Prometheus text on `/metrics` and the mesh page on `/` (HTTP/1.1
+/// with hyper), answered by the control loop; never returns if `addr` is
+/// None.
 pub async fn serve_http(
     addr: Option<SocketAddr>,
     to_loop: mpsc::Sender<LocalRequest>,
 ) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use hyper::server::conn::http1;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let Some(addr) = addr else {
         return std::future::pending().await;
     };
@@ -261,53 +319,70 @@ pub async fn serve_http(
         anyhow::anyhow!("cannot serve metrics on {addr}: {e}; pick another --metrics-listen")
     })?;
     tracing::info!("metrics on http://{addr}/metrics, mesh page on http://{addr}/");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // too many at once: this one is closed
         };
         let to_loop = to_loop.clone();
         tokio::spawn(async move {
-            let mut head = vec![0u8; 2048];
-            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut head))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(0);
-            let line = String::from_utf8_lossy(&head[..n]);
-            let path = line.split_whitespace().nth(1).unwrap_or("");
-            let (request, kind) = match path {
-                "/metrics" => (Some(Request::Prometheus), "text/plain; version=0.0.4"),
-                "/" => (Some(Request::Html), "text/html; charset=utf-8"),
-                _ => (None, "text/plain"),
-            };
-            let (status, body) = match request {
-                None => (
-                    "404 Not Found",
-                    "not found: try /metrics or /\n".to_string(),
-                ),
-                Some(request) => {
-                    let (reply, answer) = oneshot::channel();
-                    let text = match to_loop.send(LocalRequest { request, reply }).await {
-                        Ok(()) => answer
-                            .await
-                            .ok()
-                            .and_then(|line| crate::api::read_answer::<docs::Text>(&line).ok()),
-                        Err(_) => None,
-                    };
-                    match text {
-                        Some(t) => ("200 OK", t.text),
-                        None => (
-                            "503 Service Unavailable",
-                            "the agent is shutting down\n".to_string(),
-                        ),
-                    }
+            let service = hyper::service::service_fn(move |req| {
+                let to_loop = to_loop.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(respond(req.uri().path(), &to_loop).await)
                 }
-            };
-            let response = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
+            });
+            let served = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), served).await;
+            drop(slot);
         });
     }
+}
+
+/// The answer to a GET of `path`.
+async fn respond(
+    path: &str,
+    to_loop: &mpsc::Sender<LocalRequest>,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    let (request, kind) = match path {
+        "/metrics" => (
+            Some(Request::Prometheus),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/" => (Some(Request::Html), "text/html; charset=utf-8"),
+        _ => (None, "text/plain; charset=utf-8"),
+    };
+    let (status, body) = match request {
+        None => (404, "not found: try /metrics or /\n".to_string()),
+        Some(request) => {
+            let (reply, answer) = oneshot::channel();
+            let text = match to_loop.send(LocalRequest { request, reply }).await {
+                Ok(()) => answer
+                    .await
+                    .ok()
+                    .and_then(|line| crate::api::read_answer::<docs::Text>(&line).ok()),
+                Err(_) => None,
+            };
+            match text {
+                Some(t) => (200, t.text),
+                None => (503, "the agent is shutting down\n".to_string()),
+            }
+        }
+    };
+    let mut response =
+        hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(kind) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
 }

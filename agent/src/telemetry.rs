@@ -20,6 +20,18 @@ fn proc_self_ticks() -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time this process used, in seconds.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    proc_self_ticks().map_or(0.0, |t| t as f64 / hz)
+}
+
+/// File descriptors this process holds open.
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
 /// Resident memory of this process in KiB.
 pub fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
