@@ -227,25 +227,56 @@ fn escape_html(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Colour of a link by RTT: green under 5 ms, amber under 50 ms, red above
-/// or when lossy, grey when unmeasured.
-fn link_colour(rtt_ms: Option<f64>, loss: f64) -> &'static str {
+/// How a link looks: its class (for the page's legend and tests) and
+/// colour. Green only when fast *and* loss-free (loss over 1 % is at best
+/// amber), red when slow, losing over 20 % or not answering at all, grey
+/// when not measured yet, light grey when the report is older than twice
+/// its publication interval.
+fn link_look(rtt_ms: Option<f64>, loss: f64, stale: bool) -> (&'static str, &'static str) {
     match rtt_ms {
-        None => "#9e9e9e",
-        Some(_) if loss > 0.2 => "#d32f2f",
-        Some(r) if r < 5.0 => "#2e7d32",
-        Some(r) if r < 50.0 => "#f9a825",
-        Some(_) => "#d32f2f",
+        _ if stale => ("stale", "#bdbdbd"),
+        None if loss > 0.0 => ("red", "#d32f2f"),
+        None => ("grey", "#9e9e9e"),
+        Some(_) if loss > 0.2 => ("red", "#d32f2f"),
+        Some(r) if r < 5.0 && loss <= 0.01 => ("green", "#2e7d32"),
+        Some(r) if r < 50.0 => ("amber", "#f9a825"),
+        Some(_) => ("red", "#d32f2f"),
     }
 }
 
-/// A self-contained HTML page that draws the mesh from the `metrics` view:
-/// members on a circle, one line per measured pair coloured by RTT
-/// (dashed for relayed paths), with a table underneath.
-pub fn html_page(network: &str, metrics: &docs::Metrics) -> String {
-    let nodes = &metrics.nodes;
+/// Colour of a member by its state.
+fn node_colour(state: &str) -> &'static str {
+    match state {
+        "alive" => "#1565c0",
+        "suspect" => "#f9a825",
+        "down" => "#d32f2f",
+        _ => "#757575",
+    }
+}
+
+/// What the mesh page draws.
+pub struct Page<'a> {
+    /// The network's name.
+    pub network: &'a str,
+    /// Every member's published summary and link reports.
+    pub metrics: &'a docs::Metrics,
+    /// Every member with its state, as this node sees it.
+    pub members: &'a [docs::Member],
+    /// Reports older than this are stale (the publication interval).
+    pub interval: Duration,
+    /// Now, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// A self-contained HTML page that draws the mesh: members on a circle,
+/// coloured by state, this node marked "you are here"; each direction of a
+/// link drawn apart (a→b on one side, b→a on the other) with its RTT,
+/// coloured by RTT and loss, greyed when the report is stale, dashed when
+/// relayed; the links table beside the drawing (visible at 1280×800).
+pub fn html_page(p: &Page) -> String {
+    let nodes = &p.metrics.nodes;
     let n = nodes.len().max(1) as f64;
-    let (cx, cy, r) = (320.0, 300.0, 220.0);
+    let (cx, cy, r) = (260.0, 250.0, 180.0);
     let pos: BTreeMap<String, (f64, f64)> = nodes
         .iter()
         .enumerate()
@@ -254,14 +285,32 @@ pub fn html_page(network: &str, metrics: &docs::Metrics) -> String {
             (v.name.clone(), (cx + r * a.cos(), cy + r * a.sin()))
         })
         .collect();
+    let age: BTreeMap<&str, Option<u64>> = nodes
+        .iter()
+        .map(|v| (v.name.as_str(), v.sampled_ago_ms))
+        .collect();
+    let limit = u64::try_from(p.interval.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2);
+    let state: BTreeMap<&str, (&str, bool)> = p
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), (m.state.as_str(), m.me)))
+        .collect();
     let mut svg = String::new();
     let mut rows = String::new();
-    for l in &metrics.rtt {
+    for l in &p.metrics.rtt {
         let (from, to) = (l.from.as_str(), l.to.as_str());
-        let (rtt, loss) = (l.rtt_ms, l.loss);
-        let colour = link_colour(rtt, loss);
-        let rtt_text = rtt.map_or("no reply".into(), |v| format!("{v:.2} ms"));
+        let stale = age.get(from).copied().flatten().is_none_or(|a| a > limit);
+        let (class, colour) = link_look(l.rtt_ms, l.loss, stale);
+        let rtt_text = l.rtt_ms.map_or("no reply".into(), |v| format!("{v:.2} ms"));
         if let (Some(a), Some(b)) = (pos.get(from), pos.get(to)) {
+            // This direction drawn 4 px to its right (the other one is
+            // then on the other side).
+            let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+            let len = (dx * dx + dy * dy).sqrt().max(1.0);
+            let (ox, oy) = (-dy / len * 4.0, dx / len * 4.0);
+            let (x1, y1, x2, y2) = (a.0 + ox, a.1 + oy, b.0 + ox, b.1 + oy);
             let dash = if l.path == "relay" {
                 " stroke-dasharray=\"6 4\""
             } else {
@@ -269,34 +318,58 @@ pub fn html_page(network: &str, metrics: &docs::Metrics) -> String {
             };
             let _ = writeln!(
                 svg,
-                "<line class=\"link\" x1=\"{:.0}\" y1=\"{:.0}\" x2=\"{:.0}\" y2=\"{:.0}\" stroke=\"{colour}\" stroke-width=\"3\"{dash}><title>{} → {}: {rtt_text}, loss {:.0}%</title></line>",
-                a.0, a.1, b.0, b.1, escape_html(from), escape_html(to), loss * 100.0
+                "<line class=\"link {class}\" data-from=\"{f}\" data-to=\"{t}\" data-look=\"{class}\" x1=\"{x1:.0}\" y1=\"{y1:.0}\" x2=\"{x2:.0}\" y2=\"{y2:.0}\" stroke=\"{colour}\" stroke-width=\"3\"{dash}><title>{f} → {t}: {rtt_text}, loss {:.0}%{}</title></line>\
+<text class=\"rtt\" x=\"{:.0}\" y=\"{:.0}\" font-size=\"10\" fill=\"{colour}\">{rtt_text}</text>",
+                l.loss * 100.0,
+                if stale { " (stale report)" } else { "" },
+                x1 + (x2 - x1) * 0.3 + ox * 2.0,
+                y1 + (y2 - y1) * 0.3 + oy * 2.0,
+                f = escape_html(from),
+                t = escape_html(to),
             );
         }
         let _ = writeln!(
             rows,
-            "<tr><td>{}</td><td>{}</td><td style=\"color:{colour}\">{rtt_text}</td><td>{:.0}%</td><td>{}</td></tr>",
-            escape_html(from), escape_html(to), loss * 100.0, escape_html(&l.path)
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td style=\"color:{colour}\">{rtt_text}</td><td>{:.0}%</td><td>{}</td><td>{}</td></tr>",
+            escape_html(from),
+            escape_html(to),
+            l.loss * 100.0,
+            escape_html(&l.path),
+            if stale { "stale" } else { "fresh" }
         );
     }
     for v in nodes {
         let name = v.name.as_str();
+        let (st, me) = state.get(name).copied().unwrap_or(("unknown", false));
         if let Some((x, y)) = pos.get(name) {
+            let here = if me {
+                format!("<text class=\"here\" x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-size=\"11\" font-weight=\"bold\">you are here</text>", y - 34.0)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 svg,
-                "<g class=\"node\"><circle cx=\"{x:.0}\" cy=\"{y:.0}\" r=\"26\" fill=\"#1565c0\"/><text x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"white\" font-size=\"13\">{}</text><text x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-size=\"11\">{}</text></g>",
-                y + 4.0, escape_html(name), y + 42.0, escape_html(&v.address)
+                "<g class=\"node {st}\" data-name=\"{nm}\" data-state=\"{st}\"><circle cx=\"{x:.0}\" cy=\"{y:.0}\" r=\"24\" fill=\"{fill}\" stroke=\"{ring}\" stroke-width=\"3\"/><text x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\" fill=\"white\" font-size=\"13\">{nm}</text><text x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\" font-size=\"11\">{} ({st})</text>{here}</g>",
+                y + 4.0,
+                y + 40.0,
+                escape_html(&v.address),
+                nm = escape_html(name),
+                fill = node_colour(st),
+                ring = if me { "#000" } else { "none" },
             );
         }
     }
+    let updated = p.now_ms / 1000;
+    let (h, m, sec) = ((updated / 3600) % 24, (updated / 60) % 60, updated % 60);
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\"><title>cladnet: {net}</title>\
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd}}</style></head>\
-<body><h1>cladnet network {net}</h1><p>{count} members. Lines: measured overlay RTT — green &lt; 5 ms, amber &lt; 50 ms, red slower or lossy, grey unanswered; dashed = relayed. Refreshes every 10 s.</p>\
-<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"600\" viewBox=\"0 0 640 600\">\n{svg}</svg>\
-<h2>Links</h2><table><tr><th>from</th><th>to</th><th>RTT</th><th>loss</th><th>path</th></tr>\n{rows}</table></body></html>\n",
-        net = escape_html(network),
+<style>body{{font-family:sans-serif;margin:1em}}main{{display:flex;gap:1.5em;align-items:flex-start}}table{{border-collapse:collapse;font-size:13px}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}tr.stale{{color:#9e9e9e}}</style></head>\
+<body><h1>cladnet network {net}</h1><p>{count} members; updated <span id=\"updated\">{h:02}:{m:02}:{sec:02} UTC</span>. Members: blue alive, amber suspect, red down, grey gone. Links, one line per direction (a→b drawn to the right of a): green &lt; 5 ms without loss, amber &lt; 50 ms or losing over 1 %, red slower, losing over 20 % or not answering, grey not measured yet, light grey a report older than {stale_s} s; dashed = relayed. Refreshes every 10 s.</p>\
+<main><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"520\" height=\"520\" viewBox=\"0 0 520 520\">\n{svg}</svg>\
+<section><h2>Links</h2><table id=\"links\"><tr><th>from</th><th>to</th><th>RTT</th><th>loss</th><th>path</th><th>report</th></tr>\n{rows}</table></section></main></body></html>\n",
+        net = escape_html(p.network),
         count = nodes.len(),
+        stale_s = limit / 1000,
     )
 }
 
@@ -385,4 +458,19 @@ async fn respond(
             .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_look;
+
+    #[test]
+    fn a_lossy_or_stale_link_is_never_green() {
+        assert_eq!(link_look(Some(1.0), 0.0, false).0, "green");
+        assert_eq!(link_look(Some(1.0), 0.02, false).0, "amber", "2 % loss");
+        assert_eq!(link_look(Some(1.0), 0.5, false).0, "red");
+        assert_eq!(link_look(None, 1.0, false).0, "red", "no reply at all");
+        assert_eq!(link_look(None, 0.0, false).0, "grey", "not measured yet");
+        assert_eq!(link_look(Some(1.0), 0.0, true).0, "stale");
+    }
 }

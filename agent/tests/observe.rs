@@ -298,5 +298,82 @@ fn scenario(net: &mut Net) -> Result<()> {
     if rate("in_bytes") <= 0.0 {
         bail!("no control-plane traffic measured: {g0} → {g1}");
     }
+
+    // The mesh page as a person sees it, in a real browser: d freezes;
+    // a's page draws it suspect and none of its links green.
+    net.members[d]
+        .agent
+        .as_mut()
+        .context("d runs")?
+        .signal(libc::SIGSTOP)?;
+    let frozen_at = Instant::now();
+    let suspect =
+        testbed::wait_until_every(Duration::from_secs(60), Duration::from_millis(500), || {
+            net.members(a).is_ok_and(|l| {
+                l.iter()
+                    .any(|m| m["name"] == "d" && m["state"] == "suspect")
+            })
+        });
+    let dom = browse(net, b, &format!("http://{metrics_at}/"));
+    net.members[d]
+        .agent
+        .as_mut()
+        .context("d runs")?
+        .signal(libc::SIGCONT)?;
+    assert!(suspect, "a never saw d as suspect");
+    eprintln!(
+        "FIGURE d frozen to drawn suspect: {:.0} s",
+        frozen_at.elapsed().as_secs_f64()
+    );
+    let dom = dom?;
+    assert!(
+        dom.contains("data-name=\"d\" data-state=\"suspect\""),
+        "d not drawn suspect:\n{dom}"
+    );
+    assert!(dom.contains("you are here"), "no \"you are here\"");
+    let d_links: Vec<&str> = dom
+        .split("<line ")
+        .skip(1)
+        .filter(|l| l.contains("data-from=\"d\"") || l.contains("data-to=\"d\""))
+        .collect();
+    assert!(!d_links.is_empty(), "no link of d drawn");
+    for l in &d_links {
+        assert!(
+            !l.contains("data-look=\"green\""),
+            "a link of frozen d is green: {l}"
+        );
+    }
     Ok(())
+}
+
+/// Loads `url` in headless Chromium inside member `i`'s namespace: the DOM
+/// after scripts ran; a 1280×800 screenshot is kept in the lab's directory.
+fn browse(net: &Net, i: usize, url: &str) -> Result<String> {
+    let shot = net.lab.dir().join("mesh-page.png");
+    let profile = net.lab.dir().join("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+    ];
+    let node = &net.members[i].node;
+    let user = format!("--user-data-dir={}", profile.display());
+    let mut args = vec!["chromium", user.as_str()];
+    args.extend(flags);
+    let screenshot = format!("--screenshot={}", shot.display());
+    let mut shoot = args.clone();
+    shoot.extend([screenshot.as_str(), url]);
+    net.lab
+        .exec_timeout(node, &shoot, Duration::from_secs(60))?;
+    args.extend(["--dump-dom", url]);
+    let out = net.lab.exec_timeout(node, &args, Duration::from_secs(60))?;
+    if !out.status.success() {
+        bail!("chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

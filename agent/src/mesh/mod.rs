@@ -880,8 +880,19 @@ impl Mesh {
                     .map(|a| a.name.clone())
                     .unwrap_or_default();
                 self.with_view(|v| {
+                    let members = v.members();
+                    let alive = members
+                        .iter()
+                        .filter(|m| m.state != "left" && m.state != "revoked")
+                        .count();
                     api::answer(&docs::Text {
-                        text: crate::exposition::html_page(&name, &v.metrics()),
+                        text: crate::exposition::html_page(&crate::exposition::Page {
+                            network: &name,
+                            metrics: &v.metrics(),
+                            members: &members,
+                            interval: federation::member::metrics_interval(alive),
+                            now_ms: v.now_ms,
+                        }),
                     })
                 })
             }
