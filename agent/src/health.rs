@@ -20,6 +20,9 @@ pub struct Inputs {
     pub suspect: usize,
     /// Names of those silent for over 2 minutes.
     pub down: Vec<String>,
+    /// Names of those whose published measurements are dated more than a
+    /// minute ahead of this node's clock (one of the two clocks is wrong).
+    pub skewed: Vec<String>,
 }
 
 /// The verdict.
@@ -57,6 +60,12 @@ pub fn verdict(i: &Inputs) -> Verdict {
             i.down.len(),
             i.members,
             shown.join(", ")
+        ));
+    }
+    if !i.skewed.is_empty() {
+        return bad(format!(
+            "needs attention: the clock of {} is over a minute ahead of this node's (certificates and invites expire by the clock): check time synchronisation (NTP) on both",
+            i.skewed.join(", ")
         ));
     }
     let line = if i.members == 0 {
@@ -113,6 +122,21 @@ mod tests {
         assert!(!v.healthy);
         assert!(
             v.line.contains("2 of 12 members unreachable") && v.line.contains("(b, c)"),
+            "{}",
+            v.line
+        );
+        let skewed = Inputs {
+            skewed: vec!["d".into()],
+            ..Inputs {
+                standing: Some(Status::Active),
+                members: 3,
+                alive: 3,
+                ..Inputs::default()
+            }
+        };
+        let v = verdict(&skewed);
+        assert!(
+            !v.healthy && v.line.contains("clock of d is over a minute ahead"),
             "{}",
             v.line
         );

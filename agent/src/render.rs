@@ -43,32 +43,141 @@ pub fn status(s: &docs::Status) -> String {
     out
 }
 
+/// A column's alignment.
+#[derive(Clone, Copy)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// A table whose columns are as wide as their widest cell (names of any
+/// length stay aligned); the last column is not padded.
+struct Table {
+    columns: Vec<(&'static str, Align)>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let width = |i: usize| {
+            self.rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| visible_len(c))
+                .chain(std::iter::once(self.columns[i].0.len()))
+                .max()
+                .unwrap_or(0)
+        };
+        let widths: Vec<usize> = (0..self.columns.len()).map(width).collect();
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            let mut out = String::new();
+            for (i, cell) in cells.into_iter().enumerate() {
+                let pad = " ".repeat(widths[i].saturating_sub(visible_len(cell)));
+                match (self.columns[i].1, i == last) {
+                    (Align::Left, true) => out += cell,
+                    (Align::Left, false) => out += &format!("{cell}{pad}  "),
+                    (Align::Right, _) => out += &format!("{pad}{cell}  "),
+                }
+            }
+            out.trim_end().to_string() + "\n"
+        };
+        let mut out = line(self.columns.iter().map(|c| c.0).collect());
+        for r in &self.rows {
+            out += &line(r.iter().map(String::as_str).collect());
+        }
+        out
+    }
+}
+
+/// Length on screen (colour codes take no room).
+fn visible_len(s: &str) -> usize {
+    let mut n = 0;
+    let mut in_escape = false;
+    for c in s.chars() {
+        match c {
+            '\u{1b}' => in_escape = true,
+            'm' if in_escape => in_escape = false,
+            _ if in_escape => {}
+            _ => n += 1,
+        }
+    }
+    n
+}
+
+/// True when stdout is a terminal and NO_COLOR is not set.
+fn colour() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("NO_COLOR").is_none()
+            && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    })
+}
+
+/// A member's state with a mark (● reached, ◐ silent a while, ○ gone),
+/// coloured on a terminal only.
+fn state_mark(state: &str) -> String {
+    let (mark, code) = match state {
+        "alive" => ("●", "32"),
+        "suspect" | "unreached" => ("◐", "33"),
+        "down" => ("○", "31"),
+        _ => ("○", "90"),
+    };
+    if colour() {
+        format!("\u{1b}[{code}m{mark} {state}\u{1b}[0m")
+    } else {
+        format!("{mark} {state}")
+    }
+}
+
 /// `members` as a table.
 pub fn members(list: &[docs::Member]) -> String {
-    let mut out = format!(
-        "{:<16} {:<12} {:<15} {:<8} {:>10}  {:<14} {:<16} {:<24} {}\n",
-        "NAME", "ORG", "ADDRESS", "STATE", "SEEN", "ID", "TAGS", "LABELS", "ENDPOINTS"
-    );
+    use Align::{Left, Right};
+    let mut t = Table::new(&[
+        ("NAME", Left),
+        ("ORG", Left),
+        ("ADDRESS", Left),
+        ("STATE", Left),
+        ("SEEN", Right),
+        ("ID", Left),
+        ("TAGS", Left),
+        ("LABELS", Left),
+        ("ENDPOINTS", Left),
+    ]);
     for m in list {
         let seen = m
             .last_seen_ms
             .map_or("never".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(
-            out,
-            "{:<16} {:<12} {:<15} {:<8} {:>10}  {:<14} {:<16} {:<24} {}",
-            m.name,
-            m.org,
-            m.address,
-            m.state,
+        let name = if m.me {
+            format!("{} (this node)", m.name)
+        } else {
+            m.name.clone()
+        };
+        t.row(vec![
+            name,
+            m.org.clone(),
+            m.address.clone(),
+            state_mark(&m.state),
             seen,
-            m.id.get(..12).unwrap_or(&m.id),
-            or_dash(&m.tags.join(",")),
-            or_dash(&labels.join(",")),
-            m.endpoints.join(" ")
-        );
+            m.id.get(..12).unwrap_or(&m.id).to_string(),
+            or_dash(&m.tags.join(",")).to_string(),
+            or_dash(&labels.join(",")).to_string(),
+            or_dash(&m.endpoints.join(" ")).to_string(),
+        ]);
     }
-    out
+    t.render()
 }
 
 /// `text`, or `-` when it is empty (keeps table columns aligned).
@@ -82,60 +191,63 @@ fn or_dash(text: &str) -> &str {
 
 /// `federate list` as a table.
 pub fn federations(list: &[docs::Federation]) -> String {
-    let mut out = format!(
-        "{:<16} {:<18} {:<8} {:<16} {:<16} {:>7} {:<19} {}\n",
-        "ORG", "CIDR", "STATE", "WE EXPOSE", "THEY EXPOSE", "MEMBERS", "FINGERPRINT", "NETWORK ID"
-    );
+    use Align::{Left, Right};
+    let mut t = Table::new(&[
+        ("ORG", Left),
+        ("CIDR", Left),
+        ("STATE", Left),
+        ("WE EXPOSE", Left),
+        ("THEY EXPOSE", Left),
+        ("MEMBERS", Right),
+        ("FINGERPRINT", Left),
+        ("NETWORK ID", Left),
+    ]);
     for f in list {
-        let _ = writeln!(
-            out,
-            "{:<16} {:<18} {:<8} {:<16} {:<16} {:>7} {:<19} {}",
-            f.org,
-            f.cidr,
-            f.state,
-            f.exposes,
-            f.exposed_to_us,
-            f.members,
-            f.fingerprint,
-            f.network_id
-        );
+        t.row(vec![
+            f.org.clone(),
+            f.cidr.clone(),
+            f.state.clone(),
+            f.exposes.clone(),
+            f.exposed_to_us.clone(),
+            f.members.to_string(),
+            f.fingerprint.clone(),
+            f.network_id.clone(),
+        ]);
     }
-    out
+    t.render()
 }
 
 /// `peers` as a table.
 pub fn peers(list: &[docs::Peer]) -> String {
-    let mut out = format!(
-        "{:<16} {:<15} {:<22} {:<7} {:>9} {:>8} {:>12} {:>12} {:>10}\n",
-        "NAME",
-        "ADDRESS",
-        "ENDPOINT",
-        "PATH",
-        "RTT_MS",
-        "LOSS",
-        "RX_BYTES",
-        "TX_BYTES",
-        "HANDSHAKE"
-    );
+    use Align::{Left, Right};
+    let mut t = Table::new(&[
+        ("NAME", Left),
+        ("ADDRESS", Left),
+        ("ENDPOINT", Left),
+        ("PATH", Left),
+        ("RTT_MS", Right),
+        ("LOSS", Right),
+        ("RX_BYTES", Right),
+        ("TX_BYTES", Right),
+        ("HANDSHAKE", Right),
+    ]);
     for p in list {
         let hs = p
             .last_handshake_ms
             .map_or("never".into(), |v| format!("{:.0}s ago", v as f64 / 1000.0));
-        let _ = writeln!(
-            out,
-            "{:<16} {:<15} {:<22} {:<7} {:>9} {:>7.1}% {:>12} {:>12} {:>10}",
-            p.name,
-            p.address,
-            p.endpoint.as_deref().unwrap_or("-"),
-            p.path,
+        t.row(vec![
+            p.name.clone(),
+            p.address.clone(),
+            p.endpoint.clone().unwrap_or_else(|| "-".into()),
+            p.path.clone(),
             number(p.rtt_ms, 1.0, 3, ""),
-            p.loss * 100.0,
-            p.rx_bytes,
-            p.tx_bytes,
-            hs
-        );
+            format!("{:.1}%", p.loss * 100.0),
+            p.rx_bytes.to_string(),
+            p.tx_bytes.to_string(),
+            hs,
+        ]);
     }
-    out
+    t.render()
 }
 
 /// `metrics` as two tables: the nodes, and the RTT matrix.
@@ -169,4 +281,33 @@ pub fn metrics(m: &docs::Metrics) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let mut t = Table::new(&[
+            ("NAME", Align::Left),
+            ("RTT", Align::Right),
+            ("PATH", Align::Left),
+        ]);
+        t.row(vec![
+            "a-very-long-node-name-in-eu-west-1".into(),
+            "1.2".into(),
+            "direct".into(),
+        ]);
+        t.row(vec!["b".into(), "10.25".into(), "relay".into()]);
+        let text = t.render();
+        let lines: Vec<&str> = text.lines().collect();
+        // Every column starts at the same place on every line.
+        let at = |l: &str, word: &str| l.find(word).unwrap_or(usize::MAX);
+        assert_eq!(at(lines[1], "direct"), at(lines[2], "relay"), "{text}");
+        assert_eq!(at(lines[0], "PATH"), at(lines[2], "relay"), "{text}");
+        // Right-aligned numbers end together.
+        assert_eq!(at(lines[1], "1.2") + 3, at(lines[2], "10.25") + 5, "{text}");
+        assert_eq!(visible_len("\u{1b}[32m● alive\u{1b}[0m"), 7);
+    }
 }

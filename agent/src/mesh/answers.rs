@@ -77,6 +77,10 @@ fn ms(us: Option<u32>) -> Option<f64> {
     us.map(|u| f64::from(u) / 1000.0)
 }
 
+/// A member whose measurements are dated this far ahead of our clock has
+/// a clock (or we have one) that needs fixing.
+const CLOCK_SKEW_MS: u64 = 60_000;
+
 /// A federated member whose tunnel shook hands this recently is alive.
 const PARTNER_ALIVE: Duration = Duration::from_secs(180);
 
@@ -253,6 +257,14 @@ impl View<'_> {
                 continue;
             }
             inputs.members += 1;
+            let ahead = m
+                .record
+                .metrics
+                .as_ref()
+                .is_some_and(|x| x.sampled_ms > self.now_ms.saturating_add(CLOCK_SKEW_MS));
+            if ahead {
+                inputs.skewed.push(m.record.name.clone());
+            }
             let seen =
                 self.liveness
                     .seen(&m.id, m.status, self.connected.contains(&m.id), self.now);
