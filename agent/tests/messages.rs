@@ -79,51 +79,28 @@ fn scenario(lab: &Lab) -> Result<()> {
     );
 
     // A first node; a second one on other ports in the same namespace.
-    lab.run(
-        &a,
+    let init = |name: &str, cidr: &str, extra: &[&str], state: &str| {
+        let args = [
+            &[bin, "init", "--name", name, "--cidr", cidr][..],
+            extra,
+            &["--state", state],
+        ]
+        .concat();
+        lab.run(&a, &args)
+    };
+    init("one", "100.64.9.0/24", &["--network", "lab"], &one)?;
+    init(
+        "two",
+        "100.64.10.0/24",
         &[
-            bin,
-            "init",
-            "--name",
-            "one",
-            "--network",
-            "lab",
-            "--cidr",
-            "100.64.9.0/24",
-            "--state",
-            &one,
-        ],
-    )?;
-    lab.run(
-        &a,
-        &[
-            bin,
-            "init",
-            "--name",
-            "two",
-            "--cidr",
-            "100.64.10.0/24",
             "--listen",
             "0.0.0.0:51830",
             "--control-listen",
             "0.0.0.0:51831",
-            "--state",
-            &two,
         ],
+        &two,
     )?;
-    lab.run(
-        &a,
-        &[
-            bin,
-            "init",
-            "--name",
-            "three",
-            "--cidr",
-            "100.64.11.0/24",
-            "--state",
-            &three,
-        ],
-    )?;
+    init("three", "100.64.11.0/24", &[], &three)?;
     let iface = lab.ifname("one");
     let uapi = format!("/var/run/wireguard/{iface}.sock");
     lab.remove_on_drop(&uapi);

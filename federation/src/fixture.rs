@@ -98,3 +98,35 @@ impl TestMember {
             .encode()
     }
 }
+
+/// Delivers `from`'s pending requests to `to` (which may stand for
+/// whichever member of its network `from` picked: they hold the same
+/// state) and the answers back, until nothing more is sent; what `to`
+/// answered.
+pub fn exchange(
+    from: &mut crate::replica::Replica,
+    from_id: crate::record::NodeId,
+    to: &mut crate::replica::Replica,
+    to_id: crate::record::NodeId,
+) -> Vec<crate::protocol::Response> {
+    use crate::replica::{Inbound, Transmit};
+    let mut answers = Vec::new();
+    for _ in 0..8 {
+        let requests: Vec<_> = std::iter::from_fn(|| from.poll_transmit())
+            .filter_map(|t| match t {
+                Transmit::Request { request, .. } => Some(request),
+                Transmit::Publish(_) => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            break;
+        }
+        for request in requests {
+            if let Inbound::Answer(r) = to.handle_request(from_id, request, 0) {
+                answers.push(r.clone());
+                from.handle_response(to_id, r, 0);
+            }
+        }
+    }
+    answers
+}

@@ -22,7 +22,7 @@
 use federation::agreement::{Agreement, Exposure, Offer, Side};
 use federation::cert::{Cert, Claim};
 use federation::member::{metrics_interval, AuthorityRecord, Body, MemberRecord, PartnerContacts};
-use federation::replica::{Inbound, Replica, Transmit, PARTNER_SYNC_EVERY};
+use federation::replica::{Replica, PARTNER_SYNC_EVERY};
 use federation::token::Contact;
 use federation::{Cidr, Ledger, Network, NetworkId, NodeId, NodeKey};
 use std::net::Ipv4Addr;
@@ -127,28 +127,12 @@ impl Org {
 }
 
 /// One round: `x`'s timer fires, its requests go to `y` (which stands for
-/// whichever member of its network `x` picked: they all hold the same
-/// state), the answers come back, until nothing more; bytes `x` sent and
-/// received in it.
+/// whichever member of its network `x` picked), the answers come back;
+/// bytes `x` sent and received in it.
 fn round(x: &mut Replica, x_id: NodeId, y: &mut Replica, y_id: NodeId, now: Instant) -> u64 {
     let before = x.traffic();
     x.handle_timeout(now, 0, &mut rand_core::OsRng);
-    loop {
-        let requests: Vec<_> = std::iter::from_fn(|| x.poll_transmit())
-            .filter_map(|t| match t {
-                Transmit::Request { request, .. } => Some(request),
-                _ => None,
-            })
-            .collect();
-        if requests.is_empty() {
-            break;
-        }
-        for request in requests {
-            if let Inbound::Answer(r) = y.handle_request(x_id, request, 0) {
-                x.handle_response(y_id, r, 0);
-            }
-        }
-    }
+    federation::fixture::exchange(x, x_id, y, y_id);
     let after = x.traffic();
     (after.out_bytes - before.out_bytes) + (after.in_bytes - before.in_bytes)
 }

@@ -305,36 +305,7 @@ fn partner_records_enter_only_as_the_agreement_allows() {
     assert_eq!(on_alpha.ingest(&b1.signed(2), 0), Err(Reject::NotPartner));
 }
 
-/// Delivers `from`'s pending requests to `to` (which stands for whichever
-/// member of its network `from` picked at random: they hold the same
-/// state) and the answers back, until nothing more; what `to` answered.
-fn exchange(
-    from: &mut crate::replica::Replica,
-    from_id: NodeId,
-    to: &mut crate::replica::Replica,
-    to_id: NodeId,
-) -> Vec<crate::protocol::Response> {
-    use crate::replica::{Inbound, Transmit};
-    let mut answers = Vec::new();
-    for _ in 0..4 {
-        let requests: Vec<_> = std::iter::from_fn(|| from.poll_transmit())
-            .filter_map(|t| match t {
-                Transmit::Request { request, .. } => Some(request),
-                _ => None,
-            })
-            .collect();
-        if requests.is_empty() {
-            break;
-        }
-        for request in requests {
-            if let Inbound::Answer(r) = to.handle_request(from_id, request, 0) {
-                answers.push(r.clone());
-                from.handle_response(to_id, r, 0);
-            }
-        }
-    }
-    answers
-}
+use crate::fixture::exchange;
 
 #[test]
 fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
