@@ -145,8 +145,16 @@ fn own_record(
 }
 
 /// `cladnet init`: creates a network, its authority and its first node.
-pub fn init(opts: &NodeOptions, cidr: Option<Cidr>, network_name: &str) -> Result<()> {
+pub fn init(
+    opts: &NodeOptions,
+    cidr: Option<Cidr>,
+    allow_public_range: bool,
+    network_name: &str,
+) -> Result<()> {
     check_node(opts)?;
+    if let Some(c) = cidr.filter(|c| !allow_public_range && !addrspace::is_private(c)) {
+        anyhow::bail!("--cidr {c} is public address space: the overlay would hide the real hosts there; use a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10), or pass --allow-public-range if you own it");
+    }
     if network_name.is_empty() || network_name.len() > 63 {
         anyhow::bail!("--network must be 1 to 63 characters");
     }

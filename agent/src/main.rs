@@ -494,21 +494,6 @@ fn main() {
     }
 }
 
-/// True if `c` lies in a private range (RFC 1918, shared address space,
-/// or the benchmarking range labs use).
-fn addrspace_private(c: &Cidr) -> bool {
-    [
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "198.18.0.0/15",
-    ]
-    .iter()
-    .filter_map(|p| p.parse::<Cidr>().ok())
-    .any(|p| p.covers(c))
-}
-
 fn check_iface(iface: &str) -> Result<()> {
     if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
         anyhow::bail!("interface name {iface:?} is invalid: use 1 to 15 characters without '/' or spaces (--iface NAME)");
@@ -537,12 +522,7 @@ fn run(cli: Cli) -> Result<()> {
             cidr,
             network,
             allow_public_range,
-        } => {
-            if let Some(c) = cidr.filter(|c| !allow_public_range && !addrspace_private(c)) {
-                anyhow::bail!("--cidr {c} is public address space: the overlay would hide the real hosts there; use a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10), or pass --allow-public-range if you own it");
-            }
-            commands::init(&node.options(), cidr, &network)
-        }
+        } => commands::init(&node.options(), cidr, allow_public_range, &network),
         Command::Join {
             token,
             node,

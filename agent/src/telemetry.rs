@@ -20,11 +20,15 @@ fn proc_self_ticks() -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Clock ticks per second (the unit of /proc CPU times).
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
 /// CPU time this process used, in seconds.
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    proc_self_ticks().map_or(0.0, |t| t as f64 / hz)
+    proc_self_ticks().map_or(0.0, |t| t as f64 / ticks_per_second())
 }
 
 /// File descriptors this process holds open.
@@ -52,8 +56,7 @@ impl CpuSample {
     /// CPU share since `self`, in thousandths of a core; and the new sample.
     pub fn since(self) -> (u32, CpuSample) {
         let next = CpuSample::now();
-        // SAFETY: sysconf has no memory effects.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let hz = ticks_per_second();
         let secs = next.at.duration_since(self.at).as_secs_f64();
         let used = next.cpu_ticks.saturating_sub(self.cpu_ticks) as f64 / hz;
         let permille = if secs > 0.0 {

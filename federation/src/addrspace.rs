@@ -32,6 +32,20 @@ pub const POOLS: [Cidr; 3] = [
     Cidr::new_clamped(Ipv4Addr::new(192, 168, 0, 0), 16),
 ];
 
+/// Ranges an overlay may use besides [`POOLS`] without owning them: the
+/// shared address space (RFC 6598) and the benchmarking range (RFC 2544),
+/// neither routed on the Internet.
+pub const ALSO_PRIVATE: [Cidr; 2] = [
+    Cidr::new_clamped(Ipv4Addr::new(100, 64, 0, 0), 10),
+    Cidr::new_clamped(Ipv4Addr::new(198, 18, 0, 0), 15),
+];
+
+/// True if `range` lies inside [`POOLS`] or [`ALSO_PRIVATE`]: address
+/// space nobody reaches over the Internet.
+pub fn is_private(range: &Cidr) -> bool {
+    POOLS.iter().chain(&ALSO_PRIVATE).any(|p| p.covers(range))
+}
+
 /// Where [`recommend`] looks, in order; inside each region it takes the
 /// highest-addressed free block.
 ///

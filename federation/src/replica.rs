@@ -220,10 +220,10 @@ impl Replica {
         &self.partners
     }
 
-    /// Everyone this node may have a tunnel with (own members and the
-    /// connected partners' exposed members).
-    pub fn roster(&self) -> Roster<'_> {
-        Roster::new(&self.ledger, &self.partners, self.me)
+    /// Everyone this node may have a tunnel with at `now_ms` (own members
+    /// and the connected partners' exposed members).
+    pub fn roster(&self, now_ms: u64) -> Roster<'_> {
+        Roster::new(&self.ledger, &self.partners, self.me, now_ms)
     }
 
     /// Where to reach `id`'s control plane: its record's control endpoints
@@ -764,7 +764,7 @@ impl Replica {
             // Who did not know us may have learned since.
             self.strangers.clear();
         }
-        for network in self.roster().connected_networks(now_ms) {
+        for network in self.roster(now_ms).connected_networks().to_vec() {
             self.sync_partner(&network, now_ms, rng.next_u32());
         }
     }

@@ -14,20 +14,39 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// The own network's ledger and the partners, seen from node `me`.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Roster<'a> {
     ledger: &'a Ledger,
     partners: &'a Partners,
-    me: NodeId,
+    /// The partner networks whose agreement exposes this node (none while
+    /// it is not an active member), found once when the roster is made.
+    connected: Vec<NetworkId>,
 }
 
 impl<'a> Roster<'a> {
-    /// The roster of `me` over its network's `ledger` and its `partners`.
-    pub fn new(ledger: &'a Ledger, partners: &'a Partners, me: NodeId) -> Self {
+    /// The roster of `me` over its network's `ledger` and its `partners`
+    /// at `now_ms`.
+    pub fn new(ledger: &'a Ledger, partners: &'a Partners, me: NodeId, now_ms: u64) -> Self {
+        let us = ledger.network().id;
+        let connected = ledger
+            .member(&me, now_ms)
+            .filter(|m| m.status == Status::Active)
+            .map(|m| {
+                partners
+                    .networks()
+                    .filter(|n| {
+                        partners
+                            .agreement(n)
+                            .is_some_and(|a| a.exposes(&us, leaf_tags(m.record)))
+                    })
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
         Self {
             ledger,
             partners,
-            me,
+            connected,
         }
     }
 
@@ -38,30 +57,14 @@ impl<'a> Roster<'a> {
 
     /// The partner networks this node is connected to: those whose
     /// agreement exposes it (none while it is not an active member).
-    pub fn connected_networks(&self, now_ms: u64) -> Vec<NetworkId> {
-        let Some(me) = self
-            .ledger
-            .member(&self.me, now_ms)
-            .filter(|m| m.status == Status::Active)
-        else {
-            return vec![];
-        };
-        let us = self.ledger.network().id;
-        self.partners
-            .networks()
-            .filter(|n| {
-                self.partners
-                    .agreement(n)
-                    .is_some_and(|a| a.exposes(&us, leaf_tags(me.record)))
-            })
-            .copied()
-            .collect()
+    pub fn connected_networks(&self) -> &[NetworkId] {
+        &self.connected
     }
 
     /// The overlay ranges of the connected partner networks.
-    pub fn partner_ranges(&self, now_ms: u64) -> Vec<Cidr> {
+    pub fn partner_ranges(&self) -> Vec<Cidr> {
         let us = self.ledger.network().id;
-        self.connected_networks(now_ms)
+        self.connected
             .iter()
             .filter_map(|n| self.partners.agreement(n)?.other(&us).map(|s| s.cidr))
             .collect()
@@ -71,8 +74,8 @@ impl<'a> Roster<'a> {
     /// connected partner networks, with its standing.
     pub fn members(&self, now_ms: u64) -> Vec<Member<'a>> {
         let mut all = self.ledger.members(now_ms);
-        for n in self.connected_networks(now_ms) {
-            if let Some(l) = self.partners.ledger(&n) {
+        for n in &self.connected {
+            if let Some(l) = self.partners.ledger(n) {
                 all.extend(l.members(now_ms));
             }
         }
@@ -82,7 +85,7 @@ impl<'a> Roster<'a> {
     /// The member `id`, of the own network or a connected partner.
     pub fn member(&self, id: &NodeId, now_ms: u64) -> Option<Member<'a>> {
         self.ledger.member(id, now_ms).or_else(|| {
-            self.connected_networks(now_ms)
+            self.connected
                 .iter()
                 .find_map(|n| self.partners.ledger(n)?.member(id, now_ms))
         })
@@ -93,8 +96,8 @@ impl<'a> Roster<'a> {
     /// ingest).
     pub fn address_owners(&self, now_ms: u64) -> BTreeMap<Ipv4Addr, NodeId> {
         let mut owners = self.ledger.address_owners(now_ms);
-        for n in self.connected_networks(now_ms) {
-            if let Some(l) = self.partners.ledger(&n) {
+        for n in &self.connected {
+            if let Some(l) = self.partners.ledger(n) {
                 for (address, id) in l.address_owners(now_ms) {
                     owners.entry(address).or_insert(id);
                 }

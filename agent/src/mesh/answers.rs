@@ -431,12 +431,6 @@ impl View<'_> {
     /// a federated one connected to this node.
     pub fn find(&self, who: &str) -> Result<NodeId, String> {
         let docs = self.members();
-        let connected: BTreeSet<String> = self
-            .roster
-            .members(self.now_ms)
-            .iter()
-            .map(|m| m.id.to_hex())
-            .collect();
         let controls: BTreeMap<String, Vec<std::net::SocketAddr>> = self
             .roster
             .members(self.now_ms)
@@ -445,17 +439,18 @@ impl View<'_> {
             .collect();
         let found = crate::lookup::find(
             who,
-            docs.iter().filter(|d| connected.contains(&d.id)).map(|d| {
-                (
+            docs.iter().filter_map(|d| {
+                let control = controls.get(&d.id)?;
+                Some((
                     d.id.as_str(),
                     crate::lookup::Names {
                         name: &d.name,
                         org: &d.org,
                         address: &d.address,
                         id: &d.id,
-                        control: controls.get(&d.id).map_or(&[], Vec::as_slice),
+                        control,
                     },
-                )
+                ))
             }),
         )?;
         NodeId::from_hex(found).ok_or_else(|| "that member has an invalid id".into())

@@ -306,7 +306,8 @@ impl Mesh {
         if now >= self.due.watch {
             self.due.watch = now + paths::WATCH_EVERY;
             let tick = self.tick(now, now_ms);
-            self.paths.watch(&self.data, &self.replica.roster(), tick);
+            self.paths
+                .watch(&self.data, &self.replica.roster(now_ms), tick);
         }
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
@@ -318,7 +319,9 @@ impl Mesh {
                 self.apply().await;
             }
             let tick = self.tick(now, now_ms);
-            let heard = self.paths.round(&self.data, &self.replica.roster(), tick);
+            let heard = self
+                .paths
+                .round(&self.data, &self.replica.roster(now_ms), tick);
             heard.into_iter().for_each(|id| self.heard(id));
         }
         if now >= self.due.metrics {
@@ -494,7 +497,7 @@ impl Mesh {
         }
         let mtu = usize::from(self.own.record.mtu);
         let active = self.is_active();
-        let roster = self.replica.roster();
+        let roster = self.replica.roster(now_ms);
         let (own, routes) = (&self.own.record, &mut self.paths.routes);
         let peers: BTreeSet<NodeId> = self
             .data
@@ -510,8 +513,7 @@ impl Mesh {
             .filter(|m| m.status == Status::Active)
             .filter_map(|m| peers::wg_key(m.record))
             .collect();
-        let ranges: BTreeSet<federation::Cidr> =
-            roster.partner_ranges(now_ms).into_iter().collect();
+        let ranges: BTreeSet<federation::Cidr> = roster.partner_ranges().into_iter().collect();
         self.paths.retain(&peers, &keys);
         for gone in self.peers.difference(&peers) {
             self.shell.disconnect(gone);
@@ -525,28 +527,24 @@ impl Mesh {
     /// Routes the connected federated networks' ranges into the overlay
     /// interface, and no others.
     async fn route_partners(&mut self, ranges: BTreeSet<federation::Cidr>) {
-        for gone in self.routed.difference(&ranges) {
-            match self
-                .netlink
-                .del_route(self.tun_index, IpAddr::V4(gone.addr()), gone.prefix())
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(range = %gone, "a federated network's range is no longer routed")
+        let gone = self.routed.difference(&ranges).map(|r| (*r, false));
+        let new = ranges.difference(&self.routed).map(|r| (*r, true));
+        let changes: Vec<(federation::Cidr, bool)> = gone.chain(new).collect();
+        for (range, add) in changes {
+            let (net, prefix) = (IpAddr::V4(range.addr()), range.prefix());
+            let done = if add {
+                self.netlink.add_route(self.tun_index, net, prefix).await
+            } else {
+                self.netlink.del_route(self.tun_index, net, prefix).await
+            };
+            match (done, add) {
+                (Ok(()), true) => {
+                    tracing::info!(%range, "a federated network's range is routed into the overlay")
                 }
-                Err(e) => tracing::warn!("cannot remove the route to {gone}: {e}"),
-            }
-        }
-        for new in ranges.difference(&self.routed) {
-            match self
-                .netlink
-                .add_route(self.tun_index, IpAddr::V4(new.addr()), new.prefix())
-                .await
-            {
-                Ok(()) => {
-                    tracing::info!(range = %new, "a federated network's range is routed into the overlay")
+                (Ok(()), false) => {
+                    tracing::info!(%range, "a federated network's range is no longer routed")
                 }
-                Err(e) => tracing::warn!("cannot route {new} into the overlay: {e}"),
+                (Err(e), _) => tracing::warn!("cannot change the route to {range}: {e}"),
             }
         }
         self.routed = ranges;
@@ -588,9 +586,10 @@ impl Mesh {
     }
 
     fn id_of(&self, key: &PublicKey) -> Option<NodeId> {
+        let now_ms = now_ms();
         self.replica
-            .roster()
-            .members(now_ms())
+            .roster(now_ms)
+            .members(now_ms)
             .iter()
             .find(|m| peers::wg_key(m.record).as_ref() == Some(key))
             .map(|m| m.id)
@@ -710,9 +709,10 @@ impl Mesh {
                 self.on_outcomes();
             }
             NodeEvent::DirectSeen { peer, at } => {
-                let roster = self.replica.roster();
+                let now_ms = now_ms();
+                let roster = self.replica.roster(now_ms);
                 self.paths
-                    .direct_seen(&self.data, &roster, &peer, at, Instant::now(), now_ms());
+                    .direct_seen(&self.data, &roster, &peer, at, Instant::now(), now_ms);
             }
             NodeEvent::Handshake(key) => {
                 if let Some(id) = self.id_of(&key) {
@@ -725,7 +725,7 @@ impl Mesh {
     /// Acts on what the echo answers showed.
     fn on_outcomes(&mut self) {
         let (now, now_ms) = (Instant::now(), now_ms());
-        let roster = self.replica.roster();
+        let roster = self.replica.roster(now_ms);
         for o in self.paths.outcomes(&self.data, &roster, now, now_ms) {
             match o {
                 Outcome::Moved { from, to } => {
@@ -788,7 +788,7 @@ impl Mesh {
         self.data.with(|node| {
             f(&View {
                 ledger: self.replica.ledger(),
-                roster: self.replica.roster(),
+                roster: self.replica.roster(now_ms),
                 partners: self.replica.partners(),
                 me: self.me(),
                 own: &self.own.record,

@@ -149,7 +149,7 @@ fn register_with_resolved(iface: &str, address: Ipv4Addr) {
 /// members under this network's name, connected partners' under theirs.
 pub fn zone_of(replica: &federation::replica::Replica, now_ms: u64) -> Zone {
     let ledger = replica.ledger();
-    let roster = replica.roster();
+    let roster = replica.roster(now_ms);
     let own = ledger
         .authority()
         .map(|a| a.name.clone())

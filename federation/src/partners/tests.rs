@@ -344,7 +344,7 @@ fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
         "{answers:?}"
     );
     let ids = |r: &Replica| -> Vec<NodeId> {
-        r.roster()
+        r.roster(0)
             .members(0)
             .iter()
             .filter(|m| m.status == crate::ledger::Status::Active)
