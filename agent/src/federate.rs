@@ -120,7 +120,7 @@ pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
     match crate::process::runtime()?.block_on(deliver(tell, &other, &ended.contacts)) {
         Ok(()) => println!("{} was told and ends it too", f.org),
         Err(e) => eprintln!(
-            "WARNING: {} could not be told now ({e:#}); its members keep the agreement until told",
+            "WARNING: {} could not be told now ({e:#}); its members learn of the end the next time one of them reaches this network",
             f.org
         ),
     }
@@ -128,7 +128,7 @@ pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
 }
 
 /// Hands `request` to the first of `contacts` (members of `network`) that
-/// takes it.
+/// takes it; a contact that is no longer a member is passed over.
 async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Result<()> {
     let key = NodeKey::generate();
     let mut shell = Shell::client(key.seed(), network)?;
@@ -138,6 +138,7 @@ async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Res
     let deadline = tokio::time::Instant::now() + DELIVER_TIMEOUT;
     let mut asked = BTreeMap::new();
     let mut last_error = None;
+    let mut passed = 0;
     loop {
         tokio::select! {
             event = shell.next() => match event {
@@ -146,16 +147,20 @@ async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Res
                         asked.insert(rid, id);
                     }
                 }
-                Event::Response { id, response, .. } if asked.contains_key(&id) => {
-                    return match response {
-                        Response::Ack => {
-                            shell.close(Duration::from_millis(500)).await;
-                            Ok(())
+                Event::Response { id, response, .. } if asked.contains_key(&id) => match response {
+                    Response::Ack => {
+                        shell.close(Duration::from_millis(500)).await;
+                        return Ok(());
+                    }
+                    Response::Refused(why) => anyhow::bail!("{why}"),
+                    Response::NotMember => {
+                        passed += 1;
+                        if passed >= contacts.len() {
+                            anyhow::bail!("none of the members it gave is a member any more");
                         }
-                        Response::Refused(why) => anyhow::bail!("{why}"),
-                        _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
-                    };
-                }
+                    }
+                    _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
+                },
                 Event::Failed { id, error, .. } if asked.remove(&id).is_some() => last_error = Some(error),
                 _ => {}
             },

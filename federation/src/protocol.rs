@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 /// keys, ranges and names, two signatures, times).
 pub const AGREEMENT_BYTES: usize = 2 * (16 + 32 + 5 + 32) + 2 * 64 + 3 * 8;
 
+/// Bytes an ending stands for in traffic counters (agreement id, network,
+/// time, signature).
+pub const ENDING_BYTES: usize = 16 + 16 + 8 + 64;
+
 /// A newcomer presenting its invite.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -140,6 +144,10 @@ pub enum Response {
         /// The records.
         records: Vec<Vec<u8>>,
     },
+    /// Answer to a partner request under an agreement this network ended:
+    /// the signed ending, so the asker's network learns it even when the
+    /// `federate end` delivery missed it.
+    Ended(Box<Ending>),
 }
 
 /// The id under which gossip de-duplicates a message carrying `data`:
@@ -168,7 +176,7 @@ impl Request {
             Request::Push(records) => records.iter().map(Vec::len).sum(),
             Request::Query(q) => q.len(),
             Request::Federate { contacts, .. } => AGREEMENT_BYTES + 64 * contacts.len(),
-            Request::EndFederation(_) => 16 + 16 + 8 + 64,
+            Request::EndFederation(_) => ENDING_BYTES,
             Request::PartnerSummary { own, summary, .. } => {
                 16 + own.as_ref().map_or(0, Vec::len) + 8 * summary.0.len()
             }
@@ -195,6 +203,7 @@ impl Response {
             Response::PartnerVersions { versions: v, .. } => {
                 16 + v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len()
             }
+            Response::Ended(_) => ENDING_BYTES,
             Response::NotMember | Response::Ack => 1,
         }
     }

@@ -75,6 +75,10 @@ pub enum Event {
     /// What this node holds of a federated network changed (records came
     /// or went, an agreement began or ended): the peers follow.
     Partners,
+    /// A federated network answered that it ended the agreement (the
+    /// ending is checked): carry it in the own record, so this network
+    /// learns it too.
+    PartnerEnded(Box<crate::agreement::Ending>),
 }
 
 /// What to do with a request.
@@ -535,6 +539,9 @@ impl Replica {
                 self.partner_changed();
             }
         }
+        if let Some(ended) = self.ending_of(&agreement) {
+            return ended;
+        }
         let Some(a) = self.partner_of(&from, &agreement, now_ms) else {
             self.refuse("partner summary");
             return Response::NotMember;
@@ -552,6 +559,17 @@ impl Replica {
         }
     }
 
+    /// The answer to a partner under `agreement` if this network ended it:
+    /// the signed ending (it reveals nothing but the end and its time).
+    fn ending_of(&self, agreement: &[u8; 16]) -> Option<Response> {
+        self.ledger
+            .federations()
+            .iter()
+            .filter(|f| f.agreement.id() == *agreement)
+            .find_map(|f| f.ended.clone())
+            .map(|e| Response::Ended(Box::new(e)))
+    }
+
     /// A partner member pulls records: those our network exposes to its.
     fn partner_pull(
         &mut self,
@@ -560,6 +578,9 @@ impl Replica {
         writers: &[NodeId],
         now_ms: u64,
     ) -> Response {
+        if let Some(ended) = self.ending_of(&agreement) {
+            return ended;
+        }
         let Some(a) = self.partner_of(from, &agreement, now_ms) else {
             self.refuse("partner pull");
             return Response::NotMember;
@@ -681,6 +702,18 @@ impl Replica {
                 }
                 if changed {
                     self.partner_changed();
+                }
+            }
+            Response::Ended(ending) => {
+                let checked = self
+                    .partners
+                    .network_of(&ending.agreement)
+                    .and_then(|n| self.partners.agreement(&n))
+                    .is_some_and(|a| ending.check(a).is_ok());
+                if !checked {
+                    self.refuse("response");
+                } else if self.events.len() < MAX_EVENTS {
+                    self.events.push_back(Event::PartnerEnded(ending));
                 }
             }
             Response::Ack => {}

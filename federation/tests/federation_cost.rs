@@ -18,11 +18,15 @@
 //! other network's record changes (metrics summaries every
 //! `metrics_interval(1000)` per member) are pulled once by each exposed
 //! member, which adds (1,000 / interval) × record size.
+//!
+//! It also checks that an ending reaches the other network through this
+//! partner anti-entropy alone, when the `federate end` delivery missed it.
 
-use federation::agreement::{Agreement, Exposure, Offer, Side};
+use federation::agreement::{Agreement, Ending, Exposure, Offer, Side};
 use federation::cert::{Cert, Claim};
 use federation::member::{metrics_interval, AuthorityRecord, Body, MemberRecord, PartnerContacts};
-use federation::replica::{Replica, PARTNER_SYNC_EVERY};
+use federation::protocol::Request;
+use federation::replica::{Event, Replica, Transmit, PARTNER_SYNC_EVERY};
 use federation::token::Contact;
 use federation::{Cidr, Ledger, Network, NetworkId, NodeId, NodeKey};
 use std::net::Ipv4Addr;
@@ -38,8 +42,8 @@ struct Org {
 }
 
 impl Org {
-    fn new(seed: u8, name: &'static str, cidr: &str) -> Org {
-        let keys = (0..MEMBERS)
+    fn new(seed: u8, name: &'static str, cidr: &str, members: u32) -> Org {
+        let keys = (0..members)
             .map(|i| {
                 let mut s = [seed; 32];
                 s[1..5].copy_from_slice(&i.to_le_bytes());
@@ -94,6 +98,18 @@ impl Org {
         key.sign(v, Body::Member(record).to_bytes()).encode()
     }
 
+    /// Member 0 carries the agreement and the other side's `contact`.
+    fn carry(&self, r: &mut MemberRecord, agreement: &Agreement, contact: NodeId) {
+        r.agreements = vec![agreement.clone()];
+        r.partner_contacts = vec![PartnerContacts {
+            network: agreement.other(&self.id()).expect("a side").network,
+            members: vec![Contact {
+                id: contact,
+                addrs: vec!["198.18.0.9:51821".parse().expect("valid by construction")],
+            }],
+        }];
+    }
+
     fn ledger(&self, agreement: &Agreement, contact: NodeId) -> Ledger {
         let mut ledger = Ledger::new(Network::of(self.authority.id()));
         let authority = Body::Authority(AuthorityRecord {
@@ -110,14 +126,7 @@ impl Org {
         for i in 0..self.keys.len() {
             let r = self.record(i, 1, |r| {
                 if i == 0 {
-                    r.agreements = vec![agreement.clone()];
-                    r.partner_contacts = vec![PartnerContacts {
-                        network: agreement.other(&self.id()).expect("a side").network,
-                        members: vec![Contact {
-                            id: contact,
-                            addrs: vec!["198.18.0.9:51821".parse().expect("valid by construction")],
-                        }],
-                    }];
+                    self.carry(r, agreement, contact);
                 }
             });
             ledger.ingest(&r, 0).expect("valid by construction");
@@ -143,8 +152,8 @@ fn mirrored(x: &Replica, of: &NetworkId) -> usize {
 
 #[test]
 fn a_federation_costs_each_exposed_member_a_constant_few_hundred_bytes_per_second() {
-    let alpha = Org::new(1, "alpha", "10.1.0.0/16");
-    let beta = Org::new(2, "beta", "10.2.0.0/16");
+    let alpha = Org::new(1, "alpha", "10.1.0.0/16", MEMBERS);
+    let beta = Org::new(2, "beta", "10.2.0.0/16", MEMBERS);
     let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
     let agreement =
         Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
@@ -215,5 +224,69 @@ fn a_federation_costs_each_exposed_member_a_constant_few_hundred_bytes_per_secon
     eprintln!(
         "FIGURE federation at 2x{MEMBERS}, per exposed member: quiet round {quiet} bytes, one change {one} bytes, 1 % wave {wave} bytes; steady state {per_second:.0} B/s of partner anti-entropy + {churn:.0} B/s of the other side's record changes (metrics every {} s)",
         metrics_interval(MEMBERS as usize).as_secs()
+    );
+}
+
+/// alpha ends the agreement and nobody tells beta: beta's member learns
+/// the ending from alpha's answer to its next partner round (before, alpha
+/// answered "not a member" and beta kept the agreement for ever).
+#[test]
+fn an_ending_reaches_the_other_network_through_partner_sync() {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/16", 3);
+    let beta = Org::new(2, "beta", "10.2.0.0/16", 3);
+    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
+    let agreement =
+        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
+    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
+    let mut x = Replica::new(alpha.ledger(&agreement, b0), a0);
+    let mut y = Replica::new(beta.ledger(&agreement, a0), b0);
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut y, b0, &mut x, a0, now);
+        now += PARTNER_SYNC_EVERY;
+    }
+    assert_eq!(mirrored(&y, &alpha.id()), 4, "beta did not mirror alpha");
+
+    // alpha's authority ends it; alpha's member 0 carries the ending.
+    let ending = Ending::sign(&alpha.authority, &agreement, 20).expect("alpha's side");
+    let ended = alpha.record(0, 2, |r| {
+        alpha.carry(r, &agreement, b0);
+        r.endings = vec![ending.clone()];
+    });
+    x.publish(ended, true, 0).expect("valid by construction");
+    assert!(
+        x.ledger().agreements().next().is_none(),
+        "alpha still holds it"
+    );
+    std::iter::from_fn(|| x.poll_event()).count();
+
+    // beta's next round brings the ending back, checked.
+    round(&mut y, b0, &mut x, a0, now);
+    let learned: Vec<Event> = std::iter::from_fn(|| y.poll_event()).collect();
+    assert!(
+        learned.contains(&Event::PartnerEnded(Box::new(ending.clone()))),
+        "beta did not learn the ending: {learned:?}"
+    );
+
+    // Carried in beta's own record (what the agent does), beta forgets
+    // alpha's records and stops asking.
+    let carried = beta.record(0, 2, |r| {
+        beta.carry(r, &agreement, a0);
+        r.endings = vec![ending];
+    });
+    y.publish(carried, true, 0).expect("valid by construction");
+    assert_eq!(mirrored(&y, &alpha.id()), 0, "beta kept alpha's records");
+    y.handle_timeout(now + PARTNER_SYNC_EVERY, 0, &mut rand_core::OsRng);
+    let asked: Vec<Request> = std::iter::from_fn(|| y.poll_transmit())
+        .filter_map(|t| match t {
+            Transmit::Request { request, .. } => Some(request),
+            Transmit::Publish(_) => None,
+        })
+        .collect();
+    assert!(
+        !asked
+            .iter()
+            .any(|r| matches!(r, Request::PartnerSummary { .. })),
+        "beta still runs partner rounds with alpha: {asked:?}"
     );
 }

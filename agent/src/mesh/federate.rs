@@ -232,6 +232,11 @@ impl Mesh {
 
     /// The other network of an agreement ended it.
     pub(super) fn ended(&mut self, ending: Ending) -> Response {
+        // A revoked or departed node would carry it where nobody listens:
+        // the teller asks another member.
+        if self.standing != Some(federation::Status::Active) {
+            return self.replica.respond(Response::NotMember);
+        }
         let known = self
             .replica
             .ledger()

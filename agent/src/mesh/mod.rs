@@ -346,10 +346,19 @@ impl Mesh {
         loop {
             let (mut stored, mut membership, mut peers) = (Vec::new(), false, false);
             while let Some(event) = self.replica.poll_event() {
-                let replica::Event::Accepted { delta, bytes } = event else {
+                let (delta, bytes) = match event {
+                    replica::Event::Accepted { delta, bytes } => (delta, bytes),
                     // A federated network's records changed.
-                    peers = true;
-                    continue;
+                    replica::Event::Partners => {
+                        peers = true;
+                        continue;
+                    }
+                    replica::Event::PartnerEnded(ending) => {
+                        if let Err(why) = self.own.carry_ending(*ending) {
+                            tracing::warn!("cannot carry a federated network's ending: {why}");
+                        }
+                        continue;
+                    }
                 };
                 tracing::debug!(writer = %delta.writer.short(), changes = ?delta.changes, "record accepted");
                 membership |= delta.changes.membership;
