@@ -60,12 +60,7 @@ fn advertise_auto_asks_the_metadata_service_and_set_changes_it() -> Result<()> {
     let lab = Lab::new()?;
     let site = lab.add_site("cs", "10.0.1.0/24", NatKind::OneToOne, 1500)?;
     let vm = lab.add_site_node(&site, "vm", Ipv4Addr::new(10, 0, 1, 5))?;
-    let state = lab.dir().join("state-vm");
-    let members = vec![Member {
-        node: vm,
-        state,
-        agent: None,
-    }];
+    let members = vec![Member::in_lab(&lab, vm)];
     let mut net = Net { lab, members };
     let r = scenario(&mut net, &site);
     net.lab.check(r)

@@ -68,67 +68,8 @@ fn run(m: &mut Mesh) -> Result<()> {
     }
 
     // 1 MiB of random bytes over HTTP, a -> c.
-    let blob = Rng::from_time().bytes(1 << 20);
-    let src = m.lab.write_file("www/blob.bin", &blob)?;
-    let www = src
-        .parent()
-        .context("www dir")?
-        .to_string_lossy()
-        .into_owned();
-    let dst = m
-        .lab
-        .dir()
-        .join("fetched.bin")
-        .to_string_lossy()
-        .into_owned();
-    let a_ov = ov(0).to_string();
-    let _http = m.lab.spawn(
-        &m.nodes[0],
-        "http-a",
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            &a_ov,
-            "--directory",
-            &www,
-        ],
-    )?;
-    let listening = testbed::wait_until(Duration::from_secs(10), || {
-        m.lab
-            .exec(&m.nodes[0], &["ss", "-Hltn", "sport = :8000"])
-            .map(|o| !o.stdout.is_empty())
-            .unwrap_or(false)
-    });
-    ensure!(listening, "python3 http.server did not listen");
-    let url = format!("http://{a_ov}:8000/blob.bin");
-    m.lab.run(
-        &m.nodes[2],
-        &[
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "30",
-            "-o",
-            &dst,
-            &url,
-        ],
-    )?;
-    let sums = m
-        .lab
-        .run(&m.nodes[2], &["sha256sum", &src.to_string_lossy(), &dst])?;
-    let hashes: Vec<&str> = sums
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    ensure!(
-        hashes.len() == 2 && hashes[0] == hashes[1],
-        "sha256 mismatch after transfer:\n{sums}"
-    );
-    ensure!(std::fs::read(&dst)? == blob, "fetched file differs");
+    m.lab
+        .http_transfer(&m.nodes[0], ov(0), &m.nodes[2], 1 << 20)?;
 
     // iperf3 TCP both directions between a and b.
     let _srv = wg::iperf3_server(&m.lab, &m.nodes[1], ov(1))?;

@@ -1,6 +1,6 @@
 //! Namespaces, veth, bridge, processes.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::ffi::OsStr;
 use std::io::Read;
 use std::net::Ipv4Addr;
@@ -584,6 +584,74 @@ impl Lab {
     pub fn wait_ping(&self, node: &Node, dst: impl std::fmt::Display, timeout: Duration) -> bool {
         let d = dst.to_string();
         crate::wait_until_every(timeout, Duration::from_millis(50), || self.ping1(node, &d))
+    }
+
+    /// Serves `bytes` of random data over HTTP (python3's `http.server`)
+    /// from `server` on `bind`, fetches it with `curl` from `client`, and
+    /// checks the copy is intact (sha256 and byte for byte).
+    pub fn http_transfer(
+        &self,
+        server: &Node,
+        bind: impl std::fmt::Display,
+        client: &Node,
+        bytes: usize,
+    ) -> Result<()> {
+        let tag = format!("{}-{}", server.name, client.name);
+        let blob = crate::wire::Rng::from_time().bytes(bytes);
+        let src = self.write_file(&format!("www-{tag}/blob.bin"), &blob)?;
+        let www = src
+            .parent()
+            .context("www dir")?
+            .to_string_lossy()
+            .into_owned();
+        let dst = self.dir().join(format!("fetched-{tag}.bin"));
+        let bind = bind.to_string();
+        let _http = self.spawn(
+            server,
+            &format!("http-{tag}"),
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                &bind,
+                "--directory",
+                &www,
+            ],
+        )?;
+        let listening = crate::wait_until(Duration::from_secs(10), || {
+            self.exec(server, &["ss", "-Hltn", "sport = :8000"])
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false)
+        });
+        ensure!(listening, "python3 http.server did not listen on {bind}");
+        let url = format!("http://{bind}:8000/blob.bin");
+        let dst_s = dst.to_string_lossy().into_owned();
+        self.run(
+            client,
+            &[
+                "curl",
+                "-sS",
+                "--fail",
+                "--max-time",
+                "60",
+                "-o",
+                &dst_s,
+                &url,
+            ],
+        )?;
+        let sums = self.run(client, &["sha256sum", &src.to_string_lossy(), &dst_s])?;
+        let hashes: Vec<&str> = sums
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        ensure!(
+            hashes.len() == 2 && hashes[0] == hashes[1],
+            "sha256 mismatch after transfer:\n{sums}"
+        );
+        ensure!(std::fs::read(&dst)? == blob, "fetched file differs");
+        Ok(())
     }
 
     /// Starts a long-running command in the node, stdout+stderr to

@@ -17,6 +17,8 @@ pub struct Member {
     pub node: Node,
     pub state: PathBuf,
     pub agent: Option<Proc>,
+    /// How to run cladnet on it: the binary, or an emulator and a binary.
+    pub program: Vec<String>,
 }
 
 impl Member {
@@ -27,6 +29,7 @@ impl Member {
             node,
             state,
             agent: None,
+            program: vec![super::bin().into()],
         }
     }
 }
@@ -40,11 +43,16 @@ pub struct Net {
 impl Net {
     pub fn cli(&self, i: usize, args: &[&str]) -> Result<String> {
         let m = &self.members[i];
-        let mut argv = vec![super::bin()];
+        let mut argv = self.program(i);
         argv.extend_from_slice(args);
         let state = m.state.to_string_lossy().into_owned();
         argv.extend_from_slice(&["--state", &state]);
         self.lab.run(&m.node, &argv)
+    }
+
+    /// The command line that runs cladnet on member `i`.
+    pub fn program(&self, i: usize) -> Vec<&str> {
+        self.members[i].program.iter().map(String::as_str).collect()
     }
 
     pub fn ip(&self, i: usize) -> String {
@@ -68,7 +76,8 @@ impl Net {
 
     /// [`Net::init`] with extra arguments (which may give another `--cidr`).
     pub fn init_with(&self, i: usize, name: &str, extra: &[&str]) -> Result<()> {
-        let mut init: Vec<String> = vec![super::bin().into(), "init".into()];
+        let mut init: Vec<String> = self.members[i].program.clone();
+        init.push("init".into());
         init.extend(self.node_args(name));
         init.extend(extra.iter().map(|s| s.to_string()));
         if !extra.contains(&"--cidr") {
@@ -94,7 +103,8 @@ impl Net {
             &m.node,
             &label,
             &[
-                &[super::bin(), "agent", "--state", &state, "--iface", &iface],
+                &self.program(i)[..],
+                &["agent", "--state", &state, "--iface", &iface],
                 extra,
             ]
             .concat(),
@@ -117,7 +127,8 @@ impl Net {
     }
 
     pub fn join_cmd(&self, i: usize, name: &str, token: &str) -> Vec<String> {
-        let mut argv: Vec<String> = vec![super::bin().into(), "join".into(), token.into()];
+        let mut argv: Vec<String> = self.members[i].program.clone();
+        argv.extend(["join".into(), token.into()]);
         argv.extend(self.node_args(name));
         argv.push("--state".into());
         argv.push(self.members[i].state.to_string_lossy().into_owned());
@@ -187,12 +198,7 @@ pub fn setup(lab: Lab, names: &[&str]) -> Result<Net> {
     let mut members = Vec::new();
     for n in names {
         let node = lab.add_node(n)?;
-        let state = lab.dir().join(format!("state-{n}"));
-        members.push(Member {
-            node,
-            state,
-            agent: None,
-        });
+        members.push(Member::in_lab(&lab, node));
     }
     Ok(Net { lab, members })
 }
