@@ -4,8 +4,12 @@
 # On a fresh Debian 12 machine it installs what the tests need (once), then
 #   1. cargo build --workspace --all-targets
 #   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test: every crate except the agent in parallel, then the agent's
-#      namespace-lab integration tests (agent/tests/) one at a time.
+#   3. cargo test: every crate except the agent in parallel
+#   4. the aarch64 cross-build (scripts/build-arm64.sh --fast --tests: installs
+#      the cross toolchain and qemu-user, runs the sans-IO unit tests under
+#      qemu-user)
+#   5. the agent's namespace-lab integration tests (agent/tests/) one at a
+#      time, the mixed x86/ARM lab among them.
 # Exits non-zero on any failure. Needs root: the lab tests create network
 # namespaces, veth pairs and TUN devices (all inside namespaces they create
 # and remove; see testbed/src/lib.rs).
@@ -86,6 +90,11 @@ rc=0
 log "cargo test (all crates but the agent)"
 # shellcheck disable=SC2086
 cargo test --workspace --exclude cladnet --no-fail-fast -- ${TEST_ARGS:-} || rc=1
+# The aarch64 build: the sans-IO crates' unit tests under qemu-user, and the
+# binary the mixed-architecture lab (agent/tests/arm.rs) runs. --fast skips
+# link-time optimisation (a third of the build time).
+log "scripts/build-arm64.sh --fast --tests"
+bash scripts/build-arm64.sh --fast --tests || rc=1
 log "cargo test -p cladnet (namespace labs, one at a time)"
 # shellcheck disable=SC2086
 cargo test -p cladnet --no-fail-fast -- --test-threads=1 ${TEST_ARGS:-} || rc=1

@@ -2,10 +2,8 @@
 
 mod common;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use common::*;
-use std::time::Duration;
-use testbed::wire::Rng;
 use testbed::{skip_unless_root, wg};
 
 #[test]

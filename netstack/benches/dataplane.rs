@@ -13,91 +13,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use netstack::{Action, AllowedIps, Device, DeviceConfig, IpNet, PeerConfig, PrivateKey};
+use netstack::{Action, AllowedIps, IpNet, PrivateKey};
 use std::hint::black_box;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use support::ip_packet;
+use support::{a_ep, established, fresh_pair, handshake, ip_packet, A_IP, B_IP};
 
-const MTU: usize = 1420;
-const A_IP: [u8; 4] = [100, 64, 0, 1];
-const B_IP: [u8; 4] = [100, 64, 0, 2];
 const SIZES: [usize; 2] = [64, 1420];
-
-fn a_ep() -> SocketAddr {
-    SocketAddr::from(([198, 18, 0, 1], 51820))
-}
-
-fn b_ep() -> SocketAddr {
-    SocketAddr::from(([198, 18, 0, 2], 51820))
-}
-
-fn device(key: &PrivateKey, peer: &PrivateKey, peer_ip: [u8; 4], ep: Option<SocketAddr>) -> Device {
-    let mut d = Device::new(
-        DeviceConfig {
-            private_key: key.clone(),
-            mtu: MTU,
-            handshake_load_limit: u32::MAX,
-        },
-        Instant::now(),
-        Duration::from_secs(1_700_000_000),
-    );
-    d.upsert_peer(PeerConfig {
-        public_key: peer.public_key(),
-        preshared_key: Some([9; 32]),
-        endpoint: ep,
-        allowed_ips: vec![IpNet::new(IpAddr::from(peer_ip), 32).expect("prefix")],
-        persistent_keepalive: None,
-    });
-    d
-}
-
-/// Two fresh devices: A (initiator, knows B's endpoint) and B.
-fn fresh_pair(ka: &PrivateKey, kb: &PrivateKey) -> (Device, Device) {
-    (
-        device(ka, kb, B_IP, Some(b_ep())),
-        device(kb, ka, A_IP, None),
-    )
-}
-
-/// Initiation → response → the queued packet as confirmation. Returns the
-/// number of packets B delivered (1 when the handshake completed).
-fn handshake(a: &mut Device, b: &mut Device, first: &[u8], buf: &mut [u8], now: Instant) -> usize {
-    let Action::Send { len, .. } = a.encapsulate(first, buf, now) else {
-        return 0;
-    };
-    let init = buf[..len].to_vec();
-    let Action::Send { len, .. } = b.decapsulate(a_ep(), &init, buf, now) else {
-        return 0;
-    };
-    let resp = buf[..len].to_vec();
-    if a.decapsulate(b_ep(), &resp, buf, now) != Action::None {
-        return 0;
-    }
-    let mut delivered = 0;
-    while let Some((_, len)) = a.poll_transmit(buf, now) {
-        let dg = buf[..len].to_vec();
-        if let Action::Deliver(_) = b.decapsulate(a_ep(), &dg, buf, now) {
-            delivered += 1;
-        }
-    }
-    delivered
-}
-
-/// A pair with a confirmed session in both directions.
-fn established() -> (Device, Device, Instant) {
-    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-    let (mut a, mut b) = fresh_pair(&ka, &kb);
-    let now = Instant::now();
-    let mut buf = vec![0u8; 2048];
-    let first = ip_packet(A_IP, B_IP, 100);
-    assert_eq!(
-        handshake(&mut a, &mut b, &first, &mut buf, now),
-        1,
-        "handshake"
-    );
-    (a, b, now)
-}
 
 fn bench_encapsulate(c: &mut Criterion) {
     let mut g = c.benchmark_group("encapsulate");
