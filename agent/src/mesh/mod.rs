@@ -325,6 +325,8 @@ impl Mesh {
             heard.into_iter().for_each(|id| self.heard(id));
         }
         if now >= self.due.metrics {
+            // What a burst freed goes back before the RSS is measured.
+            crate::process::trim_heap();
             let links = self.with_view(|v| v.links());
             self.due.metrics = now + self.own.measured(links);
         }
