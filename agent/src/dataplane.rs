@@ -28,6 +28,9 @@ const SEND_BATCH: usize = 160;
 /// Packets delivered in one receive round up to which the rx thread also
 /// forwards the answers the kernel produced (see [`Ends::reader`]).
 const LIGHT_TRAFFIC: usize = 4;
+/// The receive side gives its burst buffers back after this long without
+/// bulk traffic (a batch of more than [`LIGHT_TRAFFIC`] packets).
+const RELEASE_AFTER: Duration = Duration::from_secs(5);
 /// Events waiting for the control loop, at most (more are dropped: echo
 /// answers are asked for again, handshakes show in the peer table).
 const EVENTS: usize = 256;
@@ -275,13 +278,28 @@ fn is_icmp_echo(e: &io::Error) -> bool {
 fn inbound(ends: &Ends, mut writer: TunWriter) {
     let mut replies = batch(&ends.shared.lock(), &ends.udp);
     let mut rx: RecvBuffers = Udp::recv_buffers();
+    // When the last bulk batch came, and whether its buffers went back.
+    let (mut last_bulk, mut released) = (Instant::now(), false);
     loop {
-        if let Err(e) = ends.udp.recv(&mut rx) {
-            if !is_icmp_echo(&e) {
-                tracing::warn!("receiving on the UDP socket failed: {e}");
-                std::thread::sleep(std::time::Duration::from_millis(1));
+        let received = ends.udp.recv(&mut rx, Some(RELEASE_AFTER));
+        if !released && last_bulk.elapsed() >= RELEASE_AFTER {
+            // Quiet (at most light traffic): what the last burst grew goes
+            // back to the kernel; light traffic needs only small buffers.
+            rx.release();
+            writer.release();
+            crate::process::trim_heap();
+            released = true;
+        }
+        match received {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                if !is_icmp_echo(&e) {
+                    tracing::warn!("receiving on the UDP socket failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                continue;
             }
-            continue;
         }
         let now = Instant::now();
         let mut datagrams = rx.datagrams();
@@ -322,6 +340,9 @@ fn inbound(ends: &Ends, mut writer: TunWriter) {
             }
         }
         ends.shared.wake_timers();
+        if delivered > LIGHT_TRAFFIC {
+            (last_bulk, released) = (now, false);
+        }
         // Only after light traffic (an exchange, not a bulk stream whose
         // ACKs the tx thread handles in parallel), and one batch at most:
         // the rx thread must get back to its socket.

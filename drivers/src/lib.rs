@@ -6,14 +6,20 @@ pub mod netlink;
 pub mod store;
 
 /// Sleeps until `fd` is ready for `events` or `timeout_ms` passes (-1: forever).
-pub(crate) fn wait_fd(fd: std::os::fd::RawFd, events: libc::c_short, timeout_ms: libc::c_int) {
+/// Waits up to `timeout_ms` (-1: forever) until `fd` is ready for
+/// `events`; true if it is.
+pub(crate) fn wait_fd(
+    fd: std::os::fd::RawFd,
+    events: libc::c_short,
+    timeout_ms: libc::c_int,
+) -> bool {
     let mut p = libc::pollfd {
         fd,
         events,
         revents: 0,
     };
     // SAFETY: one valid pollfd for the duration of the call.
-    let _ = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+    unsafe { libc::poll(&mut p, 1, timeout_ms) != 0 }
 }
 
 pub mod tun;

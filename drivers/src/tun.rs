@@ -169,6 +169,13 @@ impl TunWriter {
         }
     }
 
+    /// Gives back the buffers a burst grew (coalesced super-packets reach
+    /// 64 KiB each); they grow again with the next burst.
+    pub fn release(&mut self) {
+        self.bufs.iter_mut().for_each(|b| *b = Vec::new());
+        self.count = 0;
+    }
+
     /// True if no more packets fit before a flush.
     pub fn is_full(&self) -> bool {
         self.count == self.bufs.len()

@@ -5,6 +5,7 @@ use crate::DriverError;
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
 
 /// Socket buffer size asked for (root may exceed rmem_max/wmem_max).
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -126,30 +127,37 @@ impl Udp {
         result
     }
 
-    /// Waits until the socket is ready for `events` or `timeout_ms` passes (-1: forever).
-    fn wait(&self, events: libc::c_short, timeout_ms: libc::c_int) {
+    /// Waits until the socket is ready for `events` or `timeout_ms` passes
+    /// (-1: forever); true if it is ready.
+    fn wait(&self, events: libc::c_short, timeout_ms: libc::c_int) -> bool {
         use std::os::fd::AsRawFd;
-        crate::wait_fd(self.sock.as_raw_fd(), events, timeout_ms);
+        crate::wait_fd(self.sock.as_raw_fd(), events, timeout_ms)
     }
 
-    /// Receive buffers and metadata for [`Udp::recv`].
+    /// Receive buffers and metadata for [`Udp::recv`] (the buffers are
+    /// allocated at the first receive).
     pub fn recv_buffers() -> RecvBuffers {
         RecvBuffers {
-            bufs: (0..RECV_BATCH).map(|_| vec![0u8; RECV_BUF]).collect(),
+            buf: Vec::new(),
             meta: vec![RecvMeta::default(); RECV_BATCH],
             count: 0,
         }
     }
 
-    /// Blocks for the next batch of datagrams.
-    pub fn recv(&self, rb: &mut RecvBuffers) -> io::Result<()> {
+    /// Blocks for the next batch of datagrams, or until `idle` passes
+    /// without one (then false; `None` waits for ever).
+    pub fn recv(&self, rb: &mut RecvBuffers, idle: Option<Duration>) -> io::Result<bool> {
         rb.count = 0;
+        if rb.buf.is_empty() {
+            rb.buf = vec![0u8; RECV_BATCH * RECV_BUF];
+        }
         let mut slices: [IoSliceMut<'_>; RECV_BATCH] = {
-            let mut it = rb.bufs.iter_mut();
-            std::array::from_fn(|_| {
-                IoSliceMut::new(it.next().map(|b| &mut b[..]).unwrap_or(&mut []))
-            })
+            let mut it = rb.buf.chunks_mut(RECV_BUF);
+            std::array::from_fn(|_| IoSliceMut::new(it.next().unwrap_or(&mut [])))
         };
+        let timeout = idle.map_or(-1, |d| {
+            libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX)
+        });
         loop {
             match self
                 .state
@@ -157,18 +165,23 @@ impl Udp {
             {
                 Ok(n) => {
                     rb.count = n;
-                    return Ok(());
+                    return Ok(true);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(libc::POLLIN, -1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.wait(libc::POLLIN, timeout) {
+                        return Ok(false);
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 }
 
-/// Buffers of one receive batch.
+/// Buffers of one receive batch: one block, so giving it back when idle
+/// returns its pages to the kernel at once.
 pub struct RecvBuffers {
-    bufs: Vec<Vec<u8>>,
+    buf: Vec<u8>,
     meta: Vec<RecvMeta>,
     count: usize,
 }
@@ -178,12 +191,18 @@ impl RecvBuffers {
     pub fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.meta[..self.count]
             .iter()
-            .zip(&self.bufs)
+            .zip(self.buf.chunks(RECV_BUF))
             .flat_map(|(m, b)| {
                 let stride = m.stride.max(1);
                 let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
                 b[..m.len].chunks(stride).map(move |d| (from, d))
             })
+    }
+
+    /// Gives the buffers back (the next receive allocates them again).
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+        self.count = 0;
     }
 }
 
