@@ -287,7 +287,6 @@ fn inbound(ends: &Ends, mut writer: TunWriter) {
             // back to the kernel; light traffic needs only small buffers.
             rx.release();
             writer.release();
-            crate::process::trim_heap();
             released = true;
         }
         match received {

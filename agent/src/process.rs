@@ -10,18 +10,6 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Hands the C allocator's free heap pages back to the kernel. glibc keeps
-/// what a burst freed (the data plane's GRO and receive buffers, QUIC
-/// buffers), so without this the RSS after a transfer stays at its peak.
-pub fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks and releases the allocator's own free
-    // lists; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};

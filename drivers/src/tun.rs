@@ -169,10 +169,15 @@ impl TunWriter {
         }
     }
 
-    /// Gives back the buffers a burst grew (coalesced super-packets reach
-    /// 64 KiB each); they grow again with the next burst.
+    /// Gives back the pages a burst filled (coalesced super-packets reach
+    /// 64 KiB each) and reserves fresh, untouched room in their place: GRO
+    /// coalesces only into a buffer with room for the merged packet.
     pub fn release(&mut self) {
         self.bufs.iter_mut().for_each(|b| *b = Vec::new());
+        crate::trim_heap();
+        self.bufs
+            .iter_mut()
+            .for_each(|b| b.reserve_exact(WRITE_CAPACITY));
         self.count = 0;
     }
 

@@ -326,7 +326,7 @@ impl Mesh {
         }
         if now >= self.due.metrics {
             // What a burst freed goes back before the RSS is measured.
-            crate::process::trim_heap();
+            drivers::trim_heap();
             let links = self.with_view(|v| v.links());
             self.due.metrics = now + self.own.measured(links);
         }
