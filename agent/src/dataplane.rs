@@ -281,7 +281,7 @@ fn inbound(ends: &Ends, mut writer: TunWriter) {
     // When the last bulk batch came, and whether its buffers went back.
     let (mut last_bulk, mut released) = (Instant::now(), false);
     loop {
-        let received = ends.udp.recv(&mut rx, Some(RELEASE_AFTER));
+        // Before a receive, never after one (the batch lives in `rx`).
         if !released && last_bulk.elapsed() >= RELEASE_AFTER {
             // Quiet (at most light traffic): what the last burst grew goes
             // back to the kernel; light traffic needs only small buffers.
@@ -289,7 +289,7 @@ fn inbound(ends: &Ends, mut writer: TunWriter) {
             writer.release();
             released = true;
         }
-        match received {
+        match ends.udp.recv(&mut rx, Some(RELEASE_AFTER)) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {
