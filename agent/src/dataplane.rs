@@ -283,13 +283,13 @@ fn inbound(ends: &Ends, mut writer: TunWriter) {
     loop {
         // Before a receive, never after one (the batch lives in `rx`).
         if !released && last_bulk.elapsed() >= RELEASE_AFTER {
-            // Quiet (at most light traffic): what the last burst grew goes
-            // back to the kernel; light traffic needs only small buffers.
+            // Quiet (at most light traffic): the pages the last burst
+            // filled go back to the kernel; light traffic touches few.
             rx.release();
             writer.release();
             released = true;
         }
-        match ends.udp.recv(&mut rx, Some(RELEASE_AFTER)) {
+        match ends.udp.recv(&mut rx, RELEASE_AFTER) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(e) => {

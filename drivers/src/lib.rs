@@ -5,7 +5,6 @@
 pub mod netlink;
 pub mod store;
 
-/// Sleeps until `fd` is ready for `events` or `timeout_ms` passes (-1: forever).
 /// Waits up to `timeout_ms` (-1: forever) until `fd` is ready for
 /// `events`; true if it is.
 pub(crate) fn wait_fd(

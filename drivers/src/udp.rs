@@ -145,8 +145,8 @@ impl Udp {
     }
 
     /// Blocks for the next batch of datagrams, or until `idle` passes
-    /// without one (then false; `None` waits for ever).
-    pub fn recv(&self, rb: &mut RecvBuffers, idle: Option<Duration>) -> io::Result<bool> {
+    /// without one (then false).
+    pub fn recv(&self, rb: &mut RecvBuffers, idle: Duration) -> io::Result<bool> {
         rb.count = 0;
         if rb.buf.is_empty() {
             rb.buf = vec![0u8; RECV_BATCH * RECV_BUF];
@@ -155,9 +155,7 @@ impl Udp {
             let mut it = rb.buf.chunks_mut(RECV_BUF);
             std::array::from_fn(|_| IoSliceMut::new(it.next().unwrap_or(&mut [])))
         };
-        let timeout = idle.map_or(-1, |d| {
-            libc::c_int::try_from(d.as_millis()).unwrap_or(libc::c_int::MAX)
-        });
+        let timeout = libc::c_int::try_from(idle.as_millis()).unwrap_or(libc::c_int::MAX);
         loop {
             match self
                 .state
