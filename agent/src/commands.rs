@@ -281,6 +281,7 @@ fn join_into(
         member,
         chain,
         records,
+        taken,
     } = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
     let (ledger, accepted) = admitted_state(network, &records, now);
@@ -302,8 +303,14 @@ fn join_into(
             addrspace::replacement(authority.cidr, &inventory.networks).map_or("a free private range".into(), |r| r.to_string())
         );
     }
-    // The inviter checked a pinned address before spending the invite.
-    let taken: BTreeSet<Ipv4Addr> = ledger.address_owners(now).keys().copied().collect();
+    // The inviter checked a pinned address before spending the invite. The
+    // records may be only the first batch of a large network's: the
+    // addresses taken come apart.
+    let taken: BTreeSet<Ipv4Addr> = ledger
+        .address_owners(now)
+        .into_keys()
+        .chain(taken)
+        .collect();
     let address = match pinned {
         Some(a) => a,
         None => address::pick(&authority.block, &key.id(), &taken)
@@ -368,8 +375,10 @@ struct Admission {
     member: NodeId,
     /// The newcomer's certificate chain.
     chain: Vec<Cert>,
-    /// The network's state.
+    /// The first batch of the network's state.
     records: Vec<Vec<u8>>,
+    /// The overlay addresses held.
+    taken: Vec<Ipv4Addr>,
 }
 
 /// Presents the invite: connects to the members the token names and asks
@@ -425,7 +434,7 @@ async fn ask_to_join(
                 Event::Connected(id, _) => joining.handle_connected(id, now()),
                 Event::Response { id, from, response } if asked.is_some_and(|a| a.0 == id) => {
                     return match response {
-                        Response::Admitted { chain, records } => Ok(Admission { shell, member: from, chain, records }),
+                        Response::Admitted { chain, records, taken } => Ok(Admission { shell, member: from, chain, records, taken }),
                         Response::Refused(why) => anyhow::bail!("{why}"),
                         Response::NotMember | Response::Revoked(_) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
                         _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),

@@ -140,30 +140,31 @@ impl Partners {
         self.ledger(network).map(|l| sync::summary(l.state()))
     }
 
-    /// A partner member's answer to our summary: the writers to pull
-    /// from it. The partner network is the only source of its records, so
-    /// what it no longer exposes (revoked, left, untagged) is forgotten —
-    /// only if the answer comes from one of its active members (`trusted`).
-    /// Returns the writers to pull and whether anything was forgotten.
+    /// A partner member's answer to our summary (or leaves request): the
+    /// writers to pull from it and the leaves to ask it for. The partner
+    /// network is the only source of its records, so what it no longer
+    /// exposes (revoked, left, untagged) is forgotten — only if the answer
+    /// comes from one of its active members (`trusted`). Returns the plan
+    /// and whether anything was forgotten.
     pub fn handle_versions(
         &mut self,
         network: &NetworkId,
         theirs: &Versions,
         trusted: bool,
         now_ms: u64,
-    ) -> (Vec<NodeId>, bool) {
+    ) -> (sync::Mirror, bool) {
         let Some(partner) = self.partners.get_mut(network) else {
-            return (vec![], false);
+            return (sync::Mirror::default(), false);
         };
-        let (pull, forget) = sync::mirror_plan(partner.ledger.state(), theirs);
+        let mirror = sync::mirror_plan(partner.ledger.state(), theirs);
         let mut forgot = false;
         if trusted {
             let authority = partner.ledger.network().authority;
-            for w in forget.iter().filter(|w| **w != authority) {
+            for w in mirror.forget.iter().filter(|w| **w != authority) {
                 forgot |= partner.ledger.forget(w, now_ms);
             }
         }
-        (pull, forgot)
+        (mirror, forgot)
     }
 
     /// Offers a record from a partner: what it changed, if it entered.

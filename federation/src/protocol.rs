@@ -6,9 +6,10 @@ use crate::agreement::{Agreement, Ending};
 use crate::cert::Cert;
 use crate::network::NetworkId;
 use crate::record::NodeId;
-use crate::sync::{Summary, Versions};
+use crate::sync::{Leaf, Summary, Versions};
 use crate::token::Contact;
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
 
 /// Bytes an agreement stands for in traffic counters (two sides with
 /// keys, ranges and names, two signatures, times).
@@ -58,6 +59,8 @@ pub enum Request {
     },
     /// Anti-entropy step 1.
     Summary(Summary),
+    /// Anti-entropy, after a split: your ranks in these leaves.
+    Leaves(Vec<Leaf>),
     /// Send me these writers' records.
     Pull(Vec<NodeId>),
     /// Records you may lack.
@@ -93,6 +96,14 @@ pub enum Request {
         /// What it holds of our exposed records.
         summary: Summary,
     },
+    /// [`Request::Leaves`] across networks: the ranks of what your network
+    /// exposes to mine in these leaves.
+    PartnerLeaves {
+        /// The agreement's id.
+        agreement: [u8; 16],
+        /// The leaves.
+        leaves: Vec<Leaf>,
+    },
     /// Send me these writers' records, if your network exposes them to mine.
     PartnerPull {
         /// The agreement's id.
@@ -105,12 +116,17 @@ pub enum Request {
 /// A member's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// Welcome: your chain and the network's state.
+    /// Welcome: your chain and the start of the network's state.
     Admitted {
         /// The newcomer's certificate chain.
         chain: Vec<Cert>,
-        /// Every record the admitting member holds.
+        /// The first batch of the admitting member's records
+        /// ([`crate::sync::first_records`]); anti-entropy brings the rest.
         records: Vec<Vec<u8>>,
+        /// Every overlay address held, so the newcomer picks a free one
+        /// before it holds every record.
+        #[serde(default)]
+        taken: Vec<Ipv4Addr>,
     },
     /// No, and why (one sentence for the user).
     Refused(String),
@@ -129,8 +145,8 @@ pub enum Response {
     Answer(String),
     /// Done.
     Ack,
-    /// Answer to [`Request::PartnerSummary`]: the ranks of what our
-    /// network exposes, in the buckets that differ.
+    /// Answer to [`Request::PartnerSummary`] and [`Request::PartnerLeaves`]:
+    /// the ranks of what our network exposes, in the parts that differ.
     PartnerVersions {
         /// The agreement's id.
         agreement: [u8; 16],
@@ -172,6 +188,8 @@ impl Request {
             Request::Join(j) => 96 + j.name.len(),
             Request::ForwardedJoin { join, .. } => 128 + join.name.len(),
             Request::Summary(s) => 8 * s.0.len(),
+            Request::Leaves(leaves) => 2 * leaves.len(),
+            Request::PartnerLeaves { leaves, .. } => 16 + 2 * leaves.len(),
             Request::Pull(ids) => 32 * ids.len(),
             Request::Push(records) => records.iter().map(Vec::len).sum(),
             Request::Query(q) => q.len(),
@@ -190,19 +208,23 @@ impl Response {
     /// Payload bytes this response carries (for traffic counters).
     pub fn payload_len(&self) -> usize {
         match self {
-            Response::Admitted { chain, records } => {
-                chain.len() * crate::cert::CERT_BYTES + records.iter().map(Vec::len).sum::<usize>()
+            Response::Admitted {
+                chain,
+                records,
+                taken,
+            } => {
+                chain.len() * crate::cert::CERT_BYTES
+                    + records.iter().map(Vec::len).sum::<usize>()
+                    + 4 * taken.len()
             }
             Response::Refused(why) => why.len(),
-            Response::Versions(v) => v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len(),
+            Response::Versions(v) => v.wire_len(),
             Response::Records(records) => records.iter().map(Vec::len).sum(),
             Response::Answer(text) => text.len(),
             Response::Revoked(records) | Response::PartnerRecords { records, .. } => {
                 records.iter().map(Vec::len).sum()
             }
-            Response::PartnerVersions { versions: v, .. } => {
-                16 + v.buckets.len() + crate::sync::ENTRY_BYTES * v.versions.len()
-            }
+            Response::PartnerVersions { versions: v, .. } => 16 + v.wire_len(),
             Response::Ended(_) => ENDING_BYTES,
             Response::NotMember | Response::Ack => 1,
         }

@@ -447,12 +447,16 @@ impl Replica {
                 &summary,
                 now_ms,
             )),
+            Request::PartnerLeaves { agreement, leaves } => {
+                Inbound::Answer(self.partner_leaves(&from, agreement, &leaves, now_ms))
+            }
             Request::PartnerPull { agreement, writers } => {
                 Inbound::Answer(self.partner_pull(&from, agreement, &writers, now_ms))
             }
             _ if !member => {
                 self.refuse(match request {
                     Request::Summary(_) => "summary",
+                    Request::Leaves(_) => "leaves",
                     Request::Pull(_) => "pull",
                     Request::ForwardedJoin { .. } => "forwarded join",
                     Request::Reissue(_) => "reissue",
@@ -464,6 +468,9 @@ impl Replica {
             Request::Reissue(chain) => return Inbound::Reissue(chain),
             Request::Summary(s) => {
                 Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
+            }
+            Request::Leaves(leaves) => {
+                Inbound::Answer(Response::Versions(sync::leaves(self.ledger.state(), &leaves)))
             }
             Request::Pull(writers) => Inbound::Answer(Response::Records(sync::records_of(
                 self.ledger.state(),
@@ -542,21 +549,59 @@ impl Replica {
         if let Some(ended) = self.ending_of(&agreement) {
             return ended;
         }
-        let Some(a) = self.partner_of(&from, &agreement, now_ms) else {
-            self.refuse("partner summary");
-            return Response::NotMember;
-        };
-        let state = self.ledger.state();
-        let versions = self
-            .ledger
-            .exposed_writers(&a, now_ms)
-            .into_iter()
-            .filter_map(|w| Some((w, state.rank(&w)?)))
-            .collect();
-        Response::PartnerVersions {
-            agreement,
-            versions: sync::differing_of(versions, summary),
+        match self.exposed_ranks(&from, &agreement, now_ms) {
+            Some(exposed) => Response::PartnerVersions {
+                agreement,
+                versions: sync::differing_of(exposed, summary),
+            },
+            None => {
+                self.refuse("partner summary");
+                Response::NotMember
+            }
         }
+    }
+
+    /// A partner member asks for the leaves of a split: our exposed ranks
+    /// in them.
+    fn partner_leaves(
+        &mut self,
+        from: &NodeId,
+        agreement: [u8; 16],
+        leaves: &[sync::Leaf],
+        now_ms: u64,
+    ) -> Response {
+        if let Some(ended) = self.ending_of(&agreement) {
+            return ended;
+        }
+        match self.exposed_ranks(from, &agreement, now_ms) {
+            Some(exposed) => Response::PartnerVersions {
+                agreement,
+                versions: sync::leaves_of(exposed.into_iter(), leaves),
+            },
+            None => {
+                self.refuse("partner leaves");
+                Response::NotMember
+            }
+        }
+    }
+
+    /// The (writer, rank) of what our network exposes to `from`'s network
+    /// under `agreement`, if `from` may ask.
+    fn exposed_ranks(
+        &self,
+        from: &NodeId,
+        agreement: &[u8; 16],
+        now_ms: u64,
+    ) -> Option<Vec<(NodeId, crate::record::Rank)>> {
+        let a = self.partner_of(from, agreement, now_ms)?;
+        let state = self.ledger.state();
+        Some(
+            self.ledger
+                .exposed_writers(&a, now_ms)
+                .into_iter()
+                .filter_map(|w| Some((w, state.rank(&w)?)))
+                .collect(),
+        )
     }
 
     /// The answer to a partner under `agreement` if this network ended it:
@@ -642,16 +687,24 @@ impl Replica {
         let member = self.is_member(&from, now_ms);
         match response {
             Response::Versions(v) if member => {
-                let (pull, push) = sync::plan(self.ledger.state(), &v);
-                if !pull.is_empty() {
-                    self.request(from, Request::Pull(pull));
+                let plan = sync::plan(self.ledger.state(), &v);
+                if !plan.pull.is_empty() {
+                    self.request(from, Request::Pull(plan.pull));
                 }
-                if !push.is_empty() {
-                    self.request(from, Request::Push(push));
+                if !plan.push.is_empty() {
+                    self.request(from, Request::Push(plan.push));
+                }
+                if !plan.leaves.is_empty() {
+                    self.request(from, Request::Leaves(plan.leaves));
                 }
             }
             Response::Records(records) if member => {
                 self.ingest(&records, now_ms);
+                // A full batch: the peer may hold more (a member just
+                // admitted streams the state this way, batch after batch).
+                if records.len() >= sync::MAX_BATCH {
+                    self.summary_to(from);
+                }
             }
             Response::Versions(_) | Response::Records(_) => self.refuse("response"),
             Response::NotMember => {
@@ -677,18 +730,27 @@ impl Replica {
                 Some(network) => {
                     self.strangers.remove(&from);
                     let trusted = self.partners.is_member(&network, &from, now_ms);
-                    let (pull, forgot) = self
+                    let (mirror, forgot) = self
                         .partners
                         .handle_versions(&network, &versions, trusted, now_ms);
                     if forgot {
                         self.partner_changed();
                     }
-                    if !pull.is_empty() {
+                    if !mirror.pull.is_empty() {
                         self.request(
                             from,
                             Request::PartnerPull {
                                 agreement,
-                                writers: pull,
+                                writers: mirror.pull,
+                            },
+                        );
+                    }
+                    if !mirror.leaves.is_empty() {
+                        self.request(
+                            from,
+                            Request::PartnerLeaves {
+                                agreement,
+                                leaves: mirror.leaves,
                             },
                         );
                     }

@@ -7,11 +7,17 @@
 //! Each round every member starts one exchange with a random other member:
 //!
 //! 1. the asker sends `sync::summary` of its state (64 bucket hashes);
-//! 2. the peer answers `sync::differing`: the buckets that differ and the
-//!    (writer, rank) pairs it holds in them;
+//! 2. the peer answers `sync::differing`: for each bucket that differs, the
+//!    (writer, rank) pairs it holds there, or the bucket's sub-bucket
+//!    hashes if it holds more than `sync::LIST_AT_MOST` (a split);
 //! 3. the asker runs `sync::plan` on that answer, sends `Pull(writers)`, which
-//!    the peer answers with `sync::records_of`, and `Push(records)`, which the
-//!    peer ingests (the agent's `Ack` is not modelled).
+//!    the peer answers with `sync::records_of`, `Push(records)`, which the
+//!    peer ingests (the agent's `Ack` is not modelled), and `Leaves(leaves)`
+//!    for the sub-buckets of a split that differ, which the peer answers
+//!    with `sync::leaves` and the asker plans like step 3;
+//! 4. an answer to a pull that fills a batch (`MAX_BATCH` records) makes the
+//!    asker start another exchange with that peer at once, as the agent
+//!    does (how a member just admitted streams the state).
 //!
 //! Only anti-entropy is simulated. The agent also gossips each new record
 //! once it has it; gossip is an optimisation on top that makes updates
@@ -22,16 +28,20 @@
 //! Messages travel through one pool per round and are delivered in random
 //! order; each delivery is lost with `loss` percent probability, and with
 //! `dup` percent probability a copy is put back into the pool to arrive
-//! again later. A round ends when nothing is left in flight. All randomness
-//! (keys included) comes from a xorshift generator, so a failure replays
-//! from its seed.
+//! again later. A round ends when nothing is left in flight. After the cold
+//! start, `down` percent of the members crash: they start no exchange and
+//! every message to them is lost (sent, never received); the update phases
+//! converge when every member still up holds every latest record. All
+//! randomness (keys included) comes from a xorshift generator, so a failure
+//! replays from its seed.
 //!
 //! # Bytes
 //!
 //! Counted per member, sent and received (a lost message is sent, not
 //! received; a duplicate is received twice): summary 64 × 8 bytes, versions
-//! one byte per bucket plus 56 per (writer, version, body tag), pull 32 per writer,
-//! records their encoded length. Transport and serialisation framing (QUIC,
+//! `Versions::wire_len` (a byte per listed bucket, two per listed leaf, 56
+//! per (writer, version, body tag), 5 + 32 × 8 per split), leaves two bytes
+//! each, pull 32 per writer, records their encoded length. Transport and serialisation framing (QUIC,
 //! request-response headers, CBOR) and the push's `Ack` are not counted.
 //!
 //! # Records, and verifying each one once
@@ -50,7 +60,7 @@
 //! [`Real`] is a [`State`] driven by the functions of [`federation::sync`]
 //! themselves. Holding 5,000 full states of 5,000 records of 1.6 KB is 40
 //! GB, so [`Model`] keeps only a version per writer and its summary updated
-//! in place, and takes every record's bucket and hash from `sync::summary`.
+//! in place, and takes every record's leaf and hash from `federation::sync`.
 //! The tests run both under the same seed and require identical results,
 //! message for message and byte for byte, and compare each step of both on
 //! states that differ by more than a batch ([`MAX_BATCH`]), as in large
@@ -58,7 +68,9 @@
 //! (`cargo run --release -p federation --example convergence`) uses the
 //! model for large networks.
 
-use federation::sync::{self, Summary, Versions, BUCKETS, MAX_BATCH};
+use federation::sync::{
+    self, Leaf, Split, Summary, Versions, BUCKETS, LIST_AT_MOST, MAX_BATCH, SUBS,
+};
 use federation::{Ingest, NodeId, NodeKey, SignedRecord, State, Verified};
 use std::cell::OnceCell;
 use std::fmt;
@@ -113,6 +125,8 @@ pub struct Book {
     ids: Vec<NodeId>,
     /// Summary bucket of each writer.
     bucket: Vec<usize>,
+    /// Sub-bucket of each writer within its bucket.
+    sub: Vec<usize>,
     /// Per writer, its versions 1, 2, ...
     records: Vec<Vec<Entry>>,
 }
@@ -135,8 +149,9 @@ impl Book {
         }
         let mut book = Self {
             keys,
+            bucket: ids.iter().map(|w| usize::from(sync::leaf_of(w).bucket)).collect(),
+            sub: ids.iter().map(|w| usize::from(sync::leaf_of(w).sub)).collect(),
             ids,
-            bucket: vec![0; members],
             records: (0..members).map(|_| Vec::new()).collect(),
         };
         for writer in 0..members {
@@ -166,16 +181,25 @@ impl Book {
             .enumerate()
             .find(|(_, h)| **h != 0)
             .ok_or("a record's summary hash is zero")?;
-        if version > 1 && bucket != self.bucket[writer] {
-            return Err("a writer's versions fall in different buckets".into());
+        if bucket != self.bucket[writer] {
+            return Err("a record's summary bucket is not its writer's leaf's".into());
         }
-        self.bucket[writer] = bucket;
         self.records[writer].push(Entry {
             verified,
             hash,
             wire_len,
         });
         Ok(())
+    }
+
+    /// A state holding every writer's latest record (what one member of a
+    /// converged network holds).
+    pub fn full_state(&self) -> State {
+        let mut state = State::new();
+        for w in 0..self.len() {
+            state.insert(self.entry(w, self.latest(w)).verified.clone());
+        }
+        state
     }
 
     /// Number of writers.
@@ -209,9 +233,9 @@ impl Book {
     }
 }
 
-/// One member's copy of the network's state and its side of the three steps.
+/// One member's copy of the network's state and its side of the steps.
 pub trait Replica: Sized {
-    /// Step 2's answer.
+    /// Step 2's answer (and the answer to a leaves request).
     type Versions;
     /// The writers asked for in step 3.
     type Pull;
@@ -226,11 +250,15 @@ pub trait Replica: Sized {
     fn summary(&self) -> Summary;
     /// Step 2.
     fn differing(&self, book: &Book, theirs: &Summary) -> Self::Versions;
+    /// The answer to a request for leaves.
+    fn leaves(&self, book: &Book, leaves: &[Leaf]) -> Self::Versions;
     /// Called once converged, before the quiet rounds that measure what a
     /// network costs when nothing changes.
     fn quiet(&mut self) {}
-    /// Step 3: what to pull from the peer and what to push to it.
-    fn plan(&self, book: &Book, theirs: &Self::Versions) -> (Self::Pull, Self::Records);
+    /// Step 3: what to pull from the peer, what to push to it, and which
+    /// leaves to ask it for.
+    fn plan(&self, book: &Book, theirs: &Self::Versions)
+        -> (Self::Pull, Self::Records, Vec<Leaf>);
     /// The answer to a pull.
     fn records_of(&self, writers: &Self::Pull) -> Self::Records;
     /// Takes received records.
@@ -243,6 +271,8 @@ pub trait Replica: Sized {
     fn versions_bytes(versions: &Self::Versions) -> usize;
     /// Wire size of a pull.
     fn pull_bytes(writers: &Self::Pull) -> usize;
+    /// Number of records.
+    fn records_len(records: &Self::Records) -> usize;
     /// Wire size of records.
     fn records_bytes(book: &Book, records: &Self::Records) -> usize;
 }
@@ -252,7 +282,7 @@ pub trait Replica: Sized {
 /// Two shortcuts save time (in debug builds, hashing summaries dominates
 /// the tests) without changing any answer. Its summary is kept until the
 /// state changes, as it is a function of the state. And during the cold
-/// start and the update wave, a summary equal to its own is answered with
+/// start and the update waves, a summary equal to its own is answered with
 /// no versions without calling `sync::differing`, which would compute the
 /// summary again and find no bucket differing; the quiet rounds, which
 /// measure what a converged network costs, call `sync::differing` for
@@ -299,12 +329,17 @@ impl Replica for Real {
         sync::differing(&self.state, theirs)
     }
 
+    fn leaves(&self, _: &Book, leaves: &[Leaf]) -> Versions {
+        sync::leaves(&self.state, leaves)
+    }
+
     fn quiet(&mut self) {
         self.shortcut = false;
     }
 
-    fn plan(&self, _: &Book, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>) {
-        sync::plan(&self.state, theirs)
+    fn plan(&self, _: &Book, theirs: &Versions) -> (Vec<NodeId>, Vec<Vec<u8>>, Vec<Leaf>) {
+        let plan = sync::plan(&self.state, theirs);
+        (plan.pull, plan.push, plan.leaves)
     }
 
     fn records_of(&self, writers: &Vec<NodeId>) -> Vec<Vec<u8>> {
@@ -332,11 +367,15 @@ impl Replica for Real {
     }
 
     fn versions_bytes(versions: &Versions) -> usize {
-        versions.buckets.len() + sync::ENTRY_BYTES * versions.versions.len()
+        versions.wire_len()
     }
 
     fn pull_bytes(writers: &Vec<NodeId>) -> usize {
         32 * writers.len()
+    }
+
+    fn records_len(records: &Vec<Vec<u8>>) -> usize {
+        records.len()
     }
 
     fn records_bytes(_: &Book, records: &Vec<Vec<u8>>) -> usize {
@@ -345,28 +384,61 @@ impl Replica for Real {
 }
 
 /// A compact replica for large networks: per writer the version held (0 for
-/// none), and the summary kept up to date as records arrive. It makes the
-/// same decisions as [`Real`], in the same order, with writers as numbers.
+/// none), and the summary and sub-bucket hashes kept up to date as records
+/// arrive. It makes the same decisions as [`Real`], in the same order, with
+/// writers as numbers.
 pub struct Model {
     held: Vec<u32>,
     buckets: [u64; BUCKETS],
+    /// Writers held per bucket.
+    counts: [usize; BUCKETS],
+    /// Sub-bucket hashes, `SUBS` per bucket.
+    subs: Vec<u64>,
 }
 
 /// [`Model`]'s step-2 answer: [`Versions`] with writers as numbers.
 pub struct ModelVersions {
     buckets: Vec<u8>,
+    leaves: Vec<Leaf>,
     /// (writer, version), in writer order.
     entries: Vec<(u32, u32)>,
+    splits: Vec<Split>,
 }
 
 impl Model {
-    fn take(&mut self, book: &Book, writer: usize, version: u32) {
-        let bucket = &mut self.buckets[book.bucket[writer]];
-        if self.held[writer] > 0 {
-            *bucket ^= book.entry(writer, self.held[writer]).hash;
+    fn empty(book: &Book) -> Self {
+        Self {
+            held: vec![0; book.len()],
+            buckets: [0; BUCKETS],
+            counts: [0; BUCKETS],
+            subs: vec![0; BUCKETS * SUBS],
         }
-        *bucket ^= book.entry(writer, version).hash;
+    }
+
+    fn take(&mut self, book: &Book, writer: usize, version: u32) {
+        let b = book.bucket[writer];
+        let leaf = b * SUBS + book.sub[writer];
+        if self.held[writer] > 0 {
+            let old = book.entry(writer, self.held[writer]).hash;
+            self.buckets[b] ^= old;
+            self.subs[leaf] ^= old;
+        } else {
+            self.counts[b] += 1;
+        }
+        let new = book.entry(writer, version).hash;
+        self.buckets[b] ^= new;
+        self.subs[leaf] ^= new;
         self.held[writer] = version;
+    }
+
+    /// The (writer, version) held where `listed(writer)`, in writer order.
+    fn entries(&self, listed: impl Fn(usize) -> bool) -> Vec<(u32, u32)> {
+        self.held
+            .iter()
+            .enumerate()
+            .filter(|(w, v)| **v > 0 && listed(*w))
+            .map(|(w, v)| (w as u32, *v))
+            .collect()
     }
 }
 
@@ -377,10 +449,7 @@ impl Replica for Model {
     type Records = Vec<(u32, u32)>;
 
     fn new(book: &Book, me: usize) -> Self {
-        let mut model = Self {
-            held: vec![0; book.len()],
-            buckets: [0; BUCKETS],
-        };
+        let mut model = Self::empty(book);
         model.publish(book, me);
         model
     }
@@ -394,31 +463,80 @@ impl Replica for Model {
     }
 
     fn differing(&self, book: &Book, theirs: &Summary) -> ModelVersions {
-        let mut wanted = [false; BUCKETS];
-        let buckets: Vec<u8> = (0..BUCKETS)
-            .filter(|b| theirs.0.len() != BUCKETS || theirs.0[*b] != self.buckets[*b])
-            .inspect(|b| wanted[*b] = true)
-            .map(|b| b as u8)
-            .collect();
-        let entries = if buckets.is_empty() {
-            Vec::new()
-        } else {
-            self.held
-                .iter()
-                .enumerate()
-                .filter(|(w, v)| **v > 0 && wanted[book.bucket[*w]])
-                .map(|(w, v)| (w as u32, *v))
-                .collect()
+        let differs = |b: usize| theirs.0.len() != BUCKETS || theirs.0[b] != self.buckets[b];
+        let mut listed = [false; BUCKETS];
+        let mut answer = ModelVersions {
+            buckets: Vec::new(),
+            leaves: Vec::new(),
+            entries: Vec::new(),
+            splits: Vec::new(),
         };
-        ModelVersions { buckets, entries }
+        for b in (0..BUCKETS).filter(|b| differs(*b)) {
+            if self.counts[b] <= LIST_AT_MOST {
+                listed[b] = true;
+                answer.buckets.push(b as u8);
+            } else {
+                answer.splits.push(Split {
+                    bucket: b as u8,
+                    count: self.counts[b] as u32,
+                    subs: self.subs[b * SUBS..(b + 1) * SUBS].to_vec(),
+                });
+            }
+        }
+        if !answer.buckets.is_empty() {
+            answer.entries = self.entries(|w| listed[book.bucket[w]]);
+        }
+        answer
     }
 
-    fn plan(&self, book: &Book, theirs: &ModelVersions) -> (Vec<u32>, Vec<(u32, u32)>) {
-        let mut wanted = [false; BUCKETS];
+    fn leaves(&self, book: &Book, leaves: &[Leaf]) -> ModelVersions {
+        let mut wanted = vec![false; BUCKETS * SUBS];
+        let mut listed = Vec::new();
+        for leaf in leaves {
+            let (b, s) = (usize::from(leaf.bucket), usize::from(leaf.sub));
+            if b < BUCKETS && s < SUBS && !wanted[b * SUBS + s] {
+                wanted[b * SUBS + s] = true;
+                listed.push(*leaf);
+            }
+        }
+        ModelVersions {
+            buckets: Vec::new(),
+            leaves: listed,
+            entries: self.entries(|w| wanted[book.bucket[w] * SUBS + book.sub[w]]),
+            splits: Vec::new(),
+        }
+    }
+
+    fn plan(&self, book: &Book, theirs: &ModelVersions) -> (Vec<u32>, Vec<(u32, u32)>, Vec<Leaf>) {
+        let mut covered = vec![false; BUCKETS * SUBS];
+        for b in &theirs.buckets {
+            let b = usize::from(*b) % BUCKETS;
+            covered[b * SUBS..(b + 1) * SUBS].fill(true);
+        }
+        for l in &theirs.leaves {
+            covered[usize::from(l.bucket) * SUBS + usize::from(l.sub)] = true;
+        }
+        let mut split: Vec<Option<&Split>> = vec![None; BUCKETS];
         theirs
-            .buckets
+            .splits
             .iter()
-            .for_each(|b| wanted[usize::from(*b) % BUCKETS] = true);
+            .for_each(|s| split[usize::from(s.bucket)] = Some(s));
+        let mut leaves = Vec::new();
+        let mut budget = sync::LIST_BUDGET;
+        for (b, s) in split.iter().enumerate() {
+            let Some(s) = s else { continue };
+            let per_leaf = (s.count as usize).div_ceil(SUBS).max(1);
+            for i in (0..SUBS).filter(|i| s.subs[*i] != self.subs[b * SUBS + i]) {
+                if budget == 0 {
+                    break;
+                }
+                budget = budget.saturating_sub(per_leaf);
+                leaves.push(Leaf {
+                    bucket: b as u8,
+                    sub: i as u8,
+                });
+            }
+        }
         let pull = theirs
             .entries
             .iter()
@@ -432,7 +550,7 @@ impl Replica for Model {
             if push.len() == MAX_BATCH {
                 break;
             }
-            if mine == 0 || !wanted[book.bucket[w]] {
+            if mine == 0 || !covered[book.bucket[w] * SUBS + book.sub[w]] {
                 continue;
             }
             while next.next_if(|(t, _)| (*t as usize) < w).is_some() {}
@@ -444,7 +562,7 @@ impl Replica for Model {
                 push.push((w as u32, mine));
             }
         }
-        (pull, push)
+        (pull, push, leaves)
     }
 
     fn records_of(&self, writers: &Vec<u32>) -> Vec<(u32, u32)> {
@@ -472,12 +590,20 @@ impl Replica for Model {
             .all(|(w, v)| *v == book.latest(w))
     }
 
-    fn versions_bytes(versions: &ModelVersions) -> usize {
-        versions.buckets.len() + sync::ENTRY_BYTES * versions.entries.len()
+    fn versions_bytes(v: &ModelVersions) -> usize {
+        // `Versions::wire_len`, checked equal by the tests.
+        v.buckets.len()
+            + 2 * v.leaves.len()
+            + sync::ENTRY_BYTES * v.entries.len()
+            + v.splits.iter().map(|s| 5 + 8 * s.subs.len()).sum::<usize>()
     }
 
     fn pull_bytes(writers: &Vec<u32>) -> usize {
         32 * writers.len()
+    }
+
+    fn records_len(records: &Vec<(u32, u32)>) -> usize {
+        records.len()
     }
 
     fn records_bytes(book: &Book, records: &Vec<(u32, u32)>) -> usize {
@@ -497,6 +623,8 @@ pub struct Config {
     pub loss: u32,
     /// Percent of deliveries that arrive a second time, later.
     pub dup: u32,
+    /// Percent of the members that crash after the cold start.
+    pub down: u32,
     /// Seed of everything random, keys included.
     pub seed: u64,
     /// Rounds allowed for each convergence before giving up.
@@ -516,11 +644,19 @@ pub enum Kind {
     Pull = 2,
     /// Records, pushed or answering a pull.
     Records = 3,
+    /// Step 3 after a split: the leaves asked for.
+    Leaves = 4,
 }
 
 impl Kind {
     /// Every kind, in index order.
-    pub const ALL: [Kind; 4] = [Kind::Summary, Kind::Versions, Kind::Pull, Kind::Records];
+    pub const ALL: [Kind; 5] = [
+        Kind::Summary,
+        Kind::Versions,
+        Kind::Leaves,
+        Kind::Pull,
+        Kind::Records,
+    ];
 
     /// What the example's tables call it.
     pub fn name(self) -> &'static str {
@@ -529,6 +665,7 @@ impl Kind {
             Kind::Versions => "versions",
             Kind::Pull => "pulls",
             Kind::Records => "records",
+            Kind::Leaves => "leaves",
         }
     }
 }
@@ -538,18 +675,20 @@ impl Kind {
 pub struct Phase {
     /// Rounds the phase took.
     pub rounds: usize,
+    /// Members up.
+    pub up: usize,
     /// Bytes each member sent.
     pub sent: Vec<u64>,
     /// Bytes each member received.
     pub received: Vec<u64>,
     /// Bytes sent by all members, per [`Kind`].
-    pub sent_by_kind: [u64; 4],
+    pub sent_by_kind: [u64; 5],
 }
 
 impl Phase {
-    /// Mean bytes sent plus received per member.
+    /// Mean bytes sent plus received per member up.
     pub fn traffic_per_member(&self) -> u64 {
-        (self.sent.iter().sum::<u64>() + self.received.iter().sum::<u64>()) / self.sent.len() as u64
+        (self.sent.iter().sum::<u64>() + self.received.iter().sum::<u64>()) / self.up as u64
     }
 
     /// Most bytes sent plus received by one member.
@@ -562,17 +701,19 @@ impl Phase {
             .unwrap_or(0)
     }
 
-    /// Mean bytes of `kind` sent per member.
+    /// Mean bytes of `kind` sent per member up.
     pub fn sent_per_member(&self, kind: Kind) -> u64 {
-        self.sent_by_kind[kind as usize] / self.sent.len() as u64
+        self.sent_by_kind[kind as usize] / self.up as u64
     }
 }
 
-/// The three phases of a simulation.
+/// The phases of a simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// From every member knowing only itself to everyone knowing everything.
     pub cold: Phase,
+    /// From one member publishing a new version to every member up holding it.
+    pub one: Phase,
     /// How many members published version 2 in the update wave (1 %).
     pub wave_writers: usize,
     /// From those publications to everyone holding them.
@@ -586,11 +727,13 @@ impl fmt::Display for Outcome {
         write!(
             f,
             "cold start {} rounds, {} B sent+received per member (max {}); \
+             one change: {} rounds; \
              {} new records: {} rounds, {} B per member (max {}); \
              steady {} B per member per round",
             self.cold.rounds,
             self.cold.traffic_per_member(),
             self.cold.max_traffic(),
+            self.one.rounds,
             self.wave_writers,
             self.wave.rounds,
             self.wave.traffic_per_member(),
@@ -603,6 +746,7 @@ impl fmt::Display for Outcome {
 enum Msg<R: Replica> {
     Summary(Summary),
     Versions(R::Versions),
+    Leaves(Vec<Leaf>),
     Pull(R::Pull),
     Push(R::Records),
     Records(R::Records),
@@ -623,10 +767,12 @@ struct Net<R: Replica> {
     rng: Rng,
     loss: u32,
     dup: u32,
+    /// False for a crashed member.
+    up: Vec<bool>,
     pool: Vec<Packet<R>>,
     sent: Vec<u64>,
     received: Vec<u64>,
-    sent_by_kind: [u64; 4],
+    sent_by_kind: [u64; 5],
 }
 
 impl<R: Replica> Net<R> {
@@ -634,6 +780,7 @@ impl<R: Replica> Net<R> {
         let (kind, bytes) = match &msg {
             Msg::Summary(s) => (Kind::Summary, 8 * s.0.len()),
             Msg::Versions(v) => (Kind::Versions, R::versions_bytes(v)),
+            Msg::Leaves(l) => (Kind::Leaves, 2 * l.len()),
             Msg::Pull(p) => (Kind::Pull, R::pull_bytes(p)),
             Msg::Push(r) | Msg::Records(r) => (Kind::Records, R::records_bytes(&self.book, r)),
         };
@@ -648,17 +795,20 @@ impl<R: Replica> Net<R> {
         });
     }
 
-    /// Every member starts one exchange; runs until nothing is in flight.
+    /// Every member up starts one exchange; runs until nothing is in flight.
     fn round(&mut self) -> Result<(), String> {
         let n = self.members.len();
         for i in 0..n {
+            if !self.up[i] {
+                continue;
+            }
             let to = (i + 1 + self.rng.below(n - 1)) % n;
             let summary = self.members[i].summary();
             self.send(i, to, Msg::Summary(summary));
         }
         while !self.pool.is_empty() {
             let p = self.pool.swap_remove(self.rng.below(self.pool.len()));
-            if self.rng.chance(self.loss) {
+            if self.rng.chance(self.loss) || !self.up[p.to] {
                 continue;
             }
             if !p.copy && self.rng.chance(self.dup) {
@@ -676,38 +826,68 @@ impl<R: Replica> Net<R> {
                     self.send(me, peer, Msg::Versions(versions));
                 }
                 Msg::Versions(v) => {
-                    let (pull, push) = self.members[me].plan(&self.book, v);
+                    let (pull, push, leaves) = self.members[me].plan(&self.book, v);
                     if R::pull_bytes(&pull) > 0 {
                         self.send(me, peer, Msg::Pull(pull));
                     }
                     if R::records_bytes(&self.book, &push) > 0 {
                         self.send(me, peer, Msg::Push(push));
                     }
+                    if !leaves.is_empty() {
+                        self.send(me, peer, Msg::Leaves(leaves));
+                    }
+                }
+                Msg::Leaves(leaves) => {
+                    let versions = self.members[me].leaves(&self.book, leaves);
+                    self.send(me, peer, Msg::Versions(versions));
                 }
                 Msg::Pull(writers) => {
                     let records = self.members[me].records_of(writers);
                     self.send(me, peer, Msg::Records(records));
                 }
-                Msg::Push(records) | Msg::Records(records) => {
+                Msg::Push(records) => {
                     self.members[me].ingest(&self.book, records)?;
+                }
+                Msg::Records(records) => {
+                    self.members[me].ingest(&self.book, records)?;
+                    if R::records_len(records) >= MAX_BATCH {
+                        // A full batch: the agent asks again at once.
+                        let summary = self.members[me].summary();
+                        self.send(me, peer, Msg::Summary(summary));
+                    }
                 }
             }
         }
         Ok(())
     }
 
+    /// Members up that lack a latest record.
     fn incomplete(&self) -> usize {
         self.members
             .iter()
-            .filter(|m| !m.complete(&self.book))
+            .zip(&self.up)
+            .filter(|(m, up)| **up && !m.complete(&self.book))
             .count()
+    }
+
+    /// `count` members up, picked at random, publish their next version.
+    fn publish(&mut self, count: usize) -> Result<(), String> {
+        let mut up: Vec<usize> = (0..self.members.len()).filter(|i| self.up[*i]).collect();
+        for i in 0..count.min(up.len()) {
+            let j = i + self.rng.below(up.len() - i);
+            up.swap(i, j);
+            let writer = up[i];
+            self.book.publish(writer)?;
+            self.members[writer].publish(&self.book, writer);
+        }
+        Ok(())
     }
 
     /// Zeroes the traffic counters.
     fn reset(&mut self) {
         self.sent.fill(0);
         self.received.fill(0);
-        self.sent_by_kind = [0; 4];
+        self.sent_by_kind = [0; 5];
     }
 
     /// Rounds until every member is complete, and their traffic.
@@ -729,6 +909,7 @@ impl<R: Replica> Net<R> {
     fn phase(&self, rounds: usize) -> Phase {
         Phase {
             rounds,
+            up: self.up.iter().filter(|u| **u).count().max(1),
             sent: self.sent.clone(),
             received: self.received.clone(),
             sent_by_kind: self.sent_by_kind,
@@ -736,7 +917,8 @@ impl<R: Replica> Net<R> {
     }
 }
 
-/// Runs a cold start, a 1 % update wave and `steady_rounds` quiet rounds.
+/// Runs a cold start, crashes `down` percent of the members, then one
+/// change, a 1 % update wave and `steady_rounds` quiet rounds.
 pub fn simulate<R: Replica>(cfg: &Config) -> Result<Outcome, String> {
     let n = cfg.members;
     if n < 2 {
@@ -750,23 +932,25 @@ pub fn simulate<R: Replica>(cfg: &Config) -> Result<Outcome, String> {
         rng,
         loss: cfg.loss,
         dup: cfg.dup,
+        up: vec![true; n],
         pool: Vec::new(),
         sent: vec![0; n],
         received: vec![0; n],
-        sent_by_kind: [0; 4],
+        sent_by_kind: [0; 5],
     };
     let cold = net.converge("cold start", cfg.max_rounds)?;
 
-    // 1 % of the members publish version 2 of their record.
-    let wave_writers = (n / 100).max(1);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in 0..wave_writers {
-        let j = i + net.rng.below(n - i);
-        order.swap(i, j);
-        let writer = order[i];
-        net.book.publish(writer)?;
-        net.members[writer].publish(&net.book, writer);
+    let crashed = n * cfg.down as usize / 100;
+    for _ in 0..crashed {
+        let i = net.rng.below(n);
+        net.up[i] = false;
     }
+    net.publish(1)?;
+    let one = net.converge("one change", cfg.max_rounds)?;
+
+    // 1 % of the members publish a new version of their record.
+    let wave_writers = (n / 100).max(1);
+    net.publish(wave_writers)?;
     let wave = net.converge("update wave", cfg.max_rounds)?;
 
     net.reset();
@@ -779,6 +963,7 @@ pub fn simulate<R: Replica>(cfg: &Config) -> Result<Outcome, String> {
     }
     Ok(Outcome {
         cold,
+        one,
         wave_writers,
         wave,
         steady: net.phase(cfg.steady_rounds),
@@ -814,11 +999,12 @@ mod tests {
 
         /// Mean bytes received per member in `phase`.
         fn received(&self, phase: &Phase) -> u64 {
-            phase.received.iter().sum::<u64>() / self.cfg.members as u64
+            phase.received.iter().sum::<u64>() / phase.up as u64
         }
     }
 
-    /// 200 members, 20 % loss, 10 % duplication (simulated once for all tests).
+    /// 200 members, 20 % loss, 10 % duplication, two crash after the cold
+    /// start (simulated once for all tests).
     fn lossy() -> &'static Runs {
         static RUNS: OnceLock<Result<Runs, String>> = OnceLock::new();
         let runs = RUNS.get_or_init(|| {
@@ -826,11 +1012,12 @@ mod tests {
                 members: 200,
                 loss: 20,
                 dup: 10,
+                down: 1,
                 seed: 0x9E37_79B9_7F4A_7C15,
                 max_rounds: 100,
                 steady_rounds: 3,
             })?;
-            eprintln!("200 members, 20 % loss, 10 % duplication: {}", runs.real);
+            eprintln!("200 members, 20 % loss, 10 % duplication, 1 % down: {}", runs.real);
             Ok(runs)
         });
         runs.as_ref().unwrap()
@@ -844,6 +1031,7 @@ mod tests {
                 members: 100,
                 loss: 0,
                 dup: 0,
+                down: 0,
                 seed: 7,
                 max_rounds: 100,
                 steady_rounds: 3,
@@ -930,7 +1118,7 @@ mod tests {
                 "{} members: only summaries when nothing changes",
                 cfg.members
             );
-            let sent: u64 = steady.sent.iter().sum::<u64>() / cfg.members as u64;
+            let sent: u64 = steady.sent.iter().sum::<u64>() / steady.up as u64;
             assert!(sent / cfg.steady_rounds as u64 <= 600);
         }
         // Without loss or duplication, exactly one summary out and one in.
@@ -967,17 +1155,15 @@ mod tests {
 
     /// A model replica holding `records` (writer, version).
     fn model_with(book: &Book, records: &[(usize, u32)]) -> Model {
-        let mut model = Model {
-            held: vec![0; book.len()],
-            buckets: [0; BUCKETS],
-        };
+        let mut model = Model::empty(book);
         records.iter().for_each(|&(w, v)| model.take(book, w, v));
         model
     }
 
     /// The whole simulations above never differ by more than [`MAX_BATCH`]
-    /// records; the large ones of the example do. Compare each step on members
-    /// whose states differ by more than a batch.
+    /// records nor hold buckets full enough to split; the large ones of the
+    /// example do. Compare each step on members whose states differ by more
+    /// than a batch, in buckets of ~20 writers.
     #[test]
     fn the_compact_replica_takes_the_same_batches_as_sync() {
         let mut rng = Rng::new(0xBA7C4);
@@ -998,7 +1184,7 @@ mod tests {
             held
         };
         let index = |id: &NodeId| book.ids.binary_search(id).unwrap() as u32;
-        let mut capped = 0;
+        let (mut capped, mut splits) = (0, 0);
         for (a_share, b_share) in [(10, 95), (95, 10), (60, 60), (100, 100)] {
             let (a, b) = (holding(&mut rng, a_share), holding(&mut rng, b_share));
             let (real_a, model_a) = (real_with(&book, &a), model_with(&book, &a));
@@ -1006,23 +1192,20 @@ mod tests {
             // Step 1 and 2: b answers a's summary.
             let summary = real_a.summary();
             assert_eq!(summary, model_a.summary());
-            let versions = real_b.differing(&book, &summary);
-            let model_versions = model_b.differing(&book, &summary);
-            assert!(
-                versions.buckets == model_versions.buckets,
-                "step 2: buckets differ"
-            );
-            let listed: Vec<(u32, u32)> = versions
-                .versions
-                .iter()
-                .map(|(w, v)| (index(w), v.version as u32))
-                .collect();
-            assert!(listed == model_versions.entries, "step 2: versions differ");
-            // Step 3: a plans, b answers the pull.
-            let (pull, push) = real_a.plan(&book, &versions);
-            let (model_pull, model_push) = model_a.plan(&book, &model_versions);
-            let pulled: Vec<u32> = pull.iter().map(index).collect();
-            assert!(pulled == model_pull, "step 3: pulls differ");
+            let mut versions = real_b.differing(&book, &summary);
+            let mut model_versions = model_b.differing(&book, &summary);
+            let same = |real: &Versions, model: &ModelVersions| {
+                let listed: Vec<(u32, u32)> = real
+                    .versions
+                    .iter()
+                    .map(|(w, v)| (index(w), v.version as u32))
+                    .collect();
+                real.buckets == model.buckets
+                    && real.leaves == model.leaves
+                    && real.splits == model.splits
+                    && listed == model.entries
+                    && Real::versions_bytes(real) == Model::versions_bytes(model)
+            };
             let decoded = |records: &Vec<Vec<u8>>| -> Vec<(u32, u32)> {
                 records
                     .iter()
@@ -1030,19 +1213,33 @@ mod tests {
                     .map(|r| (index(&r.writer), r.version as u32))
                     .collect()
             };
-            assert!(decoded(&push) == model_push, "step 3: pushes differ");
-            let records = real_b.records_of(&pull);
-            let model_records = model_b.records_of(&model_pull);
-            assert!(
-                decoded(&records) == model_records,
-                "answers to the pull differ"
-            );
-            assert_eq!(
-                Real::records_bytes(&book, &records),
-                Model::records_bytes(&book, &model_records)
-            );
-            capped += usize::from(pull.len() == MAX_BATCH) + usize::from(push.len() == MAX_BATCH);
+            splits += versions.splits.len();
+            // Step 3 on b's answer, then on its answer to the leaves asked.
+            for step in ["step 2", "leaves"] {
+                assert!(same(&versions, &model_versions), "{step}: answers differ");
+                let (pull, push, leaves) = real_a.plan(&book, &versions);
+                let (model_pull, model_push, model_leaves) = model_a.plan(&book, &model_versions);
+                assert!(leaves == model_leaves, "{step}: leaves asked differ");
+                let pulled: Vec<u32> = pull.iter().map(index).collect();
+                assert!(pulled == model_pull, "{step}: pulls differ");
+                assert!(decoded(&push) == model_push, "{step}: pushes differ");
+                let records = real_b.records_of(&pull);
+                let model_records = model_b.records_of(&model_pull);
+                assert!(
+                    decoded(&records) == model_records,
+                    "{step}: answers to the pull differ"
+                );
+                assert_eq!(
+                    Real::records_bytes(&book, &records),
+                    Model::records_bytes(&book, &model_records)
+                );
+                capped +=
+                    usize::from(pull.len() == MAX_BATCH) + usize::from(push.len() == MAX_BATCH);
+                versions = real_b.leaves(&book, &leaves);
+                model_versions = model_b.leaves(&book, &leaves);
+            }
         }
         assert!(capped >= 2, "no exchange reached the batch limit");
+        assert!(splits > 0, "no answer split a bucket");
     }
 }

@@ -52,14 +52,20 @@ fn world() -> &'static World {
 
 /// One anti-entropy exchange, `a` asking `b`, as the agent runs it.
 fn exchange(replicas: &mut [Ledger], a: usize, b: usize) {
-    let versions = sync::differing(replicas[b].state(), &sync::summary(replicas[a].state()));
-    let (pull, push) = sync::plan(replicas[a].state(), &versions);
-    let pulled = sync::records_of(replicas[b].state(), &pull);
-    for r in pulled {
-        let _ = replicas[a].ingest(&r, NOW);
-    }
-    for r in push {
-        let _ = replicas[b].ingest(&r, NOW);
+    let mut versions = sync::differing(replicas[b].state(), &sync::summary(replicas[a].state()));
+    loop {
+        let plan = sync::plan(replicas[a].state(), &versions);
+        let pulled = sync::records_of(replicas[b].state(), &plan.pull);
+        for r in pulled {
+            let _ = replicas[a].ingest(&r, NOW);
+        }
+        for r in plan.push {
+            let _ = replicas[b].ingest(&r, NOW);
+        }
+        if plan.leaves.is_empty() {
+            return;
+        }
+        versions = sync::leaves(replicas[b].state(), &plan.leaves);
     }
 }
 

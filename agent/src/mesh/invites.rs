@@ -119,9 +119,11 @@ pub fn admit(
                 );
             }
             tracing::info!(name = %req.name, id = %from.short(), "admitted a new member");
+            let first = [ledger.network().authority, admitter.key.id()];
             Response::Admitted {
                 chain,
-                records: ledger.state().encoded(),
+                records: federation::sync::first_records(ledger.state(), &first),
+                taken: ledger.address_owners(now_ms).into_keys().collect(),
             }
         }
         Err(e) => {
@@ -175,10 +177,18 @@ mod tests {
         );
         req.address = None;
         // Admitted: the invite's tags are in the newcomer's certificate.
-        let Response::Admitted { chain, .. } = admit(&store, &admitter, &ledger, &req, newcomer, 0)
+        let Response::Admitted {
+            chain,
+            records,
+            taken,
+        } = admit(&store, &admitter, &ledger, &req, newcomer, 0)
         else {
             panic!("refused a good join");
         };
+        // The welcome: the authority's and the admitter's records, and the
+        // addresses held.
+        assert_eq!(records.len(), 2);
+        assert_eq!(taken, vec!["100.64.0.1".parse::<std::net::Ipv4Addr>().unwrap()]);
         assert_eq!(
             chain.last().map(|c| c.tags.clone()),
             Some(vec!["shared".to_string()])

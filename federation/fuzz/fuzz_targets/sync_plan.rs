@@ -1,16 +1,21 @@
-//! The anti-entropy steps on what a peer sends: a `Summary` and a
-//! `Versions` answer carved from the input (right-sized, short, long or a
-//! real summary with a few buckets changed; known writers with nearby
-//! versions, arbitrary ids, and optionally thousands of unknown writers),
-//! against a small state of a few records or, on a flag, one of more than
-//! `MAX_BATCH` records. `differing`, `plan`, `records_of` and
-//! `mirror_plan` (the federated variant) must not panic, must return
-//! exactly what their contracts say (checked against a naive
-//! reference) and never more than `MAX_BATCH` records or writers.
+//! The anti-entropy steps on what a peer sends: a `Summary`, a `Versions`
+//! answer and a request for leaves carved from the input (right-sized,
+//! short, long or a real summary with a few buckets changed; known writers
+//! with nearby versions, arbitrary ids, and optionally thousands of unknown
+//! writers; listed leaves and splits in and out of range, of the right or a
+//! wrong size, with arbitrary counts), against a small state of a few
+//! records or, on a flag, one of more than `MAX_BATCH` records (whose
+//! buckets are full enough to split). `differing`, `leaves`, `plan`,
+//! `records_of` and `mirror_plan` (the federated variant) must not panic,
+//! must return exactly what their contracts say (checked against a naive
+//! reference) and never more than `MAX_BATCH` records or writers, nor
+//! leaves past `LIST_BUDGET`.
 
 #![no_main]
 
-use federation::sync::{self, Summary, Versions, BUCKETS, MAX_BATCH};
+use federation::sync::{
+    self, Leaf, Split, Summary, Versions, BUCKETS, LIST_AT_MOST, LIST_BUDGET, MAX_BATCH, SUBS,
+};
 use federation::{NodeId, NodeKey, Rank, SignedRecord, State};
 use libfuzzer_sys::arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
@@ -43,6 +48,65 @@ fn states() -> &'static [State; 2] {
 
 fn bucket(w: &NodeId) -> usize {
     usize::from(w.0[0]) % BUCKETS
+}
+
+fn sub(w: &NodeId) -> usize {
+    usize::from(w.0[1]) % SUBS
+}
+
+/// `state`'s sub-bucket hashes, naively.
+fn subs_of(state: &State) -> Vec<[u64; SUBS]> {
+    let mut subs = vec![[0u64; SUBS]; BUCKETS];
+    for (w, r) in state.versions() {
+        subs[bucket(&w)][sub(&w)] ^= sync::entry_hash(&w, &r);
+    }
+    subs
+}
+
+/// Leaves from the input: valid, out of range, repeated.
+fn leaves(u: &mut Unstructured<'_>) -> Vec<Leaf> {
+    let n = usize::from(u.arbitrary::<u8>().unwrap_or(0)) % 48;
+    (0..n)
+        .map(|_| {
+            let raw: u16 = u.arbitrary().unwrap_or(0);
+            let (bucket, sub) = ((raw >> 8) as u8, raw as u8);
+            if raw & 1 == 0 {
+                Leaf { bucket: bucket % 70, sub: sub % 36 }
+            } else {
+                Leaf { bucket: bucket % BUCKETS as u8, sub: sub % SUBS as u8 }
+            }
+        })
+        .collect()
+}
+
+/// Splits from the input: the state's own sub-hashes with a few changed,
+/// or the wrong size, for any bucket byte, with any count.
+fn splits(u: &mut Unstructured<'_>, state: &State) -> Vec<Split> {
+    let mine = subs_of(state);
+    let n = usize::from(u.arbitrary::<u8>().unwrap_or(0)) % 6;
+    (0..n)
+        .map(|_| {
+            let b: u8 = u.arbitrary().unwrap_or(0);
+            let count: u32 = match u.arbitrary::<u8>().unwrap_or(0) % 3 {
+                0 => u32::from(u.arbitrary::<u8>().unwrap_or(0)),
+                1 => u.arbitrary().unwrap_or(0),
+                _ => u32::MAX,
+            };
+            let subs = if u.arbitrary::<u8>().unwrap_or(0) % 4 == 0 {
+                let len = usize::from(u.arbitrary::<u8>().unwrap_or(0)) % 40;
+                (0..len).map(|_| u.arbitrary().unwrap_or(0)).collect()
+            } else {
+                let mut subs = mine[usize::from(b) % BUCKETS].to_vec();
+                let edits: u8 = u.arbitrary().unwrap_or(0);
+                for _ in 0..edits % 12 {
+                    let i = usize::from(u.arbitrary::<u8>().unwrap_or(0)) % SUBS;
+                    subs[i] ^= u.arbitrary::<u64>().unwrap_or(1).max(1);
+                }
+                subs
+            };
+            Split { bucket: b, count, subs }
+        })
+        .collect()
 }
 
 fn summary(u: &mut Unstructured<'_>, state: &State) -> Summary {
@@ -115,19 +179,41 @@ fn versions(u: &mut Unstructured<'_>, state: &State) -> Versions {
             },
         ));
     }
-    Versions { buckets, versions }
+    Versions {
+        buckets,
+        leaves: leaves(u),
+        versions,
+        splits: splits(u, state),
+    }
 }
 
 fn check_differing(state: &State, theirs: &Summary) -> Versions {
     let mine = sync::summary(state);
     assert_eq!(mine.0.len(), BUCKETS);
     let v = sync::differing(state, theirs);
-    let want: Vec<u8> = (0..BUCKETS)
+    let differ: Vec<usize> = (0..BUCKETS)
         .filter(|b| theirs.0.len() != BUCKETS || theirs.0[*b] != mine.0[*b])
-        .map(|b| b as u8)
         .collect();
-    assert_eq!(v.buckets, want, "differing buckets");
-    let wanted: BTreeSet<usize> = want.iter().map(|b| usize::from(*b)).collect();
+    let count = |b: usize| state.versions().filter(|(w, _)| bucket(w) == b).count();
+    let listed: Vec<u8> = differ
+        .iter()
+        .filter(|b| count(**b) <= LIST_AT_MOST)
+        .map(|b| *b as u8)
+        .collect();
+    assert_eq!(v.buckets, listed, "differing buckets listed");
+    assert!(v.leaves.is_empty(), "a summary's answer lists no leaves");
+    let subs = subs_of(state);
+    let split: Vec<Split> = differ
+        .iter()
+        .filter(|b| count(**b) > LIST_AT_MOST)
+        .map(|b| Split {
+            bucket: *b as u8,
+            count: count(*b) as u32,
+            subs: subs[*b].to_vec(),
+        })
+        .collect();
+    assert_eq!(v.splits, split, "differing buckets split");
+    let wanted: BTreeSet<usize> = listed.iter().map(|b| usize::from(*b)).collect();
     let expect: Vec<(NodeId, Rank)> = state.versions().filter(|(w, _)| wanted.contains(&bucket(w))).collect();
     assert_eq!(v.versions, expect, "differing versions");
     assert!(v.versions.len() <= state.len());
@@ -135,13 +221,77 @@ fn check_differing(state: &State, theirs: &Summary) -> Versions {
         assert_eq!(v, Versions::default(), "equal summaries differ");
     }
     // Our own answer asks nothing of us.
-    let (pull, push) = sync::plan(state, &v);
-    assert!(pull.is_empty() && push.is_empty(), "a state's own answer plans an exchange");
+    let plan = sync::plan(state, &v);
+    assert!(
+        plan.pull.is_empty() && plan.push.is_empty() && plan.leaves.is_empty(),
+        "a state's own answer plans an exchange"
+    );
     v
 }
 
+/// `leaves`: the valid leaves asked, once each in the order asked, and
+/// every (writer, rank) in them.
+fn check_leaves(state: &State, asked: &[Leaf]) {
+    let v = sync::leaves(state, asked);
+    let mut want: Vec<Leaf> = Vec::new();
+    for l in asked {
+        if usize::from(l.bucket) < BUCKETS && usize::from(l.sub) < SUBS && !want.contains(l) {
+            want.push(*l);
+        }
+    }
+    assert_eq!(v.leaves, want, "leaves listed");
+    assert!(v.buckets.is_empty() && v.splits.is_empty());
+    let expect: Vec<(NodeId, Rank)> = state
+        .versions()
+        .filter(|(w, _)| want.contains(&sync::leaf_of(w)))
+        .collect();
+    assert_eq!(v.versions, expect, "versions in the leaves");
+}
+
+/// True if `theirs` lists `w`'s part of the writer space.
+fn covers(theirs: &Versions, w: &NodeId) -> bool {
+    theirs.buckets.iter().any(|b| usize::from(*b) % BUCKETS == bucket(w))
+        || theirs.leaves.contains(&sync::leaf_of(w))
+}
+
+/// The leaves a plan asks for: valid, unique, each one of a split whose
+/// hash differs from ours (or whose size is wrong), within the budget, and
+/// every such leaf when the budget is not reached.
+fn check_asked(state: &State, theirs: &Versions, asked: &[Leaf]) {
+    let mine = subs_of(state);
+    // The last split given for a bucket counts.
+    let mut split: BTreeMap<usize, &Split> = BTreeMap::new();
+    for s in theirs.splits.iter().filter(|s| usize::from(s.bucket) < BUCKETS) {
+        split.insert(usize::from(s.bucket), s);
+    }
+    let differs = |l: &Leaf| {
+        split.get(&usize::from(l.bucket)).is_some_and(|s| {
+            s.subs.len() != SUBS || s.subs[usize::from(l.sub)] != mine[usize::from(l.bucket)][usize::from(l.sub)]
+        })
+    };
+    let per_leaf = |l: &Leaf| (split[&usize::from(l.bucket)].count as usize).div_ceil(SUBS).max(1);
+    let mut seen = BTreeSet::new();
+    let mut reckoned = 0usize;
+    for l in asked {
+        assert!(usize::from(l.bucket) < BUCKETS && usize::from(l.sub) < SUBS, "leaf out of range");
+        assert!(seen.insert(*l), "leaf asked twice");
+        assert!(differs(l), "a leaf that does not differ is asked");
+        assert!(reckoned < LIST_BUDGET, "leaves asked past the budget");
+        reckoned = reckoned.saturating_add(per_leaf(l));
+    }
+    if reckoned < LIST_BUDGET {
+        let all = split
+            .keys()
+            .flat_map(|b| (0..SUBS).map(move |i| Leaf { bucket: *b as u8, sub: i as u8 }))
+            .filter(|l| differs(l))
+            .count();
+        assert_eq!(asked.len(), all, "differing leaves left out under the budget");
+    }
+}
+
 fn check_plan(state: &State, theirs: &Versions) -> Vec<NodeId> {
-    let (pull, push) = sync::plan(state, theirs);
+    let sync::Plan { pull, push, leaves } = sync::plan(state, theirs);
+    check_asked(state, theirs, &leaves);
     assert!(pull.len() <= MAX_BATCH, "pull of {} writers", pull.len());
     assert!(push.len() <= MAX_BATCH, "push of {} records", push.len());
     // Reference: the last rank given for a writer counts.
@@ -156,10 +306,9 @@ fn check_plan(state: &State, theirs: &Versions) -> Vec<NodeId> {
         .take(MAX_BATCH)
         .collect();
     assert_eq!(pull, want_pull, "pull");
-    let wanted: BTreeSet<usize> = theirs.buckets.iter().map(|b| usize::from(*b) % BUCKETS).collect();
     let want_push: Vec<Vec<u8>> = state
         .versions()
-        .filter(|(w, v)| wanted.contains(&bucket(w)) && given.get(w).is_none_or(|t| t < v))
+        .filter(|(w, v)| covers(theirs, w) && given.get(w).is_none_or(|t| t < v))
         .take(MAX_BATCH)
         .map(|(w, _)| state.get(&w).expect("held").encode())
         .collect();
@@ -171,18 +320,19 @@ fn check_plan(state: &State, theirs: &Versions) -> Vec<NodeId> {
     pull
 }
 
-/// `mirror_plan` (a federated network's answer): the same pull as `plan`,
-/// and to forget exactly the writers held in the differing buckets that
-/// the answer does not name (at most a batch).
+/// `mirror_plan` (a federated network's answer): the same pull and leaves
+/// as `plan`, and to forget exactly the writers held in the listed parts
+/// that the answer does not name (at most a batch).
 fn check_mirror_plan(state: &State, theirs: &Versions, pull: &[NodeId]) {
-    let (mirror_pull, forget) = sync::mirror_plan(state, theirs);
-    assert_eq!(mirror_pull, pull, "mirror pull");
+    let mirror = sync::mirror_plan(state, theirs);
+    assert_eq!(mirror.pull, pull, "mirror pull");
+    assert_eq!(mirror.leaves, sync::plan(state, theirs).leaves, "mirror leaves");
+    let forget = mirror.forget;
     let named: BTreeSet<NodeId> = theirs.versions.iter().map(|(w, _)| *w).collect();
-    let wanted: BTreeSet<usize> = theirs.buckets.iter().map(|b| usize::from(*b) % BUCKETS).collect();
     let want: Vec<NodeId> = state
         .versions()
         .map(|(w, _)| w)
-        .filter(|w| wanted.contains(&bucket(w)) && !named.contains(w))
+        .filter(|w| covers(theirs, w) && !named.contains(w))
         .take(MAX_BATCH)
         .collect();
     assert_eq!(forget, want, "mirror forget");
@@ -210,6 +360,7 @@ fuzz_target!(|data: &[u8]| {
     let v = versions(&mut u, state);
     let pull = check_plan(state, &v);
     check_mirror_plan(state, &v, &pull);
+    check_leaves(state, &v.leaves);
 
     // A pull: what the plan asked, writers from the input, or every writer
     // we hold (more than a batch in the large state), in any mix.
