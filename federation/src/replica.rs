@@ -496,6 +496,16 @@ impl Replica {
         }
     }
 
+    /// A request to `peer` failed without an answer (unreachable, or it
+    /// no longer accepts us, e.g. revoked in its network and not yet known
+    /// as such here): a partner member is passed over like one that does
+    /// not know us, and another member of its network is asked at once.
+    pub fn handle_failed(&mut self, peer: NodeId, now_ms: u64) {
+        if !self.is_member(&peer, now_ms) {
+            self.stranger(peer, now_ms);
+        }
+    }
+
     /// A partner member answered it does not know us (it restarted, or was
     /// revoked and we do not know it yet): it is not asked while others
     /// are, and another member of its network is asked at once.

@@ -20,7 +20,8 @@
 //! member, which adds (1,000 / interval) × record size.
 //!
 //! It also checks that an ending reaches the other network through this
-//! partner anti-entropy alone, when the `federate end` delivery missed it.
+//! partner anti-entropy alone, when the `federate end` delivery missed it,
+//! and that a partner member that cannot be reached is passed over at once.
 
 use federation::agreement::{Agreement, Ending, Exposure, Offer, Side};
 use federation::cert::{Cert, Claim};
@@ -289,4 +290,46 @@ fn an_ending_reaches_the_other_network_through_partner_sync() {
             .any(|r| matches!(r, Request::PartnerSummary { .. })),
         "beta still runs partner rounds with alpha: {asked:?}"
     );
+}
+
+/// The members `x` sent a partner summary to.
+fn partner_summaries(x: &mut Replica) -> Vec<NodeId> {
+    std::iter::from_fn(|| x.poll_transmit())
+        .filter_map(|t| match t {
+            Transmit::Request {
+                to,
+                request: Request::PartnerSummary { .. },
+            } => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_partner_member_that_cannot_be_reached_is_passed_over_at_once() {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/16", 3);
+    let beta = Org::new(2, "beta", "10.2.0.0/16", 3);
+    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
+    let agreement =
+        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
+    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
+    let mut x = Replica::new(alpha.ledger(&agreement, b0), a0);
+    let mut y = Replica::new(beta.ledger(&agreement, a0), b0);
+    let mut now = Instant::now();
+    for _ in 0..3 {
+        round(&mut x, a0, &mut y, b0, now);
+        now += PARTNER_SYNC_EVERY;
+    }
+    assert_eq!(mirrored(&x, &beta.id()), 4, "alpha did not mirror beta");
+    // A round asks one beta member; the request fails (e.g. that member was
+    // revoked and no longer accepts us; alpha does not know it yet).
+    x.handle_timeout(now, 0, &mut rand_core::OsRng);
+    let asked = partner_summaries(&mut x);
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    x.handle_failed(asked[0], 0);
+    // Another member is asked now, not in the next round (which may pick
+    // the same one again).
+    let next = partner_summaries(&mut x);
+    assert_eq!(next.len(), 1, "nobody else was asked after the failure");
+    assert_ne!(next[0], asked[0], "the member that failed was asked again");
 }

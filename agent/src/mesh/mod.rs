@@ -675,6 +675,7 @@ impl Mesh {
             }
             Event::Failed { id, peer, error } => {
                 tracing::debug!(peer = %peer.short(), "request failed: {error}");
+                self.replica.handle_failed(peer, now_ms);
                 if self.joins.waits(&id) {
                     return self.join_answered(&id, Err(error));
                 }
