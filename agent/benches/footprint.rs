@@ -15,6 +15,9 @@
 #[allow(dead_code)]
 #[path = "../tests/common/net.rs"]
 mod net;
+#[allow(dead_code)]
+#[path = "support/procfs.rs"]
+mod procfs;
 
 use anyhow::{Context, Result};
 use net::{setup, Net};
@@ -61,7 +64,7 @@ fn run(net: &mut Net) -> Result<()> {
     std::thread::sleep(Duration::from_secs(20));
     let idle = rss_all(net)?;
     let anon: Vec<u64> = (0..NODES)
-        .map(|i| status_kb(net, i, "RssAnon"))
+        .map(|i| procfs::status_kb(pid(net, i)?, "RssAnon"))
         .collect::<Result<_>>()?;
     let cpu = cpu_percent_all(net, CPU_WINDOW)?;
 
@@ -70,7 +73,7 @@ fn run(net: &mut Net) -> Result<()> {
     let _srv = testbed::wg::iperf3_server(&net.lab, &net.members[2].node, dst)?;
     let gbps = testbed::wg::iperf3(&net.lab, &net.members[1].node, dst, 10, false)? / 1e9;
     std::thread::sleep(Duration::from_secs(5));
-    let burst = [rss_kb(net, 1)?, rss_kb(net, 2)?];
+    let burst = [procfs::rss_kb(pid(net, 1)?)?, procfs::rss_kb(pid(net, 2)?)?];
 
     // 90 members on paper: admitted by n0, never started.
     for k in 0..PAPER_MEMBERS {
@@ -91,9 +94,8 @@ fn run(net: &mut Net) -> Result<()> {
     let size = stripped_size(bin())?;
     let mb = |kb: u64| kb as f64 / 1024.0;
     let stats = |v: &[u64]| {
-        let mut s = v.to_vec();
-        s.sort_unstable();
-        (mb(s[s.len() / 2]), mb(s[s.len() - 1]))
+        let (median, max) = procfs::median_max(v).unwrap_or((0, 0));
+        (mb(median), mb(max))
     };
     let (idle_med, idle_max) = stats(&idle);
     let (anon_med, anon_max) = stats(&anon);
@@ -125,47 +127,14 @@ fn pid(net: &Net, i: usize) -> Result<u32> {
     Ok(net.members[i].agent.as_ref().context("agent runs")?.pid())
 }
 
-/// A field of member `i`'s agent's `/proc/PID/status`, in kB.
-fn status_kb(net: &Net, i: usize, field: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid(net, i)?))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no {field}"))
-}
-
-/// VmRSS of member `i`'s agent, in kB.
-fn rss_kb(net: &Net, i: usize) -> Result<u64> {
-    status_kb(net, i, "VmRSS")
-}
-
 fn rss_all(net: &Net) -> Result<Vec<u64>> {
-    (0..NODES).map(|i| rss_kb(net, i)).collect()
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at ')'.
-    let rest = stat.rsplit_once(')').context("odd stat")?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = f.get(11).context("no utime")?.parse()?;
-    let stime: u64 = f.get(12).context("no stime")?.parse()?;
-    Ok(utime + stime)
+    (0..NODES).map(|i| procfs::rss_kb(pid(net, i)?)).collect()
 }
 
 /// Each agent's CPU use over `window`, in % of one core.
 fn cpu_percent_all(net: &Net, window: Duration) -> Result<Vec<f64>> {
     let pids: Vec<u32> = (0..NODES).map(|i| pid(net, i)).collect::<Result<_>>()?;
-    let before: Vec<u64> = pids.iter().map(|p| cpu_ticks(*p)).collect::<Result<_>>()?;
-    std::thread::sleep(window);
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    pids.iter()
-        .zip(before)
-        .map(|(p, b)| Ok((cpu_ticks(*p)? - b) as f64 / hz / window.as_secs_f64() * 100.0))
-        .collect()
+    procfs::cpu_percent(&pids, window)
 }
 
 /// Size of `bin` once stripped (a copy is stripped).
