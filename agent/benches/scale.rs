@@ -148,10 +148,10 @@ fn run(net: &mut Net, names: &[&str]) -> Result<Figures> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
     net.init(0, names[0])?;
     net.start(0)?;
-    for i in 1..n {
+    for (i, name) in names.iter().enumerate().skip(1) {
         let inviter = rng.below(i);
         let token = net.invite(inviter, &[])?;
-        net.join(i, names[i], &token)?;
+        net.join(i, name, &token)?;
         net.start(i)?;
     }
     let last_join = Instant::now();
