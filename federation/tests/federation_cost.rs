@@ -151,6 +151,32 @@ fn mirrored(x: &Replica, of: &NetworkId) -> usize {
     x.partners().ledger(of).map_or(0, |l| l.state().len())
 }
 
+/// Two networks of three members each, federated, exposing everything;
+/// member 0 of each with its replica.
+struct Small {
+    alpha: Org,
+    beta: Org,
+    agreement: Agreement,
+    x: (Replica, NodeId),
+    y: (Replica, NodeId),
+}
+
+fn small() -> Small {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/16", 3);
+    let beta = Org::new(2, "beta", "10.2.0.0/16", 3);
+    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
+    let agreement =
+        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
+    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
+    Small {
+        x: (Replica::new(alpha.ledger(&agreement, b0), a0), a0),
+        y: (Replica::new(beta.ledger(&agreement, a0), b0), b0),
+        alpha,
+        beta,
+        agreement,
+    }
+}
+
 #[test]
 fn a_federation_costs_each_exposed_member_a_constant_few_hundred_bytes_per_second() {
     let alpha = Org::new(1, "alpha", "10.1.0.0/16", MEMBERS);
@@ -233,14 +259,13 @@ fn a_federation_costs_each_exposed_member_a_constant_few_hundred_bytes_per_secon
 /// answered "not a member" and beta kept the agreement for ever).
 #[test]
 fn an_ending_reaches_the_other_network_through_partner_sync() {
-    let alpha = Org::new(1, "alpha", "10.1.0.0/16", 3);
-    let beta = Org::new(2, "beta", "10.2.0.0/16", 3);
-    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
-    let agreement =
-        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
-    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
-    let mut x = Replica::new(alpha.ledger(&agreement, b0), a0);
-    let mut y = Replica::new(beta.ledger(&agreement, a0), b0);
+    let Small {
+        alpha,
+        beta,
+        agreement,
+        x: (mut x, a0),
+        y: (mut y, b0),
+    } = small();
     let mut now = Instant::now();
     for _ in 0..3 {
         round(&mut y, b0, &mut x, a0, now);
@@ -307,14 +332,12 @@ fn partner_summaries(x: &mut Replica) -> Vec<NodeId> {
 
 #[test]
 fn a_partner_member_that_cannot_be_reached_is_passed_over_at_once() {
-    let alpha = Org::new(1, "alpha", "10.1.0.0/16", 3);
-    let beta = Org::new(2, "beta", "10.2.0.0/16", 3);
-    let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(), u64::MAX);
-    let agreement =
-        Agreement::accept(&beta.authority, offer, beta.side(), 10).expect("valid by construction");
-    let (a0, b0) = (alpha.keys[0].id(), beta.keys[0].id());
-    let mut x = Replica::new(alpha.ledger(&agreement, b0), a0);
-    let mut y = Replica::new(beta.ledger(&agreement, a0), b0);
+    let Small {
+        beta,
+        x: (mut x, a0),
+        y: (mut y, b0),
+        ..
+    } = small();
     let mut now = Instant::now();
     for _ in 0..3 {
         round(&mut x, a0, &mut y, b0, now);

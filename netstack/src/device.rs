@@ -87,6 +87,9 @@ pub struct PeerInfo {
     pub persistent_keepalive: Option<Duration>,
     /// Since when data we sent has gone unanswered (nothing received).
     pub unanswered_since: Option<Instant>,
+    /// Data packets sent since then: one alone is usually a reply (to a
+    /// ping, say), which the other side need not answer.
+    pub unanswered_packets: u32,
 }
 
 /// What the caller must do with the result of a call.
@@ -490,6 +493,7 @@ impl Device {
             stats: p.stats,
             persistent_keepalive: p.keepalive,
             unanswered_since: p.unanswered_since,
+            unanswered_packets: p.unanswered_packets,
         })
     }
 
@@ -548,6 +552,7 @@ impl Device {
                     peer.stats.tx_packets += 1;
                     peer.last_sent = Some(now);
                     peer.unanswered_since.get_or_insert(now);
+                    peer.unanswered_packets = peer.unanswered_packets.saturating_add(1);
                     if rekey && !peer.handshake_in_flight() {
                         peer.want_handshake = true;
                         self.schedule(id);
@@ -818,6 +823,7 @@ impl Device {
         let gone: Vec<u32> = peer.install(session).collect();
         peer.last_received = Some(now);
         peer.unanswered_since = None;
+        peer.unanswered_packets = 0;
         peer.attempt_started = None;
         peer.want_handshake = false;
         peer.stats.handshakes += 1;
@@ -897,6 +903,7 @@ impl Device {
         }) && !peer.handshake_in_flight();
         peer.last_received = Some(now);
         peer.unanswered_since = None;
+        peer.unanswered_packets = 0;
         peer.stats.rx_bytes += wire_len as u64;
         peer.stats.rx_packets += 1;
         let has_queue = slot == Slot::Next && !peer.queue.is_empty();
@@ -1002,6 +1009,7 @@ impl Device {
                     peer.last_sent = Some(now);
                     if packet.is_some() {
                         peer.unanswered_since.get_or_insert(now);
+                        peer.unanswered_packets = peer.unanswered_packets.saturating_add(1);
                     }
                     Some((to, len))
                 }
@@ -1087,6 +1095,7 @@ impl Device {
                 && !peer.handshake_in_flight()
             {
                 peer.unanswered_since = None;
+                peer.unanswered_packets = 0;
                 peer.want_handshake = true;
                 work = true;
             }

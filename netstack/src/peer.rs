@@ -72,6 +72,8 @@ pub(crate) struct Peer {
     pub last_data_received: Option<Instant>,
     /// Set when we send data and cleared when anything arrives.
     pub unanswered_since: Option<Instant>,
+    /// Data packets sent since `unanswered_since`.
+    pub unanswered_packets: u32,
     pub want_keepalive: bool,
     pub want_handshake: bool,
     pub in_outbox: bool,
@@ -101,6 +103,7 @@ impl Peer {
             last_received: None,
             last_data_received: None,
             unanswered_since: None,
+            unanswered_packets: 0,
             want_keepalive: false,
             want_handshake: false,
             in_outbox: false,

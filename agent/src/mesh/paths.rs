@@ -28,6 +28,9 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(300);
 /// Data sent this long without anything received back makes a peer
 /// watched closely (one-way traffic is normal; the probes tell).
 const UNANSWERED: Duration = Duration::from_millis(500);
+/// ... if it was more than one packet: a lone packet is usually a reply
+/// (to the other side's probe, say) that nothing answers.
+const UNANSWERED_PACKETS: u32 = 2;
 /// A close probe is lost after this long, or four round trips if longer.
 const WATCH_TIMEOUT: Duration = Duration::from_millis(700);
 /// Peers probed closely per tick, at most (those with unanswered data
@@ -232,9 +235,7 @@ impl Paths {
                     continue;
                 };
                 look.rx.push((id, p.stats.rx_bytes));
-                if p.unanswered_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= UNANSWERED)
-                {
+                if unanswered(&p, now) {
                     look.unanswered.insert(id);
                 }
                 let window = prober.and_then(|pr| pr.window(&id));
@@ -373,5 +374,42 @@ fn carry_out(
     }
     if let Some(p) = prober {
         p.forget(&peer);
+    }
+}
+
+/// True if `p`'s data has gone unanswered long enough to watch it closely:
+/// [`UNANSWERED`] since the first packet, and more than a lone reply. (A
+/// lone reply counted too made probes beget probes: the side that answered
+/// a probe saw its answer unanswered, probed back, and so on every 300 ms
+/// for every peer, ~90 datagrams/s per node at 60 members.)
+fn unanswered(p: &netstack::device::PeerInfo, now: Instant) -> bool {
+    p.unanswered_since
+        .is_some_and(|t| now.saturating_duration_since(t) >= UNANSWERED)
+        && p.unanswered_packets >= UNANSWERED_PACKETS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(since_ms: Option<u64>, packets: u32, now: Instant) -> netstack::device::PeerInfo {
+        netstack::device::PeerInfo {
+            public_key: netstack::PrivateKey::generate().public_key(),
+            endpoint: None,
+            allowed_ips: vec![],
+            stats: Default::default(),
+            persistent_keepalive: None,
+            unanswered_since: since_ms.map(|ms| now - Duration::from_millis(ms)),
+            unanswered_packets: packets,
+        }
+    }
+
+    #[test]
+    fn a_lone_reply_is_not_watched_and_unanswered_traffic_is() {
+        let now = Instant::now();
+        assert!(!unanswered(&peer(None, 0, now), now), "nothing sent");
+        assert!(!unanswered(&peer(Some(5_000), 1, now), now), "one reply long ago");
+        assert!(!unanswered(&peer(Some(100), 9, now), now), "too recent");
+        assert!(unanswered(&peer(Some(600), 2, now), now), "a flow unanswered");
     }
 }
