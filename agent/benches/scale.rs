@@ -30,6 +30,8 @@
 mod net;
 #[path = "support/procfs.rs"]
 mod procfs;
+#[path = "../tests/common/neigh.rs"]
+mod neigh;
 
 use anyhow::{bail, Context, Result};
 use net::{setup, Net};
@@ -46,35 +48,6 @@ const DEFAULT_SIZES: [usize; 2] = [12, 60];
 const SETTLE: Duration = Duration::from_secs(20);
 const WINDOW: Duration = Duration::from_secs(60);
 const SAMPLED_PAIRS: usize = 16;
-const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default";
-const THRESHOLDS: [(&str, u32); 3] = [("gc_thresh1", 4096), ("gc_thresh2", 8192), ("gc_thresh3", 16384)];
-
-/// The neighbour-table thresholds as they were, put back on drop.
-struct Thresholds(Vec<(String, String)>);
-
-impl Thresholds {
-    fn raise() -> Result<Self> {
-        let mut old = Vec::new();
-        for (name, value) in THRESHOLDS {
-            let path = format!("{NEIGH}/{name}");
-            let was = std::fs::read_to_string(&path)?.trim().to_string();
-            if was.parse::<u32>().unwrap_or(0) < value {
-                std::fs::write(&path, value.to_string())?;
-                old.push((path, was));
-            }
-        }
-        Ok(Self(old))
-    }
-}
-
-impl Drop for Thresholds {
-    fn drop(&mut self) {
-        for (path, was) in self.0.iter().rev() {
-            let _ = std::fs::write(path, was);
-        }
-    }
-}
-
 /// What one size measured.
 struct Figures {
     members: usize,
@@ -117,7 +90,7 @@ fn main() -> Result<()> {
     if let Some(bad) = sizes.iter().find(|n| !(2..=250).contains(*n)) {
         bail!("{bad} members: give sizes from 2 to 250 (one /24 of underlay and overlay)");
     }
-    let _thresholds = Thresholds::raise()?;
+    let _thresholds = neigh::Thresholds::raise()?;
     println!("| members | all list all alive, after the last join | idle RSS median / max | fds median / max | idle CPU mean / max | control payload in+out mean / max | underlay in+out mean / max | sampled pairs ping |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut all = Vec::new();

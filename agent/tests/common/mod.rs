@@ -1,6 +1,7 @@
 //! Shared helpers of the lab integration tests (each test builds its own lab).
 #![allow(dead_code)]
 
+pub mod neigh;
 pub mod net;
 pub mod pings;
 

@@ -1,0 +1,270 @@
+//! Faults while the network grows, and nothing acknowledged lost:
+//!
+//! 1. members join one after another, each through a member picked at
+//!    random; agents are killed with `kill -9` at random moments — some
+//!    while a join through them is under way — and restarted later.
+//!    Afterwards every node whose `join` said "joined" is listed alive by
+//!    every member with the address `join` gave it, no two members share an
+//!    address, and sampled pairs ping;
+//! 2. the network is cut in two halves (nftables drops in every node's
+//!    namespace) for a while, one member joins on each side meanwhile; after
+//!    healing every member holds the same view of the network (name,
+//!    address, status of every member), addresses unique.
+//!
+//! CI runs a short version (12 members, 8 kills, a 20 s cut).
+//! `testbed/chaos.sh` runs a longer one (by default 40 members, 50 kills,
+//! a 30 s cut) with the same code, through `CLADNET_CHAOS_MEMBERS`,
+//! `CLADNET_CHAOS_KILLS` and `CLADNET_CHAOS_CUT_SECS`.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use common::net::{setup, Net};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use testbed::serde_json::Value;
+use testbed::Lab;
+
+/// A setting from the environment, or its default.
+fn setting(name: &str, default: usize) -> Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// A small deterministic generator (xorshift64), seeded per run and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+}
+
+#[test]
+fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> {
+    if testbed::skip_unless_root("chaos lab") {
+        return Ok(());
+    }
+    let members = setting("CLADNET_CHAOS_MEMBERS", 12)?;
+    let kills = setting("CLADNET_CHAOS_KILLS", 8)?;
+    let cut = Duration::from_secs(u64::try_from(setting("CLADNET_CHAOS_CUT_SECS", 20)?)?);
+    ensure!((4..=200).contains(&members), "CLADNET_CHAOS_MEMBERS: from 4 to 200");
+    // Two more nodes join during the cut, one on each side.
+    let names: Vec<String> = (0..members + 2).map(|i| format!("c{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let _thresholds = common::neigh::Thresholds::raise()?;
+    let mut net = setup(Lab::new()?, &names)?;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64 | 1);
+    eprintln!("chaos seed {seed:#x}");
+    let r = scenario(&mut net, &names, members, kills, cut, &mut Rng(seed));
+    net.lab.check(r)
+}
+
+fn scenario(
+    net: &mut Net,
+    names: &[&str],
+    members: usize,
+    kills: usize,
+    cut: Duration,
+    rng: &mut Rng,
+) -> Result<()> {
+    net.init(0, names[0])?;
+    net.start(0)?;
+    let mut told: BTreeMap<usize, Ipv4Addr> = BTreeMap::new();
+    told.insert(0, net.address(0)?.parse()?);
+    let mut down: Vec<usize> = Vec::new();
+    let mut killed = 0;
+    for i in 1..members {
+        // Bring back what was killed a join ago.
+        for k in std::mem::take(&mut down) {
+            net.start(k)?;
+        }
+        let running: Vec<usize> = told.keys().copied().collect();
+        let inviter = running[rng.below(running.len())];
+        let token = net.invite(inviter, &[])?;
+        let mut join = net.lab.spawn(
+            &net.members[i].node,
+            &format!("join-{}", names[i]),
+            &net.join_cmd(i, names[i], &token),
+        )?;
+        // Kill the inviter mid-join now and then, another member otherwise.
+        if killed < kills {
+            let victim = if rng.below(3) == 0 {
+                inviter
+            } else {
+                running[rng.below(running.len())]
+            };
+            std::thread::sleep(Duration::from_millis(rng.below(400) as u64));
+            kill9(net, victim)?;
+            down.push(victim);
+            killed += 1;
+        }
+        let status = join
+            .wait_timeout(Duration::from_secs(40))
+            .context("a join hung for 40 s")?;
+        if status.success() {
+            let out = join.log_tail(5);
+            let address = out
+                .split("with address ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .with_context(|| format!("join said nothing of its address: {out}"))?;
+            told.insert(i, address.parse()?);
+            net.start(i)?;
+        } else {
+            eprintln!("{} was not admitted (its inviter died): {}", names[i], join.log_tail(2));
+            ensure!(
+                !net.members[i].state.join("state.redb").exists(),
+                "a refused join left state behind"
+            );
+        }
+    }
+    for k in std::mem::take(&mut down) {
+        net.start(k)?;
+    }
+    while killed < kills {
+        let running: Vec<usize> = told.keys().copied().collect();
+        let victim = running[rng.below(running.len())];
+        kill9(net, victim)?;
+        std::thread::sleep(Duration::from_millis(rng.below(500) as u64));
+        net.start(victim)?;
+        killed += 1;
+    }
+    ensure!(told.len() >= members / 2, "only {} of {members} joins succeeded", told.len());
+    let started = Instant::now();
+    let acknowledged: Vec<&str> = told.keys().map(|i| names[*i]).collect();
+    for &i in told.keys() {
+        net.wait_alive(i, &acknowledged, Duration::from_secs(60))?;
+    }
+    eprintln!(
+        "FIGURE chaos: {} members after {killed} kill -9, all list all alive {:.1} s after the last restart",
+        told.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (&i, &address) in &told {
+        let now: Ipv4Addr = net.address(i)?.parse()?;
+        ensure!(now == address, "{} was told {address} at its join and holds {now}", names[i]);
+    }
+    ping_sample(net, &told, rng)?;
+
+    // Two halves, cut apart; one member joins on each side.
+    let ids: Vec<usize> = told.keys().copied().collect();
+    let (left, right) = ids.split_at(ids.len() / 2);
+    for (side, other) in [(left, right), (right, left)] {
+        let drop: Vec<String> = other.iter().map(|i| net.ip(*i)).collect();
+        for &i in side {
+            cut_off(net, i, &drop)?;
+        }
+    }
+    let cut_at = Instant::now();
+    let (a, b) = (members, members + 1);
+    for (joiner, side) in [(a, left), (b, right)] {
+        let inviter = side[rng.below(side.len())];
+        let token = net.invite(inviter, &[])?;
+        // The newcomer sees only its side.
+        let other: Vec<String> = if side == left { right } else { left }
+            .iter()
+            .map(|i| net.ip(*i))
+            .collect();
+        cut_off(net, joiner, &other)?;
+        net.join(joiner, names[joiner], &token)?;
+        net.start(joiner)?;
+        told.insert(joiner, net.address(joiner)?.parse()?);
+    }
+    std::thread::sleep(cut.saturating_sub(cut_at.elapsed()));
+    for &i in told.keys() {
+        net.lab.run(&net.members[i].node, &["nft", "delete", "table", "inet", "chaos"])?;
+    }
+    let healed = Instant::now();
+    let everyone: Vec<&str> = told.keys().map(|i| names[*i]).collect();
+    for &i in told.keys() {
+        net.wait_alive(i, &everyone, Duration::from_secs(60))?;
+    }
+    // Records change on their own (metrics every 20 s): the views must
+    // agree at one moment within 30 s.
+    let mut last = BTreeSet::new();
+    let agreed = testbed::wait_until_every(Duration::from_secs(30), Duration::from_millis(500), || {
+        last = told.keys().filter_map(|i| view(net, *i).ok()).collect();
+        last.len() == 1
+    });
+    ensure!(agreed, "members disagree 30 s after healing: {last:#?}");
+    eprintln!(
+        "FIGURE chaos: after a {:.0} s cut in two halves with a join on each side, all {} members hold the same view {:.1} s after healing",
+        cut.as_secs_f64(),
+        told.len(),
+        healed.elapsed().as_secs_f64()
+    );
+    for (&i, &address) in &told {
+        let now: Ipv4Addr = net.address(i)?.parse()?;
+        ensure!(now == address, "{} held {address} and holds {now} after healing", names[i]);
+    }
+    ping_sample(net, &told, rng)
+}
+
+/// `kill -9` of member `i`'s agent (it is restarted by the caller).
+fn kill9(net: &mut Net, i: usize) -> Result<()> {
+    if let Some(mut agent) = net.members[i].agent.take() {
+        agent.kill_hard()?;
+    }
+    Ok(())
+}
+
+/// Drops everything between member `i` and the underlay addresses `from`.
+fn cut_off(net: &Net, i: usize, from: &[String]) -> Result<()> {
+    if from.is_empty() {
+        return Ok(());
+    }
+    let set = from.join(", ");
+    let rules = format!(
+        "table inet chaos {{\n  chain in {{\n    type filter hook input priority 0; policy accept;\n    ip saddr {{ {set} }} drop\n  }}\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {{ {set} }} drop\n  }}\n}}\n"
+    );
+    let file = net
+        .lab
+        .write_file(&format!("chaos-{}.nft", net.members[i].node.name), rules)?;
+    net.lab
+        .run(&net.members[i].node, &["nft", "-f", &file.to_string_lossy()])?;
+    Ok(())
+}
+
+/// Member `i`'s view of the network: every member's name, id, address,
+/// state and record version, sorted.
+fn view(net: &Net, i: usize) -> Result<String> {
+    let mut rows: Vec<String> = net
+        .members(i)?
+        .iter()
+        .map(|m: &Value| {
+            format!("{} {} {} {} {}", m["name"], m["id"], m["address"], m["state"], m["version"])
+        })
+        .collect();
+    rows.sort();
+    Ok(rows.join("\n"))
+}
+
+/// Eight sampled ordered pairs of `told` ping over the overlay.
+fn ping_sample(net: &Net, told: &BTreeMap<usize, Ipv4Addr>, rng: &mut Rng) -> Result<()> {
+    let ids: Vec<usize> = told.keys().copied().collect();
+    for _ in 0..8 {
+        let from = ids[rng.below(ids.len())];
+        let to = ids[rng.below(ids.len())];
+        if from == to {
+            continue;
+        }
+        if !net
+            .lab
+            .wait_ping(&net.members[from].node, told[&to], Duration::from_secs(10))
+        {
+            bail!("{} does not reach {}", net.members[from].node.name, net.members[to].node.name);
+        }
+    }
+    Ok(())
+}
