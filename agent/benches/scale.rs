@@ -25,13 +25,13 @@
 //! with ENOBUFS, so the bench raises `net.ipv4.neigh.default.gc_thresh1/2/3`
 //! to 4096/8192/16384 while it runs and puts the old values back after.
 
+#[path = "../tests/common/neigh.rs"]
+mod neigh;
 #[allow(dead_code)]
 #[path = "../tests/common/net.rs"]
 mod net;
 #[path = "support/procfs.rs"]
 mod procfs;
-#[path = "../tests/common/neigh.rs"]
-mod neigh;
 
 use anyhow::{bail, Context, Result};
 use net::{setup, Net};
@@ -62,29 +62,26 @@ struct Figures {
     pinged: usize,
 }
 
-/// A small deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    anyhow::ensure!(testbed::is_root(), "the scale benchmark needs root (namespaces, TUN)");
+    anyhow::ensure!(
+        testbed::is_root(),
+        "the scale benchmark needs root (namespaces, TUN)"
+    );
     let sizes: Vec<usize> = if args.is_empty() {
         DEFAULT_SIZES.to_vec()
     } else {
         args.iter()
-            .map(|a| a.parse().with_context(|| format!("{a:?} is not a number of members")))
+            .map(|a| {
+                a.parse()
+                    .with_context(|| format!("{a:?} is not a number of members"))
+            })
             .collect::<Result<_>>()?
     };
     if let Some(bad) = sizes.iter().find(|n| !(2..=250).contains(*n)) {
@@ -118,7 +115,7 @@ fn main() -> Result<()> {
 
 fn run(net: &mut Net, names: &[&str]) -> Result<Figures> {
     let n = names.len();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
+    let mut rng = testbed::wire::Rng::new(0x9E37_79B9_7F4A_7C15 ^ n as u64);
     net.init(0, names[0])?;
     net.start(0)?;
     for (i, name) in names.iter().enumerate().skip(1) {
@@ -138,8 +135,14 @@ fn run(net: &mut Net, names: &[&str]) -> Result<Figures> {
     let pids: Vec<u32> = (0..n)
         .map(|i| Ok(net.members[i].agent.as_ref().context("agent runs")?.pid()))
         .collect::<Result<_>>()?;
-    let rss_kb = pids.iter().map(|p| procfs::rss_kb(*p)).collect::<Result<_>>()?;
-    let fds = pids.iter().map(|p| procfs::fds(*p)).collect::<Result<_>>()?;
+    let rss_kb = pids
+        .iter()
+        .map(|p| procfs::rss_kb(*p))
+        .collect::<Result<_>>()?;
+    let fds = pids
+        .iter()
+        .map(|p| procfs::fds(*p))
+        .collect::<Result<_>>()?;
     let (before, wire_before) = (gossip_bytes(net)?, underlay_bytes(net)?);
     let started = Instant::now();
     let cpu = procfs::cpu_percent(&pids, WINDOW)?;
@@ -190,7 +193,10 @@ fn underlay_bytes(net: &Net) -> Result<Vec<u64>> {
                 .lines()
                 .find_map(|l| l.trim_start().strip_prefix("eth0:"))
                 .context("no eth0 in /proc/net/dev")?;
-            let f: Vec<u64> = line.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
             // Receive bytes is the first field, transmit bytes the ninth.
             Ok(f.first().context("no rx bytes")? + f.get(8).context("no tx bytes")?)
         })
@@ -202,7 +208,10 @@ fn gossip_bytes(net: &Net) -> Result<Vec<u64>> {
     (0..net.members.len())
         .map(|i| {
             let g = &net.status(i)?["gossip"];
-            let count = |k: &str| g[k].as_u64().with_context(|| format!("status has no gossip.{k}"));
+            let count = |k: &str| {
+                g[k].as_u64()
+                    .with_context(|| format!("status has no gossip.{k}"))
+            };
             Ok(count("in_bytes")? + count("out_bytes")?)
         })
         .collect()

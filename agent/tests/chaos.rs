@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use testbed::serde_json::Value;
+use testbed::wire::Rng;
 use testbed::Lab;
 
 /// A setting from the environment, or its default.
@@ -36,18 +37,6 @@ fn setting(name: &str, default: usize) -> Result<usize> {
     }
 }
 
-/// A small deterministic generator (xorshift64), seeded per run and printed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
-}
-
 #[test]
 fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> {
     if testbed::skip_unless_root("chaos lab") {
@@ -56,7 +45,10 @@ fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> 
     let members = setting("CLADNET_CHAOS_MEMBERS", 12)?;
     let kills = setting("CLADNET_CHAOS_KILLS", 8)?;
     let cut = Duration::from_secs(u64::try_from(setting("CLADNET_CHAOS_CUT_SECS", 20)?)?);
-    ensure!((4..=200).contains(&members), "CLADNET_CHAOS_MEMBERS: from 4 to 200");
+    ensure!(
+        (4..=200).contains(&members),
+        "CLADNET_CHAOS_MEMBERS: from 4 to 200"
+    );
     // Two more nodes join during the cut, one on each side.
     let names: Vec<String> = (0..members + 2).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -66,7 +58,7 @@ fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> 
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64 | 1);
     eprintln!("chaos seed {seed:#x}");
-    let r = scenario(&mut net, &names, members, kills, cut, &mut Rng(seed));
+    let r = scenario(&mut net, &names, members, kills, cut, &mut Rng::new(seed));
     net.lab.check(r)
 }
 
@@ -84,7 +76,7 @@ fn scenario(
     told.insert(0, net.address(0)?.parse()?);
     let mut down: Vec<usize> = Vec::new();
     let mut killed = 0;
-    for i in 1..members {
+    for (i, name) in names.iter().enumerate().take(members).skip(1) {
         // Bring back what was killed a join ago.
         for k in std::mem::take(&mut down) {
             net.start(k)?;
@@ -94,8 +86,8 @@ fn scenario(
         let token = net.invite(inviter, &[])?;
         let mut join = net.lab.spawn(
             &net.members[i].node,
-            &format!("join-{}", names[i]),
-            &net.join_cmd(i, names[i], &token),
+            &format!("join-{name}"),
+            &net.join_cmd(i, name, &token),
         )?;
         // Kill the inviter mid-join now and then, another member otherwise.
         if killed < kills {
@@ -122,7 +114,10 @@ fn scenario(
             told.insert(i, address.parse()?);
             net.start(i)?;
         } else {
-            eprintln!("{} was not admitted (its inviter died): {}", names[i], join.log_tail(2));
+            eprintln!(
+                "{name} was not admitted (its inviter died): {}",
+                join.log_tail(2)
+            );
             ensure!(
                 !net.members[i].state.join("state.redb").exists(),
                 "a refused join left state behind"
@@ -140,7 +135,11 @@ fn scenario(
         net.start(victim)?;
         killed += 1;
     }
-    ensure!(told.len() >= members / 2, "only {} of {members} joins succeeded", told.len());
+    ensure!(
+        told.len() >= members / 2,
+        "only {} of {members} joins succeeded",
+        told.len()
+    );
     let started = Instant::now();
     let acknowledged: Vec<&str> = told.keys().map(|i| names[*i]).collect();
     for &i in told.keys() {
@@ -151,10 +150,7 @@ fn scenario(
         told.len(),
         started.elapsed().as_secs_f64()
     );
-    for (&i, &address) in &told {
-        let now: Ipv4Addr = net.address(i)?.parse()?;
-        ensure!(now == address, "{} was told {address} at its join and holds {now}", names[i]);
-    }
+    kept_addresses(net, &told, "after the kills")?;
     ping_sample(net, &told, rng)?;
 
     // Two halves, cut apart; one member joins on each side.
@@ -183,7 +179,10 @@ fn scenario(
     }
     std::thread::sleep(cut.saturating_sub(cut_at.elapsed()));
     for &i in told.keys() {
-        net.lab.run(&net.members[i].node, &["nft", "delete", "table", "inet", "chaos"])?;
+        net.lab.run(
+            &net.members[i].node,
+            &["nft", "delete", "table", "inet", "chaos"],
+        )?;
     }
     let healed = Instant::now();
     let everyone: Vec<&str> = told.keys().map(|i| names[*i]).collect();
@@ -193,10 +192,11 @@ fn scenario(
     // Records change on their own (metrics every 20 s): the views must
     // agree at one moment within 30 s.
     let mut last = BTreeSet::new();
-    let agreed = testbed::wait_until_every(Duration::from_secs(30), Duration::from_millis(500), || {
-        last = told.keys().filter_map(|i| view(net, *i).ok()).collect();
-        last.len() == 1
-    });
+    let agreed =
+        testbed::wait_until_every(Duration::from_secs(30), Duration::from_millis(500), || {
+            last = told.keys().filter_map(|i| view(net, *i).ok()).collect();
+            last.len() == 1
+        });
     ensure!(agreed, "members disagree 30 s after healing: {last:#?}");
     eprintln!(
         "FIGURE chaos: after a {:.0} s cut in two halves with a join on each side, all {} members hold the same view {:.1} s after healing",
@@ -204,11 +204,21 @@ fn scenario(
         told.len(),
         healed.elapsed().as_secs_f64()
     );
-    for (&i, &address) in &told {
-        let now: Ipv4Addr = net.address(i)?.parse()?;
-        ensure!(now == address, "{} held {address} and holds {now} after healing", names[i]);
-    }
+    kept_addresses(net, &told, "after healing")?;
     ping_sample(net, &told, rng)
+}
+
+/// Every member in `told` holds the address it was told at its join.
+fn kept_addresses(net: &Net, told: &BTreeMap<usize, Ipv4Addr>, when: &str) -> Result<()> {
+    for (&i, &address) in told {
+        let now: Ipv4Addr = net.address(i)?.parse()?;
+        ensure!(
+            now == address,
+            "{} was told {address} at its join and holds {now} {when}",
+            net.members[i].node.name
+        );
+    }
+    Ok(())
 }
 
 /// `kill -9` of member `i`'s agent (it is restarted by the caller).
@@ -231,8 +241,10 @@ fn cut_off(net: &Net, i: usize, from: &[String]) -> Result<()> {
     let file = net
         .lab
         .write_file(&format!("chaos-{}.nft", net.members[i].node.name), rules)?;
-    net.lab
-        .run(&net.members[i].node, &["nft", "-f", &file.to_string_lossy()])?;
+    net.lab.run(
+        &net.members[i].node,
+        &["nft", "-f", &file.to_string_lossy()],
+    )?;
     Ok(())
 }
 
@@ -243,7 +255,10 @@ fn view(net: &Net, i: usize) -> Result<String> {
         .members(i)?
         .iter()
         .map(|m: &Value| {
-            format!("{} {} {} {} {}", m["name"], m["id"], m["address"], m["state"], m["version"])
+            format!(
+                "{} {} {} {} {}",
+                m["name"], m["id"], m["address"], m["state"], m["version"]
+            )
         })
         .collect();
     rows.sort();
@@ -263,7 +278,11 @@ fn ping_sample(net: &Net, told: &BTreeMap<usize, Ipv4Addr>, rng: &mut Rng) -> Re
             .lab
             .wait_ping(&net.members[from].node, told[&to], Duration::from_secs(10))
         {
-            bail!("{} does not reach {}", net.members[from].node.name, net.members[to].node.name);
+            bail!(
+                "{} does not reach {}",
+                net.members[from].node.name,
+                net.members[to].node.name
+            );
         }
     }
     Ok(())

@@ -469,9 +469,10 @@ impl Replica {
             Request::Summary(s) => {
                 Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
             }
-            Request::Leaves(leaves) => {
-                Inbound::Answer(Response::Versions(sync::leaves(self.ledger.state(), &leaves)))
-            }
+            Request::Leaves(leaves) => Inbound::Answer(Response::Versions(sync::leaves(
+                self.ledger.state(),
+                &leaves,
+            ))),
             Request::Pull(writers) => Inbound::Answer(Response::Records(sync::records_of(
                 self.ledger.state(),
                 &writers,

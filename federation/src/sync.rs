@@ -157,7 +157,11 @@ impl Versions {
         self.buckets.len()
             + 2 * self.leaves.len()
             + ENTRY_BYTES * self.versions.len()
-            + self.splits.iter().map(|s| 5 + 8 * s.subs.len()).sum::<usize>()
+            + self
+                .splits
+                .iter()
+                .map(|s| 5 + 8 * s.subs.len())
+                .sum::<usize>()
     }
 }
 
@@ -372,7 +376,11 @@ pub fn first_records(state: &State, first: &[NodeId]) -> Vec<Vec<u8>> {
         .versions()
         .filter(|(w, _)| !first.contains(w))
         .filter_map(|(w, _)| state.get(&w));
-    firsts.chain(rest).take(MAX_BATCH).map(|r| r.encode()).collect()
+    firsts
+        .chain(rest)
+        .take(MAX_BATCH)
+        .map(|r| r.encode())
+        .collect()
 }
 
 /// The encoded records of `writers` that `state` holds (answer to a pull).
@@ -525,15 +533,28 @@ mod tests {
         // out-of-range buckets are ignored.
         let bad = Versions {
             splits: vec![
-                Split { bucket: 3, count: 0, subs: vec![0; 2] },
-                Split { bucket: 200, count: 0, subs: vec![0; SUBS] },
+                Split {
+                    bucket: 3,
+                    count: 0,
+                    subs: vec![0; 2],
+                },
+                Split {
+                    bucket: 200,
+                    count: 0,
+                    subs: vec![0; SUBS],
+                },
             ],
             ..Versions::default()
         };
         assert_eq!(plan(&a, &bad).leaves.len(), SUBS);
         // Leaves asked twice or out of range are listed once or not at all.
         let leaf = leaf_of(&keys[0].id());
-        let asked = vec![leaf, leaf, Leaf { bucket: 64, sub: 0 }, Leaf { bucket: 0, sub: 32 }];
+        let asked = vec![
+            leaf,
+            leaf,
+            Leaf { bucket: 64, sub: 0 },
+            Leaf { bucket: 0, sub: 32 },
+        ];
         let listed = leaves(&a, &asked);
         assert_eq!(listed.leaves, vec![leaf]);
         assert!(listed.versions.iter().all(|(w, _)| leaf_of(w) == leaf));

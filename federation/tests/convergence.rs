@@ -149,8 +149,14 @@ impl Book {
         }
         let mut book = Self {
             keys,
-            bucket: ids.iter().map(|w| usize::from(sync::leaf_of(w).bucket)).collect(),
-            sub: ids.iter().map(|w| usize::from(sync::leaf_of(w).sub)).collect(),
+            bucket: ids
+                .iter()
+                .map(|w| usize::from(sync::leaf_of(w).bucket))
+                .collect(),
+            sub: ids
+                .iter()
+                .map(|w| usize::from(sync::leaf_of(w).sub))
+                .collect(),
             ids,
             records: (0..members).map(|_| Vec::new()).collect(),
         };
@@ -257,8 +263,7 @@ pub trait Replica: Sized {
     fn quiet(&mut self) {}
     /// Step 3: what to pull from the peer, what to push to it, and which
     /// leaves to ask it for.
-    fn plan(&self, book: &Book, theirs: &Self::Versions)
-        -> (Self::Pull, Self::Records, Vec<Leaf>);
+    fn plan(&self, book: &Book, theirs: &Self::Versions) -> (Self::Pull, Self::Records, Vec<Leaf>);
     /// The answer to a pull.
     fn records_of(&self, writers: &Self::Pull) -> Self::Records;
     /// Takes received records.
@@ -1017,7 +1022,10 @@ mod tests {
                 max_rounds: 100,
                 steady_rounds: 3,
             })?;
-            eprintln!("200 members, 20 % loss, 10 % duplication, 1 % down: {}", runs.real);
+            eprintln!(
+                "200 members, 20 % loss, 10 % duplication, 1 % down: {}",
+                runs.real
+            );
             Ok(runs)
         });
         runs.as_ref().unwrap()

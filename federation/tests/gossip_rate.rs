@@ -152,11 +152,7 @@ fn gossip_bytes_per_member_do_not_grow_with_the_network() {
         at(100)
     );
     for n in [5_000, 10_000] {
-        assert!(
-            at(n) < 1.25 * at(100),
-            "{n} members cost {} B/s",
-            at(n)
-        );
+        assert!(at(n) < 1.25 * at(100), "{n} members cost {} B/s", at(n));
     }
     // A fixed 20 s interval would have cost ten times more at 1,000 members.
     let fixed = 999.0 * size as f64 / 20.0;

@@ -43,7 +43,9 @@ pub fn cpu_percent(pids: &[u32], window: Duration) -> Result<Vec<f64>> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     pids.iter()
         .zip(before)
-        .map(|(p, b)| Ok(cpu_ticks(*p)?.saturating_sub(b) as f64 / hz / window.as_secs_f64() * 100.0))
+        .map(|(p, b)| {
+            Ok(cpu_ticks(*p)?.saturating_sub(b) as f64 / hz / window.as_secs_f64() * 100.0)
+        })
         .collect()
 }
 

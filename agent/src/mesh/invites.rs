@@ -188,7 +188,10 @@ mod tests {
         // The welcome: the authority's and the admitter's records, and the
         // addresses held.
         assert_eq!(records.len(), 2);
-        assert_eq!(taken, vec!["100.64.0.1".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            taken,
+            vec!["100.64.0.1".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         assert_eq!(
             chain.last().map(|c| c.tags.clone()),
             Some(vec!["shared".to_string()])

@@ -408,8 +408,14 @@ mod tests {
     fn a_lone_reply_is_not_watched_and_unanswered_traffic_is() {
         let now = Instant::now();
         assert!(!unanswered(&peer(None, 0, now), now), "nothing sent");
-        assert!(!unanswered(&peer(Some(5_000), 1, now), now), "one reply long ago");
+        assert!(
+            !unanswered(&peer(Some(5_000), 1, now), now),
+            "one reply long ago"
+        );
         assert!(!unanswered(&peer(Some(100), 9, now), now), "too recent");
-        assert!(unanswered(&peer(Some(600), 2, now), now), "a flow unanswered");
+        assert!(
+            unanswered(&peer(Some(600), 2, now), now),
+            "a flow unanswered"
+        );
     }
 }

@@ -7,7 +7,11 @@
 use anyhow::Result;
 
 const NEIGH: &str = "/proc/sys/net/ipv4/neigh/default";
-const RAISED: [(&str, u32); 3] = [("gc_thresh1", 4096), ("gc_thresh2", 8192), ("gc_thresh3", 16384)];
+const RAISED: [(&str, u32); 3] = [
+    ("gc_thresh1", 4096),
+    ("gc_thresh2", 8192),
+    ("gc_thresh3", 16384),
+];
 
 /// The thresholds as they were, put back on drop.
 pub struct Thresholds(Vec<(String, String)>);

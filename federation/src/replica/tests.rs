@@ -344,16 +344,30 @@ fn a_full_batch_of_records_is_followed_by_another_exchange_at_once() {
     let (mut r, _, b) = replica(&net);
     let summaries = |t: &[Transmit]| {
         t.iter()
-            .filter(|t| matches!(t, Transmit::Request { request: Request::Summary(_), .. }))
+            .filter(|t| {
+                matches!(
+                    t,
+                    Transmit::Request {
+                        request: Request::Summary(_),
+                        ..
+                    }
+                )
+            })
             .count()
     };
     // A short answer to a pull: the peer had no more.
     let short = vec![b.signed(2); crate::sync::MAX_BATCH - 1];
-    assert_eq!(r.handle_response(b.key.id(), Response::Records(short), NOW_MS), None);
+    assert_eq!(
+        r.handle_response(b.key.id(), Response::Records(short), NOW_MS),
+        None
+    );
     assert_eq!(summaries(&drain(&mut r)), 0);
     // A full batch: it may have more, so it is asked again now, not in a round.
     let full = vec![b.signed(3); crate::sync::MAX_BATCH];
-    assert_eq!(r.handle_response(b.key.id(), Response::Records(full), NOW_MS), None);
+    assert_eq!(
+        r.handle_response(b.key.id(), Response::Records(full), NOW_MS),
+        None
+    );
     let out = drain(&mut r);
     assert_eq!(summaries(&out), 1, "{out:?}");
     assert_eq!(to(&out, &b.key.id()), 1);
