@@ -557,19 +557,9 @@ impl Replica {
                 self.partner_changed();
             }
         }
-        if let Some(ended) = self.ending_of(&agreement) {
-            return ended;
-        }
-        match self.exposed_ranks(&from, &agreement, now_ms) {
-            Some(exposed) => Response::PartnerVersions {
-                agreement,
-                versions: sync::differing_of(exposed, summary),
-            },
-            None => {
-                self.refuse("partner summary");
-                Response::NotMember
-            }
-        }
+        self.partner_versions(&from, agreement, now_ms, "partner summary", |exposed| {
+            sync::differing_of(exposed, summary)
+        })
     }
 
     /// A partner member asks for the leaves of a split: our exposed ranks
@@ -581,38 +571,41 @@ impl Replica {
         leaves: &[sync::Leaf],
         now_ms: u64,
     ) -> Response {
+        self.partner_versions(from, agreement, now_ms, "partner leaves", |exposed| {
+            sync::leaves_of(exposed.into_iter(), leaves)
+        })
+    }
+
+    /// The answer to a partner's summary or leaves request: the ending if
+    /// our network ended `agreement`, "not a member" (counted as `what`)
+    /// if `from` may not ask, else `answer` of the (writer, rank) of what
+    /// our network exposes to `from`'s.
+    fn partner_versions(
+        &mut self,
+        from: &NodeId,
+        agreement: [u8; 16],
+        now_ms: u64,
+        what: &'static str,
+        answer: impl FnOnce(Vec<(NodeId, crate::record::Rank)>) -> sync::Versions,
+    ) -> Response {
         if let Some(ended) = self.ending_of(&agreement) {
             return ended;
         }
-        match self.exposed_ranks(from, &agreement, now_ms) {
-            Some(exposed) => Response::PartnerVersions {
-                agreement,
-                versions: sync::leaves_of(exposed.into_iter(), leaves),
-            },
-            None => {
-                self.refuse("partner leaves");
-                Response::NotMember
-            }
-        }
-    }
-
-    /// The (writer, rank) of what our network exposes to `from`'s network
-    /// under `agreement`, if `from` may ask.
-    fn exposed_ranks(
-        &self,
-        from: &NodeId,
-        agreement: &[u8; 16],
-        now_ms: u64,
-    ) -> Option<Vec<(NodeId, crate::record::Rank)>> {
-        let a = self.partner_of(from, agreement, now_ms)?;
+        let Some(a) = self.partner_of(from, &agreement, now_ms) else {
+            self.refuse(what);
+            return Response::NotMember;
+        };
         let state = self.ledger.state();
-        Some(
-            self.ledger
-                .exposed_writers(&a, now_ms)
-                .into_iter()
-                .filter_map(|w| Some((w, state.rank(&w)?)))
-                .collect(),
-        )
+        let exposed = self
+            .ledger
+            .exposed_writers(&a, now_ms)
+            .into_iter()
+            .filter_map(|w| Some((w, state.rank(&w)?)))
+            .collect();
+        Response::PartnerVersions {
+            agreement,
+            versions: answer(exposed),
+        }
     }
 
     /// The answer to a partner under `agreement` if this network ended it:

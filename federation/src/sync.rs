@@ -173,10 +173,12 @@ pub fn differing(state: &State, theirs: &Summary) -> Versions {
 
 /// [`differing`] over a set of (writer, rank).
 pub fn differing_of(versions: Vec<(NodeId, Rank)>, theirs: &Summary) -> Versions {
+    // Each entry hashed once, for its bucket and (if split) its leaf.
+    let entry_hashes: Vec<u64> = versions.iter().map(|(w, r)| entry_hash(w, r)).collect();
     let mut hashes = [0u64; BUCKETS];
     let mut counts = [0usize; BUCKETS];
-    for (w, r) in &versions {
-        hashes[bucket(w)] ^= entry_hash(w, r);
+    for ((w, _), h) in versions.iter().zip(&entry_hashes) {
+        hashes[bucket(w)] ^= h;
         counts[bucket(w)] += 1;
     }
     let differs = |b: usize| theirs.0.len() != BUCKETS || theirs.0[b] != hashes[b];
@@ -189,12 +191,12 @@ pub fn differing_of(versions: Vec<(NodeId, Rank)>, theirs: &Summary) -> Versions
             answer.buckets.push(b as u8);
         }
     }
-    for (w, r) in versions {
+    for ((w, r), h) in versions.into_iter().zip(entry_hashes) {
         let b = bucket(&w);
         if listed[b] {
             answer.versions.push((w, r));
         } else if differs(b) {
-            subs[b][usize::from(leaf_of(&w).sub)] ^= entry_hash(&w, &r);
+            subs[b][usize::from(leaf_of(&w).sub)] ^= h;
         }
     }
     answer.splits = (0..BUCKETS)
