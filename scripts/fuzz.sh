@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs a crate's fuzz targets for a bounded time each; called by
+# Runs a crate's fuzz targets, each until FUZZ_RUNS executions (default
+# 10,000,000) or SECONDS, whichever comes first; called by
 # netstack/fuzz/run.sh and federation/fuzz/run.sh.
 #
 #   scripts/fuzz.sh FUZZ_DIR "PARSERS" "STRUCTURED" [SECONDS] [TARGET...]
@@ -56,7 +57,7 @@ for t in "${targets[@]}"; do
     echo "=== $t: ${secs}s" >&2
     # shellcheck disable=SC2086
     if ! "${cargo[@]}" run --sanitizer "$sanitizer" "$t" "corpus/$t" "${extra[@]}" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 \
+        -max_total_time="$secs" -runs="${FUZZ_RUNS:-10000000}" -timeout=10 -rss_limit_mb=4096 \
         -print_final_stats=1 "${len[@]}" ${FUZZ_ARGS:-}; then
         failed+=("$t")
     fi
