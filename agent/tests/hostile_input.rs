@@ -6,7 +6,7 @@
 
 mod common;
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{ensure, Result};
 use common::*;
 use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
@@ -26,34 +26,7 @@ fn run(m: &mut Mesh) -> Result<()> {
     let (a, b) = (0, 1);
     let a_ul = m.lab.addr(&m.nodes[a]);
     let b_ul = m.lab.addr(&m.nodes[b]);
-
-    // Capture real datagrams arriving at A (B's initiation, transport data,
-    // keepalives) while B starts talking to A, to replay them later.
-    let captured = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {
-        let cap = s.spawn(|| {
-            wire::capture_udp(&m.lab, &m.nodes[a], a_ul, PORT, 64, Duration::from_secs(4))
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        m.ping(b, a, FIRST_PING)?;
-        let a_ov = ov(a).to_string();
-        m.lab.run(
-            &m.nodes[b],
-            &[
-                "ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", &a_ov,
-            ],
-        )?;
-        cap.join().map_err(|_| anyhow!("capture thread panicked"))?
-    })?;
-    let types: Vec<u8> = captured.iter().map(|d| d[0]).collect();
-    eprintln!(
-        "hostile_input: captured {} real datagrams, types {types:?}",
-        captured.len()
-    );
-    ensure!(
-        captured.len() >= 5,
-        "captured too few datagrams to replay ({})",
-        captured.len()
-    );
+    let captured = m.capture_real_datagrams(a, b)?;
     m.ping(a, b, FIRST_PING)?;
 
     let before = m.show(a)?;

@@ -336,6 +336,38 @@ pub fn send_paced(
     })?
 }
 
+/// Sends every datagram from a fresh UDP socket inside `from`'s namespace to
+/// `dst`, spread evenly over `over` (in bursts of 64, sleeping until each
+/// burst is due; faster than the machine allows means as fast as it can).
+/// Returns how many the kernel accepted and how long sending took.
+pub fn send_spread(
+    lab: &Lab,
+    from: &Node,
+    dst: SocketAddrV4,
+    datagrams: &[Vec<u8>],
+    over: Duration,
+) -> Result<(usize, Duration)> {
+    const BURST: usize = 64;
+    lab.in_netns(from, || -> Result<(usize, Duration)> {
+        let sock = UdpSocket::bind("0.0.0.0:0").context("bind sender socket")?;
+        let t0 = Instant::now();
+        let per = over.as_secs_f64() / datagrams.len().max(1) as f64;
+        let mut sent = 0;
+        for (i, chunk) in datagrams.chunks(BURST).enumerate() {
+            let due = t0 + Duration::from_secs_f64(per * (i * BURST) as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for d in chunk {
+                if sock.send_to(d, dst).is_ok() || sock.send_to(d, dst).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        Ok((sent, t0.elapsed()))
+    })?
+}
+
 /// Captures the UDP payloads of up to `max` IPv4 datagrams received on
 /// `node`'s underlay interface addressed to `dst_ip:dst_port`, for at most
 /// `timeout`. Runs an AF_PACKET socket inside the node's namespace.

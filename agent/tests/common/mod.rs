@@ -175,6 +175,43 @@ impl Mesh {
     }
 }
 
+impl Mesh {
+    /// Captures real datagrams arriving at node `a`'s port (node `b`'s
+    /// initiation, transport data, keepalives) while `b` starts talking to
+    /// `a`, to replay them from elsewhere; at least 5, or an error.
+    pub fn capture_real_datagrams(&self, a: usize, b: usize) -> Result<Vec<Vec<u8>>> {
+        let a_ul = self.lab.addr(&self.nodes[a]);
+        let captured = std::thread::scope(|s| -> Result<Vec<Vec<u8>>> {
+            let cap = s.spawn(|| {
+                testbed::wire::capture_udp(
+                    &self.lab,
+                    &self.nodes[a],
+                    a_ul,
+                    PORT,
+                    64,
+                    Duration::from_secs(4),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            self.ping(b, a, FIRST_PING)?;
+            let a_ov = ov(a).to_string();
+            self.lab.run(
+                &self.nodes[b],
+                &["ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", &a_ov],
+            )?;
+            cap.join().map_err(|_| anyhow!("capture thread panicked"))?
+        })?;
+        let types: Vec<u8> = captured.iter().map(|d| d[0]).collect();
+        eprintln!("captured {} real datagrams, types {types:?}", captured.len());
+        anyhow::ensure!(
+            captured.len() >= 5,
+            "captured too few datagrams to replay ({})",
+            captured.len()
+        );
+        Ok(captured)
+    }
+}
+
 /// Integer field at a JSON pointer, with a readable error.
 pub fn u64_at(v: &Value, ptr: &str) -> Result<u64> {
     v.pointer(ptr)

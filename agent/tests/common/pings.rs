@@ -166,10 +166,9 @@ pub fn sustained_all_pairs(net: &Net, members: &[usize], secs: u32) -> Result<(f
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn gaps_and_losses_are_read_from_sequence_numbers() {
+        use super::read_pings;
         let line = |s: u32| format!("64 bytes from 100.64.0.2: icmp_seq={s} ttl=64 time=0.3 ms\n");
         let log: String = [1, 2, 3, 9, 10].iter().map(|s| line(*s)).collect();
         let r = read_pings(&log, 10, 0.5);

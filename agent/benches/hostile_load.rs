@@ -1,0 +1,222 @@
+//! Hostile load on the data plane: a stranger's namespace sends a member a
+//! flood of invalid datagrams (by default 1,000,000: random bytes,
+//! truncated and random-bodied handshake and transport messages, replays
+//! of the member's real traffic, and well-formed initiations from unknown
+//! keys, interleaved) while a legitimate iperf3 stream from its peer runs
+//! through it. It measures:
+//!
+//! 1. the stream's throughput under the flood against the mean of a clean
+//!    run just before and just after, in the same lab (the ratio; aim ≥ 90 %);
+//! 2. that every invalid datagram that reached the agent was counted: the
+//!    agent's drops plus its cookie replies against what was sent minus the
+//!    kernel's UDP receive errors (socket buffer full, also counted), and
+//!    that the unknown-key initiations beyond the load limit were answered
+//!    with cookies;
+//! 3. that the peer's endpoint did not move and both members still ping;
+//! 4. the tunnel's own cost of the flood: the same datagrams once more with
+//!    no stream running, and the tunnel process's CPU time over them.
+//!
+//! The same flood then hits wireguard-go and boringtun-cli (those
+//! installed), each in a fresh lab of its own, for the throughput ratio side
+//! by side (their drops are not counted: they have no counters).
+//!
+//! `sudo cargo bench -p cladnet --bench hostile_load [-- DATAGRAMS SECONDS]`
+//! or `sudo testbed/hostile_load.sh`: the flood is spread evenly over
+//! SECONDS (default 20, the length of each iperf3 run). Needs root, ping
+//! and iperf3. The flood sender shares the machine's cores with both
+//! tunnels and iperf3, and the kernel's receive work for its datagrams runs
+//! on the sender's time: both are part of what the ratio shows.
+
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "support/procfs.rs"]
+mod procfs;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+use std::time::Duration;
+use testbed::serde_json::Value;
+use testbed::wg::{self, Kind};
+use testbed::wire::{self, Hostile};
+
+/// Share of each kind in the flood, in percent.
+const MIX: [(Hostile, usize); 8] = [
+    (Hostile::Garbage, 30),
+    (Hostile::TruncatedInit, 10),
+    (Hostile::RandomInit, 10),
+    (Hostile::RandomResponse, 10),
+    (Hostile::RandomCookie, 10),
+    (Hostile::RandomTransport, 20),
+    (Hostile::Replay, 5),
+    (Hostile::UnknownKeyInit, 5),
+];
+
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let total: usize = match args.first() {
+        Some(a) => a.parse().context("DATAGRAMS must be a whole number")?,
+        None => 1_000_000,
+    };
+    let secs: u32 = match args.get(1) {
+        Some(a) => a.parse().context("SECONDS must be a whole number")?,
+        None => 20,
+    };
+    ensure!(secs >= 5, "SECONDS must be at least 5");
+    ensure!(
+        testbed::is_root(),
+        "the hostile-load benchmark needs root (namespaces, TUN)"
+    );
+    let mut kinds = vec![ours()];
+    kinds.extend(Kind::wireguard_go());
+    kinds.extend(Kind::boringtun());
+    for kind in kinds {
+        let mut m = Mesh::new(&[kind.clone(), kind])?;
+        let r = run(&mut m, total, secs);
+        m.lab.check(r)?;
+    }
+    Ok(())
+}
+
+/// One counter of `status` (`show --json`), 0 when absent.
+fn counter(v: &Value, name: &str) -> u64 {
+    v.pointer(&format!("/counters/{name}"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
+    let attacker = m.lab.add_node("m")?;
+    m.start_all()?;
+    let (a, b) = (0, 1);
+    let captured = m.capture_real_datagrams(a, b)?;
+    m.ping(a, b, FIRST_PING)?;
+
+    let mut rng = wire::Rng::from_time();
+    let counts: Vec<(Hostile, usize)> = MIX.iter().map(|&(k, p)| (k, total * p / 100)).collect();
+    let agent_pk = wire::decode_key(&m.keys[a].public)?;
+    let set: Vec<Vec<u8>> = wire::hostile_set(&mut rng, agent_pk, &captured, &counts)?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
+    let unknown_key_inits = counts
+        .iter()
+        .find(|(k, _)| *k == Hostile::UnknownKeyInit)
+        .map_or(0, |c| c.1);
+
+    let _srv = wg::iperf3_server(&m.lab, &m.nodes[a], ov(a))?;
+    let stream = || wg::iperf3(&m.lab, &m.nodes[b], ov(a), secs, false);
+    let clean_before = stream()?;
+
+    let before = m.show(a)?;
+    let inerr0 = m.lab.udp_snmp(&m.nodes[a], "InErrors")?;
+    let dst = SocketAddrV4::new(m.lab.addr(&m.nodes[a]), PORT);
+    // The flood ends a second before the stream so the stream's whole
+    // length is under it.
+    let spread = Duration::from_secs(u64::from(secs - 1));
+    let (flooded, (sent, took)) = std::thread::scope(|s| -> Result<_> {
+        let flood = s.spawn(|| wire::send_spread(&m.lab, &attacker, dst, &set, spread));
+        std::thread::sleep(Duration::from_millis(500));
+        let bps = stream();
+        let flood = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        Ok((bps?, flood))
+    })?;
+    let clean_after = stream()?;
+    // The tunnel's own cost: the flood again, nothing else running.
+    let pid = m.t(a)?.proc.pid();
+    let (cpu, (sent_alone, _)) = std::thread::scope(|s| -> Result<_> {
+        let flood = s.spawn(|| wire::send_spread(&m.lab, &attacker, dst, &set, spread));
+        let cpu = procfs::cpu_percent(&[pid], spread);
+        let flood = flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))??;
+        Ok((cpu?, flood))
+    })?;
+    let cpu = cpu.first().copied().unwrap_or(0.0);
+
+    // Let the agent work through its socket buffer, then read the counters.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = m.show(a)?;
+    let inerr = m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0;
+    m.assert_alive(a)?;
+    m.assert_alive(b)?;
+    m.ping(a, b, Duration::from_secs(10))?;
+    m.ping(b, a, Duration::from_secs(10))?;
+    let p = m.peer_view(a, b)?;
+    let want_ep = format!("{}:{PORT}", m.lab.addr(&m.nodes[b]));
+    ensure!(
+        p["endpoint"] == want_ep.as_str(),
+        "replays moved b's endpoint: a now has {} (want {want_ep})",
+        p["endpoint"]
+    );
+
+    // Both floods are counted together. Kernel receive errors also hit
+    // legitimate datagrams, so this is a lower bound on the invalid ones
+    // that reached the agent.
+    let reached_at_least = ((sent + sent_alone) as u64).saturating_sub(inerr);
+    let clean = (clean_before + clean_after) / 2.0;
+    let ratio = flooded / clean;
+    let name = m.kinds[a].name();
+    println!(
+        "hostile load on {name}: {sent} of {} invalid datagrams sent in {:.1} s ({:.0}/s), {unknown_key_inits} of them initiations from unknown keys",
+        set.len(),
+        took.as_secs_f64(),
+        sent as f64 / took.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "  iperf3 b -> a, {secs} s each: clean before {:.0} Mbit/s, under the flood {:.0} Mbit/s, clean after {:.0} Mbit/s: ratio {:.1} % (aim >= 90 %); kernel UDP receive errors {inerr}",
+        clean_before / 1e6,
+        flooded / 1e6,
+        clean_after / 1e6,
+        ratio * 100.0
+    );
+    println!(
+        "  the flood alone: {cpu:.0} % of one core for the tunnel process, {:.2} µs per datagram",
+        cpu / 100.0 * spread.as_secs_f64() / set.len().max(1) as f64 * 1e6
+    );
+    if !m.kinds[a].is_cladnet() {
+        return Ok(());
+    }
+    let delta = |name: &str| counter(&after, name).saturating_sub(counter(&before, name));
+    let dropped = delta("dropped_total");
+    let cookies = delta("cookie_replies");
+    let mut by_reason = BTreeMap::new();
+    if let Some(reasons) = after.pointer("/counters/dropped").and_then(Value::as_object) {
+        for (k, v) in reasons {
+            let was = before
+                .pointer(&format!("/counters/dropped/{k}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let d = v.as_u64().unwrap_or(0).saturating_sub(was);
+            if d > 0 {
+                by_reason.insert(k.clone(), d);
+            }
+        }
+    }
+    println!(
+        "  counted by the agent over both floods: dropped {dropped} + cookie replies {cookies} = {}; sent minus kernel errors {reached_at_least}",
+        dropped + cookies
+    );
+    println!("  dropped by reason: {by_reason:?}");
+    ensure!(
+        dropped + cookies >= reached_at_least,
+        "the agent counted {} invalid datagrams, but at least {reached_at_least} reached it",
+        dropped + cookies
+    );
+    ensure!(
+        unknown_key_inits == 0 || cookies > 0,
+        "{unknown_key_inits} initiations from unknown keys drew no cookie reply"
+    );
+    Ok(())
+}
