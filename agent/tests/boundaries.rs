@@ -2,13 +2,16 @@
 //! outsider that speaks the real control protocol learns nothing of the
 //! network's state; a revoked node knows it and admits nobody; a join
 //! refused for a bad `--address` does not spend the invite; an invite
-//! request whose use count does not fit is refused, not truncated.
+//! request whose use count does not fit is refused, not truncated; an
+//! outsider crowding a member with connections locks no member out.
 
 mod common;
 
 use anyhow::{bail, Context, Result};
 use common::net::{setup, Net};
 use std::io::{BufRead, BufReader, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use testbed::serde_json::Value;
 use testbed::Lab;
@@ -79,6 +82,63 @@ fn an_outsider_speaking_the_protocol_receives_no_records() -> Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn an_outsider_crowding_a_member_with_connections_locks_nobody_out() -> Result<()> {
+    if testbed::skip_unless_root("boundaries lab") {
+        return Ok(());
+    }
+    lab(&["a", "b", "x", "d"], |net| {
+        network(net, &["a", "b"])?;
+        let invite = federation::token::Invite::decode(&net.invite(0, &[])?)?;
+        let token = net.invite(0, &[])?;
+        let x = net.members[2].node.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(AtomicUsize::new(0));
+        let (crowd, during) = std::thread::scope(|s| {
+            let crowd = s.spawn(|| x.within(|| outsider::crowd(&invite, CROWD, &stop, &up)));
+            // Let the crowd fill a's connection slots, then d joins
+            // through a and must be seen alive by b, all while the crowd
+            // keeps dialing.
+            testbed::wait_until(Duration::from_secs(60), || {
+                up.load(Ordering::Relaxed) >= CROWD
+            });
+            eprintln!("crowd: {} connections came up", up.load(Ordering::Relaxed));
+            let during = (|| -> Result<()> {
+                net.join(3, "d", &token).context("d's join through a")?;
+                net.start(3)?;
+                net.wait_alive(1, &["a", "b", "d"], Duration::from_secs(30))?;
+                net.wait_alive(0, &["a", "b", "d"], Duration::from_secs(10))
+            })();
+            stop.store(true, Ordering::Relaxed);
+            let crowd = crowd
+                .join()
+                .map_err(|_| anyhow::anyhow!("the crowd thread panicked"));
+            (crowd, during)
+        });
+        let crowd = crowd???;
+        eprintln!("FIGURE crowd of {CROWD} outsiders: {crowd:?}");
+        assert!(
+            crowd.connections >= CROWD,
+            "the crowd did not get its connections up, the test proves little: {crowd:?}"
+        );
+        assert!(
+            crowd.closed > 0,
+            "a never turned a crowd connection away, so its limit was never reached: {crowd:?}"
+        );
+        during.context("while an outsider crowded a with connections")?;
+        let st = net.status(0)?;
+        assert!(
+            sum(&st["refused_outsiders"]) > 0,
+            "a counted nothing it refused the crowd: {st}"
+        );
+        Ok(())
+    })
+}
+
+/// Outsider connections the crowd test opens at once (more than a member
+/// accepts from all peers together).
+const CROWD: usize = 400;
 
 #[test]
 fn a_revoked_node_knows_it_and_admits_nobody() -> Result<()> {
@@ -194,6 +254,8 @@ mod outsider {
     use federation::protocol::{Request, Response};
     use federation::replica::Verdict;
     use federation::sync::{Summary, Versions, BUCKETS};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     /// What reached the outsider.
@@ -264,6 +326,83 @@ mod outsider {
                 }
             }
             Ok(seen)
+        })
+    }
+
+    /// What a crowd of outsiders achieved.
+    #[derive(Debug, Default)]
+    pub struct Crowd {
+        /// Connections that came up (redials included).
+        pub connections: usize,
+        /// Connections the member closed.
+        pub closed: usize,
+    }
+
+    /// `n` outsiders, each with a fresh identity and socket, dial the
+    /// inviter of `invite`, ask it for a summary once connected and, while
+    /// not connected (refused, closed), dial again every 2 s, until `stop`
+    /// (at most 120 s). `up` counts connections as they come up.
+    pub fn crowd(
+        invite: &federation::token::Invite,
+        n: usize,
+        stop: &Arc<AtomicBool>,
+        up: &Arc<AtomicUsize>,
+    ) -> Result<Crowd> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let me = federation::NodeKey::generate();
+                let mut shell =
+                    Shell::member(me.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
+                let (inviter, addrs) = (invite.inviter, invite.addrs.clone());
+                let (stop, up) = (stop.clone(), up.clone());
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut seen = Crowd::default();
+                    let mut connected = false;
+                    let mut redial = tokio::time::interval(Duration::from_secs(2));
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::select! {
+                            e = shell.next() => match e {
+                                Event::Connected(..) => {
+                                    connected = true;
+                                    seen.connections += 1;
+                                    up.fetch_add(1, Ordering::Relaxed);
+                                    let nothing = Summary(vec![0; BUCKETS]);
+                                    let _ = shell.request(&inviter, &addrs, Request::Summary(nothing));
+                                }
+                                Event::Disconnected(_) => {
+                                    connected = false;
+                                    seen.closed += 1;
+                                }
+                                Event::Request { reply, .. } => {
+                                    shell.respond(reply, Response::Refused("no".into()));
+                                }
+                                _ => {}
+                            },
+                            // Dials refused or closed are tried again.
+                            _ = redial.tick() => {
+                                if !connected {
+                                    shell.dial(&inviter, &addrs);
+                                }
+                            }
+                            _ = tokio::time::sleep_until(deadline) => break,
+                        }
+                    }
+                    seen
+                }));
+            }
+            let mut all = Crowd::default();
+            for t in tasks {
+                let seen = t.await?;
+                all.connections += seen.connections;
+                all.closed += seen.closed;
+            }
+            Ok(all)
         })
     }
 }

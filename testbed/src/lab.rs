@@ -120,6 +120,28 @@ pub struct Node {
     pub ns: String,
 }
 
+impl Node {
+    /// Runs `f` on a thread that has entered the node's network namespace (so
+    /// sockets it opens live there). Bounded only by `f` itself.
+    pub fn within<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let path = format!("/run/netns/{}", self.ns);
+        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<R> {
+                use std::os::fd::AsRawFd;
+                // SAFETY: valid fd of a netns file; affects only this thread.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                if rc != 0 {
+                    bail!("setns {path}: {}", std::io::Error::last_os_error());
+                }
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("in_netns thread panicked"))?
+        })
+    }
+}
+
 /// What a node is, for the nodes that are not plain switch nodes (see
 /// [`crate::nat`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -716,23 +738,10 @@ impl Lab {
     }
 
     /// Runs `f` on a thread that has entered the node's network namespace (so
-    /// sockets it opens live there). Bounded only by `f` itself.
+    /// sockets it opens live there). Bounded only by `f` itself. Same as
+    /// [`Node::within`].
     pub fn in_netns<R: Send>(&self, node: &Node, f: impl FnOnce() -> R + Send) -> Result<R> {
-        let path = format!("/run/netns/{}", node.ns);
-        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-        std::thread::scope(|s| {
-            s.spawn(move || -> Result<R> {
-                use std::os::fd::AsRawFd;
-                // SAFETY: valid fd of a netns file; affects only this thread.
-                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-                if rc != 0 {
-                    bail!("setns {path}: {}", std::io::Error::last_os_error());
-                }
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("in_netns thread panicked"))?
-        })
+        node.within(f)
     }
 
     /// UDP counters of the node's namespace (`/proc/net/snmp` "Udp:" line),
