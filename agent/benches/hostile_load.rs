@@ -27,7 +27,6 @@
 //! tunnels and iperf3, and the kernel's receive work for its datagrams runs
 //! on the sender's time: both are part of what the ratio shows.
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[allow(dead_code)]
