@@ -11,9 +11,10 @@
 //! 2. the network is cut in two halves (nftables drops in every node's
 //!    namespace) for a while, one member joins on each side meanwhile; after
 //!    healing every member holds the same view of the network (name, id,
-//!    address, state and record version of every member), addresses kept.
+//!    address, state and record version of every member), addresses kept;
+//! 3. the same with three islands.
 //!
-//! CI runs a short version (12 members, 8 kills, a 20 s cut).
+//! CI runs a short version (12 members, 8 kills, 20 s cuts).
 //! `testbed/chaos.sh` runs a longer one (by default 40 members, 50 kills,
 //! a 30 s cut) with the same code, through `CLADNET_CHAOS_MEMBERS`,
 //! `CLADNET_CHAOS_KILLS` and `CLADNET_CHAOS_CUT_SECS`.
@@ -51,8 +52,8 @@ fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> 
         (4..=200).contains(&members),
         "CLADNET_CHAOS_MEMBERS: from 4 to 200"
     );
-    // Two more nodes join during the cut, one on each side.
-    let names: Vec<String> = (0..members + 2).map(|i| format!("c{i}")).collect();
+    // Five more nodes join during the cuts, one on each side.
+    let names: Vec<String> = (0..members + 5).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let _thresholds = common::neigh::Thresholds::raise()?;
     let mut net = setup(Lab::new()?, &names)?;
@@ -164,26 +165,53 @@ fn scenario(
     kept_addresses(net, &told, "after the kills")?;
     ping_sample(net, &told, rng)?;
 
-    // Two halves, cut apart; one member joins on each side.
+    // Two halves, then three islands, cut apart; one member joins on each
+    // side.
+    partition(net, names, &mut told, &[members, members + 1], cut, rng)?;
+    partition(net, names, &mut told, &[members + 2, members + 3, members + 4], cut, rng)
+}
+
+/// Cuts the members of `told` into as many islands as `joiners` (nftables
+/// drops in every namespace), lets one joiner join each island through a
+/// member of it, heals after `cut`, and checks that every member lists
+/// every other alive, that all hold the same view within 30 s, that
+/// addresses were kept and that sampled pairs ping.
+fn partition(
+    net: &mut Net,
+    names: &[&str],
+    told: &mut BTreeMap<usize, Ipv4Addr>,
+    joiners: &[usize],
+    cut: Duration,
+    rng: &mut Rng,
+) -> Result<()> {
     let ids: Vec<usize> = told.keys().copied().collect();
-    let (left, right) = ids.split_at(ids.len() / 2);
-    for (side, other) in [(left, right), (right, left)] {
-        let drop: Vec<String> = other.iter().map(|i| net.ip(*i)).collect();
-        for &i in side {
+    let size = ids.len().div_ceil(joiners.len());
+    let islands: Vec<&[usize]> = ids.chunks(size).collect();
+    ensure!(
+        islands.len() == joiners.len(),
+        "{} members do not make {} islands",
+        ids.len(),
+        joiners.len()
+    );
+    let ips: BTreeMap<usize, String> = ids.iter().map(|&i| (i, net.ip(i))).collect();
+    let beyond = |island: &[usize]| -> Vec<String> {
+        ips.iter()
+            .filter(|(i, _)| !island.contains(i))
+            .map(|(_, ip)| ip.clone())
+            .collect()
+    };
+    for island in &islands {
+        let drop = beyond(island);
+        for &i in *island {
             cut_off(net, i, &drop)?;
         }
     }
     let cut_at = Instant::now();
-    let (a, b) = (members, members + 1);
-    for (joiner, side) in [(a, left), (b, right)] {
-        let inviter = side[rng.below(side.len())];
+    for (&joiner, island) in joiners.iter().zip(&islands) {
+        let inviter = island[rng.below(island.len())];
         let token = net.invite(inviter, &[])?;
-        // The newcomer sees only its side.
-        let other: Vec<String> = if side == left { right } else { left }
-            .iter()
-            .map(|i| net.ip(*i))
-            .collect();
-        cut_off(net, joiner, &other)?;
+        // The newcomer sees only its island.
+        cut_off(net, joiner, &beyond(island))?;
         net.join(joiner, names[joiner], &token)?;
         net.start(joiner)?;
         told.insert(joiner, net.address(joiner)?.parse()?);
@@ -210,13 +238,14 @@ fn scenario(
         });
     ensure!(agreed, "members disagree 30 s after healing: {last:#?}");
     eprintln!(
-        "FIGURE chaos: after a {:.0} s cut in two halves with a join on each side, all {} members hold the same view {:.1} s after healing",
+        "FIGURE chaos: after a {:.0} s cut into {} islands with a join in each, all {} members hold the same view {:.1} s after healing",
         cut.as_secs_f64(),
+        islands.len(),
         told.len(),
         healed.elapsed().as_secs_f64()
     );
-    kept_addresses(net, &told, "after healing")?;
-    ping_sample(net, &told, rng)
+    kept_addresses(net, told, "after healing")?;
+    ping_sample(net, told, rng)
 }
 
 /// Every member in `told` holds the address it was told at its join.
