@@ -45,7 +45,7 @@ declare -A pkg_of=(
 	[ip]=iproute2 [ss]=iproute2 [ping]=iputils-ping [nft]=nftables [iperf3]=iperf3
 	[wireguard-go]=wireguard-go [wg]=wireguard-tools [curl]=curl [python3]=python3
 	[ps]=procps [sha256sum]=coreutils [dig]=bind9-dnsutils [systemd-analyze]=systemd
-	[dpkg-deb]=dpkg [chromium]=chromium [setpriv]=util-linux
+	[dpkg-deb]=dpkg [chromium]=chromium [setpriv]=util-linux [faketime]=faketime
 )
 missing=()
 for c in "${!pkg_of[@]}"; do
