@@ -21,8 +21,9 @@
 //! by side (their drops are not counted: they have no counters).
 //!
 //! `sudo cargo bench -p cladnet --bench hostile_load [-- DATAGRAMS SECONDS]`
-//! or `sudo testbed/hostile_load.sh`: the flood is spread evenly over
-//! SECONDS (default 20, the length of each iperf3 run). Needs root, ping
+//! or `sudo testbed/hostile_load.sh`: each iperf3 run lasts SECONDS
+//! (default 20) and the flood is spread evenly over SECONDS + 2, starting
+//! half a second before the stream. Needs root, ping
 //! and iperf3. The flood sender shares the machine's cores with both
 //! tunnels and iperf3, and the kernel's receive work for its datagrams runs
 //! on the sender's time: both are part of what the ratio shows.
@@ -35,7 +36,6 @@ mod procfs;
 
 use anyhow::{ensure, Context, Result};
 use common::*;
-use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 use testbed::serde_json::Value;
@@ -119,9 +119,10 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
     let before = m.show(a)?;
     let inerr0 = m.lab.udp_snmp(&m.nodes[a], "InErrors")?;
     let dst = SocketAddrV4::new(m.lab.addr(&m.nodes[a]), PORT);
-    // The flood ends a second before the stream so the stream's whole
-    // length is under it.
-    let spread = Duration::from_secs(u64::from(secs - 1));
+    // The flood starts half a second before the stream and ends about
+    // as long after it (iperf3 takes a moment to connect), so the stream's
+    // whole length is under it.
+    let spread = Duration::from_secs(u64::from(secs) + 2);
     let (flooded, (sent, took)) = std::thread::scope(|s| -> Result<_> {
         let flood = s.spawn(|| wire::send_spread(&m.lab, &attacker, dst, &set, spread));
         std::thread::sleep(Duration::from_millis(500));
@@ -144,10 +145,24 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
     })?;
     let cpu = cpu.first().copied().unwrap_or(0.0);
 
-    // Let the agent work through its socket buffer, then read the counters.
-    std::thread::sleep(Duration::from_secs(2));
-    let after = m.show(a)?;
-    let inerr = m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0;
+    // Kernel receive errors also hit legitimate datagrams, so sent minus
+    // them is a lower bound on the invalid datagrams that reached the
+    // agent. Wait (bounded) until the agent has counted that many.
+    let sent_both = (sent + sent_alone) as u64;
+    let counted = |v: &Value| counter(v, "dropped_total") + counter(v, "cookie_replies");
+    let counted0 = counted(&before);
+    let (mut after, mut inerr) = (before.clone(), 0);
+    testbed::wait_until(Duration::from_secs(10), || {
+        inerr = m
+            .lab
+            .udp_snmp(&m.nodes[a], "InErrors")
+            .unwrap_or(inerr0)
+            .saturating_sub(inerr0);
+        m.show(a).is_ok_and(|v| {
+            after = v;
+            counted(&after) >= counted0 + sent_both.saturating_sub(inerr)
+        })
+    });
     m.assert_alive(a)?;
     m.assert_alive(b)?;
     m.ping(a, b, Duration::from_secs(10))?;
@@ -160,10 +175,7 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
         p["endpoint"]
     );
 
-    // Both floods are counted together. Kernel receive errors also hit
-    // legitimate datagrams, so this is a lower bound on the invalid ones
-    // that reached the agent.
-    let reached_at_least = ((sent + sent_alone) as u64).saturating_sub(inerr);
+    let reached_at_least = sent_both.saturating_sub(inerr);
     let clean = (clean_before + clean_after) / 2.0;
     let ratio = flooded / clean;
     let name = m.kinds[a].name();
@@ -182,7 +194,7 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
     );
     println!(
         "  the flood alone: {cpu:.0} % of one core for the tunnel process, {:.2} µs per datagram",
-        cpu / 100.0 * spread.as_secs_f64() / set.len().max(1) as f64 * 1e6
+        cpu / 100.0 * spread.as_secs_f64() / sent_alone.max(1) as f64 * 1e6
     );
     if !m.kinds[a].is_cladnet() {
         return Ok(());
@@ -190,27 +202,18 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
     let delta = |name: &str| counter(&after, name).saturating_sub(counter(&before, name));
     let dropped = delta("dropped_total");
     let cookies = delta("cookie_replies");
-    let mut by_reason = BTreeMap::new();
-    if let Some(reasons) = after.pointer("/counters/dropped").and_then(Value::as_object) {
-        for (k, v) in reasons {
-            let was = before
-                .pointer(&format!("/counters/dropped/{k}"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0);
-            let d = v.as_u64().unwrap_or(0).saturating_sub(was);
-            if d > 0 {
-                by_reason.insert(k.clone(), d);
-            }
-        }
-    }
+    let by_reason = dropped_by_reason(&before, &after);
     println!(
         "  counted by the agent over both floods: dropped {dropped} + cookie replies {cookies} = {}; sent minus kernel errors {reached_at_least}",
         dropped + cookies
     );
     println!("  dropped by reason: {by_reason:?}");
+    // Datagrams lost on the way (the veth backlog) are in no UDP counter:
+    // a tenth of a percent is allowed for them.
+    let tolerance = reached_at_least / 1000;
     ensure!(
-        dropped + cookies >= reached_at_least,
-        "the agent counted {} invalid datagrams, but at least {reached_at_least} reached it",
+        dropped + cookies + tolerance >= reached_at_least,
+        "the agent counted {} invalid datagrams, but at least {reached_at_least} reached it (less {tolerance} allowed for losses on the way)",
         dropped + cookies
     );
     ensure!(

@@ -7,7 +7,7 @@
 
 mod common;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use common::net::{setup, Net};
 use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -90,21 +90,24 @@ fn an_outsider_crowding_a_member_with_connections_locks_nobody_out() -> Result<(
     }
     lab(&["a", "b", "x", "d"], |net| {
         network(net, &["a", "b"])?;
+        // The crowd reads the network id and a's address from one invite
+        // (say, leaked); d joins with another.
         let invite = federation::token::Invite::decode(&net.invite(0, &[])?)?;
         let token = net.invite(0, &[])?;
         let x = net.members[2].node.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let up = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let (crowd, during) = std::thread::scope(|s| {
-            let crowd = s.spawn(|| x.within(|| outsider::crowd(&invite, CROWD, &stop, &up)));
+            let crowd = s.spawn(|| x.within(|| outsider::crowd(&invite, CROWD, &stop, &open)));
             // Let the crowd fill a's connection slots, then d joins
             // through a and must be seen alive by b, all while the crowd
             // keeps dialing.
-            testbed::wait_until(Duration::from_secs(60), || {
-                up.load(Ordering::Relaxed) >= CROWD
+            let full = testbed::wait_until(Duration::from_secs(60), || {
+                open.load(Ordering::Relaxed) >= FULL
             });
-            eprintln!("crowd: {} connections came up", up.load(Ordering::Relaxed));
+            eprintln!("crowd: {} connections open at once", open.load(Ordering::Relaxed));
             let during = (|| -> Result<()> {
+                ensure!(full, "the crowd never held {FULL} connections at once: the test proves little");
                 net.join(3, "d", &token).context("d's join through a")?;
                 net.start(3)?;
                 net.wait_alive(1, &["a", "b", "d"], Duration::from_secs(30))?;
@@ -116,17 +119,14 @@ fn an_outsider_crowding_a_member_with_connections_locks_nobody_out() -> Result<(
                 .map_err(|_| anyhow::anyhow!("the crowd thread panicked"));
             (crowd, during)
         });
+        during.context("while an outsider crowded a with connections")?;
         let crowd = crowd???;
         eprintln!("FIGURE crowd of {CROWD} outsiders: {crowd:?}");
         assert!(
-            crowd.connections >= CROWD,
-            "the crowd did not get its connections up, the test proves little: {crowd:?}"
+            crowd.stopped,
+            "the crowd ended before the checks did: {crowd:?}"
         );
-        assert!(
-            crowd.closed > 0,
-            "a never turned a crowd connection away, so its limit was never reached: {crowd:?}"
-        );
-        during.context("while an outsider crowded a with connections")?;
+
         let st = net.status(0)?;
         assert!(
             sum(&st["refused_outsiders"]) > 0,
@@ -136,9 +136,12 @@ fn an_outsider_crowding_a_member_with_connections_locks_nobody_out() -> Result<(
     })
 }
 
-/// Outsider connections the crowd test opens at once (more than a member
-/// accepts from all peers together).
+/// Outsiders in the crowd test (more than a member accepts connections
+/// from all peers together: 256).
 const CROWD: usize = 400;
+/// Crowd connections open at once before the newcomer joins: a's slots
+/// are (nearly) all taken.
+const FULL: usize = 250;
 
 #[test]
 fn a_revoked_node_knows_it_and_admits_nobody() -> Result<()> {
@@ -336,31 +339,33 @@ mod outsider {
         pub connections: usize,
         /// Connections the member closed.
         pub closed: usize,
+        /// Whether `stop` ended the crowd (not its own deadline).
+        pub stopped: bool,
     }
 
     /// `n` outsiders, each with a fresh identity and socket, dial the
     /// inviter of `invite`, ask it for a summary once connected and, while
     /// not connected (refused, closed), dial again every 2 s, until `stop`
-    /// (at most 120 s). `up` counts connections as they come up.
+    /// (at most 180 s). `open` counts the connections open at the moment.
     pub fn crowd(
         invite: &federation::token::Invite,
         n: usize,
         stop: &Arc<AtomicBool>,
-        up: &Arc<AtomicUsize>,
+        open: &Arc<AtomicUsize>,
     ) -> Result<Crowd> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
             let mut tasks = Vec::new();
             for _ in 0..n {
                 let me = federation::NodeKey::generate();
                 let mut shell =
                     Shell::member(me.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
                 let (inviter, addrs) = (invite.inviter, invite.addrs.clone());
-                let (stop, up) = (stop.clone(), up.clone());
+                let (stop, open) = (stop.clone(), open.clone());
                 tasks.push(tokio::task::spawn_local(async move {
                     let mut seen = Crowd::default();
                     let mut connected = false;
@@ -371,11 +376,14 @@ mod outsider {
                                 Event::Connected(..) => {
                                     connected = true;
                                     seen.connections += 1;
-                                    up.fetch_add(1, Ordering::Relaxed);
+                                    open.fetch_add(1, Ordering::Relaxed);
                                     let nothing = Summary(vec![0; BUCKETS]);
                                     let _ = shell.request(&inviter, &addrs, Request::Summary(nothing));
                                 }
                                 Event::Disconnected(_) => {
+                                    if connected {
+                                        open.fetch_sub(1, Ordering::Relaxed);
+                                    }
                                     connected = false;
                                     seen.closed += 1;
                                 }
@@ -402,6 +410,7 @@ mod outsider {
                 all.connections += seen.connections;
                 all.closed += seen.closed;
             }
+            all.stopped = stop.load(Ordering::Relaxed);
             Ok(all)
         })
     }

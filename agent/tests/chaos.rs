@@ -16,7 +16,7 @@
 //!
 //! CI runs a short version (12 members, 8 kills, 20 s cuts).
 //! `testbed/chaos.sh` runs a longer one (by default 40 members, 50 kills,
-//! a 30 s cut) with the same code, through `CLADNET_CHAOS_MEMBERS`,
+//! 30 s cuts) with the same code, through `CLADNET_CHAOS_MEMBERS`,
 //! `CLADNET_CHAOS_KILLS` and `CLADNET_CHAOS_CUT_SECS`.
 
 mod common;
@@ -52,7 +52,7 @@ fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> 
         (4..=200).contains(&members),
         "CLADNET_CHAOS_MEMBERS: from 4 to 200"
     );
-    // Five more nodes join during the cuts, one on each side.
+    // Five more nodes join during the cuts, one in each part.
     let names: Vec<String> = (0..members + 5).map(|i| format!("c{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let _thresholds = common::neigh::Thresholds::raise()?;
@@ -165,8 +165,8 @@ fn scenario(
     kept_addresses(net, &told, "after the kills")?;
     ping_sample(net, &told, rng)?;
 
-    // Two halves, then three islands, cut apart; one member joins on each
-    // side.
+    // Two halves, then three islands, cut apart; one member joins
+    // each part.
     partition(net, names, &mut told, &[members, members + 1], cut, rng)?;
     partition(net, names, &mut told, &[members + 2, members + 3, members + 4], cut, rng)
 }
@@ -207,6 +207,16 @@ fn partition(
         }
     }
     let cut_at = Instant::now();
+    // The cut holds: a member of the first island cannot reach one of the
+    // second.
+    let (from, to) = (islands[0][0], islands[1][0]);
+    ensure!(
+        !net.lab
+            .wait_ping(&net.members[from].node, told[&to], Duration::from_secs(2)),
+        "{} still reaches {} across the cut",
+        names[from],
+        names[to]
+    );
     for (&joiner, island) in joiners.iter().zip(&islands) {
         let inviter = island[rng.below(island.len())];
         let token = net.invite(inviter, &[])?;

@@ -1,11 +1,13 @@
 //! Clock skew, as it happens on real fleets: members whose wall clocks are
 //! ten minutes ahead and ten minutes behind (libfaketime, for the agent
 //! and the CLI alike) join, invite and admit others, and the network agrees
-//! on one view; a member ahead is named by the others' `status`; an
-//! invite's expiry is judged by its issuer's clock alone, so a joiner whose
-//! clock reads it as expired still joins. Then the member that was ahead has its clock set right
-//! and restarts: its handshakes now carry timestamps ten minutes older
-//! than the ones its peers last saw, and the tunnels must come back anyway.
+//! on one view; members ahead are named by the others' `status`, one behind
+//! shows old samples in `metrics`; an invite's expiry is judged by its
+//! issuer's clock alone, so a joiner whose clock reads it as expired still
+//! joins. Then a member ahead, having spoken first to its peers, has its
+//! clock set right, restarts and speaks first again: its handshakes now
+//! carry timestamps ten minutes older than the ones its peers hold, and the
+//! tunnels must come back anyway.
 //!
 //! Records carry version counters, not times, and liveness runs on the
 //! monotonic clock, so they do not care; what reads the wall clock is
@@ -70,29 +72,36 @@ fn scenario(net: &mut Net, names: &[&str]) -> Result<()> {
         net.wait_alive(i, four, Duration::from_secs(30))?;
     }
     for (from, to) in [(a, ahead), (ahead, behind), (behind, d), (d, a)] {
-        let to_ip: Ipv4Addr = net.address(to)?.parse()?;
-        ensure!(
-            net.lab
-                .wait_ping(&net.members[from].node, to_ip, Duration::from_secs(10)),
-            "{} does not reach {} over the overlay",
-            names[from],
-            names[to]
-        );
+        pings(net, names, from, to)?;
     }
-    // Metrics records carry sample times: the member ahead is named.
-    let named = testbed::wait_until(Duration::from_secs(30), || {
-        net.status(a)
-            .is_ok_and(|s| s["verdict"].as_str().is_some_and(|v| v.contains("ahead")))
+    // Metrics records carry sample times: the member ahead is named, and
+    // the one behind shows samples ten minutes old.
+    let flagged = |s: &testbed::serde_json::Value| skewed(s) == ["ahead"];
+    testbed::wait_until(Duration::from_secs(30), || {
+        net.status(a).is_ok_and(|s| flagged(&s))
     });
     let status = net.status(a)?;
     eprintln!("FIGURE clock: a's verdict: {}", status["verdict"]);
     ensure!(
-        named && status["verdict"].as_str().is_some_and(|v| v.contains("ahead")),
-        "a does not say that a member's clock is ahead: {status}"
+        flagged(&status) && status["healthy"] == false,
+        "a does not flag the member whose clock is ten minutes ahead: {status}"
     );
+    // Metrics records go out every 20 s or so.
+    let sample_age = || -> Option<u64> {
+        let text = net.cli(a, &["metrics", "--json"]).ok()?;
+        let metrics: testbed::serde_json::Value = testbed::serde_json::from_str(&text).ok()?;
+        metrics["nodes"]
+            .as_array()?
+            .iter()
+            .find(|x| x["name"] == names[behind])?["sampled_ago_ms"]
+            .as_u64()
+    };
+    testbed::wait_until(Duration::from_secs(45), || sample_age().is_some());
+    let behind_age = sample_age().context("a never received a metrics sample from behind")?;
+    eprintln!("FIGURE clock: a reads behind's metrics as sampled {behind_age} ms ago");
     ensure!(
-        status["healthy"] == false,
-        "a clock ten minutes ahead is not flagged: {status}"
+        behind_age >= 9 * 60 * 1000,
+        "behind's clock does not look ten minutes behind ({behind_age} ms): faketime had no effect"
     );
 
     // An invite with five minutes left, read by a clock ten minutes ahead:
@@ -102,26 +111,60 @@ fn scenario(net: &mut Net, names: &[&str]) -> Result<()> {
         .context("a joiner ten minutes ahead with a 5-minute invite")?;
     net.start(e)?;
     net.wait_alive(a, names, Duration::from_secs(30))?;
+    let both = |s: &testbed::serde_json::Value| skewed(s) == ["ahead", "e"];
+    testbed::wait_until(Duration::from_secs(30), || {
+        net.status(a).is_ok_and(|s| both(&s))
+    });
+    let status = net.status(a)?;
+    ensure!(
+        both(&status),
+        "a does not name e, whose clock is ten minutes ahead too: {status}"
+    );
 
-    // The clock that was ahead is set right; the agent restarts.
-    if let Some(mut agent) = net.members[ahead].agent.take() {
-        agent.stop()?;
-    }
-    net.members[ahead].program = vec![common::bin().into()];
-    net.start(ahead)?;
-    // It speaks first: its handshake initiations are the ones whose
-    // timestamps went back.
-    for to in [a, behind, d] {
-        let ip: Ipv4Addr = net.address(to)?.parse()?;
-        ensure!(
-            net.lab
-                .wait_ping(&net.members[ahead].node, ip, Duration::from_secs(15)),
-            "the member whose clock went back ten minutes no longer reaches {}",
-            names[to]
-        );
+    // The member ahead restarts and speaks first, so its peers hold
+    // handshake timestamps ten minutes in the future; then its clock is set
+    // right and it restarts and speaks first again: its initiations now
+    // carry timestamps older than the ones its peers hold.
+    for program in [shifted("+10m"), vec![common::bin().into()]] {
+        if let Some(mut agent) = net.members[ahead].agent.take() {
+            agent.stop()?;
+        }
+        net.members[ahead].program = program;
+        net.start(ahead)?;
+        for to in [a, behind, d] {
+            pings(net, names, ahead, to)?;
+        }
     }
     for i in [a, ahead, behind, d, e] {
         net.wait_alive(i, names, Duration::from_secs(30))?;
     }
     Ok(())
+}
+
+/// Member `from` pings `to`'s overlay address within 15 s.
+fn pings(net: &Net, names: &[&str], from: usize, to: usize) -> Result<()> {
+    let ip: Ipv4Addr = net.address(to)?.parse()?;
+    ensure!(
+        net.lab
+            .wait_ping(&net.members[from].node, ip, Duration::from_secs(15)),
+        "{} does not reach {} over the overlay",
+        names[from],
+        names[to]
+    );
+    Ok(())
+}
+
+/// The members a `status` verdict names as having a clock ahead, sorted.
+fn skewed(status: &testbed::serde_json::Value) -> Vec<String> {
+    let verdict = status["verdict"].as_str().unwrap_or_default();
+    let Some(names) = verdict
+        .split_once("the clock of ")
+        .and_then(|(_, rest)| rest.split_once(" is over a minute ahead"))
+        .map(|(names, _)| names)
+    else {
+        return vec![];
+    };
+    let mut names: Vec<String> = names.split(", ").map(str::to_string).collect();
+    names.sort();
+    names
 }

@@ -8,7 +8,6 @@ mod common;
 
 use anyhow::{ensure, Result};
 use common::*;
-use std::collections::BTreeMap;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 use testbed::serde_json::Value;
@@ -122,19 +121,7 @@ fn run(m: &mut Mesh) -> Result<()> {
         let dropped = u64_at(&after, "/counters/dropped_total")?
             - u64_at(&before, "/counters/dropped_total")?;
         let cookies = rejected(&after) - rejected0 - dropped;
-        let mut by_reason = BTreeMap::new();
-        if let (Some(b0), Some(b1)) = (
-            before["counters"]["dropped"].as_object(),
-            after["counters"]["dropped"].as_object(),
-        ) {
-            for (k, v) in b1 {
-                let d = v
-                    .as_u64()
-                    .unwrap_or(0)
-                    .saturating_sub(b0.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
-                by_reason.insert(k.clone(), d);
-            }
-        }
+        let by_reason = dropped_by_reason(&before, &after);
         eprintln!(
             "hostile_input: dropped_total +{dropped}, cookie replies +{cookies} (need >= {expect} together: sent {sent}, kernel UDP InErrors +{}, {} unaccounted, tolerance {tolerance}); dropped by reason {by_reason:?}",
             m.lab.udp_snmp(&m.nodes[a], "InErrors")? - inerr0,

@@ -137,7 +137,7 @@ impl Node {
                 Ok(f())
             })
             .join()
-            .map_err(|_| anyhow::anyhow!("in_netns thread panicked"))?
+            .map_err(|_| anyhow::anyhow!("the thread in {}'s namespace panicked", self.name))?
         })
     }
 }

@@ -323,13 +323,7 @@ pub fn send_paced(
         let sock = UdpSocket::bind("0.0.0.0:0").context("bind sender socket")?;
         let mut sent = 0;
         for chunk in datagrams.chunks(burst.max(1)) {
-            for d in chunk {
-                // An ICMP error from an earlier datagram can surface as a send
-                // error: retry once, then count it as not sent.
-                if sock.send_to(d, dst).is_ok() || sock.send_to(d, dst).is_ok() {
-                    sent += 1;
-                }
-            }
+            sent += send_all(&sock, chunk, dst);
             std::thread::sleep(pause);
         }
         Ok(sent)
@@ -358,14 +352,20 @@ pub fn send_spread(
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            for d in chunk {
-                if sock.send_to(d, dst).is_ok() || sock.send_to(d, dst).is_ok() {
-                    sent += 1;
-                }
-            }
+            sent += send_all(&sock, chunk, dst);
         }
         Ok((sent, t0.elapsed()))
     })?
+}
+
+/// Sends each datagram of `chunk` to `dst`; returns how many the kernel
+/// accepted. An ICMP error from an earlier datagram can surface as a send
+/// error: each is retried once, then counted as not sent.
+fn send_all(sock: &UdpSocket, chunk: &[Vec<u8>], dst: SocketAddrV4) -> usize {
+    chunk
+        .iter()
+        .filter(|d| sock.send_to(d, dst).is_ok() || sock.send_to(d, dst).is_ok())
+        .count()
 }
 
 /// Captures the UDP payloads of up to `max` IPv4 datagrams received on

@@ -212,6 +212,25 @@ impl Mesh {
     }
 }
 
+/// How much each `counters.dropped` reason of a `show --json` grew from
+/// `before` to `after` (reasons that did not grow are left out).
+pub fn dropped_by_reason(before: &Value, after: &Value) -> std::collections::BTreeMap<String, u64> {
+    let mut grown = std::collections::BTreeMap::new();
+    if let Some(reasons) = after.pointer("/counters/dropped").and_then(Value::as_object) {
+        for (k, v) in reasons {
+            let was = before
+                .pointer(&format!("/counters/dropped/{k}"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let d = v.as_u64().unwrap_or(0).saturating_sub(was);
+            if d > 0 {
+                grown.insert(k.clone(), d);
+            }
+        }
+    }
+    grown
+}
+
 /// Integer field at a JSON pointer, with a readable error.
 pub fn u64_at(v: &Value, ptr: &str) -> Result<u64> {
     v.pointer(ptr)
