@@ -105,9 +105,15 @@ fn an_outsider_crowding_a_member_with_connections_locks_nobody_out() -> Result<(
             let full = testbed::wait_until(Duration::from_secs(60), || {
                 open.load(Ordering::Relaxed) >= FULL
             });
-            eprintln!("crowd: {} connections open at once", open.load(Ordering::Relaxed));
+            eprintln!(
+                "crowd: {} connections open at once",
+                open.load(Ordering::Relaxed)
+            );
             let during = (|| -> Result<()> {
-                ensure!(full, "the crowd never held {FULL} connections at once: the test proves little");
+                ensure!(
+                    full,
+                    "the crowd never held {FULL} connections at once: the test proves little"
+                );
                 net.join(3, "d", &token).context("d's join through a")?;
                 net.start(3)?;
                 net.wait_alive(1, &["a", "b", "d"], Duration::from_secs(30))?;

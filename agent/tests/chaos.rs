@@ -58,13 +58,7 @@ fn kills_during_joins_and_a_partition_lose_nothing_acknowledged() -> Result<()> 
     let _thresholds = common::neigh::Thresholds::raise()?;
     let mut net = setup(Lab::new()?, &names)?;
     // A failure replays with CLADNET_CHAOS_SEED=<the printed seed>.
-    let seed = match std::env::var("CLADNET_CHAOS_SEED") {
-        Ok(v) => u64::from_str_radix(v.trim_start_matches("0x"), 16)
-            .with_context(|| format!("CLADNET_CHAOS_SEED={v:?} is not a hex number"))?,
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64 | 1),
-    };
+    let seed = common::seed("CLADNET_CHAOS_SEED")?;
     eprintln!("chaos seed {seed:#x} (CLADNET_CHAOS_SEED replays it)");
     let r = scenario(&mut net, &names, members, kills, cut, &mut Rng::new(seed));
     net.lab.check(r)
@@ -168,7 +162,14 @@ fn scenario(
     // Two halves, then three islands, cut apart; one member joins
     // each part.
     partition(net, names, &mut told, &[members, members + 1], cut, rng)?;
-    partition(net, names, &mut told, &[members + 2, members + 3, members + 4], cut, rng)
+    partition(
+        net,
+        names,
+        &mut told,
+        &[members + 2, members + 3, members + 4],
+        cut,
+        rng,
+    )
 }
 
 /// Cuts the members of `told` into as many islands as `joiners` (nftables

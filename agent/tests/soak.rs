@@ -50,13 +50,7 @@ fn churn_leaves_long_lived_agents_flat_and_the_network_whole() -> Result<()> {
         (1..=24 * 60).contains(&minutes),
         "CLADNET_SOAK_MINUTES: from 1 to 1440"
     );
-    let seed = match std::env::var("CLADNET_SOAK_SEED") {
-        Ok(v) => u64::from_str_radix(v.trim_start_matches("0x"), 16)
-            .with_context(|| format!("CLADNET_SOAK_SEED={v:?} is not a hex number"))?,
-        Err(_) => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64 | 1),
-    };
+    let seed = common::seed("CLADNET_SOAK_SEED")?;
     eprintln!("soak seed {seed:#x} (CLADNET_SOAK_SEED replays it), {minutes} min");
     let names: Vec<String> = (0..LONG + SLOTS).map(|i| format!("s{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -197,12 +197,17 @@ impl Mesh {
             let a_ov = ov(a).to_string();
             self.lab.run(
                 &self.nodes[b],
-                &["ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", &a_ov],
+                &[
+                    "ping", "-n", "-q", "-c", "20", "-i", "0.05", "-W", "1", &a_ov,
+                ],
             )?;
             cap.join().map_err(|_| anyhow!("capture thread panicked"))?
         })?;
         let types: Vec<u8> = captured.iter().map(|d| d[0]).collect();
-        eprintln!("captured {} real datagrams, types {types:?}", captured.len());
+        eprintln!(
+            "captured {} real datagrams, types {types:?}",
+            captured.len()
+        );
         anyhow::ensure!(
             captured.len() >= 5,
             "captured too few datagrams to replay ({})",
@@ -216,7 +221,10 @@ impl Mesh {
 /// `before` to `after` (reasons that did not grow are left out).
 pub fn dropped_by_reason(before: &Value, after: &Value) -> std::collections::BTreeMap<String, u64> {
     let mut grown = std::collections::BTreeMap::new();
-    if let Some(reasons) = after.pointer("/counters/dropped").and_then(Value::as_object) {
+    if let Some(reasons) = after
+        .pointer("/counters/dropped")
+        .and_then(Value::as_object)
+    {
         for (k, v) in reasons {
             let was = before
                 .pointer(&format!("/counters/dropped/{k}"))
@@ -229,6 +237,19 @@ pub fn dropped_by_reason(before: &Value, after: &Value) -> std::collections::BTr
         }
     }
     grown
+}
+
+/// A random seed for a lab's order of events: the hex number in the
+/// environment variable `var` (to replay a printed seed), else one from
+/// the clock.
+pub fn seed(var: &str) -> Result<u64> {
+    match std::env::var(var) {
+        Ok(v) => u64::from_str_radix(v.trim_start_matches("0x"), 16)
+            .with_context(|| format!("{var}={v:?} is not a hex number")),
+        Err(_) => Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 | 1)),
+    }
 }
 
 /// Integer field at a JSON pointer, with a readable error.
