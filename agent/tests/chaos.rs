@@ -239,7 +239,7 @@ fn partition(
     for &i in told.keys() {
         net.wait_alive(i, &everyone, Duration::from_secs(60))?;
     }
-    // Records change on their own (metrics every 20 s): the views must
+    // Records change on their own (metrics every 20 s or more): the views must
     // agree at one moment within 30 s.
     let mut last = BTreeSet::new();
     let agreed =

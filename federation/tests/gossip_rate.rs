@@ -127,7 +127,7 @@ fn gossip_bytes_per_member_do_not_grow_with_the_network() {
         size < federation::record::MAX_BODY,
         "a full record fits: {size} B"
     );
-    let rates: Vec<(usize, f64)> = [10, 100, 1_000, 5_000, 10_000]
+    let rates: Vec<(usize, f64)> = [10, 12, 60, 100, 1_000, 5_000, 10_000]
         .iter()
         .map(|&n| (n, received_per_second(n, size, 600)))
         .collect();
@@ -145,6 +145,13 @@ fn gossip_bytes_per_member_do_not_grow_with_the_network() {
             .map(|(_, r)| *r)
             .unwrap_or(0.0)
     };
+    // The sizes the 60-agent bench compares (`testbed/scale.sh`).
+    assert!(
+        at(60) < 1.5 * at(12),
+        "60 members cost {} vs {} B/s at 12",
+        at(60),
+        at(12)
+    );
     assert!(
         at(1_000) < 1.25 * at(100),
         "1,000 members cost {} vs {} B/s at 100",
