@@ -186,7 +186,10 @@ pub struct Device {
     load_window: Instant,
     load_count: u32,
     load_limit: u32,
+    /// Per source, for messages with a cookie under load.
     limiter: RateLimiter,
+    /// Per source, for messages without a cookie when not under load.
+    strangers: RateLimiter,
     early: VecDeque<Early>,
     /// Which peer each endpoint belongs to (relays look senders up per packet).
     by_endpoint: HashMap<SocketAddr, PeerId>,
@@ -223,7 +226,8 @@ impl Device {
             load_window: now,
             load_count: 0,
             load_limit: config.handshake_load_limit,
-            limiter: RateLimiter::default(),
+            limiter: RateLimiter::proven(),
+            strangers: RateLimiter::strangers(),
             early: VecDeque::new(),
             by_endpoint: HashMap::new(),
             handshakes: VecDeque::new(),
@@ -625,7 +629,8 @@ impl Device {
         self.load_count > self.load_limit
     }
 
-    /// Checks mac1 (and mac2 under load) of a handshake message. Returns
+    /// Checks mac1 (and mac2 under load or past the source's share) of a
+    /// handshake message. Returns
     /// `Err(action)` when the message must not be processed further.
     fn admit_handshake(
         &mut self,
@@ -639,7 +644,9 @@ impl Device {
         if !self.checker.check_mac1(raw, mac1_at) {
             return Err(self.drop(DropReason::BadMac));
         }
-        if !self.under_load(now) {
+        // Not under load, a source within its share is served at once;
+        // otherwise it must show a cookie before any Diffie-Hellman work.
+        if !self.under_load(now) && self.strangers.allow(from.ip(), now) {
             return Ok(());
         }
         if !self.checker.check_mac2(raw, mac1_at, from, now) {

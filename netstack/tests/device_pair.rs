@@ -634,3 +634,39 @@ fn a_keepalive_without_an_endpoint_does_not_wake_the_timers() {
         "a 10 Hz loop for a keepalive that cannot leave"
     );
 }
+
+#[test]
+fn one_source_past_its_share_must_show_a_cookie_before_any_diffie_hellman() {
+    // Regression (hostile-load bench): well-formed initiations from unknown
+    // keys, all from one address, each cost a Diffie-Hellman until the whole
+    // device was under load (1,000 a second here, 200 in the agent).
+    let now = Instant::now();
+    let (kb, kc) = (PrivateKey::generate(), PrivateKey::generate());
+    let stranger = PrivateKey::generate();
+    let mut b = device(&kb, &kc, [100, 64, 0, 3], None, now);
+    let mut c = device(&stranger, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let mut out = vec![0u8; 2048];
+    let Action::Send { len, .. } = c.encapsulate(
+        &ip_packet([100, 64, 0, 3], [100, 64, 0, 2], 64),
+        &mut out,
+        now,
+    ) else {
+        panic!("initiation")
+    };
+    let init = out[..len].to_vec();
+    let from: SocketAddr = "198.18.0.9:51820".parse().unwrap();
+    let mut cookies = 0;
+    for _ in 0..100 {
+        if let Action::Send { len, .. } = b.decapsulate(from, &init, &mut out, now) {
+            assert_eq!(len, 64, "only cookie replies go back");
+            cookies += 1;
+        }
+    }
+    let unknown = b.counters().dropped(DropReason::UnknownPeer);
+    assert_eq!(unknown, 40, "the source's share reaches the handshake");
+    assert_eq!(cookies, 60, "the rest get cookie replies");
+    // Another address has a share of its own.
+    let other: SocketAddr = "198.18.0.10:51820".parse().unwrap();
+    assert_eq!(b.decapsulate(other, &init, &mut out, now), Action::None);
+    assert_eq!(b.counters().dropped(DropReason::UnknownPeer), 41);
+}
