@@ -514,8 +514,32 @@ pub fn iperf3(
     secs: u32,
     reverse: bool,
 ) -> Result<f64> {
+    iperf3_with(lab, client, server_ip, secs, reverse, None)
+}
+
+/// [`iperf3`] with the sender paced at `mbit` Mbit/s (`iperf3 -b`): the
+/// rate a stream gets when the machine has room to spare for it.
+pub fn iperf3_paced(
+    lab: &Lab,
+    client: &Node,
+    server_ip: Ipv4Addr,
+    secs: u32,
+    mbit: u32,
+) -> Result<f64> {
+    iperf3_with(lab, client, server_ip, secs, false, Some(mbit))
+}
+
+fn iperf3_with(
+    lab: &Lab,
+    client: &Node,
+    server_ip: Ipv4Addr,
+    secs: u32,
+    reverse: bool,
+    mbit: Option<u32>,
+) -> Result<f64> {
     let s = server_ip.to_string();
     let t = secs.to_string();
+    let rate = mbit.map(|m| format!("{m}M"));
     let mut args = vec![
         "iperf3",
         "-c",
@@ -528,6 +552,9 @@ pub fn iperf3(
     ];
     if reverse {
         args.push("-R");
+    }
+    if let Some(r) = &rate {
+        args.extend(["-b", r.as_str()]);
     }
     let out = lab.exec_timeout(client, &args, Duration::from_secs(u64::from(secs) + 30))?;
     let text = String::from_utf8_lossy(&out.stdout);
