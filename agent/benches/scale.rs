@@ -12,7 +12,8 @@
 //!    message's payload, in and out) and all its underlay bytes (eth0 in
 //!    and out: QUIC and gossipsub framing, WireGuard keepalives and path
 //!    probes included) over 60 s (a 60-member network publishes a metrics
-//!    record every second);
+//!    record every 2 s, each member every 120 s: the window catches more or
+//!    fewer of them as the members' phases fall);
 //! 3. that 16 sampled ordered pairs ping over the overlay.
 //!
 //! It prints one table and the ratio of control bytes per node per second

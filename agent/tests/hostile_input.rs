@@ -67,7 +67,8 @@ fn run(m: &mut Mesh) -> Result<()> {
     let is_cladnet = m.kinds[a].is_cladnet();
     // An invalid datagram is either dropped (counted in dropped_total) or,
     // for a handshake initiation with a valid mac1 while the agent is under
-    // load, answered with a cookie reply instead of being processed.
+    // load or its source is past its share, answered with a cookie reply
+    // instead of being processed.
     let rejected = |v: &Value| -> u64 {
         let c = |p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(0);
         c("/counters/dropped_total") + c("/counters/cookie_replies")

@@ -53,8 +53,9 @@ pub fn valid_label(key: &str, value: &str) -> bool {
 pub const METRICS_MIN_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Time each member adds to every member's metrics interval: a network of
-/// N members publishes N summaries every N × this, so each member receives
-/// one summary every 2 s (~2.8 KB/s) whatever the size of the network.
+/// N ≥ 10 members publishes N summaries every N × this, so each member
+/// receives one summary every 2 s (~2.8 KB/s) whatever the size of the
+/// network.
 pub const METRICS_EVERY_PER_MEMBER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often each member of a network of `members` publishes its metrics

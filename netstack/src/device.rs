@@ -53,7 +53,9 @@ pub struct DeviceConfig {
     pub private_key: PrivateKey,
     /// MTU of the inner (TUN) side; packets are padded up to it at most.
     pub mtu: usize,
-    /// Handshake messages per second above which we demand cookies.
+    /// Handshake messages per second above which we demand cookies from
+    /// every source (a source past its own share of initiations must show
+    /// one sooner).
     pub handshake_load_limit: u32,
 }
 
@@ -151,7 +153,7 @@ pub struct Counters {
     pub rx_datagrams: u64,
     /// Datagrams produced for sending.
     pub tx_datagrams: u64,
-    /// Cookie replies sent while under load.
+    /// Cookie replies sent (under load, or to a source past its share).
     pub cookie_replies: u64,
     /// Handshake initiations sent.
     pub initiations_sent: u64,
@@ -186,9 +188,9 @@ pub struct Device {
     load_window: Instant,
     load_count: u32,
     load_limit: u32,
-    /// Per source, for messages with a cookie under load.
+    /// Per source, for messages with a cookie when one was demanded.
     limiter: RateLimiter,
-    /// Per source, for messages without a cookie when not under load.
+    /// Per source, for initiations while not under load.
     strangers: RateLimiter,
     early: VecDeque<Early>,
     /// Which peer each endpoint belongs to (relays look senders up per packet).
@@ -629,14 +631,18 @@ impl Device {
         self.load_count > self.load_limit
     }
 
-    /// Checks mac1 (and mac2 under load or past the source's share) of a
-    /// handshake message. Returns
+    /// Checks mac1 of a handshake message, and mac2 under load or (for an
+    /// initiation, `charged`) past its source's share. Returns
     /// `Err(action)` when the message must not be processed further.
+    /// Responses are not charged: one costs a Diffie-Hellman only when it
+    /// answers an initiation of ours.
+    #[allow(clippy::too_many_arguments)]
     fn admit_handshake(
         &mut self,
         raw: &[u8],
         mac1_at: usize,
         sender: u32,
+        charged: bool,
         from: SocketAddr,
         out: &mut [u8],
         now: Instant,
@@ -646,7 +652,7 @@ impl Device {
         }
         // Not under load, a source within its share is served at once;
         // otherwise it must show a cookie before any Diffie-Hellman work.
-        if !self.under_load(now) && self.strangers.allow(from.ip(), now) {
+        if !self.under_load(now) && (!charged || self.strangers.allow(from, now)) {
             return Ok(());
         }
         if !self.checker.check_mac2(raw, mac1_at, from, now) {
@@ -664,7 +670,7 @@ impl Device {
                 },
             );
         }
-        if !self.limiter.allow(from.ip(), now) {
+        if !self.limiter.allow(from, now) {
             return Err(self.drop(DropReason::RateLimited));
         }
         Ok(())
@@ -690,6 +696,7 @@ impl Device {
                     m.raw,
                     wire::INITIATION_MAC1_OFFSET,
                     m.sender,
+                    true,
                     from,
                     out,
                     now,
@@ -703,6 +710,7 @@ impl Device {
                     m.raw,
                     wire::RESPONSE_MAC1_OFFSET,
                     m.sender,
+                    false,
                     from,
                     out,
                     now,

@@ -670,3 +670,52 @@ fn one_source_past_its_share_must_show_a_cookie_before_any_diffie_hellman() {
     assert_eq!(b.decapsulate(other, &init, &mut out, now), Action::None);
     assert_eq!(b.counters().dropped(DropReason::UnknownPeer), 41);
 }
+
+#[test]
+fn a_peer_past_its_share_gets_through_with_the_cookie() {
+    // The other half of the share: a source that spent it is not shut out;
+    // its retry with the cookie is answered (not under load all along).
+    let now = Instant::now();
+    let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
+    let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
+    let mut b = device(&kb, &ka, [100, 64, 0, 1], None, now);
+    let from: SocketAddr = A_EP.parse().unwrap();
+    let mut out = vec![0u8; 2048];
+    let Action::Send { len, .. } = a.encapsulate(
+        &ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64),
+        &mut out,
+        now,
+    ) else {
+        panic!("initiation")
+    };
+    let init = out[..len].to_vec();
+    // The share: the first is answered, the 39 copies after it are stale.
+    let spend = |b: &mut Device, at: Instant, out: &mut [u8]| {
+        (0..40)
+            .filter(|_| {
+                matches!(
+                    b.decapsulate(from, &init, out, at),
+                    Action::Send { len: 92, .. }
+                )
+            })
+            .count()
+    };
+    assert_eq!(spend(&mut b, now, &mut out), 1, "one response");
+    let Action::Send { len: 64, .. } = b.decapsulate(from, &init, &mut out, now) else {
+        panic!("past the share: a cookie reply")
+    };
+    let reply = out[..64].to_vec();
+    assert_eq!(
+        a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now),
+        Action::None
+    );
+    let later = now + Duration::from_secs(6);
+    a.handle_timeout(later);
+    let (_, len) = a.poll_transmit(&mut out, later).expect("retry");
+    let retry = out[..len].to_vec();
+    assert_eq!(spend(&mut b, later, &mut out), 0, "the share spent again");
+    match b.decapsulate(from, &retry, &mut out, later) {
+        Action::Send { len, .. } => assert_eq!(len, 92, "the retry with mac2 is answered"),
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
