@@ -11,15 +11,14 @@
 //!    counters of `status --json`: every request, answer and gossip
 //!    message's payload, in and out) and all its underlay bytes (eth0 in
 //!    and out: QUIC and gossipsub framing, WireGuard keepalives and path
-//!    probes included) over 60 s (a 60-member network publishes a metrics
-//!    record every 2 s, each member every 120 s: the window catches more or
-//!    fewer of them as the members' phases fall);
+//!    probes included) over 60 s or one metrics interval if longer (120 s
+//!    at 60 members), so every member publishes its metrics once in it;
 //! 3. that 16 sampled ordered pairs ping over the overlay.
 //!
 //! It prints one table and the ratio of control bytes per node per second
 //! at the largest size to the smallest.
 //!
-//! `sudo cargo bench -p cladnet --bench scale [-- SIZES…]` (about four
+//! `sudo cargo bench -p cladnet --bench scale [-- SIZES…]` (about six
 //! minutes for 12 and 60), or `sudo testbed/scale.sh`. Needs root and ping.
 //! All namespaces share the kernel's IPv4 neighbour table (1,024 entries by
 //! default): past ~30 hosts on one bridge it overflows and packets fail
@@ -146,7 +145,9 @@ fn run(net: &mut Net, names: &[&str]) -> Result<Figures> {
         .collect::<Result<_>>()?;
     let (before, wire_before) = (gossip_bytes(net)?, underlay_bytes(net)?);
     let started = Instant::now();
-    let cpu = procfs::cpu_percent(&pids, WINDOW)?;
+    // At least one metrics interval, so every member publishes once in it.
+    let window = WINDOW.max(federation::member::metrics_interval(pids.len()));
+    let cpu = procfs::cpu_percent(&pids, window)?;
     let (after, wire_after) = (gossip_bytes(net)?, underlay_bytes(net)?);
     let seconds = started.elapsed().as_secs_f64();
     let rate = |b: &[u64], a: &[u64]| -> Vec<f64> {
