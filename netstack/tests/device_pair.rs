@@ -56,6 +56,28 @@ fn device_with_limit(
     d
 }
 
+/// The initiation `d` sends for its first packet from `src` to `dst`.
+fn initiation(d: &mut Device, src: [u8; 4], dst: [u8; 4], now: Instant) -> Vec<u8> {
+    let mut out = vec![0u8; 2048];
+    let Action::Send { len, .. } = d.encapsulate(&ip_packet(src, dst, 64), &mut out, now) else {
+        panic!("initiation")
+    };
+    out[..len].to_vec()
+}
+
+/// `a` takes the cookie `reply` at `now`; returns its retry (with mac2) at
+/// `later`.
+fn retry_with_cookie(a: &mut Device, reply: &[u8], now: Instant, later: Instant) -> Vec<u8> {
+    let mut out = vec![0u8; 2048];
+    assert_eq!(
+        a.decapsulate(B_EP.parse().unwrap(), reply, &mut out, now),
+        Action::None
+    );
+    a.handle_timeout(later);
+    let (_, len) = a.poll_transmit(&mut out, later).expect("retry");
+    out[..len].to_vec()
+}
+
 impl Pair {
     fn new() -> Self {
         let now = Instant::now();
@@ -272,29 +294,15 @@ fn under_load_initiations_need_a_cookie() {
     let mut a = device(&ka, &kb, [100, 64, 0, 2], Some(B_EP), now);
     let mut b = device_with_limit(&kb, &ka, [100, 64, 0, 1], None, now, 0);
     let mut out = vec![0u8; 2048];
-    let Action::Send { len, .. } = a.encapsulate(
-        &ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64),
-        &mut out,
-        now,
-    ) else {
-        panic!("initiation")
-    };
-    let init = out[..len].to_vec();
+    let init = initiation(&mut a, [100, 64, 0, 1], [100, 64, 0, 2], now);
     let Action::Send { len, .. } = b.decapsulate(A_EP.parse().unwrap(), &init, &mut out, now)
     else {
         panic!("cookie")
     };
     assert_eq!(len, 64, "a cookie reply, no handshake work");
-    let reply = out[..len].to_vec();
-    assert_eq!(
-        a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now),
-        Action::None
-    );
     // The retry carries mac2 and is answered with a response.
     let later = now + Duration::from_secs(6);
-    a.handle_timeout(later);
-    let (_, len) = a.poll_transmit(&mut out, later).expect("retry");
-    let retry = out[..len].to_vec();
+    let retry = retry_with_cookie(&mut a, &out[..len], now, later);
     match b.decapsulate(A_EP.parse().unwrap(), &retry, &mut out, later) {
         Action::Send { len, .. } => assert_eq!(len, 92),
         other => panic!("expected a response, got {other:?}"),
@@ -646,14 +654,7 @@ fn one_source_past_its_share_must_show_a_cookie_before_any_diffie_hellman() {
     let mut b = device(&kb, &kc, [100, 64, 0, 3], None, now);
     let mut c = device(&stranger, &kb, [100, 64, 0, 2], Some(B_EP), now);
     let mut out = vec![0u8; 2048];
-    let Action::Send { len, .. } = c.encapsulate(
-        &ip_packet([100, 64, 0, 3], [100, 64, 0, 2], 64),
-        &mut out,
-        now,
-    ) else {
-        panic!("initiation")
-    };
-    let init = out[..len].to_vec();
+    let init = initiation(&mut c, [100, 64, 0, 3], [100, 64, 0, 2], now);
     let from: SocketAddr = "198.18.0.9:51820".parse().unwrap();
     let mut cookies = 0;
     for _ in 0..100 {
@@ -681,14 +682,7 @@ fn a_peer_past_its_share_gets_through_with_the_cookie() {
     let mut b = device(&kb, &ka, [100, 64, 0, 1], None, now);
     let from: SocketAddr = A_EP.parse().unwrap();
     let mut out = vec![0u8; 2048];
-    let Action::Send { len, .. } = a.encapsulate(
-        &ip_packet([100, 64, 0, 1], [100, 64, 0, 2], 64),
-        &mut out,
-        now,
-    ) else {
-        panic!("initiation")
-    };
-    let init = out[..len].to_vec();
+    let init = initiation(&mut a, [100, 64, 0, 1], [100, 64, 0, 2], now);
     // The share: the first is answered, the 39 copies after it are stale.
     let spend = |b: &mut Device, at: Instant, out: &mut [u8]| {
         (0..40)
@@ -704,15 +698,8 @@ fn a_peer_past_its_share_gets_through_with_the_cookie() {
     let Action::Send { len: 64, .. } = b.decapsulate(from, &init, &mut out, now) else {
         panic!("past the share: a cookie reply")
     };
-    let reply = out[..64].to_vec();
-    assert_eq!(
-        a.decapsulate(B_EP.parse().unwrap(), &reply, &mut out, now),
-        Action::None
-    );
     let later = now + Duration::from_secs(6);
-    a.handle_timeout(later);
-    let (_, len) = a.poll_transmit(&mut out, later).expect("retry");
-    let retry = out[..len].to_vec();
+    let retry = retry_with_cookie(&mut a, &out[..64], now, later);
     assert_eq!(spend(&mut b, later, &mut out), 0, "the share spent again");
     match b.decapsulate(from, &retry, &mut out, later) {
         Action::Send { len, .. } => assert_eq!(len, 92, "the retry with mac2 is answered"),
