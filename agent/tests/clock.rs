@@ -22,19 +22,21 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 use testbed::Lab;
 
+/// libfaketime's library (Debian's `libfaketime`, which `faketime` pulls in).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// `program` for member `i`: cladnet under a wall clock shifted by `shift`
 /// (libfaketime's syntax, e.g. "+10m"), the monotonic clock left alone.
+/// The library is preloaded through `env`, which execs: the `faketime`
+/// wrapper forks, and a lab stopping the wrapper left the agent running.
 fn shifted(shift: &str) -> Vec<String> {
-    [
-        "env",
-        "FAKETIME_DONT_FAKE_MONOTONIC=1",
-        "faketime",
-        "-f",
-        shift,
-        common::bin(),
+    vec![
+        "env".into(),
+        format!("LD_PRELOAD={LIBFAKETIME}"),
+        format!("FAKETIME={shift}"),
+        "FAKETIME_DONT_FAKE_MONOTONIC=1".into(),
+        common::bin().into(),
     ]
-    .map(String::from)
-    .to_vec()
 }
 
 #[test]
@@ -43,13 +45,23 @@ fn members_ten_minutes_off_join_invite_agree_and_recover() -> Result<()> {
         return Ok(());
     }
     ensure!(
-        testbed::find_program("faketime", "FAKETIME").is_some(),
-        "the clock lab needs libfaketime's `faketime` (apt install faketime; scripts/test.sh does)"
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "the clock lab needs {LIBFAKETIME} (apt install faketime; scripts/test.sh does)"
     );
     let names = ["a", "ahead", "behind", "d", "e"];
     let mut net = setup(Lab::new()?, &names)?;
+    let dir = net.lab.dir().display().to_string();
     let r = scenario(&mut net, &names);
-    net.lab.check(r)
+    let r = net.lab.check(r);
+    drop(net);
+    // Regression: agents under the `faketime` wrapper outlived the lab.
+    let left: Vec<String> = std::fs::read_dir("/proc")?
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&dir))
+        .collect();
+    ensure!(left.is_empty(), "processes outlived the lab: {left:?}");
+    r
 }
 
 fn scenario(net: &mut Net, names: &[&str]) -> Result<()> {
