@@ -50,17 +50,19 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
 }
 
 /// `cladnet set`: through the running agent (which applies what it can at
-/// once), or into the state directory of a stopped node.
+/// once), or into the state directory of a stopped node — also of one
+/// that stopped while we asked it (its store is free once it has).
 pub fn set(dir: &Path, change: crate::change::Change) -> Result<String> {
     if let Some(a) = &change.advertise {
         crate::commands::say_auto(a);
     }
-    let running = std::os::unix::net::UnixStream::connect(socket_path(dir)).is_ok();
-    if running {
-        let said: docs::Text = ask(dir, Request::Set(change), None)?;
-        return Ok(said.text);
+    if let Ok(stream) = std::os::unix::net::UnixStream::connect(socket_path(dir)) {
+        let request = Request::Set(change.clone());
+        if let Some(said) = api::try_exchange::<docs::Text>(stream, &request)? {
+            return Ok(said.text);
+        }
     }
-    let mut state = crate::statedir::StateDir::load(dir)?;
+    let mut state = load_once_stopped(dir)?;
     let mut settings = state.settings.clone();
     let applied = change.apply(&mut settings);
     state.save_settings(settings)?;
@@ -70,6 +72,26 @@ pub fn set(dir: &Path, change: crate::change::Change) -> Result<String> {
         state.save_own(&record, version.saturating_add(1))?;
     }
     Ok(crate::change::said(&applied, false))
+}
+
+/// The state directory of a node whose agent stopped or is stopping: its
+/// store is locked until the agent is gone (a few seconds at most).
+fn load_once_stopped(dir: &Path) -> Result<crate::statedir::StateDir> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match crate::statedir::StateDir::load(dir) {
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && e.downcast_ref::<drivers::store::StoreError>()
+                        .is_some_and(|s| {
+                            matches!(s, drivers::store::StoreError::Locked { .. })
+                        }) =>
+            {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// What `addr-space recommend --json` prints.

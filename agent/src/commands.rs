@@ -42,6 +42,39 @@ fn check_node(opts: &NodeOptions) -> Result<()> {
     labels(opts.labels).map(drop)
 }
 
+/// The node name for a host called `host`, as `init` and `join` take it
+/// without `--name`: the first label, lowercased, every character other
+/// than a-z, 0-9 and - made a -, at most 63 characters.
+pub fn name_of_host(host: &str) -> Option<String> {
+    let first = host.trim().split('.').next().unwrap_or_default();
+    let name: String = first
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    let name = name.trim_matches('-').to_string();
+    valid_name(&name).then_some(name)
+}
+
+/// This host's name as a node name (see [`name_of_host`]).
+pub fn host_node_name() -> Result<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("cannot read this host's name: pass --name NAME")?;
+    name_of_host(&host).with_context(|| {
+        format!(
+            "this host's name {:?} makes no node name: pass --name NAME (a-z, 0-9 and -)",
+            host.trim()
+        )
+    })
+}
+
 fn fresh_dir(dir: &Path) -> Result<()> {
     if dir.join(drivers::store::STATE_FILE).exists() {
         anyhow::bail!(
@@ -467,17 +500,31 @@ fn endpoints_of(contacts: &[Contact], member: &NodeId) -> String {
         .join(", ")
 }
 
-/// The sentence for a token none of whose members answered.
+/// The sentence for a token none of whose members answered: the
+/// addresses tried and the ports to open, as the token gives them.
 pub(crate) fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
     let mut tried: Vec<String> = Vec::new();
+    let mut ports: Vec<u16> = Vec::new();
     for a in contacts.iter().flat_map(|c| &c.addrs) {
         if !tried.contains(&a.to_string()) {
             tried.push(a.to_string());
         }
+        if !ports.contains(&a.port()) {
+            ports.push(a.port());
+        }
     }
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let ports = match ports.split_last() {
+        None => "the control plane's UDP port".to_string(),
+        Some((one, [])) => format!("UDP port {one} (the control plane)"),
+        Some((last, rest)) => format!(
+            "UDP ports {} and {last} (the control plane)",
+            rest.join(", ")
+        ),
+    };
     let why = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
     format!(
-        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that UDP ports 51820 and 51821 are open to them (the cloud's firewall or security group)",
+        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that {ports} and their WireGuard port are open to them (the cloud's firewall or security group)",
         federation::joining::CONNECT_TIMEOUT.as_secs(),
         if tried.is_empty() { "no address".into() } else { tried.join(", ") },
     )
@@ -527,5 +574,34 @@ mod tests {
         assert_eq!(writers.len(), 2, "{writers:?}");
         assert!(writers.contains(&net.network.authority) && writers.contains(&a.key.id()));
         assert_eq!(ledger.state().len(), 2);
+    }
+
+    #[test]
+    fn a_host_name_becomes_a_node_name() {
+        assert_eq!(
+            name_of_host("Web_01.Example.COM\n").as_deref(),
+            Some("web-01")
+        );
+        assert_eq!(
+            name_of_host("ip-10-0-1-5.ec2.internal").as_deref(),
+            Some("ip-10-0-1-5")
+        );
+        assert_eq!(name_of_host("_db_").as_deref(), Some("db"));
+        assert_eq!(name_of_host(&"x".repeat(80)).map(|n| n.len()), Some(63));
+        assert_eq!(name_of_host("___"), None);
+    }
+
+    #[test]
+    fn an_unreachable_token_names_the_ports_it_tried() {
+        let contacts = [Contact {
+            id: TestNetwork::new(6).member(1).key.id(),
+            addrs: vec![
+                "198.18.0.1:4001".parse().unwrap(),
+                "198.18.0.2:4002".parse().unwrap(),
+            ],
+        }];
+        let said = unreachable(&contacts, None);
+        assert!(said.contains("UDP ports 4001 and 4002"), "{said}");
+        assert!(!said.contains("51821"), "{said}");
     }
 }

@@ -37,6 +37,18 @@ async fn serve_local(path: &Path, to_loop: mpsc::Sender<LocalRequest>) -> Result
     .await
 }
 
+/// Serves WireGuard's UAPI for `iface`, so `wg show` sees this agent;
+/// when another agent serves that path (the same interface name in
+/// another network namespace: they share `/run`), says so and runs
+/// without it. Never returns otherwise.
+async fn serve_uapi_if_free(iface: &str, data: crate::dataplane::Shared, port: u16) -> Result<()> {
+    let path = crate::wg::uapi::socket_path(iface);
+    if let Err(e) = crate::wg::serve_uapi(&path, data, port).await {
+        tracing::warn!("wg show will not see this agent: {e:#} (another agent with the interface name {iface} in another namespace? give one of them another --iface)");
+    }
+    std::future::pending().await
+}
+
 /// Runs a network member from its state directory until a termination
 /// signal or `leave`.
 pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: bool) -> Result<()> {
@@ -93,8 +105,7 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
         let local_socket = crate::statedir::socket_path(dir);
         let http = crate::exposition::serve_http(metrics_listen, tx.clone());
         let local = serve_local(&local_socket, tx);
-        let wg_socket = crate::wg::uapi::socket_path(iface);
-        let wg = crate::wg::serve_uapi(&wg_socket, data.clone(), port);
+        let wg = serve_uapi_if_free(iface, data.clone(), port);
         let mesh = crate::mesh::Mesh::new(crate::mesh::Parts {
             state,
             shell,
@@ -109,10 +120,8 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
             r = wg => r,
             r = http => r,
         };
-        let _ = std::fs::remove_file(&wg_socket);
         r
     });
-    let _ = std::fs::remove_file(crate::statedir::socket_path(dir));
     drop(tun);
     tracing::info!("cladnet agent stopped; interface {iface} removed");
     result

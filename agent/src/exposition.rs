@@ -393,8 +393,9 @@ pub async fn serve_http(
     })?;
     tracing::info!("metrics on http://{addr}/metrics, mesh page on http://{addr}/");
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_HTTP_CONNECTIONS));
+    let mut backoff = crate::accept::Backoff::new("metrics listener");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Some((stream, _)) = backoff.accept(listener.accept()).await else {
             continue;
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {

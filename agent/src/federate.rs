@@ -16,33 +16,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// Every exported authority key file starts with this.
-pub const AUTHORITY_PREFIX: &str = "cladnet-authority1.";
-
 /// How long the offering network's members are tried.
 const DELIVER_TIMEOUT: Duration = federation::joining::CONNECT_TIMEOUT;
 
 /// The sentence for a missing `--expose`.
 const EXPOSE_NEEDED: &str = "--expose is required: say what this network lets the other reach, `all` or TAG[,TAG] (members whose certificates carry one of the tags)";
-
-/// The authority key of an exported file, as the hex seed the agent takes.
-fn authority_hex(file: Option<&Path>) -> Result<Option<String>> {
-    let Some(path) = file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the authority key file {}", path.display()))?;
-    text.trim()
-        .strip_prefix(AUTHORITY_PREFIX)
-        .filter(|hex| federation::hex::decode::<32>(hex).is_some())
-        .map(|hex| Some(hex.to_string()))
-        .with_context(|| {
-            format!(
-                "{} is not an authority key file written by `cladnet authority export`",
-                path.display()
-            )
-        })
-}
 
 /// `federate offer`: prints the offer token (stdout) and what to do with
 /// it (stderr).
@@ -56,7 +34,7 @@ pub fn offer(
     let request = Request::FederateOffer {
         expose: expose.to_string(),
         ttl_s: ttl.as_secs(),
-        authority: authority_hex(authority)?,
+        authority: crate::statedir::authority_hex(authority)?,
     };
     let offer: docs::Offer = client::ask(state, request, None)?;
     println!("{}", offer.token);
@@ -79,7 +57,7 @@ pub fn accept(
     let request = Request::FederateSign {
         offer: token.to_string(),
         expose: expose.to_string(),
-        authority: authority_hex(authority)?,
+        authority: crate::statedir::authority_hex(authority)?,
     };
     let signed: docs::Signed = client::ask(state, request, None)?;
     let hand_over = Ask::Federate {
@@ -104,7 +82,7 @@ pub fn accept(
 pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
     let request = Request::FederateEnd {
         org: org.to_string(),
-        authority: authority_hex(authority)?,
+        authority: crate::statedir::authority_hex(authority)?,
     };
     let ended: docs::Ended = client::ask(state, request, None)?;
     let f = &ended.federation;

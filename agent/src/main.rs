@@ -1,5 +1,6 @@
 //! `cladnet`: the mesh VPN agent and its command-line interface.
 
+mod accept;
 mod advertise;
 mod api;
 mod change;
@@ -307,9 +308,10 @@ struct NodeArgs {
     /// State directory to create (keys, certificates, state).
     #[arg(long, value_name = "DIR", env = "CLADNET_STATE", default_value = DEFAULT_STATE)]
     state: PathBuf,
-    /// This node's name (a-z, 0-9, -).
+    /// This node's name (a-z, 0-9, -; default: this host's name,
+    /// lowercased, other characters made -).
     #[arg(long, value_name = "NAME")]
-    name: String,
+    name: Option<String>,
     /// WireGuard UDP address.
     #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:51820")]
     listen: SocketAddr,
@@ -331,15 +333,19 @@ struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn options(&self) -> commands::NodeOptions<'_> {
-        commands::NodeOptions {
+    /// The options, with the host's name when `--name` is not given.
+    fn options(&mut self) -> Result<commands::NodeOptions<'_>> {
+        if self.name.is_none() {
+            self.name = Some(commands::host_node_name()?);
+        }
+        Ok(commands::NodeOptions {
             state: &self.state,
-            name: &self.name,
+            name: self.name.as_deref().unwrap_or_default(),
             listen: self.listen,
             control_listen: self.control_listen,
             advertise: &self.advertise,
             labels: &self.labels,
-        }
+        })
     }
 }
 
@@ -518,16 +524,16 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Init {
-            node,
+            mut node,
             cidr,
             network,
             allow_public_range,
-        } => commands::init(&node.options(), cidr, allow_public_range, &network),
+        } => commands::init(&node.options()?, cidr, allow_public_range, &network),
         Command::Join {
             token,
-            node,
+            mut node,
             address,
-        } => commands::join(&node.options(), &token, address),
+        } => commands::join(&node.options()?, &token, address),
         Command::Invite {
             state,
             ttl,

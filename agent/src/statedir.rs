@@ -81,13 +81,32 @@ const AUTHORITY_ID: &[u8] = b"authority_id";
 const SETTINGS: &[u8] = b"settings";
 const OWN: &[u8] = b"own_record";
 
+/// Every exported authority key file starts with this.
+const AUTHORITY_PREFIX: &str = "cladnet-authority1.";
+
 /// The one line an exported authority key file holds.
 fn authority_file_line(key: &NodeKey) -> String {
-    format!(
-        "{}{}",
-        crate::federate::AUTHORITY_PREFIX,
-        federation::hex::encode(&key.seed())
-    )
+    format!("{AUTHORITY_PREFIX}{}", federation::hex::encode(&key.seed()))
+}
+
+/// The authority key of an exported file (`--authority FILE`), as the hex
+/// seed the agent takes; `None` without a file.
+pub fn authority_hex(file: Option<&Path>) -> Result<Option<String>> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the authority key file {}", path.display()))?;
+    text.trim()
+        .strip_prefix(AUTHORITY_PREFIX)
+        .filter(|hex| federation::hex::decode::<32>(hex).is_some())
+        .map(|hex| Some(hex.to_string()))
+        .with_context(|| {
+            format!(
+                "{} is not an authority key file written by `cladnet authority export`",
+                path.display()
+            )
+        })
 }
 
 fn seed(bytes: Option<Vec<u8>>, what: &str) -> Result<[u8; 32]> {
@@ -176,14 +195,18 @@ impl StateDir {
     }
 
     /// Signs `record` as `version`, stores it durably (own record and the
-    /// records table) and returns the encoded record to publish.
+    /// records table, in one transaction) and returns the encoded record
+    /// to publish.
     pub fn save_own(&self, record: &MemberRecord, version: u64) -> Result<Vec<u8>> {
         let bytes = self
             .key
             .sign(version, Body::Member(record.clone()).to_bytes())
             .encode();
-        self.store.put(Table::Meta, OWN, &bytes)?;
-        self.store.put(Table::Records, &self.key.id().0, &bytes)?;
+        // One transaction: a crash leaves both copies old or both new.
+        self.store.put_across(&[
+            (Table::Meta, OWN, &bytes),
+            (Table::Records, &self.key.id().0, &bytes),
+        ])?;
         Ok(bytes)
     }
 
@@ -231,5 +254,55 @@ impl StateDir {
             .collect();
         self.store.put_many(Table::Records, &items)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh state directory in a temporary folder (removed on drop).
+    struct Temp(PathBuf);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_own_record_and_its_copy_in_the_records_are_written_in_one_transaction() {
+        let dir =
+            Temp(std::env::temp_dir().join(format!("cladnet-statedir-{}", std::process::id())));
+        let net = federation::fixture::TestNetwork::new(3);
+        let member = net.member(1);
+        let settings = Settings {
+            name: "a".into(),
+            listen: "0.0.0.0:51820".parse().unwrap(),
+            control_listen: "0.0.0.0:51821".parse().unwrap(),
+            advertise: Vec::new(),
+            metrics_listen: None,
+            no_relay: false,
+        };
+        let state = StateDir::create(
+            Store::create(&dir.0).unwrap(),
+            NodeKey::from_seed(&member.key.seed()),
+            netstack::PrivateKey::generate(),
+            None,
+            net.network,
+            settings,
+        )
+        .unwrap();
+        let before = state.store.commits();
+        let bytes = state.save_own(&member.record, 7).unwrap();
+        // One commit: a crash leaves both copies old or both new.
+        assert_eq!(state.store.commits() - before, 1);
+        assert_eq!(
+            state.store.get(Table::Meta, OWN).unwrap(),
+            Some(bytes.clone())
+        );
+        assert_eq!(
+            state.store.get(Table::Records, &state.key.id().0).unwrap(),
+            Some(bytes)
+        );
     }
 }

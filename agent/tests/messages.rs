@@ -1,6 +1,7 @@
-//! The sentences a new operator meets when something is off (issue 13,
-//! item 8), each reproduced as it happens: not root, an interface or a port
-//! another agent holds (and that agent left untouched), a public --cidr, an
+//! The sentences a new operator meets when something is off,
+//! each reproduced as it happens: not root, an interface or a port
+//! another agent holds (and that agent left untouched, also by an agent
+//! with the same interface name in another namespace), a public --cidr, an
 //! upper-case name, `ping --count 0`, and `status` while the agent stops
 //! after `leave`. Each must say what is wrong and what to do, and exit 1.
 
@@ -151,6 +152,36 @@ fn scenario(lab: &Lab) -> Result<()> {
     );
     lab.run(&a, &[bin, "status", "--state", &one])
         .context("the first agent stopped answering")?;
+
+    // The same interface name in another namespace (containers share
+    // /run): the second agent runs without WireGuard's socket, says why,
+    // and on its way out removes nothing of the first's.
+    let b = lab.add_node("b")?;
+    let mut second = lab.spawn(
+        &b,
+        "agent-two",
+        &[bin, "agent", "--iface", &iface, "--state", &two],
+    )?;
+    let up = testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(50), || {
+        lab.ok(&b, &[bin, "status", "--state", &two])
+    });
+    assert!(
+        up,
+        "the second agent did not come up: {}",
+        second.log_tail(5)
+    );
+    assert!(
+        second.log().contains("wg show will not see this agent"),
+        "{}",
+        second.log_tail(5)
+    );
+    second.stop()?;
+    assert!(
+        std::path::Path::new(&uapi).exists(),
+        "the second agent removed the first agent's UAPI socket"
+    );
+    lab.run(&a, &["wg", "show", &iface])
+        .context("`wg show` no longer reaches the first agent")?;
 
     // A port another agent holds: `cladnet set --listen`.
     let why = refused(lab, &a, &[bin, "agent", "--iface", "x1", "--state", &three])?;

@@ -230,3 +230,56 @@ fn the_authority_key_moves_out_of_the_state_directory() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn set_edits_a_node_whose_agent_stops_while_it_asks() {
+    let dir = temp_dir("set-race");
+    let state = dir.to_string_lossy().into_owned();
+    let (ok, _, err) = cladnet(&[
+        "init",
+        "--state",
+        &state,
+        "--name",
+        "a",
+        "--cidr",
+        "100.64.0.0/24",
+    ]);
+    assert!(ok, "init: {err}");
+    // An agent that takes the connection and stops without an answer.
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).expect("bind");
+    let stopping = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().expect("accept");
+        drop(conn);
+        drop(listener);
+    });
+    let (ok, out, err) = cladnet(&["set", "--state", &state, "--label", "region=eu-west-1"]);
+    stopping.join().expect("the fake agent");
+    assert!(ok, "set failed: {err}");
+    assert!(out.contains("labels region=eu-west-1"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn init_names_the_node_after_the_host_without_name() {
+    // A host of its own name: a new UTS namespace (root, like the labs).
+    if testbed::skip_unless_root("host name test") {
+        return;
+    }
+    let dir = temp_dir("hostname");
+    let state = dir.to_string_lossy().into_owned();
+    let script = format!(
+        "echo Web_01.Example.COM > /proc/sys/kernel/hostname && exec {} init --state {state} --cidr 100.64.0.0/24",
+        common::bin()
+    );
+    let out = Command::new("unshare")
+        .args(["--uts", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "init without --name: {err}");
+    assert!(said.contains("this node web-01 has address"), "{said}");
+}

@@ -111,6 +111,9 @@ pub enum StoreError {
 pub struct Store {
     db: Database,
     dir: PathBuf,
+    /// Write transactions committed since open: each one is all or nothing
+    /// across a crash.
+    commits: std::sync::atomic::AtomicU64,
 }
 
 fn builder() -> redb::Builder {
@@ -188,6 +191,7 @@ impl Store {
         let store = Store {
             db,
             dir: dir.to_path_buf(),
+            commits: Default::default(),
         };
         store.write(|txn| {
             for t in Table::ALL {
@@ -234,7 +238,11 @@ impl Store {
         let db = builder()
             .open(&file)
             .map_err(|e| classify(&dir, "open", e))?;
-        let store = Store { db, dir };
+        let store = Store {
+            db,
+            dir,
+            commits: Default::default(),
+        };
         store.check_marker()?;
         Ok(store)
     }
@@ -290,6 +298,8 @@ impl Store {
         // On error the transaction is dropped, which aborts it.
         let r = f(&txn).map_err(|e| self.err("write to", e))?;
         txn.commit().map_err(|e| self.err("commit to", e))?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(r)
     }
 
@@ -322,6 +332,23 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// Stores `(table, key, value)` entries of several tables in one durable transaction:
+    /// all of them or none, whatever crashes.
+    pub fn put_across(&self, items: &[(Table, &[u8], &[u8])]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            for (table, k, v) in items {
+                txn.open_table(table.def())?.insert(*k, *v)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Write transactions committed since the store was opened (each is atomic across a
+    /// crash; what one call writes in two of them, a crash can split).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes `key` from `table`, durably; returns whether it was there.

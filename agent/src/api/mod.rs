@@ -196,9 +196,28 @@ pub const JSON_LINES: Framing = Framing {
     incomplete: "{\"error\": \"request too long or not ended by a newline\"}\n",
 };
 
+/// A root-only Unix socket this process created: removed when dropped,
+/// unless another process has put its own socket at that path since.
+pub struct Listening {
+    listener: tokio::net::UnixListener,
+    path: std::path::PathBuf,
+    /// The socket file's inode, to remove only what we created.
+    inode: u64,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Binds a root-only Unix socket at `path`, refusing to steal one that a
-/// live agent serves.
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+/// live agent serves (and then leaving that one alone).
+pub fn bind(path: &Path) -> Result<Listening> {
+    use std::os::unix::fs::MetadataExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -214,12 +233,21 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     }
     let listener = tokio::net::UnixListener::bind(path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    let inode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .ino();
+    let listening = Listening {
+        listener,
+        path: path.to_path_buf(),
+        inode,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {} to root", path.display()))?;
-    Ok(listener)
+    Ok(listening)
 }
 
-/// Serves requests on the socket at `path` until the future is dropped: a
+/// Serves requests on the socket at `path` until the future is dropped
+/// (which removes the socket if it is still ours): a
 /// complete request is answered by `handler`, an incomplete one is
 /// refused unprocessed, and the connection is closed.
 pub async fn serve<F, Fut>(path: &Path, framing: Framing, handler: F) -> Result<()>
@@ -227,10 +255,11 @@ where
     F: Fn(String) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = String> + Send + 'static,
 {
-    let listener = bind(path)?;
+    let listening = bind(path)?;
     let (handler, framing) = (Arc::new(handler), Arc::new(framing));
+    let mut backoff = crate::accept::Backoff::new("local socket");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Some((stream, _)) = backoff.accept(listening.listener.accept()).await else {
             continue;
         };
         let (handler, framing) = (handler.clone(), framing.clone());
@@ -270,21 +299,29 @@ pub fn ask<T: DeserializeOwned>(socket: &Path, request: &Request) -> Result<T> {
 
 /// Sends one request on a connected socket and reads the answer.
 pub fn exchange<T: DeserializeOwned>(
-    mut stream: std::os::unix::net::UnixStream,
+    stream: std::os::unix::net::UnixStream,
     request: &Request,
 ) -> Result<T> {
+    try_exchange(stream, request)?.context(
+        "the agent is stopping (it left the network or was told to stop): ask again once it runs",
+    )
+}
+
+/// [`exchange`], or `None` when the agent closed the connection without
+/// an answer (it was stopping).
+pub fn try_exchange<T: DeserializeOwned>(
+    mut stream: std::os::unix::net::UnixStream,
+    request: &Request,
+) -> Result<Option<T>> {
     let line = serde_json::to_string(request).context("cannot encode the request")?;
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .context("cannot send the request to the agent")?;
-    let mut answer = String::new();
-    let read = BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("the agent closed the connection")?;
-    if read == 0 {
-        anyhow::bail!("the agent is stopping (it left the network or was told to stop): ask again once it runs");
+    if stream.write_all(format!("{line}\n").as_bytes()).is_err() {
+        return Ok(None);
     }
-    read_answer(&answer)
+    let mut answer = String::new();
+    match BufReader::new(stream).read_line(&mut answer) {
+        Ok(0) | Err(_) => Ok(None),
+        Ok(_) => read_answer(&answer).map(Some),
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ pub struct Counters {
 pub struct Names {
     zone: watch::Sender<Arc<Zone>>,
     bound: Option<(Ipv4Addr, JoinHandle<()>)>,
+    /// The address it could not listen on (said once; tried again when
+    /// the address changes).
+    failed: Option<Ipv4Addr>,
     iface: String,
     /// What it answered.
     pub counters: Arc<Counters>,
@@ -39,6 +42,7 @@ impl Names {
         Self {
             zone: watch::Sender::new(Arc::new(Zone::default())),
             bound: None,
+            failed: None,
             iface: iface.into(),
             counters: Arc::new(Counters::default()),
         }
@@ -58,7 +62,7 @@ impl Names {
     /// Listens on `address` (port 53), moving from the old address if it
     /// changed. A failure is said once and leaves names unanswered.
     pub fn listen(&mut self, address: Ipv4Addr) {
-        if self.bound.as_ref().is_some_and(|(a, _)| *a == address) {
+        if self.bound.as_ref().is_some_and(|(a, _)| *a == address) || self.failed == Some(address) {
             return;
         }
         if let Some((_, task)) = self.bound.take() {
@@ -72,9 +76,11 @@ impl Names {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("names are not answered: cannot listen on {at}: {e}");
+                self.failed = Some(address);
                 return;
             }
         };
+        self.failed = None;
         tracing::info!(%at, "answering NAME.NETWORK.{} for members", dns::SUFFIX);
         let task = tokio::spawn(serve(socket, self.zone.subscribe(), self.counters.clone()));
         self.bound = Some((address, task));
@@ -174,4 +180,50 @@ pub fn zone_of(replica: &federation::replica::Replica, now_ms: u64) -> Zone {
         })
         .collect();
     Zone::new(entries.iter().map(|(n, o, a)| (n.as_str(), o.as_str(), *a)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Log lines written while `f` runs.
+    fn logged(f: impl FnOnce()) -> String {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || Capture(writer.clone()))
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buf.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_port_that_cannot_be_bound_is_said_once_not_at_every_apply() {
+        // Taken here (as root), or refused to a user who is not.
+        let _taken = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, PORT));
+        let mut names = Names::new("cl-test0");
+        let said = logged(|| {
+            for _ in 0..5 {
+                names.listen(Ipv4Addr::LOCALHOST);
+            }
+        });
+        assert_eq!(said.matches("names are not answered").count(), 1, "{said}");
+        assert!(names.bound.is_none());
+    }
 }

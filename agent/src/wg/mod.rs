@@ -178,8 +178,6 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
             r = crate::process::shutdown_signal() => r,
         }
     })?;
-    let _ = std::fs::remove_file(socket);
-    let _ = std::fs::remove_file(&wg_socket);
     tracing::info!("cladnet agent stopped; interface {iface} removed");
     drop(tun);
     Ok(())
