@@ -17,10 +17,12 @@ use testbed::{Lab, NatKind};
 
 /// An EC2-like metadata service: a token from `PUT /latest/api/token`,
 /// then `GET /latest/meta-data/public-ipv4` with that token answers the
-/// address given as the first argument; anything else is refused.
+/// address given as the first argument, once the file named by the second
+/// exists (a gate the test closes to make the service slow); anything
+/// else is refused.
 const FAKE_IMDS: &str = r#"
-import http.server, sys
-IP = sys.argv[1]
+import http.server, os, sys, time
+IP, GATE = sys.argv[1], sys.argv[2]
 TOKEN = "lab-token-5f2c"
 class Imds(http.server.BaseHTTPRequestHandler):
     def answer(self, code, body=""):
@@ -37,8 +39,12 @@ class Imds(http.server.BaseHTTPRequestHandler):
             return self.answer(404)
         if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
             return self.answer(401)
+        for _ in range(200):
+            if os.path.exists(GATE):
+                break
+            time.sleep(0.05)
         self.answer(200, IP)
-http.server.HTTPServer(("169.254.169.254", 80), Imds).serve_forever()
+http.server.ThreadingHTTPServer(("169.254.169.254", 80), Imds).serve_forever()
 "#;
 
 fn advertised(net: &Net, i: usize) -> Result<Vec<String>> {
@@ -75,9 +81,11 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     )?;
     let script = net.lab.write_file("imds.py", FAKE_IMDS)?;
     let script = script.to_string_lossy().into_owned();
+    let gate = net.lab.write_file("imds-open", "")?;
+    let gate_arg = gate.to_string_lossy().into_owned();
     let _imds = net
         .lab
-        .spawn(&router, "imds", &["python3", &script, &public])?;
+        .spawn(&router, "imds", &["python3", &script, &public, &gate_arg])?;
     let up = testbed::wait_until_every(Duration::from_secs(5), Duration::from_millis(100), || {
         net.lab
             .run(&router, &["ss", "-ltnH", "sport = :80"])
@@ -120,6 +128,24 @@ fn scenario(net: &mut Net, site: &testbed::Site) -> Result<()> {
     assert_eq!(advertised(net, 0)?, ["198.18.0.200:4500"]);
     net.cli(0, &["set", "--no-advertise"])?;
     assert!(advertised(net, 0)?.is_empty());
+    // The agent never waits on the metadata service: while it is slow,
+    // `set --advertise auto` and `status` are answered, and the address
+    // is published when the service answers (the lookup once held the
+    // control loop until it gave up, and nothing was published).
+    std::fs::remove_file(&gate)?;
+    net.cli(0, &["set", "--advertise", "auto"])?;
+    net.status(0)?;
+    std::fs::write(&gate, "")?;
+    let published =
+        testbed::wait_until_every(Duration::from_secs(10), Duration::from_millis(100), || {
+            advertised(net, 0).is_ok_and(|a| a == [want.clone()])
+        });
+    assert!(
+        published,
+        "the slow answer was not published: {:?}",
+        advertised(net, 0)
+    );
+    net.cli(0, &["set", "--no-advertise"])?;
     // Bad input: one sentence, non-zero exit, the setting unchanged.
     let state = net.members[0].state.to_string_lossy().into_owned();
     let bad = net.lab.exec(

@@ -16,9 +16,9 @@
 
 use crate::cert::{valid_tags, MAX_TAGS};
 use crate::cidr::Cidr;
+use crate::contact::{open, seal, Contact, MAX_CONTACTS, MAX_CONTROL};
 use crate::network::NetworkId;
 use crate::record::{NodeId, NodeKey};
-use crate::token::{open, seal, Contact, MAX_CONTACTS};
 use blake2::digest::{FixedOutput, Update};
 use blake2::Blake2s256;
 use serde::{Deserialize, Serialize};
@@ -457,10 +457,7 @@ impl OfferToken {
         let token: OfferToken =
             serde_json::from_slice(&payload).map_err(|_| AgreementError::Malformed)?;
         if token.contacts.len() > MAX_CONTACTS + 1
-            || token
-                .contacts
-                .iter()
-                .any(|c| c.addrs.len() > crate::member::MAX_CONTROL)
+            || token.contacts.iter().any(|c| c.addrs.len() > MAX_CONTROL)
         {
             return Err(AgreementError::Malformed);
         }

@@ -139,8 +139,8 @@ impl Joining {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contact::Contact;
     use crate::network::NetworkId;
-    use crate::token::Contact;
 
     fn invite() -> Invite {
         Invite {

@@ -418,8 +418,12 @@ impl Ledger {
 
     /// Members of `network` (a federated one) and their control endpoints,
     /// as this network's active members recorded them.
-    pub fn partner_contacts(&self, network: &NetworkId, now_ms: u64) -> Vec<crate::token::Contact> {
-        let mut out: Vec<crate::token::Contact> = Vec::new();
+    pub fn partner_contacts(
+        &self,
+        network: &NetworkId,
+        now_ms: u64,
+    ) -> Vec<crate::contact::Contact> {
+        let mut out: Vec<crate::contact::Contact> = Vec::new();
         for m in self
             .members(now_ms)
             .into_iter()
@@ -432,7 +436,7 @@ impl Ledger {
                 .filter(|p| p.network == *network)
                 .flat_map(|p| &p.members)
             {
-                if !out.iter().any(|o| o.id == c.id) && out.len() <= crate::token::MAX_CONTACTS {
+                if !out.iter().any(|o| o.id == c.id) && out.len() <= crate::contact::MAX_CONTACTS {
                     out.push(c.clone());
                 }
             }

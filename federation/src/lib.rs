@@ -15,6 +15,7 @@ pub mod admission;
 pub mod agreement;
 pub mod cert;
 pub mod cidr;
+pub mod contact;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixture;
 pub mod hex;

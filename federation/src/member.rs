@@ -7,17 +7,17 @@
 use crate::agreement::{Agreement, Ending};
 use crate::cert::{Cert, Revocation, MAX_KEEP};
 use crate::cidr::Cidr;
+// Moved to `crate::contact`; the agent still names `federation::member::MAX_CONTROL`.
+pub use crate::contact::MAX_CONTROL;
+use crate::contact::{Contact, MAX_CONTACTS};
 use crate::network::NetworkId;
 use crate::record::NodeId;
-use crate::token::{Contact, MAX_CONTACTS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 
 /// Most data-plane endpoints a member may advertise.
 pub const MAX_ENDPOINTS: usize = 16;
-/// Most control-plane addresses a member may advertise.
-pub const MAX_CONTROL: usize = 8;
 /// Most addresses an operator may give with `--advertise`.
 pub const MAX_ADVERTISED: usize = 4;
 /// Most host networks a member may advertise.

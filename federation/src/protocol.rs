@@ -4,10 +4,10 @@
 
 use crate::agreement::{Agreement, Ending};
 use crate::cert::Cert;
+use crate::contact::Contact;
 use crate::network::NetworkId;
 use crate::record::NodeId;
 use crate::sync::{Leaf, Summary, Versions};
-use crate::token::Contact;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 

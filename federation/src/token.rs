@@ -5,29 +5,17 @@
 //! carries a one-time secret; the inviter keeps only the secret's hash,
 //! its expiry and how many uses are left.
 
+// Moved to `crate::contact`; the agent and the fuzz targets still name them here.
+pub use crate::contact::{checksum, Contact, MAX_CONTACTS, MAX_TOKEN};
+use crate::contact::{open, seal};
 use crate::network::NetworkId;
 use crate::record::NodeId;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use blake2::digest::{FixedOutput, Update};
 use blake2::Blake2s256;
 use serde::{Deserialize, Serialize};
 
 /// Every token starts with this.
 pub const PREFIX: &str = "cladnet1.";
-/// Longest token text accepted.
-pub const MAX_TOKEN: usize = 4096;
-/// Most other members a token names.
-pub const MAX_CONTACTS: usize = 3;
-
-/// A member a joiner may ask instead of the inviter, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Contact {
-    /// The member.
-    pub id: NodeId,
-    /// Its control-plane endpoints.
-    pub addrs: Vec<std::net::SocketAddr>,
-}
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,37 +66,6 @@ pub enum TokenError {
 
 /// Domain of the invite token checksum.
 pub const CHECKSUM_DOMAIN: &[u8] = b"cladnet/token/v1";
-
-/// The 4-byte checksum a token text carries after its payload, under
-/// `domain` (one per kind of token).
-pub fn checksum(domain: &[u8], payload: &[u8]) -> [u8; 4] {
-    let mut h = Blake2s256::default();
-    Update::update(&mut h, domain);
-    Update::update(&mut h, payload);
-    let full: [u8; 32] = h.finalize_fixed().into();
-    [full[0], full[1], full[2], full[3]]
-}
-
-/// The text of a token: `prefix`, then base64url of `payload` and its
-/// checksum under `domain`.
-pub(crate) fn seal(prefix: &str, domain: &[u8], mut payload: Vec<u8>) -> String {
-    let sum = checksum(domain, &payload);
-    payload.extend_from_slice(&sum);
-    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(payload))
-}
-
-/// The payload of a token text [`seal`]ed with `prefix` and `domain`
-/// (surrounding whitespace ignored); `None` if it is too long, lacks the
-/// prefix, is not base64url or its checksum does not match.
-pub(crate) fn open(text: &str, prefix: &str, domain: &[u8]) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if text.len() > MAX_TOKEN {
-        return None;
-    }
-    let raw = URL_SAFE_NO_PAD.decode(text.strip_prefix(prefix)?).ok()?;
-    let (payload, sum) = raw.split_last_chunk::<4>()?;
-    (checksum(domain, payload) == *sum).then(|| payload.to_vec())
-}
 
 /// Hash under which the inviter stores a secret.
 pub fn secret_hash(secret: &[u8; 32]) -> [u8; 32] {

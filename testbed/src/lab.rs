@@ -619,7 +619,7 @@ impl Lab {
         bytes: usize,
     ) -> Result<()> {
         let tag = format!("{}-{}", server.name, client.name);
-        let blob = crate::wire::Rng::from_time().bytes(bytes);
+        let blob = crate::rng::Rng::from_time().bytes(bytes);
         let src = self.write_file(&format!("www-{tag}/blob.bin"), &blob)?;
         let www = src
             .parent()

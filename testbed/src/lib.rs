@@ -20,6 +20,7 @@
 
 mod lab;
 pub mod nat;
+pub mod rng;
 pub mod wg;
 pub mod wire;
 

@@ -4,6 +4,8 @@
 //! UDP sender running inside a lab namespace.
 
 use crate::lab::{Lab, Node, UNDERLAY_IF};
+// Moved to `crate::rng`; agent tests and benches still name `testbed::wire::Rng`.
+pub use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use blake2::digest::consts::U16;
@@ -166,63 +168,6 @@ impl Initiator {
         let mac1 = mac16(&mac1_key, &m[..116]);
         m[116..132].copy_from_slice(&mac1);
         m
-    }
-}
-
-/// Small deterministic PRNG (xorshift64*), seeded from the clock by default.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `seed` (0 is replaced by a constant).
-    pub fn new(seed: u64) -> Rng {
-        Rng(if seed == 0 {
-            0x9E37_79B9_7F4A_7C15
-        } else {
-            seed
-        })
-    }
-    /// Seeded from the clock and pid.
-    pub fn from_time() -> Rng {
-        let d = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Rng::new(d.as_nanos() as u64 ^ (u64::from(std::process::id()) << 32))
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform-ish below `n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    /// Uniform-ish in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
-    }
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let r = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&r[..chunk.len()]);
-        }
-    }
-    /// `n` random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.fill(&mut v);
-        v
-    }
-    /// 32 random bytes (a key).
-    pub fn key(&mut self) -> [u8; 32] {
-        let mut k = [0u8; 32];
-        self.fill(&mut k);
-        k
     }
 }
 

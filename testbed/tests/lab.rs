@@ -71,7 +71,7 @@ fn crafted_initiation_is_answered_by_wireguard_go() -> Result<()> {
     let lab = Lab::new()?;
     let a = lab.add_node("a")?;
     let m = lab.add_node("m")?;
-    let mut rng = wire::Rng::from_time();
+    let mut rng = testbed::rng::Rng::from_time();
     let (resp_priv, init_priv) = (rng.key(), rng.key());
     let conf = wg::IfaceConf {
         private_key: wire::encode_key(&resp_priv),

@@ -107,6 +107,8 @@ pub struct Mesh {
     observed: Observed,
     /// The public address `--advertise auto` found.
     auto: Option<IpAddr>,
+    /// The metadata lookup under way for `auto`.
+    auto_lookup: Option<tokio::task::JoinHandle<Result<crate::metadata::Found, String>>>,
     /// Members that are peers of the data plane.
     peers: BTreeSet<NodeId>,
     /// Federated networks' ranges routed into the overlay interface.
@@ -170,6 +172,7 @@ impl Mesh {
             joins: Via::new(),
             observed: Observed::new(),
             auto: None,
+            auto_lookup: None,
             peers: BTreeSet::new(),
             routed: BTreeSet::new(),
             names,
@@ -198,7 +201,7 @@ impl Mesh {
         mut local: mpsc::Receiver<LocalRequest>,
         stop: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
-        self.resolve_auto().await;
+        self.ask_auto();
         self.refresh_host().await;
         let me = self.me();
         self.own
@@ -231,6 +234,7 @@ impl Mesh {
                         host_changes = None;
                     }
                 },
+                found = reach::auto_answer(&mut self.auto_lookup) => self.on_auto(found).await,
                 replies = replies(&mut self.paths.prober) => {
                     for r in replies {
                         self.heard(r.key);

@@ -1,7 +1,8 @@
 //! How others reach this node, as the control loop keeps it: what the
 //! operator advertises (`init`/`join --advertise`, changed at runtime by
 //! `cladnet set --advertise`), what the cloud's metadata service says for
-//! `auto` (asked when the agent starts and when `set` names it: a VM's
+//! `auto` (asked in the background when the agent starts and when `set`
+//! names it, so the loop never waits on the network: a VM's
 //! public address changes only across a stop and start), and where
 //! members see our control plane.
 
@@ -11,6 +12,19 @@ use crate::api;
 use federation::NodeId;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+
+/// The metadata lookup's answer, as its task ends.
+pub(super) type AutoAnswer = Result<Result<crate::metadata::Found, String>, tokio::task::JoinError>;
+
+/// The answer of the lookup under way, or never without one.
+pub(super) async fn auto_answer(
+    lookup: &mut Option<tokio::task::JoinHandle<Result<crate::metadata::Found, String>>>,
+) -> AutoAnswer {
+    match lookup {
+        Some(task) => task.await,
+        None => std::future::pending().await,
+    }
+}
 
 impl Mesh {
     /// Member `from` sees our control plane at `addr` (strangers' reports
@@ -24,14 +38,22 @@ impl Mesh {
         }
     }
 
-    /// Asks the metadata service if `auto` is advertised (at most
-    /// [`crate::metadata::TIMEOUT`]), and says what it found.
-    pub(super) async fn resolve_auto(&mut self) {
+    /// Asks the metadata service in the background if `auto` is
+    /// advertised: the loop goes on, and [`Mesh::on_auto`] takes the answer
+    /// (at most [`crate::metadata::TIMEOUT`] later). A lookup still under
+    /// way is forgotten.
+    pub(super) fn ask_auto(&mut self) {
+        self.auto_lookup = None;
         if !self.state.settings.advertise.contains(&Advertise::Auto) {
             self.auto = None;
             return;
         }
-        let found = tokio::task::spawn_blocking(crate::metadata::public_ipv4).await;
+        self.auto_lookup = Some(tokio::task::spawn_blocking(crate::metadata::public_ipv4));
+    }
+
+    /// What the metadata service answered: said, and published.
+    pub(super) async fn on_auto(&mut self, found: AutoAnswer) {
+        self.auto_lookup = None;
         self.auto = match found {
             Ok(Ok(f)) => {
                 tracing::info!(ip = %f.ip, service = f.service, "advertising the public address the cloud's metadata service reports");
@@ -46,6 +68,7 @@ impl Mesh {
                 None
             }
         };
+        self.refresh_host().await;
     }
 
     /// `cladnet set`: stores the new settings, applies the advertised
@@ -61,7 +84,7 @@ impl Mesh {
             self.own.set_labels(labels);
         }
         if change.advertise.is_some() {
-            self.resolve_auto().await;
+            self.ask_auto();
             self.refresh_host().await;
         }
         api::answer(&crate::api::docs::Text {

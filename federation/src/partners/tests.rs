@@ -309,10 +309,10 @@ use crate::fixture::exchange;
 
 #[test]
 fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
+    use crate::contact::Contact;
     use crate::member::PartnerContacts;
     use crate::protocol::Response;
     use crate::replica::Replica;
-    use crate::token::Contact;
     use std::time::Instant;
     let (alpha, beta, agreement) = alpha_beta();
     let contact = |id: NodeId| Contact {
