@@ -15,6 +15,7 @@ mod federate;
 mod health;
 mod inventory;
 mod lookup;
+mod member;
 mod mesh;
 mod metadata;
 mod probe;

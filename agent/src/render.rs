@@ -160,6 +160,12 @@ pub fn members(list: &[docs::Member]) -> String {
             .last_seen_ms
             .map_or("never".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
         let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // Where others reach it first: what its operator advertises, where
+        // members see it, then its host's own addresses.
+        let endpoints: Vec<String> = (m.advertised.iter().map(|e| format!("{e} (advertised)")))
+            .chain(m.seen_at.iter().map(|e| format!("{e} (seen)")))
+            .chain(m.endpoints.iter().cloned())
+            .collect();
         let name = if m.me {
             format!("{} (this node)", m.name)
         } else {
@@ -174,7 +180,7 @@ pub fn members(list: &[docs::Member]) -> String {
             m.id.get(..12).unwrap_or(&m.id).to_string(),
             or_dash(&m.tags.join(",")).to_string(),
             or_dash(&labels.join(",")).to_string(),
-            or_dash(&m.endpoints.join(" ")).to_string(),
+            or_dash(&endpoints.join(" ")).to_string(),
         ]);
     }
     t.render()

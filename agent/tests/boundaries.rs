@@ -267,6 +267,13 @@ mod outsider {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A replica of nothing for the outsider: what makes its answers (a
+    /// shell sends only answers a replica counted).
+    fn answers(me: &federation::NodeKey) -> federation::replica::Replica {
+        let ledger = federation::Ledger::new(federation::Network::of(me.id()));
+        federation::replica::Replica::new(ledger, me.id())
+    }
+
     /// What reached the outsider.
     #[derive(Debug, Default)]
     pub struct Seen {
@@ -287,6 +294,7 @@ mod outsider {
         rt.block_on(async {
             let me = federation::NodeKey::generate();
             let mut shell = Shell::member(me.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
+            let mut replica = answers(&me);
             let addrs = invite.addrs.clone();
             shell.dial(&invite.inviter, &addrs);
             let mut seen = Seen::default();
@@ -313,7 +321,7 @@ mod outsider {
                                 Request::Pull(_) => Response::Records(vec![]),
                                 _ => Response::Refused("no".into()),
                             };
-                            shell.respond(reply, answer);
+                            shell.respond(reply, replica.answer(answer));
                         }
                         Event::Response { response, .. } => match response {
                             Response::Records(r) => seen.records += r.len(),
@@ -370,6 +378,7 @@ mod outsider {
                 let me = federation::NodeKey::generate();
                 let mut shell =
                     Shell::member(me.seed(), &invite.network, "0.0.0.0:0".parse()?)?;
+                let mut replica = answers(&me);
                 let (inviter, addrs) = (invite.inviter, invite.addrs.clone());
                 let (stop, open) = (stop.clone(), open.clone());
                 tasks.push(tokio::task::spawn_local(async move {
@@ -394,7 +403,8 @@ mod outsider {
                                     seen.closed += 1;
                                 }
                                 Event::Request { reply, .. } => {
-                                    shell.respond(reply, Response::Refused("no".into()));
+                                    let no = replica.answer(Response::Refused("no".into()));
+                                    shell.respond(reply, no);
                                 }
                                 _ => {}
                             },

@@ -109,7 +109,7 @@ pub fn exchange(
     to: &mut crate::replica::Replica,
     to_id: crate::record::NodeId,
 ) -> Vec<crate::protocol::Response> {
-    use crate::replica::{Inbound, Transmit};
+    use crate::replica::{Answer, Inbound, Transmit};
     let mut answers = Vec::new();
     for _ in 0..8 {
         let requests: Vec<_> = std::iter::from_fn(|| from.poll_transmit())
@@ -122,7 +122,7 @@ pub fn exchange(
             break;
         }
         for request in requests {
-            if let Inbound::Answer(r) = to.handle_request(from_id, request, 0) {
+            if let Inbound::Answer(Answer(r)) = to.handle_request(from_id, request, 0) {
                 answers.push(r.clone());
                 from.handle_response(to_id, r, 0);
             }

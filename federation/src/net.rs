@@ -445,8 +445,9 @@ impl Shell {
         ))
     }
 
-    /// Answers a request.
-    pub fn respond(&mut self, reply: Reply, response: Response) {
+    /// Answers a request with an answer the replica counted.
+    pub fn respond(&mut self, reply: Reply, answer: crate::replica::Answer) {
+        let crate::replica::Answer(response) = answer;
         if self
             .swarm
             .behaviour_mut()

@@ -47,6 +47,17 @@ const MAX_EVENTS: usize = 2 * sync::MAX_BATCH;
 /// the real number far lower).
 const MAX_PEERS: usize = 2048;
 
+/// An answer counted as sent ([`Replica::answer`]); only this crate makes
+/// one, so every answer a member sends is in its traffic counters:
+///
+/// ```compile_fail
+/// // Outside the replica no answer can be made, so none is sent uncounted.
+/// let _ = federation::replica::Answer(federation::protocol::Response::Ack);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Answer(pub Response);
+
 /// Something to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
@@ -85,10 +96,10 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
     /// Send this answer back.
-    Answer(Response),
+    Answer(Answer),
     /// `subject` presents an invite issued here (itself, or through a
     /// member that forwarded it); the admission logic decides, and its
-    /// answer goes back through [`Replica::respond`].
+    /// answer goes back through [`Replica::answer`].
     Join {
         /// The newcomer (whose key the certificate names).
         subject: NodeId,
@@ -106,7 +117,7 @@ pub enum Inbound {
         join: JoinRequest,
     },
     /// A member's CLI query (`--via`); `admit` is true if that member may
-    /// admit and revoke. Answered through [`Replica::respond`].
+    /// admit and revoke. Answered through [`Replica::answer`].
     Query {
         /// The query text.
         text: String,
@@ -115,11 +126,11 @@ pub enum Inbound {
     },
     /// A member hands this node a re-issued certificate chain (`cladnet
     /// tag`); the agent checks and adopts it, answered through
-    /// [`Replica::respond`].
+    /// [`Replica::answer`].
     Reissue(Vec<crate::cert::Cert>),
     /// Another network delivers a federation agreement (anyone may: it
     /// proves itself by both authorities' signatures); the agent decides
-    /// whether to carry it, answered through [`Replica::respond`].
+    /// whether to carry it, answered through [`Replica::answer`].
     Federate {
         /// The agreement.
         agreement: Box<crate::agreement::Agreement>,
@@ -128,7 +139,7 @@ pub enum Inbound {
     },
     /// The other network of an agreement ended it; the agent checks the
     /// ending against the agreement and carries it, answered through
-    /// [`Replica::respond`].
+    /// [`Replica::answer`].
     EndFederation(Box<crate::agreement::Ending>),
 }
 
@@ -393,9 +404,9 @@ impl Replica {
                             join,
                         };
                     }
-                    Inbound::Answer(Response::Refused(
+                    Inbound::Answer(Answer(Response::Refused(
                         "the member that issued this invite is no longer part of the network: ask another member for a new invite".into(),
-                    ))
+                    )))
                 }
                 _ => {
                     return Inbound::Join {
@@ -411,7 +422,7 @@ impl Replica {
                     && SignedRecord::decode(&records[0]).is_ok_and(|r| r.writer == from);
                 if !own {
                     self.refuse("push");
-                    Inbound::Answer(self.not_member(&from, now_ms))
+                    Inbound::Answer(Answer(self.not_member(&from, now_ms)))
                 } else {
                     let fresh = self.ingest(&records, now_ms);
                     if self.is_member(&from, now_ms) {
@@ -419,10 +430,10 @@ impl Replica {
                             .into_iter()
                             .for_each(|b| self.send(Transmit::Publish(b)));
                         self.summary_to(from);
-                        Inbound::Answer(Response::Ack)
+                        Inbound::Answer(Answer(Response::Ack))
                     } else {
                         self.refuse("push");
-                        Inbound::Answer(self.not_member(&from, now_ms))
+                        Inbound::Answer(Answer(self.not_member(&from, now_ms)))
                     }
                 }
             }
@@ -440,19 +451,19 @@ impl Replica {
                 agreement,
                 own,
                 summary,
-            } => Inbound::Answer(self.partner_summary(
+            } => Inbound::Answer(Answer(self.partner_summary(
                 from,
                 agreement,
                 own.as_deref(),
                 &summary,
                 now_ms,
+            ))),
+            Request::PartnerLeaves { agreement, leaves } => Inbound::Answer(Answer(
+                self.partner_leaves(&from, agreement, &leaves, now_ms),
             )),
-            Request::PartnerLeaves { agreement, leaves } => {
-                Inbound::Answer(self.partner_leaves(&from, agreement, &leaves, now_ms))
-            }
-            Request::PartnerPull { agreement, writers } => {
-                Inbound::Answer(self.partner_pull(&from, agreement, &writers, now_ms))
-            }
+            Request::PartnerPull { agreement, writers } => Inbound::Answer(Answer(
+                self.partner_pull(&from, agreement, &writers, now_ms),
+            )),
             _ if !member => {
                 self.refuse(match request {
                     Request::Summary(_) => "summary",
@@ -462,21 +473,22 @@ impl Replica {
                     Request::Reissue(_) => "reissue",
                     _ => "query",
                 });
-                Inbound::Answer(self.not_member(&from, now_ms))
+                Inbound::Answer(Answer(self.not_member(&from, now_ms)))
             }
             Request::ForwardedJoin { subject, join } => return Inbound::Join { subject, join },
             Request::Reissue(chain) => return Inbound::Reissue(chain),
-            Request::Summary(s) => {
-                Inbound::Answer(Response::Versions(sync::differing(self.ledger.state(), &s)))
-            }
-            Request::Leaves(leaves) => Inbound::Answer(Response::Versions(sync::leaves(
+            Request::Summary(s) => Inbound::Answer(Answer(Response::Versions(sync::differing(
+                self.ledger.state(),
+                &s,
+            )))),
+            Request::Leaves(leaves) => Inbound::Answer(Answer(Response::Versions(sync::leaves(
                 self.ledger.state(),
                 &leaves,
-            ))),
-            Request::Pull(writers) => Inbound::Answer(Response::Records(sync::records_of(
+            )))),
+            Request::Pull(writers) => Inbound::Answer(Answer(Response::Records(sync::records_of(
                 self.ledger.state(),
                 &writers,
-            ))),
+            )))),
             Request::Push(records) => {
                 let fresh = self.ingest(&records, now_ms);
                 if fresh.len() <= URGENT_PUSH {
@@ -484,7 +496,7 @@ impl Replica {
                         .into_iter()
                         .for_each(|b| self.send(Transmit::Publish(b)));
                 }
-                Inbound::Answer(Response::Ack)
+                Inbound::Answer(Answer(Response::Ack))
             }
             Request::Query(text) => {
                 let admit = self.ledger.member(&from, now_ms).is_some_and(|m| m.admit);
@@ -492,7 +504,7 @@ impl Replica {
             }
         };
         match inbound {
-            Inbound::Answer(response) => Inbound::Answer(self.respond(response)),
+            Inbound::Answer(Answer(response)) => Inbound::Answer(self.answer(response)),
             other => other,
         }
     }
@@ -671,11 +683,13 @@ impl Replica {
         self.traffic.outgoing(request.payload_len());
     }
 
-    /// Counts an answer on its way out (answers to joins and queries are
-    /// made outside the replica).
-    pub fn respond(&mut self, response: Response) -> Response {
+    /// The answer to a request this node handles, counted as sent: the
+    /// only form the transport sends an answer in, so none goes uncounted
+    /// (answers to joins, queries, re-issues and agreements are made
+    /// outside the replica).
+    pub fn answer(&mut self, response: Response) -> Answer {
         self.traffic.outgoing(response.payload_len());
-        response
+        Answer(response)
     }
 
     /// The answer `from` gave to one of our requests. Answers that belong

@@ -120,8 +120,15 @@ pub struct Member {
     pub id: String,
     /// Overlay address.
     pub address: String,
-    /// Its data-plane endpoints.
+    /// Its data-plane endpoints on its host's own addresses.
     pub endpoints: Vec<String>,
+    /// Where the other members see its data plane (behind a NAT, the
+    /// NAT's address and port).
+    #[serde(default)]
+    pub seen_at: Vec<String>,
+    /// Where its operator says it is reached from outside (`--advertise`).
+    #[serde(default)]
+    pub advertised: Vec<String>,
     /// alive, suspect, down, left or revoked.
     pub state: String,
     /// When this node last heard from it.

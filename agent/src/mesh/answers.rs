@@ -85,6 +85,11 @@ const CLOCK_SKEW_MS: u64 = 60_000;
 const PARTNER_ALIVE: Duration = Duration::from_secs(180);
 
 /// One item of `members`.
+/// Endpoints as text.
+fn strings(endpoints: &[std::net::SocketAddr]) -> Vec<String> {
+    endpoints.iter().map(ToString::to_string).collect()
+}
+
 fn member_doc(
     m: &federation::Member<'_>,
     org: &str,
@@ -96,7 +101,9 @@ fn member_doc(
         name: m.record.name.clone(),
         id: m.id.to_hex(),
         address: m.record.address.to_string(),
-        endpoints: m.record.endpoints.iter().map(|e| e.to_string()).collect(),
+        endpoints: strings(&m.record.endpoints),
+        seen_at: strings(&m.record.reflexive),
+        advertised: strings(&m.record.advertised),
         state: state.into(),
         last_seen_ms,
         version: m.version,

@@ -212,16 +212,15 @@ impl Mesh {
     /// network's offers.
     pub(super) fn federated(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Response {
         if agreement.offer.offerer.network != self.state.network.id {
-            return self.replica.respond(Response::Refused("this agreement answers an offer of another network: give it to a member of the network that offered".into()));
+            return Response::Refused("this agreement answers an offer of another network: give it to a member of the network that offered".into());
         }
-        let r = match self.adopt(agreement, contacts) {
+        match self.adopt(agreement, contacts) {
             Ok(()) => {
                 tracing::info!(org = %agreement.acceptor.name, "federated with another network");
                 Response::Ack
             }
             Err(why) => Response::Refused(why),
-        };
-        self.replica.respond(r)
+        }
     }
 
     /// `federate end ORG`: this network's authority ends the agreement with
@@ -235,7 +234,7 @@ impl Mesh {
         // A revoked or departed node would carry it where nobody listens:
         // the teller asks another member.
         if self.standing != Some(federation::Status::Active) {
-            return self.replica.respond(Response::NotMember);
+            return Response::NotMember;
         }
         let known = self
             .replica
@@ -244,15 +243,14 @@ impl Mesh {
             .iter()
             .find(|f| f.agreement.id() == ending.agreement)
             .map(|f| ending.check(&f.agreement));
-        let r = match known {
+        match known {
             Some(Ok(())) => match self.own.carry_ending(ending) {
                 Ok(()) => Response::Ack,
                 Err(why) => Response::Refused(why),
             },
             Some(Err(e)) => Response::Refused(e.to_string()),
             None => Response::Refused("this network has no such agreement".into()),
-        };
-        self.replica.respond(r)
+        }
     }
 
     fn end(&mut self, org: &str, authority: Option<&str>) -> Result<docs::Ended, String> {

@@ -32,8 +32,7 @@ impl Mesh {
             subject,
             now_ms(),
         );
-        let r = self.replica.respond(r);
-        self.shell.respond(reply, r);
+        self.reply(reply, r);
     }
 
     /// `subject` presents an invite of `inviter`: passed on to it.
@@ -48,22 +47,16 @@ impl Mesh {
             let busy = Response::Refused(
                 "this member is passing on too many joins; try again in a few seconds".into(),
             );
-            let busy = self.replica.respond(busy);
-            self.shell.respond(reply, busy);
-            return;
+            return self.reply(reply, busy);
         }
         tracing::info!(subject = %subject.short(), inviter = %inviter.short(), "passing a join on to its inviter");
-        let request = Ask::ForwardedJoin { subject, join };
-        self.replica.count_request(&request);
         let addrs = self.control_addrs(&inviter);
-        match self.shell.request(&inviter, &addrs, request) {
+        match self.ask(&inviter, &addrs, Ask::ForwardedJoin { subject, join }) {
             Some(id) => self.joins.sent(id, reply, Instant::now()),
-            None => {
-                let r = self.replica.respond(Response::Refused(
-                    "the invite names an invalid member".into(),
-                ));
-                self.shell.respond(reply, r);
-            }
+            None => self.reply(
+                reply,
+                Response::Refused("the invite names an invalid member".into()),
+            ),
         }
     }
 
@@ -78,17 +71,16 @@ impl Mesh {
             Ok(_) => Response::Refused("the member that issued this invite did not take the join: ask it for a new invite".into()),
             Err(e) => Response::Refused(format!("the member that issued this invite cannot be reached from the member you reached ({e}): try again, or ask for a new invite")),
         };
-        let response = self.replica.respond(response);
-        self.shell.respond(reply, response);
+        self.reply(reply, response);
     }
 
     /// Refuses the joins passed on that got no answer in time.
     pub(super) fn expire_joins(&mut self, now: Instant) {
         for (reply, why) in self.joins.expire(now) {
-            let r = self.replica.respond(Response::Refused(format!(
+            let refused = Response::Refused(format!(
                 "the member that issued this invite did not answer: {why}"
-            )));
-            self.shell.respond(reply, r);
+            ));
+            self.reply(reply, refused);
         }
     }
 

@@ -36,6 +36,7 @@ mod via;
 use crate::api::{self, docs, LocalRequest, Request};
 use crate::dataplane::Shared;
 use crate::inventory::scan;
+use crate::member::redial::{self, Redial};
 use crate::statedir::{now_ms, StateDir};
 use answers::View;
 use anyhow::Result;
@@ -52,18 +53,13 @@ use netstack::PublicKey;
 use observed::Observed;
 use own::{Outside, Own};
 use paths::Paths;
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use via::Via;
 
-/// Redial disconnected members this often, at most this many per round.
-const REDIAL_EVERY: Duration = Duration::from_secs(4);
-const REDIAL_BATCH: usize = 16;
-/// Control-plane connections a member keeps (gossip needs a few, not all).
-const MAX_CONTROL_PEERS: usize = 24;
 /// After a host change, re-read the host once it has been quiet this long.
 const HOST_QUIET: Duration = Duration::from_millis(150);
 /// Re-scan host addresses this often.
@@ -81,7 +77,6 @@ struct Due {
     paths: Instant,
     /// Close probes and route decisions.
     watch: Instant,
-    redial: Instant,
     scan: Instant,
     metrics: Instant,
     /// Re-read the host after a burst of netlink events.
@@ -121,6 +116,8 @@ pub struct Mesh {
     /// This node's standing as last seen (to say when it changes).
     standing: Option<Status>,
     due: Due,
+    /// When to dial members we are not connected to.
+    redial: Redial,
     leaving: bool,
 }
 
@@ -181,11 +178,11 @@ impl Mesh {
             due: Due {
                 paths: now,
                 watch: now,
-                redial: now + REDIAL_EVERY,
                 scan: now + SCAN_EVERY,
                 metrics: now + METRICS_FIRST,
                 rescan: None,
             },
+            redial: Redial::new(now),
             leaving: false,
             state,
         })
@@ -209,7 +206,7 @@ impl Mesh {
         self.on_membership();
         self.apply().await;
         self.flush().await;
-        self.redial();
+        self.redial_now();
         // Host changes re-read the host after a short quiet spell (one
         // change comes as a burst of messages); the scan stays as the
         // periodic check.
@@ -282,7 +279,7 @@ impl Mesh {
         [
             Some(d.paths),
             Some(d.watch),
-            Some(d.redial),
+            Some(self.redial.poll_timeout()),
             Some(d.scan),
             Some(d.metrics),
             d.rescan,
@@ -334,9 +331,15 @@ impl Mesh {
             let links = self.with_view(|v| v.links());
             self.due.metrics = now + self.own.measured(links);
         }
-        if now >= self.due.redial {
-            self.due.redial = now + REDIAL_EVERY;
-            self.redial();
+        if now >= self.redial.poll_timeout() {
+            let members = self.replica.ledger().members(now_ms);
+            let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
+            let dials =
+                self.redial
+                    .handle_timeout(now, &self.me(), &members, &connected, &mut OsRng);
+            for (id, addrs) in dials {
+                self.shell.dial(&id, &addrs);
+            }
         }
         if now >= self.due.scan || self.due.rescan.is_some_and(|t| now >= t) {
             self.due.scan = now + SCAN_EVERY;
@@ -628,7 +631,7 @@ impl Mesh {
             } => {
                 self.heard(from);
                 let response = match self.replica.handle_request(from, request, now_ms) {
-                    Inbound::Answer(r) => r,
+                    Inbound::Answer(counted) => return self.shell.respond(reply, counted),
                     Inbound::Join { subject, join } => return self.admit(subject, &join, reply),
                     Inbound::Forward {
                         inviter,
@@ -641,21 +644,18 @@ impl Mesh {
                     } => self.federated(&agreement, contacts),
                     Inbound::EndFederation(ending) => self.ended(*ending),
                     Inbound::Reissue(chain) => self.reissued(chain),
-                    Inbound::Query { text, admit } => {
-                        let r = match api::read_request(&text) {
-                            Ok(q) if q.allowed_remotely(admit) => {
-                                Response::Answer(self.answer(q).await)
-                            }
-                            Ok(q) => Response::Refused(format!(
-                                "`{}` cannot be run here from another member",
-                                q.name()
-                            )),
-                            Err(_) => Response::Refused("the query is not valid".into()),
-                        };
-                        self.replica.respond(r)
-                    }
+                    Inbound::Query { text, admit } => match api::read_request(&text) {
+                        Ok(q) if q.allowed_remotely(admit) => {
+                            Response::Answer(self.answer(q).await)
+                        }
+                        Ok(q) => Response::Refused(format!(
+                            "`{}` cannot be run here from another member",
+                            q.name()
+                        )),
+                        Err(_) => Response::Refused("the query is not valid".into()),
+                    },
                 };
-                self.shell.respond(reply, response);
+                self.reply(reply, response);
             }
             Event::Response { id, from, response } => {
                 self.heard(from);
@@ -692,7 +692,7 @@ impl Mesh {
                 self.replica.handle_connected(id, now_ms);
                 if let Some(addr) = dialed {
                     for (query, reply, at) in self.via.connected(addr) {
-                        if let Some(rid) = self.query(&id, &[], query) {
+                        if let Some(rid) = self.ask(&id, &[], Ask::Query(query)) {
                             self.via.sent(rid, reply, at);
                         }
                     }
@@ -767,32 +767,11 @@ impl Mesh {
         }
     }
 
-    /// Dials members we are not connected to, in random order, until the
-    /// control plane has [`MAX_CONTROL_PEERS`] connections: enough for
-    /// gossip and repair without a full mesh of QUIC connections.
-    fn redial(&mut self) {
-        let me = self.me();
+    /// Dials members we are not connected to now ([`redial::targets`]).
+    fn redial_now(&mut self) {
+        let members = self.replica.ledger().members(now_ms());
         let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
-        // Only members count: strangers connecting must not stop us dialing.
-        let now_ms = now_ms();
-        let members_connected = connected
-            .iter()
-            .filter(|id| self.replica.is_member(id, now_ms))
-            .count();
-        let room = MAX_CONTROL_PEERS.saturating_sub(members_connected);
-        let mut targets: Vec<(NodeId, Vec<SocketAddr>)> = self
-            .replica
-            .ledger()
-            .members(now_ms)
-            .into_iter()
-            .filter(|m| m.status == Status::Active && m.id != me && !connected.contains(&m.id))
-            .map(|m| (m.id, m.record.control.clone()))
-            .collect();
-        // Fisher-Yates with the OS generator: every member gets its turn.
-        for i in (1..targets.len()).rev() {
-            targets.swap(i, OsRng.next_u32() as usize % (i + 1));
-        }
-        for (id, addrs) in targets.into_iter().take(room.min(REDIAL_BATCH)) {
+        for (id, addrs) in redial::targets(&self.me(), &members, &connected, &mut OsRng) {
             self.shell.dial(&id, &addrs);
         }
     }
@@ -830,11 +809,17 @@ impl Mesh {
         })
     }
 
-    /// Sends a forwarded query (counted like every control message).
-    fn query(&mut self, to: &NodeId, addrs: &[SocketAddr], text: String) -> Option<RequestId> {
-        let request = Ask::Query(text);
+    /// Sends a request of this node's own (a forwarded query or join, a
+    /// re-issued certificate), counted like every control message.
+    fn ask(&mut self, to: &NodeId, addrs: &[SocketAddr], request: Ask) -> Option<RequestId> {
         self.replica.count_request(&request);
         self.shell.request(to, addrs, request)
+    }
+
+    /// Answers a request through the replica, which counts it.
+    fn reply(&mut self, reply: Reply, response: Response) {
+        let answer = self.replica.answer(response);
+        self.shell.respond(reply, answer);
     }
 
     /// `--via`: forwards a query to another member; answered when it does.
@@ -851,7 +836,7 @@ impl Mesh {
             }
             Ok(id) => {
                 let addrs = self.control_addrs(&id);
-                match self.query(&id, &addrs, query) {
+                match self.ask(&id, &addrs, Ask::Query(query)) {
                     Some(rid) => self.via.sent(rid, reply, now),
                     None => {
                         let _ = reply.send(api::error("that member has an invalid id"));

@@ -45,10 +45,8 @@ impl Mesh {
                 let _ = reply.send(api::error(&why));
             }
             Ok((target, chain)) if target == me => {
-                let _ = reply.send(match self.reissued(chain) {
-                    Response::Answer(text) => text,
-                    other => api::error(&format!("{other:?}")),
-                });
+                let answer = self.adopt_reissued(chain);
+                let _ = reply.send(answer.map_or_else(|why| api::error(&why), |t| api::answer(&t)));
             }
             Ok(_) if !self.via.has_room() => {
                 let _ = reply.send(api::error(
@@ -57,9 +55,7 @@ impl Mesh {
             }
             Ok((target, chain)) => {
                 let addrs = self.control_addrs(&target);
-                let request = Ask::Reissue(chain);
-                self.replica.count_request(&request);
-                match self.shell.request(&target, &addrs, request) {
+                match self.ask(&target, &addrs, Ask::Reissue(chain)) {
                     Some(rid) => self.via.sent(rid, reply, Instant::now()),
                     None => {
                         let _ = reply.send(api::error("that member has an invalid id"));
@@ -69,26 +65,33 @@ impl Mesh {
         }
     }
 
-    /// A re-issued chain for this node: adopted if it checks out.
+    /// A re-issued chain for this node, handed over by an admitter: the
+    /// answer to send back.
     pub(super) fn reissued(&mut self, chain: Vec<Cert>) -> Response {
-        let me = self.me();
-        let checked = match self.own.record.chain.last() {
-            Some(current) => check_reissue(self.replica.ledger(), &me, current, &chain, now_ms())
-                .map_err(|e| e.to_string()),
-            None => Err("this node has no certificate yet".into()),
-        };
-        match checked {
-            Ok(()) => {
-                let tags = chain.last().map(|c| c.tags.clone()).unwrap_or_default();
-                tracing::info!(?tags, "adopted a re-issued certificate");
-                self.own.adopt_chain(chain);
-                self.replica
-                    .respond(Response::Answer(api::answer(&docs::Tagged {
-                        name: self.own.record.name.clone(),
-                        tags,
-                    })))
-            }
-            Err(why) => self.replica.respond(Response::Refused(why)),
+        match self.adopt_reissued(chain) {
+            Ok(tagged) => Response::Answer(api::answer(&tagged)),
+            Err(why) => Response::Refused(why),
         }
+    }
+
+    /// A re-issued chain for this node: adopted if it checks out (its new
+    /// tags), or why not.
+    fn adopt_reissued(&mut self, chain: Vec<Cert>) -> Result<docs::Tagged, String> {
+        let me = self.me();
+        let current = self
+            .own
+            .record
+            .chain
+            .last()
+            .ok_or("this node has no certificate yet")?;
+        check_reissue(self.replica.ledger(), &me, current, &chain, now_ms())
+            .map_err(|e| e.to_string())?;
+        let tags = chain.last().map(|c| c.tags.clone()).unwrap_or_default();
+        tracing::info!(?tags, "adopted a re-issued certificate");
+        self.own.adopt_chain(chain);
+        Ok(docs::Tagged {
+            name: self.own.record.name.clone(),
+            tags,
+        })
     }
 }

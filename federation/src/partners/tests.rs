@@ -378,7 +378,7 @@ fn exposed_members_mirror_each_others_networks_and_revocations_follow() {
     };
     assert!(matches!(
         on_b1.handle_request(a1.key.id(), sneak, 0),
-        crate::replica::Inbound::Answer(Response::NotMember)
+        crate::replica::Inbound::Answer(crate::replica::Answer(Response::NotMember))
     ));
     assert!(on_b1
         .partners()

@@ -73,7 +73,7 @@ fn an_outsider_gets_nothing_of_the_state() {
     ] {
         assert_eq!(
             r.handle_request(x, request, NOW_MS),
-            Inbound::Answer(Response::NotMember)
+            Inbound::Answer(Answer(Response::NotMember))
         );
     }
     // Answers it was never asked for: "I have nothing" must not make us
@@ -116,11 +116,11 @@ fn a_member_just_admitted_introduces_itself_and_is_then_served() {
     let other = net.member(4);
     assert_eq!(
         r.handle_request(n.key.id(), Request::Push(vec![other.signed(1)]), NOW_MS),
-        Inbound::Answer(Response::NotMember)
+        Inbound::Answer(Answer(Response::NotMember))
     );
     assert_eq!(
         r.handle_request(n.key.id(), Request::Push(vec![n.signed(1)]), NOW_MS),
-        Inbound::Answer(Response::Ack)
+        Inbound::Answer(Answer(Response::Ack))
     );
     assert!(r.is_member(&n.key.id(), NOW_MS));
     let out = drain(&mut r);
@@ -193,7 +193,9 @@ fn two_replicas_converge_and_every_message_is_counted() {
                 };
                 sent.0 += 1;
                 sent.1 += request.payload_len() as u64;
-                if let Inbound::Answer(response) = to.handle_request(*from_id, request, NOW_MS) {
+                if let Inbound::Answer(Answer(response)) =
+                    to.handle_request(*from_id, request, NOW_MS)
+                {
                     sent.0 += 1;
                     sent.1 += response.payload_len() as u64;
                     from.handle_response(*to_id, response, NOW_MS);
@@ -263,12 +265,12 @@ fn a_revoked_member_is_shown_why_and_nothing_else() {
     let answer = r.handle_request(b.key.id(), Request::Pull(vec![a.key.id()]), NOW_MS);
     assert_eq!(
         answer,
-        Inbound::Answer(Response::Revoked(vec![proof.clone()]))
+        Inbound::Answer(Answer(Response::Revoked(vec![proof.clone()])))
     );
     let again = r.handle_request(b.key.id(), Request::Pull(vec![a.key.id()]), NOW_MS);
     assert_eq!(
         again,
-        Inbound::Answer(Response::NotMember),
+        Inbound::Answer(Answer(Response::NotMember)),
         "once per connection"
     );
     // b's side: it checks the proof and knows.
@@ -326,14 +328,16 @@ fn joins_for_another_inviter_are_forwarded_only_between_members() {
         matches!(theirs, Inbound::Forward { inviter, subject, .. } if inviter == b.key.id() && subject == newcomer)
     );
     let gone = r.handle_request(newcomer, Request::Join(join(Some(newcomer))), NOW_MS);
-    assert!(matches!(gone, Inbound::Answer(Response::Refused(w)) if w.contains("no longer part")));
+    assert!(
+        matches!(gone, Inbound::Answer(Answer(Response::Refused(w))) if w.contains("no longer part"))
+    );
     // Only a member may pass a join on, and it names the newcomer.
     let forwarded = Request::ForwardedJoin {
         subject: newcomer,
         join: join(Some(a.key.id())),
     };
     let stranger = r.handle_request(newcomer, forwarded.clone(), NOW_MS);
-    assert_eq!(stranger, Inbound::Answer(Response::NotMember));
+    assert_eq!(stranger, Inbound::Answer(Answer(Response::NotMember)));
     let member = r.handle_request(b.key.id(), forwarded, NOW_MS);
     assert!(matches!(member, Inbound::Join { subject, .. } if subject == newcomer));
 }
@@ -371,4 +375,18 @@ fn a_full_batch_of_records_is_followed_by_another_exchange_at_once() {
     let out = drain(&mut r);
     assert_eq!(summaries(&out), 1, "{out:?}");
     assert_eq!(to(&out, &b.key.id()), 1);
+}
+
+#[test]
+fn an_answer_made_outside_the_replica_is_counted_once() {
+    let net = TestNetwork::new(9);
+    let mut r = Replica::new(net.ledger(), net.member(1).key.id());
+    let before = r.traffic();
+    let answer = r.answer(Response::Refused("busy".into()));
+    let after = r.traffic();
+    assert_eq!(after.out_messages, before.out_messages + 1);
+    assert_eq!(
+        after.out_bytes - before.out_bytes,
+        answer.0.payload_len() as u64
+    );
 }
