@@ -16,6 +16,7 @@ pub mod agreement;
 pub mod cert;
 pub mod cidr;
 pub mod contact;
+pub mod federations;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fixture;
 pub mod hex;

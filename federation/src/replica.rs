@@ -519,145 +519,6 @@ impl Replica {
         }
     }
 
-    /// A partner member answered it does not know us (it restarted, or was
-    /// revoked and we do not know it yet): it is not asked while others
-    /// are, and another member of its network is asked at once.
-    fn stranger(&mut self, from: NodeId, now_ms: u64) {
-        if self.strangers.len() >= MAX_STRANGERS {
-            self.strangers.clear();
-        }
-        let network = self
-            .partners
-            .networks()
-            .find(|n| self.partners.is_member(n, &from, now_ms))
-            .copied();
-        if let Some(network) = network.filter(|_| self.strangers.insert(from)) {
-            self.sync_partner(&network, now_ms, 0);
-        }
-    }
-
-    /// The partner network of `agreement` whose active member `from` is,
-    /// if we answer for our network (we are an active member ourselves).
-    fn partner_of(
-        &self,
-        from: &NodeId,
-        agreement: &[u8; 16],
-        now_ms: u64,
-    ) -> Option<crate::agreement::Agreement> {
-        let network = self.partners.network_of(agreement)?;
-        (self.standing(now_ms) == Some(Status::Active)
-            && self.partners.is_member(&network, from, now_ms))
-        .then(|| self.partners.agreement(&network).cloned())
-        .flatten()
-    }
-
-    /// A partner member's summary: its own record enters (if the agreement
-    /// lets it), then it gets the ranks of what our network exposes to its
-    /// network, in the buckets that differ.
-    fn partner_summary(
-        &mut self,
-        from: NodeId,
-        agreement: [u8; 16],
-        own: Option<&[u8]>,
-        summary: &Summary,
-        now_ms: u64,
-    ) -> Response {
-        if let Some(own) = own.filter(|o| SignedRecord::decode(o).is_ok_and(|r| r.writer == from)) {
-            if self.partners.network_of(&agreement).is_some()
-                && matches!(self.partners.ingest(own, now_ms), Ok(Some(_)))
-            {
-                self.partner_changed();
-            }
-        }
-        self.partner_versions(&from, agreement, now_ms, "partner summary", |exposed| {
-            sync::differing_of(exposed, summary)
-        })
-    }
-
-    /// A partner member asks for the leaves of a split: our exposed ranks
-    /// in them.
-    fn partner_leaves(
-        &mut self,
-        from: &NodeId,
-        agreement: [u8; 16],
-        leaves: &[sync::Leaf],
-        now_ms: u64,
-    ) -> Response {
-        self.partner_versions(from, agreement, now_ms, "partner leaves", |exposed| {
-            sync::leaves_of(exposed.into_iter(), leaves)
-        })
-    }
-
-    /// The answer to a partner's summary or leaves request: the ending if
-    /// our network ended `agreement`, "not a member" (counted as `what`)
-    /// if `from` may not ask, else `answer` of the (writer, rank) of what
-    /// our network exposes to `from`'s.
-    fn partner_versions(
-        &mut self,
-        from: &NodeId,
-        agreement: [u8; 16],
-        now_ms: u64,
-        what: &'static str,
-        answer: impl FnOnce(Vec<(NodeId, crate::record::Rank)>) -> sync::Versions,
-    ) -> Response {
-        if let Some(ended) = self.ending_of(&agreement) {
-            return ended;
-        }
-        let Some(a) = self.partner_of(from, &agreement, now_ms) else {
-            self.refuse(what);
-            return Response::NotMember;
-        };
-        let state = self.ledger.state();
-        let exposed = self
-            .ledger
-            .exposed_writers(&a, now_ms)
-            .into_iter()
-            .filter_map(|w| Some((w, state.rank(&w)?)))
-            .collect();
-        Response::PartnerVersions {
-            agreement,
-            versions: answer(exposed),
-        }
-    }
-
-    /// The answer to a partner under `agreement` if this network ended it:
-    /// the signed ending (it reveals nothing but the end and its time).
-    fn ending_of(&self, agreement: &[u8; 16]) -> Option<Response> {
-        self.ledger
-            .federations()
-            .iter()
-            .filter(|f| f.agreement.id() == *agreement)
-            .find_map(|f| f.ended.clone())
-            .map(|e| Response::Ended(Box::new(e)))
-    }
-
-    /// A partner member pulls records: those our network exposes to its.
-    fn partner_pull(
-        &mut self,
-        from: &NodeId,
-        agreement: [u8; 16],
-        writers: &[NodeId],
-        now_ms: u64,
-    ) -> Response {
-        if let Some(ended) = self.ending_of(&agreement) {
-            return ended;
-        }
-        let Some(a) = self.partner_of(from, &agreement, now_ms) else {
-            self.refuse("partner pull");
-            return Response::NotMember;
-        };
-        let exposed = self.ledger.exposed_writers(&a, now_ms);
-        let wanted: Vec<NodeId> = writers
-            .iter()
-            .filter(|w| exposed.contains(w))
-            .copied()
-            .collect();
-        Response::PartnerRecords {
-            agreement,
-            records: sync::records_of(self.ledger.state(), &wanted),
-        }
-    }
-
     /// The refusal for a non-member: a revoked node is shown the records
     /// that revoke it, once per connection (so it knows, and can check);
     /// anyone else learns nothing.
@@ -744,58 +605,11 @@ impl Replica {
             Response::PartnerVersions {
                 agreement,
                 versions,
-            } => match self.partners.network_of(&agreement) {
-                Some(network) => {
-                    self.strangers.remove(&from);
-                    let trusted = self.partners.is_member(&network, &from, now_ms);
-                    let (mirror, forgot) = self
-                        .partners
-                        .handle_versions(&network, &versions, trusted, now_ms);
-                    if forgot {
-                        self.partner_changed();
-                    }
-                    if !mirror.pull.is_empty() {
-                        self.request(
-                            from,
-                            Request::PartnerPull {
-                                agreement,
-                                writers: mirror.pull,
-                            },
-                        );
-                    }
-                    if !mirror.leaves.is_empty() {
-                        self.request(
-                            from,
-                            Request::PartnerLeaves {
-                                agreement,
-                                leaves: mirror.leaves,
-                            },
-                        );
-                    }
-                }
-                None => self.refuse("response"),
-            },
+            } => self.handle_partner_versions(from, agreement, &versions, now_ms),
             Response::PartnerRecords { records, .. } => {
-                let mut changed = false;
-                for r in records.iter().take(sync::MAX_BATCH) {
-                    changed |= matches!(self.partners.ingest(r, now_ms), Ok(Some(_)));
-                }
-                if changed {
-                    self.partner_changed();
-                }
+                self.handle_partner_records(&records, now_ms)
             }
-            Response::Ended(ending) => {
-                let checked = self
-                    .partners
-                    .network_of(&ending.agreement)
-                    .and_then(|n| self.partners.agreement(&n))
-                    .is_some_and(|a| ending.check(a).is_ok());
-                if !checked {
-                    self.refuse("response");
-                } else if self.events.len() < MAX_EVENTS {
-                    self.events.push_back(Event::PartnerEnded(ending));
-                }
-            }
+            Response::Ended(ending) => self.handle_ended(ending),
             Response::Ack => {}
             other => return Some(other),
         }
@@ -869,67 +683,6 @@ impl Replica {
         self.summary_to(pick);
     }
 
-    /// One summary to a random member of each connected partner network
-    /// (an exposed member it sent us, else a contact our members recorded).
-    fn sync_partners(&mut self, now_ms: u64, rng: &mut impl RngCore) {
-        self.rounds = self.rounds.wrapping_add(1);
-        if self.rounds.is_multiple_of(STRANGERS_KEPT_ROUNDS) {
-            // Who did not know us may have learned since.
-            self.strangers.clear();
-        }
-        for network in self.roster(now_ms).connected_networks().to_vec() {
-            self.sync_partner(&network, now_ms, rng.next_u32());
-        }
-    }
-
-    /// One summary to a member of partner `network`: an exposed member
-    /// that knows us (picked by `pick`), else a contact our members
-    /// recorded; our own record goes with it when the member may not know
-    /// us.
-    fn sync_partner(&mut self, network: &NetworkId, now_ms: u64, pick: u32) {
-        let (Some(own), Some(agreement), Some(summary), Some(ledger)) = (
-            self.ledger.state().get(&self.me).map(SignedRecord::encode),
-            self.partners.agreement(network).map(|a| a.id()),
-            self.partners.summary(network),
-            self.partners.ledger(network),
-        ) else {
-            return;
-        };
-        let exposed: Vec<NodeId> = ledger
-            .members(now_ms)
-            .iter()
-            .filter(|m| m.status == Status::Active)
-            .map(|m| m.id)
-            .collect();
-        let known: Vec<NodeId> = exposed
-            .iter()
-            .filter(|id| !self.strangers.contains(id))
-            .copied()
-            .collect();
-        // Exposed partner members mirror our network and know us; a
-        // contact may not (it may be unexposed, or not have synced).
-        let (candidates, with_own) = if !known.is_empty() {
-            (known, false)
-        } else if !exposed.is_empty() {
-            (exposed, true)
-        } else {
-            let contacts = self.ledger.partner_contacts(network, now_ms);
-            (contacts.into_iter().map(|c| c.id).collect(), true)
-        };
-        if candidates.is_empty() {
-            return;
-        }
-        let to = candidates[pick as usize % candidates.len()];
-        self.request(
-            to,
-            Request::PartnerSummary {
-                agreement,
-                own: with_own.then_some(own),
-                summary,
-            },
-        );
-    }
-
     /// When [`Replica::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.next_sync, self.next_partner_sync) {
@@ -954,6 +707,8 @@ impl Replica {
         self.events.pop_front()
     }
 }
+
+mod partner_sync;
 
 #[cfg(test)]
 mod tests;

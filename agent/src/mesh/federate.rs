@@ -10,6 +10,7 @@ use super::Mesh;
 use crate::api::{self, docs};
 use crate::statedir::now_ms;
 use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side};
+use federation::federations;
 use federation::ledger::Federation;
 use federation::protocol::Response;
 use federation::token::Contact;
@@ -135,24 +136,12 @@ impl Mesh {
         let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
         let key = self.authority_key(authority)?;
         let side = self.our_side(expose)?;
-        let known = self.replica.ledger().federations();
-        if known.iter().any(|f| f.agreement.id() == token.offer.id) {
-            return Err(
-                "this federation offer was already accepted: ask the other network for a new one"
-                    .to_string(),
-            );
-        }
-        if let Some(f) = known.iter().find(|f| {
-            f.active()
-                && f.agreement
-                    .other(&side.network)
-                    .is_some_and(|o| o.network == token.offer.offerer.network)
-        }) {
-            return Err(format!(
-                "this network is already federated with {}: end that agreement first (`cladnet federate end`)",
-                f.agreement.offer.offerer.name
-            ));
-        }
+        federations::may_accept(
+            self.replica.ledger().federations(),
+            &side.network,
+            &token.offer,
+        )
+        .map_err(|e| e.to_string())?;
         let agreement =
             Agreement::accept(&key, token.offer, side, now_ms()).map_err(|e| e.to_string())?;
         Ok(docs::Signed {
@@ -165,27 +154,13 @@ impl Mesh {
     /// Carries `agreement` in this node's record if it is one of this
     /// network's, valid, and the first for its offer.
     fn adopt(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Result<(), String> {
-        let us = self.state.network.id;
-        agreement.check().map_err(|e| e.to_string())?;
-        let other = agreement
-            .other(&us)
-            .ok_or("this agreement is not one of this network's")?
-            .network;
+        let known = self.replica.ledger().federations();
+        let other = federations::may_carry(known, &self.state.network.id, agreement)
+            .map_err(|e| e.to_string())?;
         if self.standing != Some(Status::Active) {
             return Err(
                 "the member reached is not in good standing in its network: try another".into(),
             );
-        }
-        if let Some(f) = self
-            .replica
-            .ledger()
-            .federations()
-            .iter()
-            .find(|f| f.agreement.id() == agreement.id())
-        {
-            if f.agreement != *agreement {
-                return Err("this federation offer was already accepted: ask the other network for a new one".into());
-            }
         }
         self.own.carry(agreement)?;
         self.own.remember_contacts(other, contacts);
@@ -236,39 +211,21 @@ impl Mesh {
         if self.standing != Some(federation::Status::Active) {
             return Response::NotMember;
         }
-        let known = self
-            .replica
-            .ledger()
-            .federations()
-            .iter()
-            .find(|f| f.agreement.id() == ending.agreement)
-            .map(|f| ending.check(&f.agreement));
-        match known {
-            Some(Ok(())) => match self.own.carry_ending(ending) {
-                Ok(()) => Response::Ack,
-                Err(why) => Response::Refused(why),
-            },
-            Some(Err(e)) => Response::Refused(e.to_string()),
-            None => Response::Refused("this network has no such agreement".into()),
+        let carried = federations::may_carry_ending(self.replica.ledger().federations(), &ending)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.own.carry_ending(ending));
+        match carried {
+            Ok(()) => Response::Ack,
+            Err(why) => Response::Refused(why),
         }
     }
 
     fn end(&mut self, org: &str, authority: Option<&str>) -> Result<docs::Ended, String> {
         let key = self.authority_key(authority)?;
         let us = self.state.network.id;
-        let f = self
-            .replica
-            .ledger()
-            .federations()
-            .iter()
-            .filter(|f| f.active())
-            .find(|f| {
-                f.agreement
-                    .other(&us)
-                    .is_some_and(|o| o.name == org || o.network.to_string() == org)
-            })
-            .cloned()
-            .ok_or_else(|| format!("this network has no agreement in force with {org:?}: see `cladnet federate list`"))?;
+        let f = federations::in_force_with(self.replica.ledger().federations(), &us, org)
+            .map_err(|e| e.to_string())?
+            .clone();
         let ending = Ending::sign(&key, &f.agreement, now_ms()).map_err(|e| e.to_string())?;
         self.own.carry_ending(ending.clone())?;
         let other = f.agreement.other(&us).map(|o| o.network).unwrap_or(us);
