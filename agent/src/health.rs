@@ -56,7 +56,7 @@ pub fn verdict(i: &Inputs) -> Verdict {
             String::new()
         };
         return bad(format!(
-            "needs attention: {} of {} members unreachable for over 2 minutes ({}{tail}); check that they run and that UDP 51820 and 51821 reach them, or revoke them",
+            "needs attention: {} of {} members unreachable for over 2 minutes ({}{tail}); check that they run and that their UDP ports (WireGuard and control plane, `cladnet members` lists them) reach them, or revoke them",
             i.down.len(),
             i.members,
             shown.join(", ")
