@@ -5,8 +5,8 @@
 //! takes it for its network, so the offering authority need not be online
 //! — and only then does this network carry it.
 
+use super::client;
 use crate::api::{docs, Request};
-use crate::client;
 use anyhow::{Context, Result};
 use federation::net::{Event, Shell};
 use federation::protocol::{Request as Ask, Response};
@@ -142,7 +142,7 @@ async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Res
                 Event::Failed { id, error, .. } if asked.remove(&id).is_some() => last_error = Some(error),
                 _ => {}
             },
-            _ = tokio::time::sleep_until(deadline) => anyhow::bail!(crate::commands::unreachable(contacts, last_error)),
+            _ = tokio::time::sleep_until(deadline) => anyhow::bail!(super::setup::unreachable(contacts, last_error)),
         }
     }
 }

@@ -54,7 +54,7 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
 /// that stopped while we asked it (its store is free once it has).
 pub fn set(dir: &Path, change: crate::change::Change) -> Result<String> {
     if let Some(a) = &change.advertise {
-        crate::commands::say_auto(a);
+        super::setup::say_auto(a);
     }
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(socket_path(dir)) {
         let request = Request::Set(change.clone());
