@@ -2,6 +2,7 @@
 //! runs from it). A refused join leaves no state behind, and only records
 //! the ledger accepts are stored.
 
+use super::args::NodeArgs;
 use crate::advertise::Advertise;
 use crate::inventory::scan;
 use crate::statedir::{now_ms, Settings, StateDir};
@@ -99,6 +100,23 @@ pub struct NodeOptions<'a> {
     pub advertise: &'a [Advertise],
     /// What the node says about itself (`--label K=V`).
     pub labels: &'a [(String, String)],
+}
+
+impl NodeArgs {
+    /// The options, with the host's name when `--name` is not given.
+    pub fn options(&mut self) -> Result<NodeOptions<'_>> {
+        if self.name.is_none() {
+            self.name = Some(host_node_name()?);
+        }
+        Ok(NodeOptions {
+            state: &self.state.state,
+            name: self.name.as_deref().unwrap_or_default(),
+            listen: self.listen,
+            control_listen: self.control_listen,
+            advertise: &self.advertise,
+            labels: &self.labels,
+        })
+    }
 }
 
 impl NodeOptions<'_> {
