@@ -1,11 +1,12 @@
 //! The command-line side of cladnet: the commands as parsed ([`args`]) and
 //! what each does. They reach the running agent only through its local
 //! API ([`crate::api`]); `join` and `federate` also talk to members of a
-//! network over the control plane. The `agent` command
+//! network over the control plane ([`conversation`]). The `agent` command
 //! itself is handed back to the caller, which runs the daemon.
 
 pub mod args;
 pub mod client;
+pub mod conversation;
 pub mod docgen;
 pub mod federate;
 pub mod render;

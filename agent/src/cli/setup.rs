@@ -3,6 +3,7 @@
 //! the ledger accepts are stored.
 
 use super::args::NodeArgs;
+use super::conversation::{Conversation, UNEXPECTED};
 use crate::advertise::Advertise;
 use crate::inventory::scan;
 use crate::statedir::{now_ms, Settings, StateDir};
@@ -11,11 +12,9 @@ use drivers::store::Store;
 use federation::addrspace;
 use federation::admission::CERT_TTL_MS;
 use federation::cert::{valid_name, Cert, Claim};
-use federation::joining::{Action, Joining};
 use federation::member::{AuthorityRecord, Body, MemberRecord};
-use federation::net::{Event, RequestId, Shell};
 use federation::protocol::{JoinRequest, Request, Response};
-use federation::token::{Contact, Invite};
+use federation::token::Invite;
 use federation::{address, Cidr, Ledger, Network, NodeId, NodeKey};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -327,13 +326,14 @@ fn join_into(
     let rt = crate::process::runtime()?;
     // Everything that can fail here fails before the invite is spent.
     let mut inventory = rt.block_on(scan(None, None))?;
-    let Admission {
-        mut shell,
-        member,
-        chain,
-        records,
-        taken,
-    } = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
+    let (
+        mut talk,
+        Admission {
+            chain,
+            records,
+            taken,
+        },
+    ) = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
     let (ledger, accepted) = admitted_state(network, &records, now);
     let authority = ledger
@@ -382,15 +382,11 @@ fn join_into(
     // The member that answered learns the newcomer now (and gossips it),
     // so members know it before its agent starts; the agent introduces
     // itself anyway.
-    let push = Request::Push(vec![own]);
-    let pushed = rt.block_on(async {
-        let id = shell.request(&member, &[], push)?;
-        answer(&mut shell, id, INTRODUCE_TIMEOUT).await
-    });
-    if !matches!(pushed, Some(Ok(Response::Ack))) {
+    let pushed = rt.block_on(talk.ask(&Request::Push(vec![own]), INTRODUCE_TIMEOUT));
+    if !matches!(pushed, Ok(Response::Ack)) {
         tracing::debug!("the member did not take this node's first record now: {pushed:?}");
     }
-    rt.block_on(shell.close(INTRODUCE_TIMEOUT));
+    rt.block_on(talk.close(INTRODUCE_TIMEOUT));
     println!(
         "joined network {} (id {}) as {} with address {address}\nstart it with: {}",
         authority.name,
@@ -420,10 +416,6 @@ fn admitted_state(
 
 /// What a member answered to a join.
 struct Admission {
-    /// The connection to it (and the others tried).
-    shell: Shell,
-    /// The member that answered.
-    member: NodeId,
     /// The newcomer's certificate chain.
     chain: Vec<Cert>,
     /// The first batch of the network's state.
@@ -432,17 +424,16 @@ struct Admission {
     taken: Vec<Ipv4Addr>,
 }
 
-/// Presents the invite: connects to the members the token names and asks
-/// the first that should be asked ([`Joining`]); one sentence if none can
-/// be reached.
+/// Presents the invite to the members the token names: the conversation,
+/// to go on with the member that admitted this node, and its answer.
 async fn ask_to_join(
     key: &NodeKey,
     invite: &Invite,
     wg: &netstack::PrivateKey,
     name: &str,
     address: Option<Ipv4Addr>,
-) -> Result<Admission> {
-    let mut shell = Shell::client(key.seed(), &invite.network)?;
+) -> Result<(Conversation, Admission)> {
+    let mut talk = Conversation::open(key, &invite.network, invite.contacts())?;
     let request = Request::Join(JoinRequest {
         network: invite.network,
         invite: invite.id,
@@ -452,122 +443,23 @@ async fn ask_to_join(
         address,
         inviter: Some(invite.inviter),
     });
-    let contacts = invite.contacts();
-    let mut joining = Joining::new(invite, tokio::time::Instant::now().into_std());
-    // The request out, to whom, and until when its answer is awaited.
-    let mut asked: Option<(RequestId, NodeId, tokio::time::Instant)> = None;
-    let mut last_error = None;
-    loop {
-        while let Some(action) = joining.poll_action() {
-            match action {
-                Action::Dial(member) => {
-                    if let Some(c) = contacts.iter().find(|c| c.id == member) {
-                        shell.dial(&c.id, &c.addrs);
-                    }
-                }
-                Action::Ask(member) => match shell.request(&member, &[], request.clone()) {
-                    Some(id) => {
-                        asked = Some((id, member, tokio::time::Instant::now() + JOIN_TIMEOUT))
-                    }
-                    None => anyhow::bail!(federation::token::TokenError::Malformed),
-                },
-                Action::GiveUp => anyhow::bail!(unreachable(&contacts, last_error)),
-            }
-        }
-        let wake = match (asked, joining.poll_timeout()) {
-            (Some((.., until)), _) => until,
-            (None, Some(t)) => tokio::time::Instant::from_std(t),
-            (None, None) => tokio::time::Instant::now() + JOIN_TIMEOUT,
-        };
-        let now = || tokio::time::Instant::now().into_std();
-        tokio::select! {
-            event = shell.next() => match event {
-                Event::Connected(id, _) => joining.handle_connected(id, now()),
-                Event::Response { id, from, response } if asked.is_some_and(|a| a.0 == id) => {
-                    return match response {
-                        Response::Admitted { chain, records, taken } => Ok(Admission { shell, member: from, chain, records, taken }),
-                        Response::Refused(why) => anyhow::bail!("{why}"),
-                        Response::NotMember | Response::Revoked(_) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
-                        _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
-                    };
-                }
-                Event::Failed { id, peer, error } if asked.is_some_and(|a| a.0 == id) => {
-                    tracing::debug!(peer = %peer.short(), "the join request failed: {error}");
-                    last_error = Some(error);
-                    asked = None;
-                    joining.handle_failed(peer, now());
-                }
-                _ => {}
+    match talk.ask(&request, JOIN_TIMEOUT).await? {
+        Response::Admitted {
+            chain,
+            records,
+            taken,
+        } => Ok((
+            talk,
+            Admission {
+                chain,
+                records,
+                taken,
             },
-            _ = tokio::time::sleep_until(wake) => match asked {
-                Some((_, member, _)) => anyhow::bail!("the member at {} did not answer the join within {}s: try again", endpoints_of(&contacts, &member), JOIN_TIMEOUT.as_secs()),
-                None => joining.handle_timeout(now()),
-            },
-        }
+        )),
+        Response::Refused(why) => anyhow::bail!("{why}"),
+        Response::NotMember | Response::Revoked(_) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
+        _ => anyhow::bail!(UNEXPECTED),
     }
-}
-
-/// The control endpoints the token gives for `member`.
-fn endpoints_of(contacts: &[Contact], member: &NodeId) -> String {
-    contacts
-        .iter()
-        .filter(|c| c.id == *member)
-        .flat_map(|c| &c.addrs)
-        .map(SocketAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The sentence for a token none of whose members answered: the
-/// addresses tried and the ports to open, as the token gives them.
-pub(crate) fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
-    let mut tried: Vec<String> = Vec::new();
-    let mut ports: Vec<u16> = Vec::new();
-    for a in contacts.iter().flat_map(|c| &c.addrs) {
-        if !tried.contains(&a.to_string()) {
-            tried.push(a.to_string());
-        }
-        if !ports.contains(&a.port()) {
-            ports.push(a.port());
-        }
-    }
-    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
-    let ports = match ports.split_last() {
-        None => "the control plane's UDP port".to_string(),
-        Some((one, [])) => format!("UDP port {one} (the control plane)"),
-        Some((last, rest)) => format!(
-            "UDP ports {} and {last} (the control plane)",
-            rest.join(", ")
-        ),
-    };
-    let why = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
-    format!(
-        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that {ports} and their WireGuard port are open to them (the cloud's firewall or security group)",
-        federation::joining::CONNECT_TIMEOUT.as_secs(),
-        if tried.is_empty() { "no address".into() } else { tried.join(", ") },
-    )
-}
-
-/// The answer to request `id` (`Err`: it failed, with why), or `None`
-/// after `timeout`.
-async fn answer(
-    shell: &mut Shell,
-    id: RequestId,
-    timeout: Duration,
-) -> Option<Result<Response, String>> {
-    tokio::time::timeout(timeout, async {
-        loop {
-            match shell.next().await {
-                Event::Response {
-                    id: got, response, ..
-                } if got == id => return Ok(response),
-                Event::Failed { id: got, error, .. } if got == id => return Err(error),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .ok()
 }
 
 #[cfg(test)]
@@ -607,19 +499,5 @@ mod tests {
         assert_eq!(name_of_host("_db_").as_deref(), Some("db"));
         assert_eq!(name_of_host(&"x".repeat(80)).map(|n| n.len()), Some(63));
         assert_eq!(name_of_host("___"), None);
-    }
-
-    #[test]
-    fn an_unreachable_token_names_the_ports_it_tried() {
-        let contacts = [Contact {
-            id: TestNetwork::new(6).member(1).key.id(),
-            addrs: vec![
-                "198.18.0.1:4001".parse().unwrap(),
-                "198.18.0.2:4002".parse().unwrap(),
-            ],
-        }];
-        let said = unreachable(&contacts, None);
-        assert!(said.contains("UDP ports 4001 and 4002"), "{said}");
-        assert!(!said.contains("51821"), "{said}");
     }
 }
