@@ -9,6 +9,7 @@ pub mod client;
 pub mod conversation;
 pub mod docgen;
 pub mod federate;
+pub mod join;
 pub mod render;
 pub mod setup;
 
@@ -49,7 +50,7 @@ pub fn run(cli: Cli, run_agent: impl FnOnce(AgentArgs) -> Result<()>) -> Result<
             token,
             mut node,
             address,
-        } => setup::join(&node.options()?, &token, address),
+        } => join::join(&node.options()?, &token, address),
         Command::Invite {
             state,
             ttl,
@@ -182,7 +183,7 @@ pub fn run(cli: Cli, run_agent: impl FnOnce(AgentArgs) -> Result<()>) -> Result<
             if json {
                 println!("{}", serde_json::to_string(&show)?);
             } else {
-                print!("{}", crate::wg::show_text(&show));
+                print!("{}", render::show(&show));
             }
             Ok(())
         }
