@@ -73,6 +73,7 @@ fn agent(args: cli::args::AgentArgs) -> Result<()> {
     wg::run(config, &iface, &socket)
 }
 
+/// Refuses a name the kernel would not take for an interface.
 fn check_iface(iface: &str) -> Result<()> {
     if iface.is_empty() || iface.len() > 15 || iface.contains(['/', ' ']) {
         anyhow::bail!("interface name {iface:?} is invalid: use 1 to 15 characters without '/' or spaces (--iface NAME)");

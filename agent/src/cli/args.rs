@@ -219,6 +219,7 @@ pub enum Shell {
 /// Options of the query commands.
 #[derive(clap::Args)]
 pub struct QueryArgs {
+    /// `--state`.
     #[command(flatten)]
     pub state: StateArg,
     /// Print JSON.
@@ -234,6 +235,7 @@ pub struct QueryArgs {
 #[derive(clap::Args)]
 #[command(mut_arg("state", |a| a.help("State directory to create (keys, certificates, state)")))]
 pub struct NodeArgs {
+    /// `--state`.
     #[command(flatten)]
     pub state: StateArg,
     /// This node's name (a-z, 0-9, -; default: this host's name,
@@ -263,6 +265,7 @@ pub struct NodeArgs {
 /// Options of `set`.
 #[derive(clap::Args)]
 pub struct SetArgs {
+    /// `--state`.
     #[command(flatten)]
     pub state: StateArg,
     /// Addresses at which this node's ports are reached from outside,

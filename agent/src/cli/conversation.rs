@@ -140,6 +140,7 @@ impl Conversation {
     }
 }
 
+/// Now on tokio's clock, as [`Joining`] takes it.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
 }

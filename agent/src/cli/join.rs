@@ -52,6 +52,8 @@ pub fn join(opts: &NodeOptions, token: &str, pinned: Option<Ipv4Addr>) -> Result
     result
 }
 
+/// `join` into the fresh `store`: the member admits this node, then its
+/// state is written.
 fn join_into(
     store: Store,
     opts: &NodeOptions,
@@ -64,14 +66,12 @@ fn join_into(
     let rt = crate::process::runtime()?;
     // Everything that can fail here fails before the invite is spent.
     let mut inventory = rt.block_on(scan(None, None))?;
-    let (
+    let Admission {
         mut talk,
-        Admission {
-            chain,
-            records,
-            taken,
-        },
-    ) = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
+        chain,
+        records,
+        taken,
+    } = rt.block_on(ask_to_join(&key, invite, &wg, opts.name, pinned))?;
     let now = now_ms();
     let (ledger, accepted) = admitted_state(network, &records, now);
     let authority = ledger
@@ -154,6 +154,8 @@ fn admitted_state(
 
 /// What a member answered to a join.
 struct Admission {
+    /// The conversation, to go on with the member that answered.
+    talk: Conversation,
     /// The newcomer's certificate chain.
     chain: Vec<Cert>,
     /// The first batch of the network's state.
@@ -162,15 +164,15 @@ struct Admission {
     taken: Vec<Ipv4Addr>,
 }
 
-/// Presents the invite to the members the token names: the conversation,
-/// to go on with the member that admitted this node, and its answer.
+/// Presents the invite to the members the token names; what the one
+/// that admits this node answers.
 async fn ask_to_join(
     key: &NodeKey,
     invite: &Invite,
     wg: &netstack::PrivateKey,
     name: &str,
     address: Option<Ipv4Addr>,
-) -> Result<(Conversation, Admission)> {
+) -> Result<Admission> {
     let mut talk = Conversation::open(key, &invite.network, invite.contacts())?;
     let request = Request::Join(JoinRequest {
         network: invite.network,
@@ -186,14 +188,12 @@ async fn ask_to_join(
             chain,
             records,
             taken,
-        } => Ok((
+        } => Ok(Admission {
             talk,
-            Admission {
-                chain,
-                records,
-                taken,
-            },
-        )),
+            chain,
+            records,
+            taken,
+        }),
         Response::Refused(why) => anyhow::bail!("{why}"),
         Response::NotMember | Response::Revoked(_) => anyhow::bail!("the member you reached is no longer part of the network: ask another member for an invite"),
         _ => anyhow::bail!(UNEXPECTED),
