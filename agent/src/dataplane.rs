@@ -18,8 +18,6 @@ use std::thread::Thread;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
-/// Default MTU of the overlay: 1500 minus IPv6 + UDP + WireGuard overhead.
-pub const DEFAULT_MTU: u16 = 1420;
 /// Handshake messages per second before cookies are demanded from every
 /// source (netstack also demands one from a source past its own share).
 pub const HANDSHAKE_LOAD_LIMIT: u32 = 200;

@@ -6,14 +6,9 @@
 /// otherwise (the systemd unit's `StateDirectory=cladnet`).
 pub const DEFAULT_STATE: &str = "/var/lib/cladnet";
 
-/// The command that starts the node whose state is in `dir`.
-pub fn start_command(dir: &Path) -> String {
-    if dir == Path::new(DEFAULT_STATE) {
-        "systemctl enable --now cladnet (or in the foreground: cladnet agent)".into()
-    } else {
-        format!("cladnet agent --state {}", dir.display())
-    }
-}
+/// Default MTU of the overlay: 1500 minus IPv6 + UDP + WireGuard overhead
+/// (a new network's, and a wg-quick configuration's without `MTU`).
+pub const DEFAULT_MTU: u16 = 1420;
 
 use anyhow::{Context, Result};
 use drivers::store::{Store, Table};

@@ -5,7 +5,9 @@
 //! join on to the inviter, so the invite is spent only there). One member
 //! is asked at a time: a join is never presented twice, except after a
 //! request failed without an answer. With nobody reached within
-//! [`CONNECT_TIMEOUT`], it gives up.
+//! [`CONNECT_TIMEOUT`], it gives up. The same order serves any request
+//! to the members a token names ([`Joining::among`]: a federation's
+//! agreement handed to the other network).
 
 use crate::record::NodeId;
 use crate::token::Invite;
@@ -48,16 +50,23 @@ impl Joining {
     /// A join with `invite`, starting at `now` (the members are those of
     /// [`Invite::contacts`]): the inviter is dialed first.
     pub fn new(invite: &Invite, now: Instant) -> Self {
+        let named = invite.contacts().iter().map(|c| c.id).collect();
+        Self::among(invite.inviter, named, now)
+    }
+
+    /// Any other conversation with the members `named` (a token's),
+    /// starting at `now`, in the same order: `first` as the inviter.
+    pub fn among(first: NodeId, named: Vec<NodeId>, now: Instant) -> Self {
         Self {
-            inviter: invite.inviter,
-            named: invite.contacts().iter().map(|c| c.id).collect(),
+            inviter: first,
+            named,
             reached: Vec::new(),
             failed: BTreeSet::new(),
             asking: None,
             others_at: now + INVITER_GRACE,
             others_dialed: false,
             deadline: now + CONNECT_TIMEOUT,
-            next: VecDeque::from([Action::Dial(invite.inviter)]),
+            next: VecDeque::from([Action::Dial(first)]),
             done: false,
         }
     }

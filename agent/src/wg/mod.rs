@@ -87,37 +87,6 @@ pub fn show(device: &Device, iface: &Interface, now: Instant) -> docs::Show {
     }
 }
 
-/// A human-readable rendering of the `show` document.
-pub fn show_text(s: &docs::Show) -> String {
-    let mut out = format!(
-        "interface: {}\n  public key: {}\n  listening port: {}\n  mtu: {} (offload: {})\n",
-        s.interface, s.public_key, s.listen_port, s.mtu, s.offload
-    );
-    for p in &s.peers {
-        let hs = match p.last_handshake_ms {
-            Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
-            None => "never".into(),
-        };
-        out += &format!(
-            "\npeer: {}\n  endpoint: {}\n  allowed ips: {}\n  latest handshake: {hs}\n  transfer: {} B received, {} B sent\n",
-            p.public_key,
-            p.endpoint.as_deref().unwrap_or("(none)"),
-            p.allowed_ips.join(", "),
-            p.rx_bytes,
-            p.tx_bytes,
-        );
-    }
-    let c = &s.counters;
-    out += &format!(
-        "\ncounters: {} datagrams in, {} out, {} dropped\n",
-        c.rx_datagrams, c.tx_datagrams, c.dropped_total
-    );
-    for (k, v) in c.dropped.iter().filter(|(_, v)| **v > 0) {
-        out += &format!("  dropped {k}: {v}\n");
-    }
-    out
-}
-
 /// Runs the agent until a termination signal.
 pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     // Sockets and files the agent creates are root-only from the start.
@@ -126,7 +95,7 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
     for key in &config.ignored_keys {
         tracing::warn!("ignoring wg-quick key {key}: cladnet does not run scripts or change DNS/routing tables");
     }
-    let mtu = config.interface.mtu.unwrap_or(dataplane::DEFAULT_MTU);
+    let mtu = config.interface.mtu.unwrap_or(crate::statedir::DEFAULT_MTU);
     let node = build(&config, mtu);
     let own = node.device().public_key();
     if config.peers.iter().any(|p| PublicKey(p.public_key) == own) {

@@ -289,6 +289,37 @@ pub fn metrics(m: &docs::Metrics) -> String {
     out
 }
 
+/// `show` (of a `--wg-config` agent) as `wg show` lays it out.
+pub fn show(s: &docs::Show) -> String {
+    let mut out = format!(
+        "interface: {}\n  public key: {}\n  listening port: {}\n  mtu: {} (offload: {})\n",
+        s.interface, s.public_key, s.listen_port, s.mtu, s.offload
+    );
+    for p in &s.peers {
+        let hs = match p.last_handshake_ms {
+            Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+            None => "never".into(),
+        };
+        out += &format!(
+            "\npeer: {}\n  endpoint: {}\n  allowed ips: {}\n  latest handshake: {hs}\n  transfer: {} B received, {} B sent\n",
+            p.public_key,
+            p.endpoint.as_deref().unwrap_or("(none)"),
+            p.allowed_ips.join(", "),
+            p.rx_bytes,
+            p.tx_bytes,
+        );
+    }
+    let c = &s.counters;
+    out += &format!(
+        "\ncounters: {} datagrams in, {} out, {} dropped\n",
+        c.rx_datagrams, c.tx_datagrams, c.dropped_total
+    );
+    for (k, v) in c.dropped.iter().filter(|(_, v)| **v > 0) {
+        out += &format!("  dropped {k}: {v}\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

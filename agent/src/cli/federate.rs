@@ -5,18 +5,17 @@
 //! takes it for its network, so the offering authority need not be online
 //! — and only then does this network carry it.
 
+use super::client;
+use super::conversation::{Conversation, UNEXPECTED};
 use crate::api::{docs, Request};
-use crate::client;
 use anyhow::{Context, Result};
-use federation::net::{Event, Shell};
 use federation::protocol::{Request as Ask, Response};
 use federation::token::Contact;
 use federation::{NetworkId, NodeKey};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-/// How long the offering network's members are tried.
+/// How long a member of the other network has to answer.
 const DELIVER_TIMEOUT: Duration = federation::joining::CONNECT_TIMEOUT;
 
 /// The sentence for a missing `--expose`.
@@ -65,7 +64,7 @@ pub fn accept(
         contacts: signed.ours,
     };
     let offering = signed.agreement.offer.offerer.network;
-    crate::process::runtime()?.block_on(deliver(hand_over, &offering, &signed.contacts))?;
+    crate::process::runtime()?.block_on(deliver(hand_over, &offering, signed.contacts.clone()))?;
     let adopt = Request::FederateAdopt {
         agreement: Box::new(signed.agreement),
         contacts: signed.contacts,
@@ -95,7 +94,7 @@ pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
             .context("the agent named the other network oddly")?,
     );
     let tell = Ask::EndFederation(Box::new(ended.ending));
-    match crate::process::runtime()?.block_on(deliver(tell, &other, &ended.contacts)) {
+    match crate::process::runtime()?.block_on(deliver(tell, &other, ended.contacts)) {
         Ok(()) => println!("{} was told and ends it too", f.org),
         Err(e) => eprintln!(
             "WARNING: {} could not be told now ({e:#}); its members learn of the end the next time one of them reaches this network",
@@ -105,44 +104,18 @@ pub fn end(state: &Path, org: &str, authority: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Hands `request` to the first of `contacts` (members of `network`) that
-/// takes it; a contact that is no longer a member is passed over.
-async fn deliver(request: Ask, network: &NetworkId, contacts: &[Contact]) -> Result<()> {
-    let key = NodeKey::generate();
-    let mut shell = Shell::client(key.seed(), network)?;
-    for c in contacts {
-        shell.dial(&c.id, &c.addrs);
-    }
-    let deadline = tokio::time::Instant::now() + DELIVER_TIMEOUT;
-    let mut asked = BTreeMap::new();
-    let mut last_error = None;
-    let mut passed = 0;
+/// Hands `request` to a member of `network` among `contacts`; a contact
+/// that is no longer a member is passed over.
+async fn deliver(request: Ask, network: &NetworkId, contacts: Vec<Contact>) -> Result<()> {
+    let mut talk = Conversation::open(&NodeKey::generate(), network, contacts)?;
     loop {
-        tokio::select! {
-            event = shell.next() => match event {
-                Event::Connected(id, _) if contacts.iter().any(|c| c.id == id) && !asked.values().any(|a| *a == id) => {
-                    if let Some(rid) = shell.request(&id, &[], request.clone()) {
-                        asked.insert(rid, id);
-                    }
-                }
-                Event::Response { id, response, .. } if asked.contains_key(&id) => match response {
-                    Response::Ack => {
-                        shell.close(Duration::from_millis(500)).await;
-                        return Ok(());
-                    }
-                    Response::Refused(why) => anyhow::bail!("{why}"),
-                    Response::NotMember => {
-                        passed += 1;
-                        if passed >= contacts.len() {
-                            anyhow::bail!("none of the members it gave is a member any more");
-                        }
-                    }
-                    _ => anyhow::bail!("the member answered something unexpected; is it a cladnet agent of the same version?"),
-                },
-                Event::Failed { id, error, .. } if asked.remove(&id).is_some() => last_error = Some(error),
-                _ => {}
-            },
-            _ = tokio::time::sleep_until(deadline) => anyhow::bail!(crate::commands::unreachable(contacts, last_error)),
+        match talk.ask(&request, DELIVER_TIMEOUT).await? {
+            Response::Ack => break,
+            Response::Refused(why) => anyhow::bail!("{why}"),
+            Response::NotMember => talk.pass_over()?,
+            _ => anyhow::bail!(UNEXPECTED),
         }
     }
+    talk.close(Duration::from_millis(500)).await;
+    Ok(())
 }

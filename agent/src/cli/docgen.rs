@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Writes the completion script for `shell`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> Result<()> {
-    let mut cmd = crate::Cli::command();
+    let mut cmd = super::args::Cli::command();
     clap_complete::generate(shell, &mut cmd, "cladnet", out);
     Ok(())
 }
@@ -17,7 +17,7 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) ->
 /// into `dir`.
 pub fn manpages(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let cmd = crate::Cli::command();
+    let cmd = super::args::Cli::command();
     write_page(dir, "cladnet", cmd.clone())?;
     for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
         let name = format!("cladnet-{}", sub.get_name());

@@ -36,7 +36,7 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
             format!(
                 "the agent of {} is not running: start it with {}",
                 dir.display(),
-                crate::statedir::start_command(dir)
+                super::setup::start_command(dir)
             )
         } else {
             format!(
@@ -54,7 +54,7 @@ pub fn ask<T: DeserializeOwned>(dir: &Path, request: Request, via: Option<&str>)
 /// that stopped while we asked it (its store is free once it has).
 pub fn set(dir: &Path, change: crate::change::Change) -> Result<String> {
     if let Some(a) = &change.advertise {
-        crate::commands::say_auto(a);
+        super::setup::say_auto(a);
     }
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(socket_path(dir)) {
         let request = Request::Set(change.clone());
@@ -127,7 +127,11 @@ pub fn recommend(
 }
 
 /// `cladnet ping NODE`: echo requests over the overlay to a member, with
-/// the RTT of each reply and the path the tunnel takes.
+/// the RTT of each reply and the path the tunnel takes. The echo requests
+/// are this process's own, sent with [`crate::probe`] (the prober the
+/// agent measures its peers with; a client of the overlay like any
+/// other, it asks nothing of the agent): the one daemon-side module the
+/// CLI uses.
 pub fn ping(dir: &Path, who: &str, count: u32) -> Result<()> {
     let members: Vec<docs::Member> = ask(dir, Request::Members, None)?;
     let target = crate::lookup::find(
