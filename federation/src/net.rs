@@ -11,48 +11,25 @@
 //! threshold from the moment its connection is up, so no record is
 //! published, forwarded or offered to it and nothing it gossips is read.
 //! libp2p's types stop here: the rest of the agent sees node ids, socket
-//! addresses and the opaque [`RequestId`] and [`GossipTicket`].
+//! addresses and the opaque [`RequestId`] and [`GossipTicket`]. How the
+//! swarm is built and tuned is in `net/swarm.rs`.
 
 use crate::network::NetworkId;
 use crate::protocol::{Request, Response};
 use crate::record::NodeId;
 use futures::StreamExt;
-use libp2p::connection_limits::{self, ConnectionLimits};
-use libp2p::gossipsub::{
-    self, IdentTopic, MessageAcceptance, MessageAuthenticity, MessageId, PeerScoreParams,
-    PeerScoreThresholds,
-};
-use libp2p::identity::{self, Keypair};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId};
+use libp2p::identity;
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identify, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, Multiaddr, PeerId, Swarm};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use swarm::{Behaviour, BehaviourEvent};
 
-/// Largest gossip message (one record plus framing).
-const MAX_GOSSIP: usize = 64 * 1024;
-/// Largest request or response (a join answer carries the whole state).
-const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
-/// A QUIC connection silent this long is dead (keepalives every quarter).
-const QUIC_IDLE_TIMEOUT_MS: u32 = 4000;
-/// How long a request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections others open to us, at most: members keep about 24 each
-/// (spread at random), joiners one; more is someone flooding us.
-const MAX_INCOMING: u32 = 256;
-/// Incoming connections still in their handshake, at most.
-const MAX_PENDING_INCOMING: u32 = 64;
-/// Connections with one peer, at most (two dials crossing make two).
-const MAX_PER_PEER: u32 = 3;
-/// How long gossip keeps a peer it turned down out of its mesh. Short:
-/// a node just admitted is turned down until its record arrives, which
-/// takes a fraction of a second.
-const PRUNE_BACKOFF: Duration = Duration::from_secs(5);
-/// Members each member forwards gossip to (gossipsub's mesh degree D).
-const MESH_N: usize = 3;
 /// Gossipsub application score of a member: far above any penalty.
 const MEMBER_SCORE: f64 = 1000.0;
 /// Gossipsub application score of anyone else: far below the graylist
@@ -76,14 +53,6 @@ pub enum NetError {
         /// Why.
         reason: String,
     },
-}
-
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    limits: connection_limits::Behaviour,
-    gossipsub: gossipsub::Behaviour,
-    rr: request_response::cbor::Behaviour<Request, Response>,
-    identify: identify::Behaviour,
 }
 
 /// Which request an answer or failure belongs to.
@@ -210,120 +179,11 @@ impl Shell {
 
     /// A client's swarm (a node joining): requests only, no gossip. Were
     /// it to subscribe, members would turn its gossip down (it is no
-    /// member yet) and back off from its id for [`PRUNE_BACKOFF`], which
-    /// would slow gossip to its agent once it is one.
+    /// member yet) and back off from its id for
+    /// [`PRUNE_BACKOFF`](swarm::PRUNE_BACKOFF), which would slow gossip to
+    /// its agent once it is one.
     pub fn client(seed: [u8; 32], network: &NetworkId) -> Result<Shell, NetError> {
         Self::start(seed, network, None, false)
-    }
-
-    fn start(
-        seed: [u8; 32],
-        network: &NetworkId,
-        listen: Option<SocketAddr>,
-        gossip: bool,
-    ) -> Result<Shell, NetError> {
-        let mut seed = seed;
-        let keypair = Keypair::ed25519_from_bytes(&mut seed)
-            .map_err(|e| NetError::Identity(e.to_string()))?;
-        let topic = IdentTopic::new(format!("cladnet/{network}/records"));
-        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_quic_config(|mut c| {
-                // libp2p's QUIC does not migrate connections: after a NAT
-                // changes its address the connection is dead. Notice it
-                // within seconds so the node redials and re-learns its
-                // public endpoint quickly.
-                c.max_idle_timeout = QUIC_IDLE_TIMEOUT_MS;
-                c.keep_alive_interval = Duration::from_millis(u64::from(QUIC_IDLE_TIMEOUT_MS) / 4);
-                c
-            })
-            .with_behaviour(|key| {
-                let config = gossipsub::ConfigBuilder::default()
-                    .validation_mode(gossipsub::ValidationMode::Strict)
-                    .validate_messages()
-                    .max_transmit_size(MAX_GOSSIP)
-                    .heartbeat_interval(Duration::from_millis(700))
-                    // Every member is connected to every other: a record
-                    // published to all of them (flood publish) and then
-                    // forwarded along a mesh of 6-12 arrived 8-14 times at
-                    // each member. A mesh of 3-6 and no flood publish
-                    // still reaches everyone in ~log3(N) hops of
-                    // milliseconds; anti-entropy repairs the rest.
-                    .flood_publish(false)
-                    .mesh_n(MESH_N)
-                    .mesh_n_low(MESH_N - 1)
-                    .mesh_n_high(2 * MESH_N)
-                    .mesh_outbound_min(1)
-                    .gossip_lazy(MESH_N)
-                    .prune_backoff(PRUNE_BACKOFF)
-                    .graft_flood_threshold(PRUNE_BACKOFF / 2)
-                    .message_id_fn(|m| {
-                        MessageId::from(crate::protocol::gossip_id(&m.data).to_vec())
-                    })
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let mut gossipsub =
-                    gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)?;
-                // Scores only separate members from the rest: no topic
-                // scoring, and no penalty for sharing an address (VMs
-                // behind one NAT do).
-                let scores = PeerScoreParams {
-                    app_specific_weight: 1.0,
-                    ip_colocation_factor_weight: 0.0,
-                    ..PeerScoreParams::default()
-                };
-                gossipsub.with_peer_score(scores, PeerScoreThresholds::default())?;
-                let codec = request_response::cbor::codec::Codec::default()
-                    .set_request_size_maximum(MAX_MESSAGE)
-                    .set_response_size_maximum(MAX_MESSAGE);
-                let rr = request_response::Behaviour::with_codec(
-                    codec,
-                    [(
-                        StreamProtocol::new("/cladnet/sync/1"),
-                        ProtocolSupport::Full,
-                    )],
-                    request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-                );
-                let identify = identify::Behaviour::new(identify::Config::new(
-                    "/cladnet/1".into(),
-                    key.public(),
-                ));
-                let limits = connection_limits::Behaviour::new(
-                    ConnectionLimits::default()
-                        .with_max_established_incoming(Some(MAX_INCOMING))
-                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
-                        .with_max_established_per_peer(Some(MAX_PER_PEER)),
-                );
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Behaviour {
-                    limits,
-                    gossipsub,
-                    rr,
-                    identify,
-                })
-            })
-            .map_err(|e| NetError::Build(e.to_string()))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-            .build();
-        if gossip {
-            swarm
-                .behaviour_mut()
-                .gossipsub
-                .subscribe(&topic)
-                .map_err(|e| NetError::Build(e.to_string()))?;
-        }
-        if let Some(addr) = listen {
-            swarm
-                .listen_on(multiaddr(addr))
-                .map_err(|e| NetError::Listen {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
-        }
-        Ok(Shell {
-            swarm,
-            topic,
-            members: HashSet::new(),
-        })
     }
 
     /// Sets who may take part in gossip: these nodes, and nobody else.
@@ -561,35 +421,7 @@ impl Shell {
     }
 }
 
+mod swarm;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::NodeKey;
-
-    #[test]
-    fn endpoints_and_quic_multiaddrs_map_both_ways() {
-        for text in ["198.18.0.1:51821", "[2001:db8::1]:4433"] {
-            let addr: SocketAddr = text.parse().unwrap();
-            assert_eq!(socket_addr(&multiaddr(addr)), Some(addr));
-        }
-        assert_eq!(
-            multiaddr("198.18.0.1:51821".parse().unwrap()).to_string(),
-            "/ip4/198.18.0.1/udp/51821/quic-v1"
-        );
-        assert_eq!(socket_addr(&"/dns4/example/tcp/1".parse().unwrap()), None);
-    }
-
-    #[test]
-    fn node_and_peer_ids_map_both_ways() {
-        let k = NodeKey::generate();
-        let peer = peer_id(&k.id()).unwrap();
-        assert_eq!(node_id(&peer), Some(k.id()));
-        let mut seed = k.seed();
-        let kp = Keypair::ed25519_from_bytes(&mut seed).unwrap();
-        assert_eq!(
-            kp.public().to_peer_id(),
-            peer,
-            "the swarm's identity is the node key"
-        );
-    }
-}
+mod tests;

@@ -13,6 +13,11 @@
 //! [`Response::NotMember`] or ignored, and counted by kind
 //! ([`Replica::refused`]). Every message each way is counted
 //! ([`Replica::traffic`]).
+//!
+//! (About 710 lines: one state machine whose handlers each check the
+//! sender's membership against the state they guard, and those checks read
+//! best side by side; partner anti-entropy is in `replica/partner_sync.rs`,
+//! the tests in `replica/tests.rs`.)
 
 use crate::ledger::{Delta, Ledger, Status};
 use crate::network::NetworkId;

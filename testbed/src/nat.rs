@@ -50,6 +50,8 @@
 //! peer would then have to pick another port than q (the reply tuple is
 //! taken), so the peer's prediction would fail. Dropped in `input`, the
 //! entry is never confirmed — as on real NAT gateways, which drop silently.
+//!
+//! Flushing a router's conntrack table is in `nat/conntrack.rs`.
 
 use crate::lab::{Role, WAN_IF};
 use crate::{Lab, Node};
@@ -486,157 +488,9 @@ impl Lab {
         *site.wan.lock().unwrap_or_else(|e| e.into_inner()) = new;
         self.flush_site_conntrack(site)
     }
-
-    /// Flushes the conntrack table of the site's router (every NAT binding
-    /// and tracked flow; like `conntrack -F`, through ctnetlink directly so
-    /// no conntrack tool is needed).
-    pub fn flush_site_conntrack(&self, site: &Site) -> Result<()> {
-        self.in_netns(&site.router, flush_conntrack)?
-            .with_context(|| format!("flushing conntrack of site {}", site.name()))
-    }
 }
 
-/// `conntrack -F` for IPv4 in the calling thread's network namespace: an
-/// `IPCTNL_MSG_CT_DELETE` request without a tuple, acknowledged.
-fn flush_conntrack() -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
-    const IPCTNL_MSG_CT_DELETE: u16 = 2;
-    const NLMSG_ERROR: u16 = 2;
-    const HDR: usize = 16;
-
-    // SAFETY: plain socket(2); the result is checked and owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if raw < 0 {
-        bail!("netlink socket: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let tv = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    // SAFETY: valid fd, pointer/length of a live timeval.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
-    }
-    let seq: u32 = 1;
-    let mut msg = Vec::with_capacity(HDR + 4);
-    msg.extend_from_slice(&((HDR + 4) as u32).to_ne_bytes());
-    msg.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE).to_ne_bytes());
-    msg.extend_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes());
-    // nfgenmsg: family, version (NFNETLINK_V0), res_id (big endian)
-    msg.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
-    // SAFETY: an all-zero sockaddr_nl is valid (kernel, no groups).
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: valid fd; buffer and address pointers/lengths are live.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        bail!("netlink send: {}", std::io::Error::last_os_error());
-    }
-    let mut buf = vec![0u8; 8192];
-    loop {
-        // SAFETY: valid fd; `buf` is live and writable for its length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            bail!("netlink recv: {}", std::io::Error::last_os_error());
-        }
-        let data = &buf[..n as usize];
-        let mut off = 0;
-        while off + HDR <= data.len() {
-            let field = |at: usize, len: usize| &data[off + at..off + at + len];
-            let len = u32::from_ne_bytes(field(0, 4).try_into()?) as usize;
-            let typ = u16::from_ne_bytes(field(4, 2).try_into()?);
-            let mseq = u32::from_ne_bytes(field(8, 4).try_into()?);
-            if len < HDR || off + len > data.len() {
-                bail!("netlink: malformed answer");
-            }
-            if typ == NLMSG_ERROR && mseq == seq {
-                if len < HDR + 4 {
-                    bail!("netlink: short error message");
-                }
-                let err = i32::from_ne_bytes(field(HDR, 4).try_into()?);
-                if err == 0 {
-                    return Ok(());
-                }
-                bail!(
-                    "conntrack flush: {}",
-                    std::io::Error::from_raw_os_error(-err)
-                );
-            }
-            off += (len + 3) & !3;
-        }
-    }
-}
+mod conntrack;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subnets() {
-        assert_eq!(
-            parse_subnet("192.168.2.0/24").unwrap(),
-            ("192.168.2.0".parse().unwrap(), 24)
-        );
-        assert!(parse_subnet("10.0.0.0/8").is_ok());
-        assert!(parse_subnet("172.16.0.0/12").is_ok());
-        assert!(parse_subnet("172.31.7.0/24").is_ok());
-        assert!(parse_subnet("192.168.2.1/24").is_err(), "host bits");
-        assert!(parse_subnet("198.18.0.0/24").is_err(), "underlay");
-        assert!(parse_subnet("8.8.8.0/24").is_err(), "public");
-        assert!(parse_subnet("172.32.0.0/24").is_err(), "outside 172.16/12");
-        assert!(parse_subnet("192.168.0.0/15").is_err(), "prefix too short");
-        assert!(parse_subnet("10.0.0.0/31").is_err());
-        assert!(parse_subnet("10.0.0.0").is_err());
-    }
-
-    #[test]
-    fn rules_differ_by_kind_and_firewall() {
-        let net = "192.168.2.0/24";
-        let c = ruleset(NatKind::Cone, Firewall::Filtering, net, None);
-        let s = ruleset(NatKind::Symmetric, Firewall::Filtering, net, None);
-        assert!(c.contains("ip saddr 192.168.2.0/24 masquerade\n"));
-        assert!(s.contains("masquerade random,fully-random\n"));
-        assert!(c.contains("drop") && !c.contains("dnat to"));
-        let open = ruleset(NatKind::Cone, Firewall::Open, net, None);
-        assert!(
-            !open.contains("drop"),
-            "a bare NAT instance filters nothing"
-        );
-        let vm = Some("192.168.2.10".parse().unwrap());
-        let one = ruleset(NatKind::OneToOne, Firewall::Filtering, net, vm);
-        assert!(one.contains("dnat to 192.168.2.10") && one.contains("ct status dnat accept"));
-        assert!(
-            c.starts_with("table ip cladnet_nat\ndelete table ip cladnet_nat\n"),
-            "replaces"
-        );
-    }
-}
+mod tests;

@@ -1,15 +1,18 @@
 //! WireGuard-speaking tunnel daemons in a lab: cladnet itself, and the
 //! reference peers wireguard-go and boringtun-cli (configured with `wg
 //! setconf` over their UAPI socket, as /work/shared/peers/wg-common.sh does).
+//! The text of their configuration files is made in `wg/conf.rs`.
 
 use crate::lab::{describe_status, Lab, Node, Proc};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod conf;
+pub use conf::{full_mesh, IfaceConf, PeerConf};
 
 /// How long a daemon gets to bring its interface up.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -137,82 +140,6 @@ pub fn pubkey_with(prog: &Path, private: &str) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A `[Peer]` section.
-#[derive(Clone, Debug, Default)]
-pub struct PeerConf {
-    /// Base64 public key.
-    pub public_key: String,
-    /// Optional base64 preshared key.
-    pub preshared_key: Option<String>,
-    /// Optional endpoint.
-    pub endpoint: Option<SocketAddrV4>,
-    /// CIDRs.
-    pub allowed_ips: Vec<String>,
-    /// Seconds.
-    pub persistent_keepalive: Option<u16>,
-}
-
-/// A wg-quick style interface configuration.
-#[derive(Clone, Debug, Default)]
-pub struct IfaceConf {
-    /// Base64 private key.
-    pub private_key: String,
-    /// UDP port.
-    pub listen_port: u16,
-    /// Overlay addresses (CIDR).
-    pub addresses: Vec<String>,
-    /// MTU (None: implementation default, 1420 for cladnet).
-    pub mtu: Option<u32>,
-    /// Peers.
-    pub peers: Vec<PeerConf>,
-}
-
-impl IfaceConf {
-    /// wg-quick format (what `cladnet agent --wg-config` reads).
-    pub fn wg_quick(&self) -> String {
-        let mut s = String::from("[Interface]\n");
-        let _ = writeln!(s, "PrivateKey = {}", self.private_key);
-        let _ = writeln!(s, "ListenPort = {}", self.listen_port);
-        if !self.addresses.is_empty() {
-            let _ = writeln!(s, "Address = {}", self.addresses.join(", "));
-        }
-        if let Some(m) = self.mtu {
-            let _ = writeln!(s, "MTU = {m}");
-        }
-        s.push_str(&self.peers_text());
-        s
-    }
-
-    /// `wg setconf` format (no Address/MTU).
-    pub fn wg_setconf(&self) -> String {
-        let mut s = String::from("[Interface]\n");
-        let _ = writeln!(s, "PrivateKey = {}", self.private_key);
-        let _ = writeln!(s, "ListenPort = {}", self.listen_port);
-        s.push_str(&self.peers_text());
-        s
-    }
-
-    fn peers_text(&self) -> String {
-        let mut s = String::new();
-        for p in &self.peers {
-            let _ = writeln!(s, "\n[Peer]\nPublicKey = {}", p.public_key);
-            if let Some(k) = &p.preshared_key {
-                let _ = writeln!(s, "PresharedKey = {k}");
-            }
-            if let Some(e) = p.endpoint {
-                let _ = writeln!(s, "Endpoint = {e}");
-            }
-            if !p.allowed_ips.is_empty() {
-                let _ = writeln!(s, "AllowedIPs = {}", p.allowed_ips.join(", "));
-            }
-            if let Some(k) = p.persistent_keepalive {
-                let _ = writeln!(s, "PersistentKeepalive = {k}");
-            }
-        }
-        s
-    }
 }
 
 fn parse_v4_cidr(c: &str) -> Option<(u32, u8)> {
@@ -481,29 +408,6 @@ pub fn wg_dump_to_json(ifname: &str, dump: &str) -> Result<Value> {
     }))
 }
 
-/// Builds full-mesh configurations for `n` nodes: node i gets overlay
-/// `100.64.0.(i+1)/24`, port `port`, and every other node as a peer with
-/// its underlay endpoint and overlay /32.
-pub fn full_mesh(keys: &[KeyPair], underlay: &[Ipv4Addr], port: u16) -> Vec<IfaceConf> {
-    (0..keys.len())
-        .map(|i| IfaceConf {
-            private_key: keys[i].private.clone(),
-            listen_port: port,
-            addresses: vec![format!("100.64.0.{}/24", i + 1)],
-            mtu: None,
-            peers: (0..keys.len())
-                .filter(|j| *j != i)
-                .map(|j| PeerConf {
-                    public_key: keys[j].public.clone(),
-                    endpoint: Some(SocketAddrV4::new(underlay[j], port)),
-                    allowed_ips: vec![format!("100.64.0.{}/32", j + 1)],
-                    ..PeerConf::default()
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 /// Runs an iperf3 client in `client` against `server_ip` (a server must be
 /// listening there on port 5201) for `secs`; `reverse` = server sends.
 /// Returns the receiver-side bits per second.
@@ -588,46 +492,4 @@ pub fn iperf3_server(lab: &Lab, node: &Node, bind: Ipv4Addr) -> Result<Proc> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_cover() {
-        let n = parse_v4_cidr("100.64.0.1/24").expect("cidr");
-        assert!(covers(n, parse_v4_cidr("100.64.0.2/32").expect("cidr")));
-        assert!(!covers(n, parse_v4_cidr("100.64.1.2/32").expect("cidr")));
-        assert!(!covers(n, parse_v4_cidr("100.64.0.0/16").expect("cidr")));
-    }
-
-    #[test]
-    fn conf_text() {
-        let c = IfaceConf {
-            private_key: "PRIV".into(),
-            listen_port: 51820,
-            addresses: vec!["100.64.0.1/24".into()],
-            mtu: Some(1400),
-            peers: vec![PeerConf {
-                public_key: "PUB".into(),
-                endpoint: Some("198.18.0.2:51820".parse().expect("addr")),
-                allowed_ips: vec!["100.64.0.2/32".into()],
-                persistent_keepalive: Some(25),
-                ..PeerConf::default()
-            }],
-        };
-        let q = c.wg_quick();
-        assert!(q.contains("Address = 100.64.0.1/24\nMTU = 1400\n"));
-        assert!(q.contains("[Peer]\nPublicKey = PUB\nEndpoint = 198.18.0.2:51820\nAllowedIPs = 100.64.0.2/32\nPersistentKeepalive = 25\n"));
-        assert!(!c.wg_setconf().contains("Address"));
-    }
-
-    #[test]
-    fn dump_parse() -> Result<()> {
-        let d = "priv\tpubA\t51820\toff\npubB\t(none)\t198.18.0.2:51820\t100.64.0.2/32\t0\t10\t20\toff\n";
-        let v = wg_dump_to_json("x", d)?;
-        assert_eq!(v["listen_port"], 51820);
-        assert_eq!(v["peers"][0]["endpoint"], "198.18.0.2:51820");
-        assert!(v["peers"][0]["last_handshake_ms"].is_null());
-        assert_eq!(v["peers"][0]["tx_bytes"], 20);
-        Ok(())
-    }
-}
+mod tests;

@@ -5,6 +5,7 @@ use crate::member::AuthorityRecord;
 use crate::protocol::JoinRequest;
 use crate::record::NodeKey;
 use crate::token::{secret_hash, Issued, TokenError};
+use std::net::Ipv4Addr;
 
 const NOW: u64 = 1_000_000;
 
