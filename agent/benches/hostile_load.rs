@@ -105,7 +105,7 @@ fn run(m: &mut Mesh, total: usize, secs: u32) -> Result<()> {
     let captured = m.capture_real_datagrams(a, b)?;
     m.ping(a, b, FIRST_PING)?;
 
-    let mut rng = wire::Rng::from_time();
+    let mut rng = testbed::rng::Rng::from_time();
     let counts: Vec<(Hostile, usize)> = MIX.iter().map(|&(k, p)| (k, total * p / 100)).collect();
     let agent_pk = wire::decode_key(&m.keys[a].public)?;
     let set: Vec<Vec<u8>> = wire::hostile_set(&mut rng, agent_pk, &captured, &counts)?

@@ -115,7 +115,7 @@ fn main() -> Result<()> {
 
 fn run(net: &mut Net, names: &[&str]) -> Result<Figures> {
     let n = names.len();
-    let mut rng = testbed::wire::Rng::new(0x9E37_79B9_7F4A_7C15 ^ n as u64);
+    let mut rng = testbed::rng::Rng::new(0x9E37_79B9_7F4A_7C15 ^ n as u64);
     net.init(0, names[0])?;
     net.start(0)?;
     for (i, name) in names.iter().enumerate().skip(1) {

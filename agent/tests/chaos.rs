@@ -26,8 +26,8 @@ use common::net::{setup, Net};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+use testbed::rng::Rng;
 use testbed::serde_json::Value;
-use testbed::wire::Rng;
 use testbed::Lab;
 
 /// A setting from the environment, or its default.

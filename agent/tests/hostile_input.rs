@@ -31,7 +31,7 @@ fn run(m: &mut Mesh) -> Result<()> {
     let before = m.show(a)?;
     let inerr0 = m.lab.udp_snmp(&m.nodes[a], "InErrors")?;
     let agent_pk = wire::decode_key(&m.keys[a].public)?;
-    let mut rng = wire::Rng::from_time();
+    let mut rng = testbed::rng::Rng::from_time();
     let counts = [
         (Hostile::Garbage, 5000),
         (Hostile::TruncatedInit, 2500),

@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context, Result};
 use common::net::{setup, Net};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use testbed::wire::Rng;
+use testbed::rng::Rng;
 use testbed::Lab;
 
 /// Members that stay up the whole run (indices 0..LONG).

@@ -4,8 +4,7 @@
 //! UDP sender running inside a lab namespace.
 
 use crate::lab::{Lab, Node, UNDERLAY_IF};
-// Moved to `crate::rng`; agent tests and benches still name `testbed::wire::Rng`.
-pub use crate::rng::Rng;
+use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use blake2::digest::consts::U16;
