@@ -26,6 +26,23 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(first.contains(needle), "{args:?}: {err}");
 }
 
+/// `init --name a --cidr 100.64.0.0/24` into `state`, with `extra`
+/// arguments; what it printed.
+fn init_a(state: &str, extra: &[&str]) -> String {
+    let base = [
+        "init",
+        "--state",
+        state,
+        "--name",
+        "a",
+        "--cidr",
+        "100.64.0.0/24",
+    ];
+    let (ok, out, err) = cladnet(&[&base[..], extra].concat());
+    assert!(ok, "init: {err}");
+    out
+}
+
 fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("cladnet-cli-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -73,20 +90,10 @@ fn bad_tokens_names_and_states_are_refused_clearly() {
 fn init_twice_is_refused_and_a_stopped_agent_is_named() {
     let dir = temp_dir("twice");
     let state = dir.to_string_lossy().into_owned();
-    let (ok, out, err) = cladnet(&[
-        "init",
-        "--state",
+    let out = init_a(
         &state,
-        "--name",
-        "a",
-        "--cidr",
-        "100.64.0.0/24",
-        "--listen",
-        "127.0.0.1:1",
-        "--control-listen",
-        "127.0.0.1:2",
-    ]);
-    assert!(ok, "init: {err}");
+        &["--listen", "127.0.0.1:1", "--control-listen", "127.0.0.1:2"],
+    );
     assert!(out.contains("100.64.0.0/24"), "{out}");
     fails_with(
         &["init", "--state", &state, "--name", "a"],
@@ -188,16 +195,7 @@ fn the_authority_key_moves_out_of_the_state_directory() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("authority");
     let state = dir.join("state").to_string_lossy().into_owned();
-    let (ok, _, err) = cladnet(&[
-        "init",
-        "--state",
-        &state,
-        "--name",
-        "a",
-        "--cidr",
-        "100.64.0.0/24",
-    ]);
-    assert!(ok, "init: {err}");
+    init_a(&state, &[]);
     let taken = dir.join("taken");
     std::fs::write(&taken, "something\n").unwrap();
     let taken_s = taken.to_string_lossy().into_owned();
@@ -235,16 +233,7 @@ fn the_authority_key_moves_out_of_the_state_directory() {
 fn set_edits_a_node_whose_agent_stops_while_it_asks() {
     let dir = temp_dir("set-race");
     let state = dir.to_string_lossy().into_owned();
-    let (ok, _, err) = cladnet(&[
-        "init",
-        "--state",
-        &state,
-        "--name",
-        "a",
-        "--cidr",
-        "100.64.0.0/24",
-    ]);
-    assert!(ok, "init: {err}");
+    init_a(&state, &[]);
     // An agent that takes the connection and stops without an answer.
     let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).expect("bind");
     let stopping = std::thread::spawn(move || {
