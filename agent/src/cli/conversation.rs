@@ -192,7 +192,7 @@ fn unreachable(contacts: &[Contact], last_error: Option<String>) -> String {
     };
     let why = last_error.map_or(String::new(), |e| format!(" (last error: {e})"));
     format!(
-        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that {ports} and their WireGuard port are open to them (the cloud's firewall or security group)",
+        "cannot reach any member named in the token within {}s (tried {}){why}: check that their agents run and that {ports} and their WireGuard port (UDP 51820 unless set otherwise with --listen) are open to them (the cloud's firewall or security group)",
         CONNECT_TIMEOUT.as_secs(),
         if tried.is_empty() { "no address".into() } else { tried.join(", ") },
     )
