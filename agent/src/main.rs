@@ -15,7 +15,6 @@ mod health;
 mod inventory;
 mod lookup;
 mod member;
-mod mesh;
 mod metadata;
 mod probe;
 mod process;

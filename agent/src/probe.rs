@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 /// Results kept per peer.
 const WINDOW: usize = 20;
 /// A round-robin probe without an answer after this long counts as lost
-/// (a peer watched closely gets a shorter time: see `mesh::paths`).
+/// (a peer watched closely gets a shorter time: see `daemon::paths`).
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most probes in flight (bounds the pending map).
 const MAX_PENDING: usize = 1024;

@@ -197,12 +197,19 @@ impl StateDir {
             .key
             .sign(version, Body::Member(record.clone()).to_bytes())
             .encode();
-        // One transaction: a crash leaves both copies old or both new.
-        self.store.put_across(&[
-            (Table::Meta, OWN, &bytes),
-            (Table::Records, &self.key.id().0, &bytes),
-        ])?;
+        self.store_own(&bytes)?;
         Ok(bytes)
+    }
+
+    /// Stores this node's signed record `bytes` durably: the own record
+    /// and its copy in the records table, in one transaction (a crash
+    /// leaves both old or both new).
+    pub fn store_own(&self, bytes: &[u8]) -> Result<()> {
+        self.store.put_across(&[
+            (Table::Meta, OWN, bytes),
+            (Table::Records, &self.key.id().0, bytes),
+        ])?;
+        Ok(())
     }
 
     /// Moves the authority key out of the state directory into a new file

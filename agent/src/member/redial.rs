@@ -95,27 +95,6 @@ mod tests {
     use super::*;
     use federation::fixture::TestNetwork;
 
-    /// A seeded xorshift64 generator: the same shuffles every run.
-    struct Seeded(u64);
-    impl RngCore for Seeded {
-        fn next_u32(&mut self) -> u32 {
-            (self.next_u64() >> 32) as u32
-        }
-        fn next_u64(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            rand_core::impls::fill_bytes_via_next(self, dest);
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
-    }
-
     fn network(n: u8) -> federation::Ledger {
         let net = TestNetwork::new(9);
         let mut ledger = net.ledger();
@@ -127,8 +106,8 @@ mod tests {
         ledger
     }
 
-    fn rng() -> Seeded {
-        Seeded(0x9e37_79b9_7f4a_7c15)
+    fn rng() -> testbed::rng::Rng {
+        testbed::rng::Rng::new(0x9e37_79b9_7f4a_7c15)
     }
 
     #[test]

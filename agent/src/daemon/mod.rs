@@ -1,7 +1,18 @@
 //! The agent as a network member: loads the state directory, creates the
 //! TUN interface, binds the sockets, starts the data plane, the control
-//! plane and the local sockets, and runs the control loop until SIGINT,
-//! SIGTERM or `leave`.
+//! plane and the local sockets, and runs the event loop
+//! ([`event_loop::EventLoop`], which drives the sans-IO
+//! [`crate::member::Member`]) until SIGINT, SIGTERM or `leave`.
+
+mod answers;
+mod apply;
+mod auto;
+mod event_loop;
+mod names;
+mod paths;
+mod peers;
+mod read;
+mod storage;
 
 use crate::api::{self, LocalRequest};
 use crate::process::{runtime, shutdown_signal};
@@ -106,7 +117,7 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
         let http = crate::exposition::serve_http(metrics_listen, tx.clone());
         let local = serve_local(&local_socket, tx);
         let wg = serve_uapi_if_free(iface, data.clone(), port);
-        let mesh = crate::mesh::Mesh::new(crate::mesh::Parts {
+        let event_loop = event_loop::EventLoop::new(event_loop::Parts {
             state,
             shell,
             data: (data, events),
@@ -115,7 +126,7 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
             iface: tun.name().to_string(),
         })?;
         let r = tokio::select! {
-            r = mesh.run(rx, shutdown_signal()) => r,
+            r = event_loop.run(rx, shutdown_signal()) => r,
             r = local => r,
             r = wg => r,
             r = http => r,

@@ -4,36 +4,35 @@
 //! the record: exposure to federated networks follows in seconds on both
 //! sides. The rules live in `federation::admission`.
 
-use super::Mesh;
+use super::{find, LocalId, Member};
 use crate::api::{self, docs};
-use crate::statedir::now_ms;
 use federation::admission::{check_reissue, Admitter};
 use federation::cert::Cert;
 use federation::protocol::{Request as Ask, Response};
 use std::time::Instant;
-use tokio::sync::oneshot;
 
-impl Mesh {
+impl<R> Member<R> {
     /// Re-issues member `who`'s certificate with `tags` and hands it to
-    /// it (adopted at once if it is this node); `reply` gets the answer.
+    /// it (adopted at once if it is this node); local request `id` gets
+    /// the answer.
     pub(super) fn start_tag(
         &mut self,
+        id: LocalId,
         who: &str,
         tags: Vec<String>,
-        reply: oneshot::Sender<String>,
+        now: Instant,
+        now_ms: u64,
     ) {
-        let now_ms = now_ms();
-        let admits = self.state.authority.is_some();
-        let me = self.me();
+        let admits = self.identity.authority.is_some();
         let chain = self
             .own
             .may_admit(self.standing, admits)
-            .and_then(|()| self.with_view(|v| v.find(who)))
+            .and_then(|()| find(&self.replica, who, now_ms))
             .and_then(|target| {
                 let admitter = Admitter {
-                    key: &self.state.key,
+                    key: &self.identity.key,
                     chain: &self.own.record.chain,
-                    authority: self.state.authority.as_ref(),
+                    authority: self.identity.authority.as_ref(),
                 };
                 admitter
                     .reissue(self.replica.ledger(), &target, tags, now_ms)
@@ -41,34 +40,30 @@ impl Mesh {
                     .map_err(|e| e.to_string())
             });
         match chain {
-            Err(why) => {
-                let _ = reply.send(api::error(&why));
+            Err(why) => self.answer(id, api::error(&why)),
+            Ok((target, chain)) if target == self.me => {
+                let answer = self.adopt_reissued(chain, now_ms);
+                self.answer(
+                    id,
+                    answer.map_or_else(|why| api::error(&why), |t| api::answer(&t)),
+                );
+                self.flush(now, now_ms);
             }
-            Ok((target, chain)) if target == me => {
-                let answer = self.adopt_reissued(chain);
-                let _ = reply.send(answer.map_or_else(|why| api::error(&why), |t| api::answer(&t)));
-            }
-            Ok(_) if !self.via.has_room() => {
-                let _ = reply.send(api::error(
-                    "too many requests to other members in flight; try again",
-                ));
-            }
+            Ok(_) if !self.via.has_room() => self.answer(
+                id,
+                api::error("too many requests to other members in flight; try again"),
+            ),
             Ok((target, chain)) => {
-                let addrs = self.control_addrs(&target);
-                match self.ask(&target, &addrs, Ask::Reissue(chain)) {
-                    Some(rid) => self.via.sent(rid, reply, Instant::now()),
-                    None => {
-                        let _ = reply.send(api::error("that member has an invalid id"));
-                    }
-                }
+                let tag = self.ask(&target, now_ms, Ask::Reissue(chain));
+                self.via.sent(tag, id, now);
             }
         }
     }
 
     /// A re-issued chain for this node, handed over by an admitter: the
     /// answer to send back.
-    pub(super) fn reissued(&mut self, chain: Vec<Cert>) -> Response {
-        match self.adopt_reissued(chain) {
+    pub(super) fn reissued(&mut self, chain: Vec<Cert>, now_ms: u64) -> Response {
+        match self.adopt_reissued(chain, now_ms) {
             Ok(tagged) => Response::Answer(api::answer(&tagged)),
             Err(why) => Response::Refused(why),
         }
@@ -76,15 +71,14 @@ impl Mesh {
 
     /// A re-issued chain for this node: adopted if it checks out (its new
     /// tags), or why not.
-    fn adopt_reissued(&mut self, chain: Vec<Cert>) -> Result<docs::Tagged, String> {
-        let me = self.me();
+    fn adopt_reissued(&mut self, chain: Vec<Cert>, now_ms: u64) -> Result<docs::Tagged, String> {
         let current = self
             .own
             .record
             .chain
             .last()
             .ok_or("this node has no certificate yet")?;
-        check_reissue(self.replica.ledger(), &me, current, &chain, now_ms())
+        check_reissue(self.replica.ledger(), &self.me, current, &chain, now_ms)
             .map_err(|e| e.to_string())?;
         let tags = chain.last().map(|c| c.tags.clone()).unwrap_or_default();
         tracing::info!(?tags, "adopted a re-issued certificate");

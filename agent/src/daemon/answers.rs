@@ -433,33 +433,4 @@ impl View<'_> {
             .map(|r| (r.label().to_string(), c.dropped(*r)))
             .collect()
     }
-
-    /// The member `who` names (see [`crate::lookup`]): of this network or
-    /// a federated one connected to this node.
-    pub fn find(&self, who: &str) -> Result<NodeId, String> {
-        let docs = self.members();
-        let controls: BTreeMap<String, Vec<std::net::SocketAddr>> = self
-            .roster
-            .members(self.now_ms)
-            .iter()
-            .map(|m| (m.id.to_hex(), m.record.control.clone()))
-            .collect();
-        let found = crate::lookup::find(
-            who,
-            docs.iter().filter_map(|d| {
-                let control = controls.get(&d.id)?;
-                Some((
-                    d.id.as_str(),
-                    crate::lookup::Names {
-                        name: &d.name,
-                        org: &d.org,
-                        address: &d.address,
-                        id: &d.id,
-                        control,
-                    },
-                ))
-            }),
-        )?;
-        NodeId::from_hex(found).ok_or_else(|| "that member has an invalid id".into())
-    }
 }

@@ -1,4 +1,4 @@
-//! Federation agreements on this node, as glue: offers signed for this
+//! Federation agreements on this node: offers signed for this
 //! network, acceptances of another network's offer, agreements the other
 //! network delivers, endings, and the list. The rules (signatures, ranges,
 //! exposure, one agreement per offer) live in `federation::agreement` and
@@ -6,23 +6,22 @@
 //!
 //! [`Own`]: super::own::Own
 
-use super::Mesh;
+use super::Member;
 use crate::api::{self, docs};
-use crate::statedir::now_ms;
 use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side};
 use federation::federations;
 use federation::ledger::Federation;
 use federation::protocol::Response;
 use federation::token::Contact;
 use federation::{NodeKey, Status};
-use rand_core::{OsRng, RngCore};
+use rand_core::RngCore;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Longest offer life.
 const MAX_OFFER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-impl Mesh {
+impl<R> Member<R> {
     /// The authority key: the one given (hex seed from an exported file)
     /// or the one in the state directory.
     fn authority_key(&self, given: Option<&str>) -> Result<NodeKey, String> {
@@ -30,12 +29,12 @@ impl Mesh {
             Some(hex) => federation::hex::decode::<32>(hex.trim())
                 .map(|seed| NodeKey::from_seed(&seed))
                 .ok_or("the authority key given is not a key written by `cladnet authority export`")?,
-            None => match &self.state.authority {
+            None => match &self.identity.authority {
                 Some(k) => NodeKey::from_seed(&k.seed()),
                 None => return Err("this node does not hold the network's authority key: run this on the node that ran `init`, or give --authority FILE (written by `cladnet authority export`)".into()),
             },
         };
-        if key.id() != self.state.network.authority {
+        if key.id() != self.identity.network.authority {
             return Err("the authority key given belongs to another network".into());
         }
         if self.standing != Some(Status::Active) {
@@ -53,8 +52,8 @@ impl Mesh {
             "this node does not know its network's description yet: try again in a few seconds",
         )?;
         Ok(Side {
-            network: self.state.network.id,
-            authority: self.state.network.authority,
+            network: self.identity.network.id,
+            authority: self.identity.network.authority,
             name: authority.name.clone(),
             cidr: authority.cidr,
             exposes,
@@ -62,8 +61,8 @@ impl Mesh {
     }
 
     /// This node and up to three other members, with control endpoints.
-    fn contacts(&self) -> Vec<Contact> {
-        let (me, now_ms) = (self.me(), now_ms());
+    fn contacts(&self, now_ms: u64) -> Vec<Contact> {
+        let me = self.me;
         let connected: BTreeSet<_> = self.replica.connected().copied().collect();
         let mut contacts = vec![Contact {
             id: me,
@@ -84,8 +83,10 @@ impl Mesh {
         expose: &str,
         ttl: Duration,
         authority: Option<&str>,
+        now_ms: u64,
+        rng: &mut impl RngCore,
     ) -> String {
-        line(self.offer(expose, ttl, authority))
+        line(self.offer(expose, ttl, authority, now_ms, rng))
     }
 
     fn offer(
@@ -93,6 +94,8 @@ impl Mesh {
         expose: &str,
         ttl: Duration,
         authority: Option<&str>,
+        now_ms: u64,
+        rng: &mut impl RngCore,
     ) -> Result<docs::Offer, String> {
         if ttl.is_zero() || ttl > MAX_OFFER_TTL {
             return Err("--ttl must be between 1s and 30d".to_string());
@@ -100,15 +103,15 @@ impl Mesh {
         let key = self.authority_key(authority)?;
         let side = self.our_side(expose)?;
         let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
+        rng.fill_bytes(&mut id);
         let expires_ms =
-            now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let offer = Offer::sign(&key, id, side, expires_ms);
         Ok(docs::Offer {
             fingerprint: offer.fingerprint(),
             token: OfferToken {
                 offer,
-                contacts: self.contacts(),
+                contacts: self.contacts(now_ms),
             }
             .encode(),
             expires_ms,
@@ -123,8 +126,9 @@ impl Mesh {
         offer: &str,
         expose: &str,
         authority: Option<&str>,
+        now_ms: u64,
     ) -> String {
-        line(self.sign(offer, expose, authority))
+        line(self.sign(offer, expose, authority, now_ms))
     }
 
     fn sign(
@@ -132,6 +136,7 @@ impl Mesh {
         offer: &str,
         expose: &str,
         authority: Option<&str>,
+        now_ms: u64,
     ) -> Result<docs::Signed, String> {
         let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
         let key = self.authority_key(authority)?;
@@ -143,11 +148,11 @@ impl Mesh {
         )
         .map_err(|e| e.to_string())?;
         let agreement =
-            Agreement::accept(&key, token.offer, side, now_ms()).map_err(|e| e.to_string())?;
+            Agreement::accept(&key, token.offer, side, now_ms).map_err(|e| e.to_string())?;
         Ok(docs::Signed {
             agreement,
             contacts: token.contacts,
-            ours: self.contacts(),
+            ours: self.contacts(now_ms),
         })
     }
 
@@ -155,7 +160,7 @@ impl Mesh {
     /// network's, valid, and the first for its offer.
     fn adopt(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Result<(), String> {
         let known = self.replica.ledger().federations();
-        let other = federations::may_carry(known, &self.state.network.id, agreement)
+        let other = federations::may_carry(known, &self.identity.network.id, agreement)
             .map_err(|e| e.to_string())?;
         if self.standing != Some(Status::Active) {
             return Err(
@@ -173,12 +178,16 @@ impl Mesh {
         &mut self,
         agreement: &Agreement,
         contacts: Vec<Contact>,
+        now_ms: u64,
     ) -> String {
         let adopted = self.adopt(agreement, contacts).map(|()| {
-            self.federation_doc(&Federation {
-                agreement: agreement.clone(),
-                ended: None,
-            })
+            self.federation_doc(
+                &Federation {
+                    agreement: agreement.clone(),
+                    ended: None,
+                },
+                now_ms,
+            )
         });
         line(adopted)
     }
@@ -186,7 +195,7 @@ impl Mesh {
     /// Another network delivers an agreement accepting one of this
     /// network's offers.
     pub(super) fn federated(&mut self, agreement: &Agreement, contacts: Vec<Contact>) -> Response {
-        if agreement.offer.offerer.network != self.state.network.id {
+        if agreement.offer.offerer.network != self.identity.network.id {
             return Response::Refused("this agreement answers an offer of another network: give it to a member of the network that offered".into());
         }
         match self.adopt(agreement, contacts) {
@@ -200,8 +209,13 @@ impl Mesh {
 
     /// `federate end ORG`: this network's authority ends the agreement with
     /// the network named (by name or id).
-    pub(super) fn federate_end(&mut self, org: &str, authority: Option<&str>) -> String {
-        line(self.end(org, authority))
+    pub(super) fn federate_end(
+        &mut self,
+        org: &str,
+        authority: Option<&str>,
+        now_ms: u64,
+    ) -> String {
+        line(self.end(org, authority, now_ms))
     }
 
     /// The other network of an agreement ended it.
@@ -220,37 +234,45 @@ impl Mesh {
         }
     }
 
-    fn end(&mut self, org: &str, authority: Option<&str>) -> Result<docs::Ended, String> {
+    fn end(
+        &mut self,
+        org: &str,
+        authority: Option<&str>,
+        now_ms: u64,
+    ) -> Result<docs::Ended, String> {
         let key = self.authority_key(authority)?;
-        let us = self.state.network.id;
+        let us = self.identity.network.id;
         let f = federations::in_force_with(self.replica.ledger().federations(), &us, org)
             .map_err(|e| e.to_string())?
             .clone();
-        let ending = Ending::sign(&key, &f.agreement, now_ms()).map_err(|e| e.to_string())?;
+        let ending = Ending::sign(&key, &f.agreement, now_ms).map_err(|e| e.to_string())?;
         self.own.carry_ending(ending.clone())?;
         let other = f.agreement.other(&us).map(|o| o.network).unwrap_or(us);
         Ok(docs::Ended {
-            contacts: self.replica.ledger().partner_contacts(&other, now_ms()),
-            federation: self.federation_doc(&Federation {
-                agreement: f.agreement,
-                ended: Some(ending.clone()),
-            }),
+            contacts: self.replica.ledger().partner_contacts(&other, now_ms),
+            federation: self.federation_doc(
+                &Federation {
+                    agreement: f.agreement,
+                    ended: Some(ending.clone()),
+                },
+                now_ms,
+            ),
             ending,
         })
     }
 
     /// `federate list`.
-    pub(super) fn federate_list(&self) -> Vec<docs::Federation> {
+    pub(super) fn federate_list(&self, now_ms: u64) -> Vec<docs::Federation> {
         self.replica
             .ledger()
             .federations()
             .iter()
-            .map(|f| self.federation_doc(f))
+            .map(|f| self.federation_doc(f, now_ms))
             .collect()
     }
 
-    fn federation_doc(&self, f: &Federation) -> docs::Federation {
-        let us = self.state.network.id;
+    fn federation_doc(&self, f: &Federation, now_ms: u64) -> docs::Federation {
+        let us = self.identity.network.id;
         let a = &f.agreement;
         let (ours, theirs) = match (a.side(&us), a.other(&us)) {
             (Some(o), Some(t)) => (o, t),
@@ -273,7 +295,7 @@ impl Mesh {
                 .ledger(&theirs.network)
                 .filter(|_| f.active())
                 .map_or(0, |l| {
-                    l.members(now_ms())
+                    l.members(now_ms)
                         .iter()
                         .filter(|m| m.status == federation::Status::Active)
                         .count()

@@ -1,38 +1,34 @@
-//! Joins, as the control loop handles them: invites issued here (naming
-//! other members that forward joins), joins presented here (admitted by
+//! Joins, as a member handles them: invites issued here (naming other
+//! members that forward joins), joins presented here (admitted by
 //! [`super::invites`]), and joins for another member's invite, passed on
 //! to that member over the control plane with its answer relayed back (at
 //! most [`super::via::MAX_WAITING`] at once, each within
 //! [`super::via::TIMEOUT`]).
 
-use super::{invites, Mesh};
+use super::{invites, Member, Tag};
 use crate::api;
-use crate::statedir::now_ms;
 use federation::admission::Admitter;
-use federation::net::{Reply, RequestId};
 use federation::protocol::{JoinRequest, Request as Ask, Response};
 use federation::NodeId;
-use rand_core::OsRng;
-use std::collections::BTreeSet;
+use rand_core::RngCore;
 use std::time::Instant;
 
-impl Mesh {
+impl<R> Member<R> {
     /// `subject` presents an invite issued here: admitted or refused.
-    pub(super) fn admit(&mut self, subject: NodeId, join: &JoinRequest, reply: Reply) {
+    pub(super) fn admit(&mut self, subject: NodeId, join: &JoinRequest, now_ms: u64) -> Response {
         let admitter = Admitter {
-            key: &self.state.key,
+            key: &self.identity.key,
             chain: &self.own.record.chain,
-            authority: self.state.authority.as_ref(),
+            authority: self.identity.authority.as_ref(),
         };
-        let r = invites::admit(
-            &self.state.store,
+        invites::admit(
+            self.storage.as_mut(),
             &admitter,
             self.replica.ledger(),
             join,
             subject,
-            now_ms(),
-        );
-        self.reply(reply, r);
+            now_ms,
+        )
     }
 
     /// `subject` presents an invite of `inviter`: passed on to it.
@@ -41,7 +37,9 @@ impl Mesh {
         inviter: NodeId,
         subject: NodeId,
         join: JoinRequest,
-        reply: Reply,
+        reply: R,
+        now: Instant,
+        now_ms: u64,
     ) {
         if !self.joins.has_room() {
             let busy = Response::Refused(
@@ -50,20 +48,14 @@ impl Mesh {
             return self.reply(reply, busy);
         }
         tracing::info!(subject = %subject.short(), inviter = %inviter.short(), "passing a join on to its inviter");
-        let addrs = self.control_addrs(&inviter);
-        match self.ask(&inviter, &addrs, Ask::ForwardedJoin { subject, join }) {
-            Some(id) => self.joins.sent(id, reply, Instant::now()),
-            None => self.reply(
-                reply,
-                Response::Refused("the invite names an invalid member".into()),
-            ),
-        }
+        let tag = self.ask(&inviter, now_ms, Ask::ForwardedJoin { subject, join });
+        self.joins.sent(tag, reply, now);
     }
 
-    /// The inviter's answer to the join we passed on as `id` (or why
+    /// The inviter's answer to the join we passed on as `tag` (or why
     /// there is none): relayed to the newcomer.
-    pub(super) fn join_answered(&mut self, id: &RequestId, answer: Result<Response, String>) {
-        let Some(reply) = self.joins.answered(id) else {
+    pub(super) fn join_answered(&mut self, tag: &Tag, answer: Result<Response, String>) {
+        let Some(reply) = self.joins.answered(tag) else {
             return;
         };
         let response = match answer {
@@ -85,20 +77,25 @@ impl Mesh {
     }
 
     /// A new token (the answer line).
-    pub(super) fn invite(&mut self, terms: &invites::Terms) -> String {
-        let admits = self.state.authority.is_some();
-        let (me, now_ms) = (self.me(), now_ms());
-        let connected: BTreeSet<NodeId> = self.replica.connected().copied().collect();
+    pub(super) fn invite(
+        &mut self,
+        terms: &invites::Terms,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) -> String {
+        let admits = self.identity.authority.is_some();
+        let connected = self.connected();
         let members = federation::token::contacts(
             self.replica.ledger(),
-            &me,
+            &self.me,
             |id| connected.contains(id),
             now_ms,
         );
-        match self.own.may_admit(self.standing, admits).and_then(|()| {
-            self.own
-                .invite(&self.state, terms, members, now_ms, &mut OsRng)
-        }) {
+        let issued = self.own.may_admit(self.standing, admits).and_then(|()| {
+            let issue = invites::issue(self.storage.as_mut(), terms, now_ms, rng)?;
+            Ok(self.own.invite(&self.identity, terms, &issue, members))
+        });
+        match issued {
             Ok(doc) => api::answer(&doc),
             Err(why) => api::error(&why),
         }

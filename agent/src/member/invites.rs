@@ -1,11 +1,10 @@
-//! Invites this node issued, kept in its store (the secret's hash, expiry
+//! Invites this node issued, kept in its [`Storage`] (the secret's hash, expiry
 //! and uses left), and admission: a join presenting one is checked by the
 //! federation core ([`Admitter`]) and its use is spent only when
 //! everything else about the join was fine. A store that cannot be read is
 //! said as such, never mistaken for an unknown invite.
 
-use anyhow::{Context, Result};
-use drivers::store::{Store, Table};
+use super::Storage;
 use federation::admission::Admitter;
 use federation::protocol::{JoinRequest, Response};
 use federation::token::{secret_hash, Issued};
@@ -43,7 +42,7 @@ pub struct Issue {
 /// Stores a new invite on `terms`; refuses counts, lives and tags out of
 /// range with the sentence to show.
 pub fn issue(
-    store: &Store,
+    store: &mut dyn Storage,
     terms: &Terms,
     now_ms: u64,
     rng: &mut impl RngCore,
@@ -70,9 +69,9 @@ pub fn issue(
         tags: terms.tags.clone(),
     };
     serde_json::to_vec(&issued)
-        .map_err(anyhow::Error::from)
-        .and_then(|b| Ok(store.put(Table::Invites, &id, &b)?))
-        .map_err(|e| format!("cannot store the invite: {e:#}"))?;
+        .map_err(|e| e.to_string())
+        .and_then(|b| store.put_invite(&id, &b))
+        .map_err(|e| format!("cannot store the invite: {e}"))?;
     Ok(Issue {
         id,
         secret,
@@ -81,27 +80,27 @@ pub fn issue(
 }
 
 /// The invite `id` as stored, if any.
-fn stored(store: &Store, id: &[u8; 16]) -> Result<Option<Issued>> {
+fn stored(store: &dyn Storage, id: &[u8; 16]) -> Result<Option<Issued>, String> {
     store
-        .get(Table::Invites, id)?
-        .map(|b| serde_json::from_slice(&b).context("the stored invite is damaged"))
+        .invite(id)?
+        .map(|b| serde_json::from_slice(&b).map_err(|_| "the stored invite is damaged".to_string()))
         .transpose()
 }
 
 /// Answers a join: admitted (the use spent durably first) or refused with
 /// one sentence for the joiner.
 pub fn admit(
-    store: &Store,
+    store: &mut dyn Storage,
     admitter: &Admitter,
     ledger: &Ledger,
     req: &JoinRequest,
     from: NodeId,
     now_ms: u64,
 ) -> Response {
-    let issued = match stored(store, &req.invite) {
+    let issued = match stored(&*store, &req.invite) {
         Ok(i) => i,
         Err(e) => {
-            tracing::error!("cannot read the invites: {e:#}");
+            tracing::error!("cannot read the invites: {e}");
             return Response::Refused(
                 "the member you reached could not read its invites: try again, or ask another member".into(),
             );
@@ -110,10 +109,10 @@ pub fn admit(
     match admitter.admit(ledger, req, from, issued.as_ref(), now_ms) {
         Ok((spent, chain)) => {
             let saved = serde_json::to_vec(&spent)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| Ok(store.put(Table::Invites, &req.invite, &b)?));
+                .map_err(|e| e.to_string())
+                .and_then(|b| store.put_invite(&req.invite, &b));
             if let Err(e) = saved {
-                tracing::error!("cannot record the invite's use: {e:#}");
+                tracing::error!("cannot record the invite's use: {e}");
                 return Response::Refused(
                     "the member could not record the invite's use; try again".into(),
                 );
@@ -139,18 +138,11 @@ mod tests {
     use federation::fixture::TestNetwork;
     use federation::NodeKey;
 
-    fn scratch() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "cladnet-invites-{}-{}",
-            std::process::id(),
-            rand_core::OsRng.next_u64()
-        ));
-        (Store::create(&dir).expect("a scratch store"), dir)
-    }
+    use crate::member::tests::Memory;
 
     #[test]
     fn a_damaged_invite_is_said_as_such_and_refusals_spend_nothing() {
-        let (store, dir) = scratch();
+        let mut store = Memory::default();
         let net = TestNetwork::new(4);
         let a = net.member(1);
         let mut ledger = net.ledger();
@@ -160,7 +152,7 @@ mod tests {
             chain: &a.record.chain,
             authority: None,
         };
-        let issue = issue(&store, &terms(1, &["shared"]), 0, &mut rand_core::OsRng).unwrap();
+        let issue = issue(&mut store, &terms(1, &["shared"]), 0, &mut rand_core::OsRng).unwrap();
         let newcomer = NodeKey::generate().id();
         let mut req = JoinRequest {
             network: net.network.id,
@@ -173,7 +165,7 @@ mod tests {
         };
         // Taken address: refused, the use is not spent.
         assert!(
-            matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
+            matches!(admit(&mut store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
         );
         req.address = None;
         // Admitted: the invite's tags are in the newcomer's certificate.
@@ -181,7 +173,7 @@ mod tests {
             chain,
             records,
             taken,
-        } = admit(&store, &admitter, &ledger, &req, newcomer, 0)
+        } = admit(&mut store, &admitter, &ledger, &req, newcomer, 0)
         else {
             panic!("refused a good join");
         };
@@ -197,22 +189,18 @@ mod tests {
             Some(vec!["shared".to_string()])
         );
         assert!(
-            matches!(admit(&store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
+            matches!(admit(&mut store, &admitter, &ledger, &req, newcomer, 0), Response::Refused(w) if w.contains("already used"))
         );
         // A damaged entry is not "unknown".
-        store
-            .put(Table::Invites, &issue.id, b"\xff not json")
-            .unwrap();
-        let Response::Refused(why) = admit(&store, &admitter, &ledger, &req, newcomer, 0) else {
+        store.put_invite(&issue.id, b"\xff not json").unwrap();
+        let Response::Refused(why) = admit(&mut store, &admitter, &ledger, &req, newcomer, 0) else {
             panic!("admitted with a damaged invite");
         };
         assert!(why.contains("could not read its invites"), "{why}");
-        assert!(issue_err(&store, terms(0, &[])).contains("--uses"));
-        assert!(issue_err(&store, terms(MAX_USES + 1, &[])).contains("--uses"));
-        assert!(issue_err(&store, terms(1, &["Bad"])).contains("--tag"));
-        assert!(issue_err(&store, terms(1, &["a", "a"])).contains("--tag"));
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
+        assert!(issue_err(&mut store, terms(0, &[])).contains("--uses"));
+        assert!(issue_err(&mut store, terms(MAX_USES + 1, &[])).contains("--uses"));
+        assert!(issue_err(&mut store, terms(1, &["Bad"])).contains("--tag"));
+        assert!(issue_err(&mut store, terms(1, &["a", "a"])).contains("--tag"));
     }
 
     fn terms(uses: u32, tags: &[&str]) -> Terms {
@@ -223,7 +211,7 @@ mod tests {
         }
     }
 
-    fn issue_err(store: &Store, terms: Terms) -> String {
+    fn issue_err(store: &mut Memory, terms: Terms) -> String {
         issue(store, &terms, 0, &mut rand_core::OsRng)
             .err()
             .unwrap_or_default()

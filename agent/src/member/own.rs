@@ -8,8 +8,7 @@
 use super::invites;
 use crate::api::docs;
 use crate::inventory::Inventory;
-use crate::statedir::{Settings, StateDir};
-use crate::telemetry::{rss_kb, CpuSample};
+use crate::statedir::Settings;
 use federation::agreement::{Agreement, Ending};
 use federation::member::PartnerContacts;
 use federation::member::{
@@ -20,10 +19,9 @@ use federation::token::Contact;
 use federation::token::MAX_CONTACTS;
 use federation::NetworkId;
 use federation::{address, Ledger, NodeId, Status};
-use rand_core::RngCore;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The own record and its version.
 pub struct Own {
@@ -36,9 +34,17 @@ pub struct Own {
     /// ... and it is urgent (endpoints, address): push it to every
     /// connected member too, in case gossip's mesh is re-forming.
     pub urgent: bool,
-    /// CPU time at the last measurement, and when this node started.
-    cpu: CpuSample,
-    started: Instant,
+}
+
+/// What the daemon measured of this node's process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostSample {
+    /// CPU share since the last sample, in thousandths of a core.
+    pub cpu_permille: u32,
+    /// Resident memory in KiB.
+    pub rss_kb: u64,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
 }
 
 /// Where this node is reached from outside, besides its host addresses.
@@ -73,8 +79,6 @@ impl Own {
             version,
             dirty: false,
             urgent: false,
-            cpu: CpuSample::now(),
-            started: Instant::now(),
         }
     }
 
@@ -195,10 +199,10 @@ impl Own {
         Some((self.version, std::mem::take(&mut self.urgent)))
     }
 
-    /// Puts its CPU, memory and a rotating sample of `links` (all links
-    /// to its peers) in the record; returns when to measure again (the
-    /// interval grows with the network, so gossip stays flat).
-    pub fn measured(&mut self, links: Vec<Link>) -> Duration {
+    /// Puts its CPU, memory (`host`) and a rotating sample of `links` (all
+    /// links to its peers) in the record; returns when to measure again
+    /// (the interval grows with the network, so gossip stays flat).
+    pub fn measured(&mut self, host: HostSample, links: Vec<Link>, now_ms: u64) -> Duration {
         let n = links.len();
         // More peers than fit: publish a different slice each time.
         let skip = if n > MAX_LINKS {
@@ -215,13 +219,11 @@ impl Own {
             .skip(skip)
             .take(n.min(MAX_LINKS))
             .collect();
-        let (cpu_permille, next) = self.cpu.since();
-        self.cpu = next;
         self.record.metrics = Some(Metrics {
-            sampled_ms: crate::statedir::now_ms(),
-            uptime_s: self.started.elapsed().as_secs(),
-            cpu_permille,
-            rss_kb: rss_kb(),
+            sampled_ms: now_ms,
+            uptime_s: host.uptime_s,
+            cpu_permille: host.cpu_permille,
+            rss_kb: host.rss_kb,
             version: env!("CARGO_PKG_VERSION").into(),
             links,
         });
@@ -247,32 +249,30 @@ impl Own {
         Ok(())
     }
 
-    /// A new invite on `terms`, naming this node's control endpoints and
-    /// other `members` that forward joins.
+    /// The token of invite `issue` (stored on `terms`), naming this
+    /// node's control endpoints and other `members` that forward joins.
     pub fn invite(
         &self,
-        state: &StateDir,
+        identity: &super::Identity,
         terms: &invites::Terms,
+        issue: &invites::Issue,
         members: Vec<Contact>,
-        now_ms: u64,
-        rng: &mut impl RngCore,
-    ) -> Result<docs::Invite, String> {
-        let issue = invites::issue(&state.store, terms, now_ms, rng)?;
+    ) -> docs::Invite {
         let token = federation::token::Invite {
-            network: state.network.id,
-            authority: state.network.authority,
-            inviter: state.key.id(),
+            network: identity.network.id,
+            authority: identity.network.authority,
+            inviter: identity.key.id(),
             addrs: self.record.control.clone(),
             members,
             id: issue.id,
             secret: issue.secret,
             expires_ms: issue.expires_ms,
         };
-        Ok(docs::Invite {
+        docs::Invite {
             token: token.encode(),
             expires_ms: issue.expires_ms,
             uses: terms.uses,
-        })
+        }
     }
 
     /// Replaces what this node says about itself (`cladnet set --label`).

@@ -1,0 +1,462 @@
+//! Several members in fake time, joined by an in-memory shell: every
+//! request, answer, gossip and connection goes through the same
+//! `handle_*` and `poll_command` calls the daemon makes.
+
+use super::*;
+use crate::api::{self, docs};
+use federation::fixture::TestNetwork;
+use federation::protocol::JoinRequest;
+use std::collections::BTreeMap;
+
+/// A [`Storage`] in memory.
+#[derive(Default)]
+pub struct Memory {
+    own: Vec<u8>,
+    records: BTreeMap<NodeId, Vec<u8>>,
+    invites: BTreeMap<[u8; 16], Vec<u8>>,
+}
+
+impl Storage for Memory {
+    fn own(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.own = bytes.to_vec();
+        Ok(())
+    }
+    fn records(&mut self, records: &[(NodeId, Vec<u8>)]) -> Result<(), String> {
+        self.records.extend(records.iter().cloned());
+        Ok(())
+    }
+    fn invite(&self, id: &[u8; 16]) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.invites.get(id).cloned())
+    }
+    fn put_invite(&mut self, id: &[u8; 16], bytes: &[u8]) -> Result<(), String> {
+        self.invites.insert(*id, bytes.to_vec());
+        Ok(())
+    }
+    fn settings(&mut self, _: &Settings) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Where an answer goes in the lab: the asking node (or [`OUTSIDER`])
+/// and its tag.
+type Reply = (usize, Tag);
+
+/// Stands for a node that is no member (a newcomer joining).
+const OUTSIDER: usize = usize::MAX;
+
+struct Node {
+    member: Member<Reply>,
+    /// False once it stopped (or was stopped).
+    up: bool,
+    /// Requests to it are swallowed: it never answers.
+    silent: bool,
+    answers: BTreeMap<LocalId, String>,
+    /// Messages its shell carried out (requests, answers, gossip).
+    sent: u64,
+}
+
+/// Members of one network in fake time.
+struct Lab {
+    net: TestNetwork,
+    nodes: Vec<Node>,
+    now: Instant,
+    now_ms: u64,
+    rng: testbed::rng::Rng,
+    /// What outsiders were answered, by tag.
+    outside: BTreeMap<Tag, Response>,
+    next_local: LocalId,
+}
+
+fn settings() -> Settings {
+    Settings {
+        name: "m".into(),
+        listen: "0.0.0.0:51820".parse().unwrap(),
+        control_listen: "0.0.0.0:51821".parse().unwrap(),
+        advertise: vec![],
+        metrics_listen: None,
+        no_relay: false,
+    }
+}
+
+impl Lab {
+    /// `n` members (m1..mn, 100.64.0.1..), each knowing every record, all
+    /// connected to each other.
+    fn new(n: u8) -> Self {
+        let net = TestNetwork::new(7);
+        let members: Vec<_> = (1..=n).map(|i| net.member(i)).collect();
+        let now = Instant::now();
+        let now_ms = 1_000_000;
+        let nodes = members
+            .iter()
+            .map(|m| {
+                let mut ledger = net.ledger();
+                for other in &members {
+                    ledger.ingest(&other.signed(1), now_ms).unwrap();
+                }
+                let identity = Identity {
+                    key: federation::NodeKey::from_seed(&m.key.seed()),
+                    authority: None,
+                    network: net.network,
+                    settings: settings(),
+                };
+                let mut member =
+                    Member::new(identity, Box::<Memory>::default(), ledger, (m.record.clone(), 1), now);
+                let mut rng = testbed::rng::Rng::new(u64::from(m.record.address.octets()[3]));
+                member.start(now, now_ms, &mut rng);
+                Node {
+                    member,
+                    up: true,
+                    silent: false,
+                    answers: BTreeMap::new(),
+                    sent: 0,
+                }
+            })
+            .collect();
+        let mut lab = Lab {
+            net,
+            nodes,
+            now,
+            now_ms,
+            rng: testbed::rng::Rng::new(1),
+            outside: BTreeMap::new(),
+            next_local: 0,
+        };
+        lab.pump();
+        lab
+    }
+
+    fn index(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.member.me() == *id)
+    }
+
+    /// Carries out every command until nobody has anything to say.
+    fn pump(&mut self) {
+        for _ in 0..200 {
+            let mut any = false;
+            for i in 0..self.nodes.len() {
+                while let Some(c) = self.nodes[i].member.poll_command() {
+                    any = true;
+                    self.carry_out(i, c);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+        panic!("the members never went quiet");
+    }
+
+    fn carry_out(&mut self, i: usize, c: Command<Reply>) {
+        let (now, now_ms) = (self.now, self.now_ms);
+        let me = self.nodes[i].member.me();
+        if matches!(
+            c,
+            Command::Request { .. } | Command::Respond { .. } | Command::Publish(_)
+        ) {
+            self.nodes[i].sent += 1;
+        }
+        match c {
+            Command::Dial { id, .. } => {
+                if let Some(j) = self.index(&id).filter(|j| self.nodes[*j].up) {
+                    self.nodes[j].member.handle_connected(me, None, now, now_ms);
+                    self.nodes[i].member.handle_connected(id, None, now, now_ms);
+                }
+            }
+            Command::DialAddress(_) => {}
+            Command::Disconnect(id) => {
+                if let Some(j) = self.index(&id) {
+                    self.nodes[j].member.handle_disconnected(me, now, now_ms);
+                }
+                self.nodes[i].member.handle_disconnected(id, now, now_ms);
+            }
+            Command::Request {
+                tag, to, request, ..
+            } => match self.index(&to) {
+                Some(j) if self.nodes[j].up && self.nodes[j].silent => {}
+                Some(j) if self.nodes[j].up => {
+                    let rng = &mut self.rng;
+                    self.nodes[j]
+                        .member
+                        .handle_request(me, request, (i, tag), now, now_ms, rng);
+                }
+                _ => self.nodes[i]
+                    .member
+                    .handle_failed(tag, to, "unreachable", now, now_ms),
+            },
+            Command::Respond {
+                reply: (j, tag),
+                answer,
+            } => {
+                if j == OUTSIDER {
+                    self.outside.insert(tag, answer.0);
+                } else if self.nodes[j].up {
+                    self.nodes[j]
+                        .member
+                        .handle_response(tag, me, answer.0, now, now_ms);
+                }
+            }
+            Command::Publish(bytes) => {
+                for j in 0..self.nodes.len() {
+                    if j != i && self.nodes[j].up {
+                        self.nodes[j]
+                            .member
+                            .handle_gossip(&me, &bytes, now, now_ms);
+                    }
+                }
+            }
+            Command::Answer { id, line } => {
+                self.nodes[i].answers.insert(id, line);
+            }
+            Command::Read { asker, request } => {
+                let line = api::answer(&docs::Text {
+                    text: format!("{} read by {}", request.name(), self.nodes[i].member.own().record.name),
+                });
+                self.nodes[i].member.answered(asker, line);
+            }
+            Command::Exit => self.nodes[i].up = false,
+            Command::SetMembers(_) | Command::Apply | Command::Rescan | Command::LookUpAuto => {}
+        }
+    }
+
+    /// Node `i`'s local request: its answer line, once it came.
+    fn local(&mut self, i: usize, request: Request) -> LocalId {
+        self.next_local += 1;
+        let id = self.next_local;
+        let (now, now_ms) = (self.now, self.now_ms);
+        self.nodes[i]
+            .member
+            .handle_local(Asker::Local(id), request, now, now_ms, &mut self.rng);
+        self.pump();
+        id
+    }
+
+    fn answer(&self, i: usize, id: LocalId) -> Option<&str> {
+        self.nodes[i].answers.get(&id).map(String::as_str)
+    }
+
+    /// Moves fake time by `by`, running every member's timers on the way.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            let next = self
+                .nodes
+                .iter()
+                .filter(|n| n.up)
+                .map(|n| n.member.poll_timeout())
+                .min()
+                .unwrap_or(end)
+                .clamp(self.now + Duration::from_millis(1), end);
+            let step = next - self.now;
+            self.now = next;
+            self.now_ms += u64::try_from(step.as_millis()).unwrap();
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].up {
+                    let (now, now_ms) = (self.now, self.now_ms);
+                    self.nodes[i]
+                        .member
+                        .handle_timeout(now, now_ms, &mut self.rng);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    /// Every node counted exactly the messages its shell sent.
+    fn assert_counted(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let counted = n.member.replica().traffic().out_messages;
+            assert_eq!(counted, n.sent, "node {i} counted {counted}, sent {}", n.sent);
+        }
+    }
+
+    /// How node `i` sees member `of`.
+    fn status(&self, i: usize, of: usize) -> Option<Status> {
+        let id = self.nodes[of].member.me();
+        self.nodes[i]
+            .member
+            .replica()
+            .ledger()
+            .member(&id, self.now_ms)
+            .map(|m| m.status)
+    }
+
+    /// An invite issued by node `i`, as a join request for a newcomer.
+    fn join_request(&mut self, i: usize) -> JoinRequest {
+        let id = self.local(
+            i,
+            Request::Invite {
+                ttl_s: 600,
+                uses: 1,
+                tags: vec![],
+            },
+        );
+        let doc: docs::Invite = api::read_answer(self.answer(i, id).unwrap()).unwrap();
+        let token = federation::token::Invite::decode(&doc.token).unwrap();
+        JoinRequest {
+            network: self.net.network.id,
+            invite: token.id,
+            secret: token.secret,
+            wg_key: [42; 32],
+            name: "newcomer".into(),
+            address: None,
+            inviter: Some(token.inviter),
+        }
+    }
+
+    /// A newcomer presents `join` to node `at`; its answer comes under `tag`.
+    fn present(&mut self, at: usize, join: JoinRequest, tag: Tag) {
+        let newcomer = federation::NodeKey::from_seed(&[9; 32]).id();
+        let (now, now_ms) = (self.now, self.now_ms);
+        self.nodes[at].member.handle_request(
+            newcomer,
+            Ask::Join(join),
+            (OUTSIDER, tag),
+            now,
+            now_ms,
+            &mut self.rng,
+        );
+        self.pump();
+    }
+}
+
+#[test]
+fn a_join_presented_to_another_member_is_passed_on_to_its_inviter() {
+    let mut lab = Lab::new(3);
+    let join = lab.join_request(0);
+    lab.present(1, join.clone(), 1);
+    assert!(
+        matches!(lab.outside.get(&1), Some(Response::Admitted { .. })),
+        "{:?}",
+        lab.outside.get(&1)
+    );
+    // Spent once: the same invite again is refused, passed on or not.
+    lab.present(2, join, 2);
+    assert!(
+        matches!(lab.outside.get(&2), Some(Response::Refused(w)) if w.contains("already used")),
+        "{:?}",
+        lab.outside.get(&2)
+    );
+}
+
+#[test]
+fn a_join_whose_inviter_does_not_answer_is_refused_in_time() {
+    let mut lab = Lab::new(3);
+    let join = lab.join_request(0);
+    lab.nodes[0].silent = true;
+    lab.present(1, join, 1);
+    assert!(lab.outside.is_empty(), "nothing yet");
+    lab.advance(via::TIMEOUT + Duration::from_secs(1));
+    assert!(
+        matches!(lab.outside.get(&1), Some(Response::Refused(w)) if w.contains("did not answer")),
+        "{:?}",
+        lab.outside.get(&1)
+    );
+}
+
+#[test]
+fn a_via_query_is_answered_by_the_member_named_or_times_out() {
+    let mut lab = Lab::new(3);
+    let via = |target: &str| Request::Via {
+        target: target.into(),
+        request: Box::new(Request::Status),
+    };
+    let id = lab.local(0, via("m2"));
+    let line = lab.answer(0, id).unwrap().to_string();
+    assert!(line.contains("status read by m2"), "{line}");
+    lab.nodes[2].silent = true;
+    let id = lab.local(0, via("m3"));
+    assert_eq!(lab.answer(0, id), None, "waits");
+    lab.advance(via::TIMEOUT - Duration::from_millis(10));
+    assert_eq!(lab.answer(0, id), None, "still within its time");
+    lab.advance(Duration::from_millis(20));
+    let line = lab.answer(0, id).unwrap();
+    assert!(line.contains("did not answer in time"), "{line}");
+    let id = lab.local(0, via("nobody"));
+    assert!(lab.answer(0, id).unwrap().contains("no member is called"));
+}
+
+#[test]
+fn a_revoked_member_is_cut_off_and_stops_speaking() {
+    let mut lab = Lab::new(3);
+    let id = lab.local(0, Request::Revoke { node: "m2".into() });
+    assert!(!lab.answer(0, id).unwrap().contains("error"), "{:?}", lab.answer(0, id));
+    for i in 0..3 {
+        assert_eq!(lab.status(i, 1), Some(Status::Revoked), "as node {i} sees it");
+    }
+    assert!(!lab.nodes[1].member.is_active());
+    // It says nothing more about itself.
+    let version = |lab: &Lab| {
+        let b = lab.nodes[1].member.me();
+        lab.nodes[0].member.replica().ledger().member(&b, lab.now_ms).map(|m| m.version)
+    };
+    let before = version(&lab);
+    let labels = [("role".to_string(), "db".to_string())].into();
+    lab.local(
+        1,
+        Request::Set(crate::change::Change {
+            labels: Some(labels),
+            ..Default::default()
+        }),
+    );
+    lab.advance(Duration::from_secs(5));
+    assert_eq!(version(&lab), before);
+    // A revoked node invites nobody.
+    let id = lab.local(
+        1,
+        Request::Invite {
+            ttl_s: 60,
+            uses: 1,
+            tags: vec![],
+        },
+    );
+    assert!(lab.answer(1, id).unwrap().contains("revoked"));
+}
+
+#[test]
+fn a_retag_travels_with_the_record_and_a_self_retag_sends_nothing() {
+    let mut lab = Lab::new(2);
+    let id = lab.local(
+        0,
+        Request::Tag {
+            node: "m2".into(),
+            tags: vec!["db".into()],
+        },
+    );
+    let tagged: docs::Tagged = api::read_answer(lab.answer(0, id).unwrap()).unwrap();
+    assert_eq!(tagged.tags, vec!["db".to_string()]);
+    let b = lab.nodes[1].member.me();
+    let seen = lab.nodes[0]
+        .member
+        .replica()
+        .ledger()
+        .member(&b, lab.now_ms)
+        .map(|m| federation::ledger::leaf_tags(m.record).to_vec());
+    assert_eq!(seen, Some(vec!["db".to_string()]), "m1 holds m2's new record");
+    // Re-tagging itself: adopted at once, and no message counted that
+    // was never sent (it once counted one).
+    let id = lab.local(
+        0,
+        Request::Tag {
+            node: "m1".into(),
+            tags: vec!["edge".into()],
+        },
+    );
+    let tagged: docs::Tagged = api::read_answer(lab.answer(0, id).unwrap()).unwrap();
+    assert_eq!(tagged.tags, vec!["edge".to_string()]);
+    lab.assert_counted();
+}
+
+#[test]
+fn a_member_that_leaves_says_farewell_and_stops() {
+    let mut lab = Lab::new(3);
+    let id = lab.local(2, Request::Leave);
+    let left: docs::Left = api::read_answer(lab.answer(2, id).unwrap()).unwrap();
+    assert!(left.left);
+    assert!(lab.nodes[2].up, "keeps serving while its farewell spreads");
+    for i in 0..2 {
+        assert_eq!(lab.status(i, 2), Some(Status::Left), "as node {i} sees it");
+    }
+    lab.advance(FAREWELL + Duration::from_millis(10));
+    assert!(!lab.nodes[2].up, "stopped after its farewell");
+    lab.assert_counted();
+}
