@@ -18,6 +18,7 @@
 //!
 //! Everything needs root; tests call [`is_root`] and skip loudly otherwise.
 
+pub mod fake_time;
 mod lab;
 pub mod nat;
 pub mod rng;

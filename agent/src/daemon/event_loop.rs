@@ -8,7 +8,7 @@
 //! there.
 
 use super::answers::View;
-use super::{auto, names, paths, peers};
+use super::{auto, names, paths};
 use crate::api::{self, LocalRequest};
 use crate::dataplane::Shared;
 use crate::inventory::scan;
@@ -18,12 +18,10 @@ use crate::statedir::{now_ms, StateDir};
 use crate::telemetry::{rss_kb, CpuSample};
 use anyhow::Result;
 use drivers::netlink::Netlink;
-use federation::net::{Event, Reply, RequestId, Shell};
+use federation::net::{Reply, RequestId, Shell};
 use federation::NodeId;
 use futures::StreamExt;
-use netstack::asker::Outcome;
 use netstack::node::Event as NodeEvent;
-use netstack::PublicKey;
 use paths::Paths;
 use rand_core::OsRng;
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,14 +41,14 @@ const METRICS_FIRST: Duration = Duration::from_secs(8);
 const MAX_LOCAL: usize = 256;
 
 /// When the loop's own periodic work is due.
-struct Due {
+pub(super) struct Due {
     paths: Instant,
     /// Close probes and route decisions.
     watch: Instant,
     scan: Instant,
     metrics: Instant,
     /// Re-read the host after a burst of netlink events.
-    rescan: Option<Instant>,
+    pub(super) rescan: Option<Instant>,
 }
 
 /// Everything the event loop owns.
@@ -67,7 +65,7 @@ pub struct EventLoop {
     /// Requests the shell sent for the member: the member's tag of each
     /// (an entry leaves with its answer or failure, which the shell always
     /// reports).
-    sent: BTreeMap<RequestId, Tag>,
+    pub(super) sent: BTreeMap<RequestId, Tag>,
     /// Local requests waiting for the member's answer.
     locals: BTreeMap<LocalId, oneshot::Sender<String>>,
     next_local: LocalId,
@@ -79,7 +77,7 @@ pub struct EventLoop {
     pub(super) routed: BTreeSet<federation::Cidr>,
     /// The DNS listener for members' names.
     pub(super) names: names::Names,
-    due: Due,
+    pub(super) due: Due,
     /// CPU time at the last measurement, and when this agent started.
     cpu: CpuSample,
     started: Instant,
@@ -102,7 +100,7 @@ pub struct Parts {
 }
 
 /// Now, as an instant and in ms since the epoch.
-fn clock() -> (Instant, u64) {
+pub(super) fn clock() -> (Instant, u64) {
     (Instant::now(), now_ms())
 }
 
@@ -316,8 +314,13 @@ impl EventLoop {
                         }
                         None => {
                             let (now, now_ms) = clock();
-                            self.member
-                                .handle_failed(tag, to, "that member has an invalid id", now, now_ms);
+                            self.member.handle_failed(
+                                tag,
+                                to,
+                                "that member has an invalid id",
+                                now,
+                                now_ms,
+                            );
                         }
                     },
                     Command::Respond { reply, answer } => self.shell.respond(reply, answer),
@@ -345,97 +348,6 @@ impl EventLoop {
             }
             self.apply().await;
         }
-    }
-
-    fn on_shell(&mut self, event: Event) {
-        let (now, now_ms) = clock();
-        match event {
-            Event::Gossip {
-                source,
-                ticket,
-                data,
-            } => {
-                let verdict = self.member.handle_gossip(&source, &data, now, now_ms);
-                self.shell.validated(&ticket, verdict);
-            }
-            Event::Request {
-                from,
-                request,
-                reply,
-            } => self
-                .member
-                .handle_request(from, request, reply, now, now_ms, &mut OsRng),
-            Event::Response { id, from, response } => match self.sent.remove(&id) {
-                Some(tag) => self
-                    .member
-                    .handle_response(tag, from, response, now, now_ms),
-                None => tracing::debug!("an answer to a request this node did not send"),
-            },
-            Event::Failed { id, peer, error } => match self.sent.remove(&id) {
-                Some(tag) => self.member.handle_failed(tag, peer, &error, now, now_ms),
-                None => tracing::debug!("a failure of a request this node did not send"),
-            },
-            Event::Connected(id, dialed) => self.member.handle_connected(id, dialed, now, now_ms),
-            Event::Disconnected(id) => self.member.handle_disconnected(id, now, now_ms),
-            Event::Listening(addr) => tracing::info!("control plane listening on {addr}"),
-            Event::Observed(id, addr) => self.member.handle_observed(id, addr, now, now_ms),
-        }
-    }
-
-    fn on_node(&mut self, event: NodeEvent) {
-        let (now, now_ms) = clock();
-        match event {
-            NodeEvent::Echo {
-                from,
-                nonce,
-                seen,
-                len,
-            } => {
-                self.paths.asker.handle_answer(from, nonce, seen, len, now);
-                self.on_outcomes();
-            }
-            NodeEvent::DirectSeen { peer, at } => {
-                let roster = self.member.replica().roster(now_ms);
-                self.paths
-                    .direct_seen(&self.data, &roster, &peer, at, now, now_ms);
-            }
-            NodeEvent::Handshake(key) => {
-                if let Some(id) = self.id_of(&key, now_ms) {
-                    self.member.handle_heard(id, now, now_ms);
-                }
-            }
-        }
-    }
-
-    /// Acts on what the echo answers showed.
-    fn on_outcomes(&mut self) {
-        let (now, now_ms) = clock();
-        let roster = self.member.replica().roster(now_ms);
-        for o in self.paths.outcomes(&self.data, &roster, now, now_ms) {
-            match o {
-                Outcome::Moved { from, to } => {
-                    tracing::info!(%from, %to, "peers see this node at a new endpoint; reconnecting the control plane");
-                    self.member.handle_moved();
-                }
-                Outcome::Seen(_) => {
-                    self.due.rescan.get_or_insert(now);
-                }
-                Outcome::PathMtu(limit) => self.member.handle_path_mtu(limit, now, now_ms),
-                // Taken by the routes already.
-                Outcome::Verified { .. } => {}
-            }
-        }
-    }
-
-    /// The member whose WireGuard key is `key`.
-    fn id_of(&self, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
-        self.member
-            .replica()
-            .roster(now_ms)
-            .members(now_ms)
-            .iter()
-            .find(|m| peers::wg_key(m.record).as_ref() == Some(key))
-            .map(|m| m.id)
     }
 
     /// Re-reads the host (addresses, networks, MTU) and where members see
@@ -477,10 +389,7 @@ impl EventLoop {
                 authority: m.identity().authority.is_some(),
                 mtu_reason: &self.mtu_reason,
                 traffic: replica.traffic(),
-                refused: replica
-                    .refused()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect(),
+                refused: replica.refused().map(|(k, v)| (k.to_string(), v)).collect(),
                 connected: &connected,
                 liveness: m.liveness(),
                 prober: self.paths.prober.as_ref(),

@@ -8,6 +8,7 @@ mod answers;
 mod apply;
 mod auto;
 mod event_loop;
+mod events;
 mod names;
 mod paths;
 mod peers;

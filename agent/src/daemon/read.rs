@@ -43,7 +43,10 @@ impl EventLoop {
                     }),
                 })
             }),
-            other => api::error(&format!("`{}` is not a request that only reads", other.name())),
+            other => api::error(&format!(
+                "`{}` is not a request that only reads",
+                other.name()
+            )),
         }
     }
 }

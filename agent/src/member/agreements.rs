@@ -104,8 +104,7 @@ impl<R> Member<R> {
         let side = self.our_side(expose)?;
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
-        let expires_ms =
-            now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
         let offer = Offer::sign(&key, id, side, expires_ms);
         Ok(docs::Offer {
             fingerprint: offer.fingerprint(),

@@ -102,13 +102,23 @@ impl<R> Member<R> {
 
     /// Our request `tag` to `peer` failed (unreachable, timed out, or the
     /// shell could not send it).
-    pub fn handle_failed(&mut self, tag: Tag, peer: NodeId, error: &str, now: Instant, now_ms: u64) {
+    pub fn handle_failed(
+        &mut self,
+        tag: Tag,
+        peer: NodeId,
+        error: &str,
+        now: Instant,
+        now_ms: u64,
+    ) {
         tracing::debug!(peer = %peer.short(), "request failed: {error}");
         self.replica.handle_failed(peer, now_ms);
         if self.joins.waits(&tag) {
             self.join_answered(&tag, Err(error.to_string()));
         } else if let Some(id) = self.via.answered(&tag) {
-            self.answer(id, api::error(&format!("cannot reach that member: {error}")));
+            self.answer(
+                id,
+                api::error(&format!("cannot reach that member: {error}")),
+            );
         }
         self.flush(now, now_ms);
     }

@@ -193,7 +193,8 @@ mod tests {
         );
         // A damaged entry is not "unknown".
         store.put_invite(&issue.id, b"\xff not json").unwrap();
-        let Response::Refused(why) = admit(&mut store, &admitter, &ledger, &req, newcomer, 0) else {
+        let Response::Refused(why) = admit(&mut store, &admitter, &ledger, &req, newcomer, 0)
+        else {
             panic!("admitted with a damaged invite");
         };
         assert!(why.contains("could not read its invites"), "{why}");

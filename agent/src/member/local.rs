@@ -97,12 +97,18 @@ impl<R> Member<R> {
         now_ms: u64,
     ) {
         if !self.via.has_room() {
-            return self.answer(id, api::error("too many --via queries in flight; try again"));
+            return self.answer(
+                id,
+                api::error("too many --via queries in flight; try again"),
+            );
         }
         let query = api::answer(&request);
         match find(&self.replica, target, now_ms) {
             Ok(to) if to == self.me => {
-                self.answer(id, api::error("--via names this node itself: leave --via out"));
+                self.answer(
+                    id,
+                    api::error("--via names this node itself: leave --via out"),
+                );
             }
             Ok(to) => {
                 let tag = self.ask(&to, now_ms, Ask::Query(query));

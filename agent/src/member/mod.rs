@@ -25,6 +25,7 @@
 pub mod agreements;
 mod find;
 mod inbound;
+mod interface;
 pub mod invites;
 mod joins;
 mod local;
@@ -37,14 +38,12 @@ pub mod via;
 #[cfg(test)]
 mod tests;
 
-use crate::api::Request;
-use crate::statedir::Settings;
-use federation::ledger::Network;
 use federation::liveness::Liveness;
 use federation::protocol::{Request as Ask, Response};
-use federation::replica::{self, Answer, Replica, Transmit};
-use federation::{Ledger, NodeId, NodeKey, Status};
+use federation::replica::{self, Replica, Transmit};
+use federation::{Ledger, NodeId, Status};
 pub use find::find;
+pub use interface::{Asker, Command, Identity, LocalId, Storage, Tag};
 use observed::Observed;
 use own::Own;
 use rand_core::RngCore;
@@ -62,116 +61,6 @@ const STANDING_EVERY: Duration = Duration::from_secs(2);
 /// Commands waiting for the daemon, at most (a member that produces more
 /// between two polls has a bug; the oldest are kept).
 const MAX_COMMANDS: usize = 4096;
-
-/// Names a request this member sent, so its answer finds its way back.
-pub type Tag = u64;
-/// Names a local API request waiting for its answer.
-pub type LocalId = u64;
-
-/// Who asked something of this member, and where the answer goes: a
-/// local API request, or another member's request (`R`: the shell's
-/// reply handle, opaque here).
-#[derive(Debug, PartialEq, Eq)]
-pub enum Asker<R> {
-    /// The local API (or HTTP) request `LocalId`.
-    Local(LocalId),
-    /// Another member's request.
-    Remote(R),
-}
-
-/// Who this node is: its keys, its network and its settings.
-pub struct Identity {
-    /// This node's key.
-    pub key: NodeKey,
-    /// The network's authority key, on the node that holds it.
-    pub authority: Option<NodeKey>,
-    /// Its network.
-    pub network: Network,
-    /// Its settings (`init`/`join`, `cladnet set`).
-    pub settings: Settings,
-}
-
-/// Where a member keeps what must survive a crash (the state directory's
-/// store; a map in tests). Each call is durable when it returns.
-pub trait Storage: Send {
-    /// Stores this node's signed record as its own and in the records, in
-    /// one transaction.
-    fn own(&mut self, bytes: &[u8]) -> Result<(), String>;
-    /// Stores records received from the network.
-    fn records(&mut self, records: &[(NodeId, Vec<u8>)]) -> Result<(), String>;
-    /// The invite `id` as stored, if any.
-    fn invite(&self, id: &[u8; 16]) -> Result<Option<Vec<u8>>, String>;
-    /// Stores the invite `id`.
-    fn put_invite(&mut self, id: &[u8; 16], bytes: &[u8]) -> Result<(), String>;
-    /// Stores new settings.
-    fn settings(&mut self, settings: &Settings) -> Result<(), String>;
-}
-
-/// What the member asks the daemon to do.
-#[derive(Debug)]
-pub enum Command<R> {
-    /// Connect the control plane to member `id` at `addrs`.
-    Dial {
-        /// The member.
-        id: NodeId,
-        /// Its control endpoints.
-        addrs: Vec<SocketAddr>,
-    },
-    /// Connect to a control endpoint of a node not known yet; report it
-    /// with [`Member::handle_connected`].
-    DialAddress(SocketAddr),
-    /// Close the control connections to a node.
-    Disconnect(NodeId),
-    /// Send `request` to `to`; its answer comes back through
-    /// [`Member::handle_response`] (or [`Member::handle_failed`]) with `tag`.
-    Request {
-        /// Names the request.
-        tag: Tag,
-        /// To whom.
-        to: NodeId,
-        /// Its control endpoints.
-        addrs: Vec<SocketAddr>,
-        /// What.
-        request: Ask,
-    },
-    /// Answer another member's request (counted by the replica).
-    Respond {
-        /// Where the answer goes.
-        reply: R,
-        /// The answer.
-        answer: Answer,
-    },
-    /// Gossip a record.
-    Publish(Vec<u8>),
-    /// Only these members' gossip passes the control plane's boundary.
-    SetMembers(BTreeSet<NodeId>),
-    /// The ledger or this node's record changed: make the host and the
-    /// data plane match (address, MTU, peers, routes, names).
-    Apply,
-    /// Re-read the host soon (where others see this node changed).
-    Rescan,
-    /// The settings of `--advertise auto` changed: look the public
-    /// address up again ([`Member::handle_auto`] takes the answer).
-    LookUpAuto,
-    /// The answer line for local request `id`.
-    Answer {
-        /// Which request.
-        id: LocalId,
-        /// Its answer line.
-        line: String,
-    },
-    /// Answer a request that only reads (status, members, peers...) from
-    /// a view of the node with the data plane, then give the line to
-    /// [`Member::answered`].
-    Read {
-        /// Who asked.
-        asker: Asker<R>,
-        /// What.
-        request: Request,
-    },
-    /// The farewell has spread: stop.
-    Exit,
-}
 
 /// Everything a running member decides on.
 pub struct Member<R> {
@@ -234,7 +123,12 @@ impl<R> Member<R> {
     /// Starts: reclaims a lost address, sets the boundary, makes the host
     /// match, publishes what changed and dials the members.
     pub fn start(&mut self, now: Instant, now_ms: u64, rng: &mut impl RngCore) {
-        if self.identity.settings.advertise.contains(&crate::advertise::Advertise::Auto) {
+        if self
+            .identity
+            .settings
+            .advertise
+            .contains(&crate::advertise::Advertise::Auto)
+        {
             self.command(Command::LookUpAuto);
         }
         self.own
@@ -336,8 +230,7 @@ impl<R> Member<R> {
 
     /// Member `id` was heard from (over a tunnel, a probe, a handshake).
     pub fn handle_heard(&mut self, id: NodeId, now: Instant, now_ms: u64) {
-        self.liveness
-            .heard(id, now, self.replica.ledger(), now_ms);
+        self.liveness.heard(id, now, self.replica.ledger(), now_ms);
     }
 
     /// What the host shows now (`inv`), and where members see this node's

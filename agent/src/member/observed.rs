@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn reports_rank_expire_and_leave_our_own_addresses_out() {
-        let t0 = Instant::now();
+        let t0 = testbed::fake_time::origin();
         let mut o = Observed::new();
         let (public, other, own): (SocketAddr, SocketAddr, SocketAddr) = (
             "198.18.0.7:51821".parse().unwrap(),

@@ -160,7 +160,7 @@ mod tests {
         let ledger = network(3);
         let members = ledger.members(0);
         let me = members[0].id;
-        let start = Instant::now();
+        let start = testbed::fake_time::origin();
         let mut redial = Redial::new(start);
         let none = BTreeSet::new();
         assert!(redial

@@ -3,7 +3,8 @@
 //! `handle_*` and `poll_command` calls the daemon makes.
 
 use super::*;
-use crate::api::{self, docs};
+use crate::api::{self, docs, Request};
+use crate::statedir::Settings;
 use federation::fixture::TestNetwork;
 use federation::protocol::JoinRequest;
 use std::collections::BTreeMap;
@@ -84,7 +85,7 @@ impl Lab {
     fn new(n: u8) -> Self {
         let net = TestNetwork::new(7);
         let members: Vec<_> = (1..=n).map(|i| net.member(i)).collect();
-        let now = Instant::now();
+        let now = testbed::fake_time::origin();
         let now_ms = 1_000_000;
         let nodes = members
             .iter()
@@ -99,8 +100,13 @@ impl Lab {
                     network: net.network,
                     settings: settings(),
                 };
-                let mut member =
-                    Member::new(identity, Box::<Memory>::default(), ledger, (m.record.clone(), 1), now);
+                let mut member = Member::new(
+                    identity,
+                    Box::<Memory>::default(),
+                    ledger,
+                    (m.record.clone(), 1),
+                    now,
+                );
                 let mut rng = testbed::rng::Rng::new(u64::from(m.record.address.octets()[3]));
                 member.start(now, now_ms, &mut rng);
                 Node {
@@ -198,9 +204,7 @@ impl Lab {
             Command::Publish(bytes) => {
                 for j in 0..self.nodes.len() {
                     if j != i && self.nodes[j].up {
-                        self.nodes[j]
-                            .member
-                            .handle_gossip(&me, &bytes, now, now_ms);
+                        self.nodes[j].member.handle_gossip(&me, &bytes, now, now_ms);
                     }
                 }
             }
@@ -209,7 +213,11 @@ impl Lab {
             }
             Command::Read { asker, request } => {
                 let line = api::answer(&docs::Text {
-                    text: format!("{} read by {}", request.name(), self.nodes[i].member.own().record.name),
+                    text: format!(
+                        "{} read by {}",
+                        request.name(),
+                        self.nodes[i].member.own().record.name
+                    ),
                 });
                 self.nodes[i].member.answered(asker, line);
             }
@@ -265,7 +273,11 @@ impl Lab {
     fn assert_counted(&self) {
         for (i, n) in self.nodes.iter().enumerate() {
             let counted = n.member.replica().traffic().out_messages;
-            assert_eq!(counted, n.sent, "node {i} counted {counted}, sent {}", n.sent);
+            assert_eq!(
+                counted, n.sent,
+                "node {i} counted {counted}, sent {}",
+                n.sent
+            );
         }
     }
 
@@ -379,15 +391,28 @@ fn a_via_query_is_answered_by_the_member_named_or_times_out() {
 fn a_revoked_member_is_cut_off_and_stops_speaking() {
     let mut lab = Lab::new(3);
     let id = lab.local(0, Request::Revoke { node: "m2".into() });
-    assert!(!lab.answer(0, id).unwrap().contains("error"), "{:?}", lab.answer(0, id));
+    assert!(
+        !lab.answer(0, id).unwrap().contains("error"),
+        "{:?}",
+        lab.answer(0, id)
+    );
     for i in 0..3 {
-        assert_eq!(lab.status(i, 1), Some(Status::Revoked), "as node {i} sees it");
+        assert_eq!(
+            lab.status(i, 1),
+            Some(Status::Revoked),
+            "as node {i} sees it"
+        );
     }
     assert!(!lab.nodes[1].member.is_active());
     // It says nothing more about itself.
     let version = |lab: &Lab| {
         let b = lab.nodes[1].member.me();
-        lab.nodes[0].member.replica().ledger().member(&b, lab.now_ms).map(|m| m.version)
+        lab.nodes[0]
+            .member
+            .replica()
+            .ledger()
+            .member(&b, lab.now_ms)
+            .map(|m| m.version)
     };
     let before = version(&lab);
     let labels = [("role".to_string(), "db".to_string())].into();
@@ -431,7 +456,11 @@ fn a_retag_travels_with_the_record_and_a_self_retag_sends_nothing() {
         .ledger()
         .member(&b, lab.now_ms)
         .map(|m| federation::ledger::leaf_tags(m.record).to_vec());
-    assert_eq!(seen, Some(vec!["db".to_string()]), "m1 holds m2's new record");
+    assert_eq!(
+        seen,
+        Some(vec!["db".to_string()]),
+        "m1 holds m2's new record"
+    );
     // Re-tagging itself: adopted at once, and no message counted that
     // was never sent (it once counted one).
     let id = lab.local(

@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn queries_are_answered_once_or_time_out_and_are_bounded() {
-        let t0 = Instant::now();
+        let t0 = testbed::fake_time::origin();
         let mut v: Via<u32, &str> = Via::new();
         assert_eq!(v.poll_timeout(), None);
         v.sent(1, "a", t0);
