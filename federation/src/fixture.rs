@@ -8,19 +8,22 @@ use crate::member::{AuthorityRecord, Body, MemberRecord};
 use crate::record::NodeKey;
 use std::net::Ipv4Addr;
 
-/// A network for tests: its authority and its range (100.64.0.0/24).
+/// A network for tests: its authority and its range (100.64.0.0/24
+/// unless given).
 pub struct TestNetwork {
     /// The authority's key.
     pub authority: NodeKey,
     /// The network.
     pub network: Network,
+    /// Its overlay range.
+    pub range: crate::Cidr,
 }
 
 /// A member of a [`TestNetwork`].
 pub struct TestMember {
     /// Its key.
     pub key: NodeKey,
-    /// Its record (address 100.64.0.`n`).
+    /// Its record (address number `n` of the range).
     pub record: MemberRecord,
 }
 
@@ -34,12 +37,21 @@ impl TestNetwork {
         Self {
             network: Network::of(authority.id()),
             authority,
+            range: "100.64.0.0/24".parse().expect("a valid CIDR"),
+        }
+    }
+
+    /// A network like [`TestNetwork::new`] over `range`.
+    pub fn with_range(seed: u8, range: &str) -> Self {
+        Self {
+            range: range.parse().expect("a valid CIDR"),
+            ..Self::new(seed)
         }
     }
 
     /// The authority's signed record (version 1).
     pub fn authority_record(&self) -> Vec<u8> {
-        let range = "100.64.0.0/24".parse().expect("a valid CIDR");
+        let range = self.range;
         let body = Body::Authority(AuthorityRecord {
             network: self.network.id,
             name: "lab".into(),
@@ -83,7 +95,7 @@ impl TestNetwork {
         let record = MemberRecord {
             network: self.network.id,
             chain,
-            address: Ipv4Addr::new(100, 64, 0, n),
+            address: Ipv4Addr::from(u32::from(self.range.addr()) + u32::from(n)),
             ..MemberRecord::example(&name)
         };
         TestMember { key, record }

@@ -83,7 +83,11 @@ impl Lab {
     /// `n` members (m1..mn, 100.64.0.1..), each knowing every record, all
     /// connected to each other.
     fn new(n: u8) -> Self {
-        let net = TestNetwork::new(7);
+        Self::of(TestNetwork::new(7), n)
+    }
+
+    /// `n` members of `net`; the first holds its authority key.
+    fn of(net: TestNetwork, n: u8) -> Self {
         let members: Vec<_> = (1..=n).map(|i| net.member(i)).collect();
         let now = testbed::fake_time::origin();
         let now_ms = 1_000_000;
@@ -94,9 +98,10 @@ impl Lab {
                 for other in &members {
                     ledger.ingest(&other.signed(1), now_ms).unwrap();
                 }
+                let first = m.key.id() == net.member(1).key.id();
                 let identity = Identity {
                     key: federation::NodeKey::from_seed(&m.key.seed()),
-                    authority: None,
+                    authority: first.then(|| federation::NodeKey::from_seed(&net.authority.seed())),
                     network: net.network,
                     settings: settings(),
                 };
@@ -488,4 +493,129 @@ fn a_member_that_leaves_says_farewell_and_stops() {
     lab.advance(FAREWELL + Duration::from_millis(10));
     assert!(!lab.nodes[2].up, "stopped after its farewell");
     lab.assert_counted();
+}
+
+/// What node `i` lists of its agreements: (network id, state).
+fn agreements(lab: &mut Lab, i: usize) -> Vec<(String, String)> {
+    let id = lab.local(i, Request::FederateList);
+    let list: Vec<docs::Federation> = api::read_answer(lab.answer(i, id).unwrap()).unwrap();
+    list.into_iter().map(|f| (f.network_id, f.state)).collect()
+}
+
+#[test]
+fn an_agreement_is_adopted_by_both_networks_and_ended() {
+    let mut alpha = Lab::of(TestNetwork::with_range(7, "100.64.0.0/24"), 2);
+    let mut beta = Lab::of(TestNetwork::with_range(8, "100.65.0.0/24"), 2);
+    let offer = alpha.local(
+        0,
+        Request::FederateOffer {
+            expose: "all".into(),
+            ttl_s: 600,
+            authority: None,
+        },
+    );
+    let offer: docs::Offer = api::read_answer(alpha.answer(0, offer).unwrap()).unwrap();
+    // Only the authority's node may offer.
+    let refused = alpha.local(
+        1,
+        Request::FederateOffer {
+            expose: "all".into(),
+            ttl_s: 600,
+            authority: None,
+        },
+    );
+    assert!(alpha.answer(1, refused).unwrap().contains("authority key"));
+    let signed = beta.local(
+        0,
+        Request::FederateSign {
+            offer: offer.token.clone(),
+            expose: "all".into(),
+            authority: None,
+        },
+    );
+    let signed: docs::Signed = api::read_answer(beta.answer(0, signed).unwrap()).unwrap();
+    // beta's node delivers the agreement to a member of alpha (the CLI's
+    // conversation does it): alpha carries it, then beta does.
+    let (now, now_ms) = (alpha.now, alpha.now_ms);
+    let beta_id = beta.nodes[0].member.me();
+    alpha.nodes[1].member.handle_request(
+        beta_id,
+        Ask::Federate {
+            agreement: Box::new(signed.agreement.clone()),
+            contacts: signed.ours.clone(),
+        },
+        (OUTSIDER, 1),
+        now,
+        now_ms,
+        &mut alpha.rng,
+    );
+    alpha.pump();
+    assert_eq!(alpha.outside.get(&1), Some(&Response::Ack));
+    let adopted = beta.local(
+        1,
+        Request::FederateAdopt {
+            agreement: Box::new(signed.agreement.clone()),
+            contacts: signed.contacts.clone(),
+        },
+    );
+    assert!(!beta.answer(1, adopted).unwrap().contains("error"));
+    let (a, b) = (
+        alpha.net.network.id.to_string(),
+        beta.net.network.id.to_string(),
+    );
+    for i in 0..2 {
+        assert_eq!(
+            agreements(&mut alpha, i),
+            vec![(b.clone(), "active".into())],
+            "alpha {i}"
+        );
+        assert_eq!(
+            agreements(&mut beta, i),
+            vec![(a.clone(), "active".into())],
+            "beta {i}"
+        );
+    }
+    // The same offer is not accepted twice.
+    let again = beta.local(
+        0,
+        Request::FederateSign {
+            offer: offer.token,
+            expose: "all".into(),
+            authority: None,
+        },
+    );
+    assert!(beta.answer(0, again).unwrap().contains("error"));
+    // alpha ends it and tells beta's members.
+    let ended = alpha.local(
+        0,
+        Request::FederateEnd {
+            org: b.clone(),
+            authority: None,
+        },
+    );
+    let ended: docs::Ended = api::read_answer(alpha.answer(0, ended).unwrap()).unwrap();
+    let alpha_id = alpha.nodes[0].member.me();
+    let (now, now_ms) = (beta.now, beta.now_ms);
+    beta.nodes[1].member.handle_request(
+        alpha_id,
+        Ask::EndFederation(Box::new(ended.ending)),
+        (OUTSIDER, 2),
+        now,
+        now_ms,
+        &mut beta.rng,
+    );
+    beta.pump();
+    assert_eq!(beta.outside.get(&2), Some(&Response::Ack));
+    for i in 0..2 {
+        assert_eq!(
+            agreements(&mut alpha, i),
+            vec![(b.clone(), "ended".into())],
+            "alpha {i}"
+        );
+        assert_eq!(
+            agreements(&mut beta, i),
+            vec![(a.clone(), "ended".into())],
+            "beta {i}"
+        );
+    }
 }
