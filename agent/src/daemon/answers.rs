@@ -2,8 +2,8 @@
 //! of the node: its record, the ledger, the data plane, the probes and the
 //! control plane's counters.
 
-use super::peers::wg_key;
 use crate::api::docs::{self, millis};
+use crate::member::peers::wg_key;
 use crate::probe::Prober;
 use crate::statedir::Settings;
 use federation::liveness::Liveness;

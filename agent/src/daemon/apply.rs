@@ -3,7 +3,8 @@
 //! peers, routes to federated networks and the names the DNS answers.
 
 use super::event_loop::EventLoop;
-use super::{names, peers};
+use super::names;
+use crate::member::peers;
 use federation::{NodeId, Status};
 use netstack::PublicKey;
 use std::collections::BTreeSet;
@@ -14,7 +15,6 @@ impl EventLoop {
     /// Makes the data plane and the interface match the ledger.
     pub(super) async fn apply(&mut self) {
         let (now, now_ms) = (Instant::now(), crate::statedir::now_ms());
-        let me = self.member.me();
         let prefix = self
             .member
             .replica()
@@ -41,18 +41,13 @@ impl EventLoop {
                 Err(e) => tracing::error!("cannot set the overlay MTU to {mtu}: {e}"),
             }
         }
-        let mtu = usize::from(self.member.own().record.mtu);
-        let active = self.member.is_active();
-        let roster = self.member.replica().roster(now_ms);
-        let (own, routes) = (&self.member.own().record, &mut self.paths.routes);
+        let member = &mut self.member;
         let peers: BTreeSet<NodeId> = self
             .data
-            .with(|node| {
-                node.set_mtu(mtu);
-                peers::apply(&roster, &me, own, active, routes, node, now, now_ms)
-            })
+            .with(|node| member.sync_peers(node, now, now_ms))
             .into_iter()
             .collect();
+        let roster = self.member.replica().roster(now_ms);
         let keys: BTreeSet<PublicKey> = roster
             .members(now_ms)
             .iter()

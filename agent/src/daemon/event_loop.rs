@@ -261,8 +261,10 @@ impl EventLoop {
         };
         if now >= self.due.watch {
             self.due.watch = now + paths::WATCH_EVERY;
+            let settling = self.member.settling(now);
             let roster = self.member.replica().roster(now_ms);
-            self.paths.watch(&self.data, &roster, tick);
+            let facts = self.paths.watch(&self.data, &roster, tick, &settling);
+            self.member.handle_facts(&facts, now, now_ms);
         }
         if now >= self.due.paths {
             self.due.paths = now + PATHS_EVERY;
@@ -325,6 +327,11 @@ impl EventLoop {
                     },
                     Command::Respond { reply, answer } => self.shell.respond(reply, answer),
                     Command::Publish(bytes) => self.shell.publish(bytes),
+                    Command::Route(c) => {
+                        let (now, now_ms) = clock();
+                        let roster = self.member.replica().roster(now_ms);
+                        self.paths.carry_out(c, &self.data, &roster, now, now_ms);
+                    }
                     Command::SetMembers(members) => self.shell.set_members(members),
                     Command::Apply => apply = true,
                     Command::Rescan => {

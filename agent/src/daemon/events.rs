@@ -2,7 +2,7 @@
 //! handed to the member (and the path machines) at the time it arrived.
 
 use super::event_loop::{clock, EventLoop};
-use super::peers;
+use super::paths;
 use federation::net::Event;
 use federation::NodeId;
 use netstack::asker::Outcome;
@@ -59,9 +59,9 @@ impl EventLoop {
                 self.on_outcomes();
             }
             NodeEvent::DirectSeen { peer, at } => {
-                let roster = self.member.replica().roster(now_ms);
-                self.paths
-                    .direct_seen(&self.data, &roster, &peer, at, now, now_ms);
+                if let Some(id) = self.id_of(&peer, now_ms) {
+                    self.member.handle_direct_seen(id, at, now);
+                }
             }
             NodeEvent::Handshake(key) => {
                 if let Some(id) = self.id_of(&key, now_ms) {
@@ -75,7 +75,11 @@ impl EventLoop {
     pub(super) fn on_outcomes(&mut self) {
         let (now, now_ms) = clock();
         let roster = self.member.replica().roster(now_ms);
-        for o in self.paths.outcomes(&self.data, &roster, now, now_ms) {
+        let (verified, rest) = self.paths.outcomes(&roster, now_ms);
+        for (id, endpoint) in verified {
+            self.member.handle_verified(id, endpoint, now);
+        }
+        for o in rest {
             match o {
                 Outcome::Moved { from, to } => {
                     tracing::info!(%from, %to, "peers see this node at a new endpoint; reconnecting the control plane");
@@ -85,7 +89,7 @@ impl EventLoop {
                     self.due.rescan.get_or_insert(now);
                 }
                 Outcome::PathMtu(limit) => self.member.handle_path_mtu(limit, now, now_ms),
-                // Taken by the routes already.
+                // Went to the member above.
                 Outcome::Verified { .. } => {}
             }
         }
@@ -93,12 +97,6 @@ impl EventLoop {
 
     /// The member whose WireGuard key is `key`.
     fn id_of(&self, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
-        self.member
-            .replica()
-            .roster(now_ms)
-            .members(now_ms)
-            .iter()
-            .find(|m| peers::wg_key(m.record).as_ref() == Some(key))
-            .map(|m| m.id)
+        paths::member_of(&self.member.replica().roster(now_ms), key, now_ms)
     }
 }

@@ -11,7 +11,6 @@ mod event_loop;
 mod events;
 mod names;
 mod paths;
-mod peers;
 mod read;
 mod storage;
 

@@ -1,15 +1,16 @@
-//! How this node reaches its peers, as the control loop runs it: the
-//! endpoint echo ([`Asker`]: where members see us, moves, path MTU, and the
-//! checks of direct candidates), the overlay probes ([`Prober`]: RTT and
-//! loss per peer, round robin, and closely for peers whose traffic goes
-//! unanswered or whose path just changed), liveness from tunnel traffic,
-//! and the route decisions ([`Routes`]) carried out on the data plane.
+//! What the daemon measures of its peers' paths: the endpoint echo
+//! ([`Asker`]: where members see us, moves, path MTU, and the checks of
+//! direct candidates), the overlay probes ([`Prober`]: RTT and loss per
+//! peer, round robin, and closely for peers whose traffic goes unanswered
+//! or whose path just changed), liveness from tunnel traffic, and what the
+//! data plane shows ([`Facts`]) for the member's route decisions, which
+//! are carried out here ([`Paths::carry_out`]).
 
-use super::peers::wg_key;
 use crate::dataplane::Shared;
+use crate::member::peers::wg_key;
 use crate::probe::{Prober, PROBE_TIMEOUT};
 use federation::roster::Roster;
-use federation::routes::{Command, Facts, Routes};
+use federation::routes::{Command, Facts};
 use federation::{NodeId, Status};
 use netstack::asker::{Asker, Outcome, IPV4_UDP};
 use netstack::node::Route;
@@ -50,10 +51,8 @@ pub struct Tick {
     pub now_ms: u64,
 }
 
-/// The path machines and the probes.
+/// The echo and the probes.
 pub struct Paths {
-    /// Route decisions per peer.
-    pub routes: Routes,
     /// Echo questions and what their answers show.
     pub asker: Asker,
     /// Overlay probes (none without CAP_NET_RAW).
@@ -76,7 +75,6 @@ impl Paths {
     /// Nothing measured yet.
     pub fn new() -> Self {
         Self {
-            routes: Routes::new(),
             asker: Asker::new(),
             prober: Prober::new()
                 .map_err(|e| tracing::warn!("no overlay RTT probes: {e:#}"))
@@ -126,59 +124,46 @@ impl Paths {
         }
     }
 
-    /// What the echo answers showed since the last call; path checks that
-    /// answered go to the routes (and are carried out) here.
+    /// What the echo answers showed since the last call: the checks of
+    /// direct candidates that answered (member, endpoint), and the rest.
     pub fn outcomes(
         &mut self,
-        data: &Shared,
         roster: &Roster<'_>,
-        now: Instant,
         now_ms: u64,
-    ) -> Vec<Outcome> {
-        let mut rest = Vec::new();
+    ) -> (Vec<(NodeId, SocketAddr)>, Vec<Outcome>) {
+        let (mut verified, mut rest) = (Vec::new(), Vec::new());
         while let Some(o) = self.asker.poll_outcome() {
             match o {
                 Outcome::Verified { peer, endpoint } => {
                     if let Some(id) = member_of(roster, &peer, now_ms) {
-                        self.routes.handle_verified(id, endpoint, now);
+                        verified.push((id, endpoint));
                     }
                 }
                 other => rest.push(other),
             }
         }
-        self.carry_out(data, roster, now, now_ms);
-        rest
+        (verified, rest)
     }
 
-    /// An authenticated packet of the relayed `peer` came straight from
-    /// `at`: the routes check that path.
-    pub fn direct_seen(
+    /// Every [`WATCH_EVERY`]: probes the peers watched closely (data
+    /// unanswered, and `settling`: a path that just changed) and says what
+    /// the data plane and the probes show now, for the routes.
+    pub fn watch(
         &mut self,
         data: &Shared,
         roster: &Roster<'_>,
-        peer: &PublicKey,
-        at: SocketAddr,
-        now: Instant,
-        now_ms: u64,
-    ) {
-        if let Some(id) = member_of(roster, peer, now_ms) {
-            self.routes.handle_direct_seen(id, at, now);
-            self.carry_out(data, roster, now, now_ms);
-        }
-    }
-
-    /// Every [`WATCH_EVERY`]: probes the peers watched closely (a path
-    /// that just changed, data unanswered) and decides the routes on what
-    /// the data plane and the probes show now.
-    pub fn watch(&mut self, data: &Shared, roster: &Roster<'_>, t: Tick) {
+        t: Tick,
+        settling: &[NodeId],
+    ) -> BTreeMap<NodeId, Facts> {
         let look = self.look(data, roster, t);
         if let Some(prober) = self.prober.as_mut() {
             prober.expire(t.now);
             let addrs: BTreeMap<NodeId, Ipv4Addr> = addresses(roster, &t.me, t.now_ms).collect();
             let mut watched: Vec<NodeId> = look.unanswered.iter().copied().collect();
             watched.extend(
-                self.routes
-                    .settling(t.now)
+                settling
+                    .iter()
+                    .copied()
                     .filter(|id| !look.unanswered.contains(id)),
             );
             for id in watched.into_iter().filter(|_| t.active).take(MAX_WATCHED) {
@@ -190,9 +175,7 @@ impl Paths {
                 prober.send(id, addr, within);
             }
         }
-        self.routes
-            .handle_timeout(t.now, &t.me, roster.ledger(), &look.facts, t.now_ms);
-        self.carry_out(data, roster, t.now, t.now_ms);
+        look.facts
     }
 
     /// One round (every 2 s): members whose tunnels received something
@@ -259,19 +242,25 @@ impl Paths {
         look
     }
 
-    /// Carries out what the routes decided.
-    fn carry_out(&mut self, data: &Shared, roster: &Roster<'_>, now: Instant, now_ms: u64) {
-        while let Some(c) = self.routes.poll_command() {
-            carry_out(
-                c,
-                data,
-                roster,
-                &mut self.asker,
-                self.prober.as_mut(),
-                now,
-                now_ms,
-            );
-        }
+    /// Carries out one route decision of the member on the data plane
+    /// (and says so), then sends the echo questions waiting.
+    pub fn carry_out(
+        &mut self,
+        c: Command,
+        data: &Shared,
+        roster: &Roster<'_>,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        carry_out(
+            c,
+            data,
+            roster,
+            &mut self.asker,
+            self.prober.as_mut(),
+            now,
+            now_ms,
+        );
         self.ask_echo(data, now);
     }
 
@@ -309,7 +298,7 @@ fn addresses<'a>(
 }
 
 /// The member whose WireGuard key is `key`.
-fn member_of(roster: &Roster<'_>, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
+pub(super) fn member_of(roster: &Roster<'_>, key: &PublicKey, now_ms: u64) -> Option<NodeId> {
     roster
         .members(now_ms)
         .iter()

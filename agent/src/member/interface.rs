@@ -92,6 +92,10 @@ pub enum Command<R> {
     },
     /// Gossip a record.
     Publish(Vec<u8>),
+    /// Change how a peer is reached (direct, through a relay), or check a
+    /// direct candidate with an endpoint echo (its answer goes to
+    /// `Member::handle_verified`).
+    Route(federation::routes::Command),
     /// Only these members' gossip passes the control plane's boundary.
     SetMembers(BTreeSet<NodeId>),
     /// The ledger or this node's record changed: make the host and the

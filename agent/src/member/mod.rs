@@ -18,6 +18,8 @@
 //!   to their inviter ([`joins`]);
 //! - [`observed::Observed`]: where members see our control plane;
 //! - [`redial::Redial`]: which members the control plane dials, and when;
+//! - the routes to each peer (`federation::routes`) and the data plane's
+//!   peer table ([`peers`], [`routing`]);
 //! - agreements with other networks ([`agreements`]), re-tags
 //!   ([`retag`]), invites ([`invites`]) and the local API's requests that
 //!   change something ([`local`]).
@@ -31,8 +33,10 @@ mod joins;
 mod local;
 pub mod observed;
 pub mod own;
+pub mod peers;
 pub mod redial;
 mod retag;
+mod routing;
 pub mod via;
 
 #[cfg(test)]
@@ -82,6 +86,8 @@ pub struct Member<R> {
     standing: Option<Status>,
     standing_due: Instant,
     redial: Redial,
+    /// How each peer is reached.
+    routes: federation::routes::Routes,
     /// When a departing node stops serving.
     leaving: Option<Instant>,
     next_tag: Tag,
@@ -114,6 +120,7 @@ impl<R> Member<R> {
             standing: None,
             standing_due: now + STANDING_EVERY,
             redial: Redial::new(now),
+            routes: federation::routes::Routes::new(),
             leaving: None,
             next_tag: 0,
             commands: VecDeque::new(),

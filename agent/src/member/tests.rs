@@ -54,6 +54,8 @@ struct Node {
     answers: BTreeMap<LocalId, String>,
     /// Messages its shell carried out (requests, answers, gossip).
     sent: u64,
+    /// The route changes it asked for.
+    routes: Vec<federation::routes::Command>,
 }
 
 /// Members of one network in fake time.
@@ -88,7 +90,13 @@ impl Lab {
 
     /// `n` members of `net`; the first holds its authority key.
     fn of(net: TestNetwork, n: u8) -> Self {
-        let members: Vec<_> = (1..=n).map(|i| net.member(i)).collect();
+        let members: Vec<_> = (1..=n)
+            .map(|i| {
+                let mut m = net.member(i);
+                m.record.endpoints = vec![SocketAddr::from(([198, 18, 0, i], 51820))];
+                m
+            })
+            .collect();
         let now = testbed::fake_time::origin();
         let now_ms = 1_000_000;
         let nodes = members
@@ -120,6 +128,7 @@ impl Lab {
                     silent: false,
                     answers: BTreeMap::new(),
                     sent: 0,
+                    routes: Vec::new(),
                 }
             })
             .collect();
@@ -213,6 +222,7 @@ impl Lab {
                     }
                 }
             }
+            Command::Route(c) => self.nodes[i].routes.push(c),
             Command::Answer { id, line } => {
                 self.nodes[i].answers.insert(id, line);
             }
@@ -618,4 +628,95 @@ fn an_agreement_is_adopted_by_both_networks_and_ended() {
             "beta {i}"
         );
     }
+}
+
+#[test]
+fn a_silent_direct_path_fails_over_to_a_relay_and_comes_back_once_checked() {
+    use federation::routes::{Command as Route, Facts};
+    let mut lab = Lab::new(3);
+    let ids: Vec<NodeId> = lab.nodes.iter().map(|n| n.member.me()).collect();
+    let (b, c) = (ids[1], ids[2]);
+    let mut node = netstack::Node::new(
+        netstack::DeviceConfig {
+            private_key: netstack::PrivateKey::generate(),
+            mtu: 1420,
+            handshake_load_limit: 64,
+        },
+        false,
+        lab.now,
+        Duration::ZERO,
+    );
+    let (now, now_ms) = (lab.now, lab.now_ms);
+    let peers = lab.nodes[0].member.sync_peers(&mut node, now, now_ms);
+    let (mut peers, mut want) = (peers, vec![b, c]);
+    peers.sort();
+    want.sort();
+    assert_eq!(peers, want);
+    assert_eq!(
+        node.device().peers().count(),
+        2,
+        "a peer for each other member"
+    );
+    let endpoint_b = SocketAddr::from(([198, 18, 0, 2], 51820));
+    let fine = Facts {
+        direct: true,
+        answered: true,
+        rtt: Some(Duration::from_millis(5)),
+        ..Facts::default()
+    };
+    // b's direct path goes silent while c answers: b through c.
+    let facts = BTreeMap::from([
+        (
+            b,
+            Facts {
+                direct: true,
+                silent: true,
+                ..Facts::default()
+            },
+        ),
+        (c, fine),
+    ]);
+    lab.nodes[0].member.handle_facts(&facts, now, now_ms);
+    lab.pump();
+    assert_eq!(
+        lab.nodes[0].routes,
+        vec![Route::Relay {
+            peer: b,
+            relay: c,
+            replacing: None
+        }]
+    );
+    // Relayed, the direct candidate is checked; only its answer moves b
+    // back.
+    let relayed = BTreeMap::from([
+        (
+            b,
+            Facts {
+                relay: Some(c),
+                answered: true,
+                ..Facts::default()
+            },
+        ),
+        (c, fine),
+    ]);
+    lab.advance(Duration::from_secs(1));
+    let (now, now_ms) = (lab.now, lab.now_ms);
+    lab.nodes[0].member.handle_facts(&relayed, now, now_ms);
+    lab.pump();
+    assert_eq!(
+        lab.nodes[0].routes.last(),
+        Some(&Route::Verify {
+            peer: b,
+            endpoint: endpoint_b
+        })
+    );
+    lab.nodes[0].member.handle_verified(b, endpoint_b, now);
+    lab.pump();
+    assert_eq!(
+        lab.nodes[0].routes.last(),
+        Some(&Route::Direct {
+            peer: b,
+            endpoint: endpoint_b
+        })
+    );
 }
