@@ -12,15 +12,13 @@ mod events;
 mod names;
 mod paths;
 mod read;
+pub mod startup;
 mod storage;
 
 use crate::api::{self, LocalRequest};
-use crate::process::{runtime, shutdown_signal};
 use crate::statedir::StateDir;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use drivers::netlink::Netlink;
-use drivers::tun::Tun;
-use drivers::udp::Udp;
 use netstack::PrivateKey;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -48,26 +46,13 @@ async fn serve_local(path: &Path, to_loop: mpsc::Sender<LocalRequest>) -> Result
     .await
 }
 
-/// Serves WireGuard's UAPI for `iface`, so `wg show` sees this agent;
-/// when another agent serves that path (the same interface name in
-/// another network namespace: they share `/run`), says so and runs
-/// without it. Never returns otherwise.
-async fn serve_uapi_if_free(iface: &str, data: crate::dataplane::Shared, port: u16) -> Result<()> {
-    let path = crate::wg::uapi::socket_path(iface);
-    if let Err(e) = crate::wg::serve_uapi(&path, data, port).await {
-        tracing::warn!("wg show will not see this agent: {e:#} (another agent with the interface name {iface} in another namespace? give one of them another --iface)");
-    }
-    std::future::pending().await
-}
-
 /// Runs a network member from its state directory until a termination
 /// signal or `leave`.
 pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: bool) -> Result<()> {
     if !crate::process::privileged() {
         anyhow::bail!("{}", crate::process::NEEDS_ROOT);
     }
-    // SAFETY: umask has no memory effects; called before any thread starts.
-    unsafe { libc::umask(0o077) };
+    startup::private_files();
     let state = StateDir::load(dir)?;
     // The agent's flags win over what `cladnet set` stored.
     let metrics_listen = metrics_listen.or(state.settings.metrics_listen);
@@ -76,17 +61,12 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
     if own.left_ms.is_some() {
         anyhow::bail!("this node left its network; join again with a new --state directory");
     }
-    let node = crate::dataplane::node(PrivateKey(state.wg.0), own.mtu, relay);
     let moved = |flag: &str, addr: SocketAddr| {
         anyhow::anyhow!(
             "UDP {addr} is already in use (another agent, or WireGuard?): stop that program, or move this node with `cladnet set {flag} 0.0.0.0:PORT --state {}`",
             dir.display()
         )
     };
-    let udp = Udp::bind(state.settings.listen).map_err(|e| match e {
-        drivers::DriverError::PortInUse { addr } => moved("--listen", addr),
-        other => other.into(),
-    })?;
     // The control plane binds inside libp2p: a taken port is found here,
     // where it can be said in words.
     if let Err(e) = std::net::UdpSocket::bind(state.settings.control_listen) {
@@ -94,46 +74,42 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
             return Err(moved("--control-listen", state.settings.control_listen));
         }
     }
-    let port = udp.local_addr().map(|a| a.port()).unwrap_or(0);
-    let tun = Tun::create(iface, own.mtu)?;
-    let runtime = runtime()?;
-    let result = runtime.block_on(async {
-        let netlink = Netlink::connect(tun.name())?;
-        netlink.set_up(tun.index(), u32::from(own.mtu)).await?;
+    let start = startup::Start {
+        iface,
+        mtu: own.mtu,
+        node: crate::dataplane::node(PrivateKey(state.wg.0), own.mtu, relay),
+        listen: state.settings.listen,
+        port_taken: &|addr| moved("--listen", addr),
+    };
+    startup::run(start, |up| async move {
+        let netlink = Netlink::connect(&up.iface)?;
+        netlink.set_up(up.index, u32::from(own.mtu)).await?;
         let shell = federation::net::Shell::member(
             state.key.seed(),
             &state.network.id,
             state.settings.control_listen,
         )?;
         tracing::info!(
-            iface = %tun.name(), name = %own.name, id = %state.key.id().short(),
+            iface = %up.iface, name = %own.name, id = %state.key.id().short(),
             address = %own.address, listen = %state.settings.listen,
             control = %state.settings.control_listen, "cladnet agent up"
         );
-        let (data, events) = crate::dataplane::start(&tun, udp, node)
-            .context("cannot start the data plane threads")?;
         let (tx, rx) = mpsc::channel(16);
         let local_socket = crate::statedir::socket_path(dir);
         let http = crate::exposition::serve_http(metrics_listen, tx.clone());
         let local = serve_local(&local_socket, tx);
-        let wg = serve_uapi_if_free(iface, data.clone(), port);
         let event_loop = event_loop::EventLoop::new(event_loop::Parts {
             state,
             shell,
-            data: (data, events),
+            data: (up.data, up.events),
             netlink,
-            tun_index: tun.index(),
-            iface: tun.name().to_string(),
+            tun_index: up.index,
+            iface: up.iface,
         })?;
-        let r = tokio::select! {
-            r = event_loop.run(rx, shutdown_signal()) => r,
+        tokio::select! {
+            r = event_loop.run(rx, std::future::pending()) => r,
             r = local => r,
-            r = wg => r,
             r = http => r,
-        };
-        r
-    });
-    drop(tun);
-    tracing::info!("cladnet agent stopped; interface {iface} removed");
-    result
+        }
+    })
 }

@@ -1,19 +1,17 @@
 //! WireGuard-file mode: a node run from a wg-quick configuration with
 //! static peers ([`config`]), WireGuard's own userspace API on its socket
-//! ([`uapi`]), and `show`. Builds the data plane from the configuration,
-//! creates and configures the TUN interface, binds the UDP port, starts the
-//! data plane and both sockets, and runs until SIGINT or SIGTERM.
+//! ([`uapi`]), and `show`. Builds the data plane from the configuration
+//! and starts it the way a member starts ([`crate::daemon::startup`]),
+//! then gives the interface its addresses and routes and serves `show`.
 
 pub mod config;
 pub mod uapi;
 
 use crate::api::{self, docs, Request};
 use crate::dataplane::{self, Shared};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use config::WgConfig;
 use drivers::netlink::Netlink;
-use drivers::tun::Tun;
-use drivers::udp::Udp;
 use netstack::{Device, DropReason, Node, PeerConfig, PrivateKey, PublicKey};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -89,9 +87,7 @@ pub fn show(device: &Device, iface: &Interface, now: Instant) -> docs::Show {
 
 /// Runs the agent until a termination signal.
 pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
-    // Sockets and files the agent creates are root-only from the start.
-    // SAFETY: umask has no memory effects; called before any thread starts.
-    unsafe { libc::umask(0o077) };
+    crate::daemon::startup::private_files();
     for key in &config.ignored_keys {
         tracing::warn!("ignoring wg-quick key {key}: cladnet does not run scripts or change DNS/routing tables");
     }
@@ -102,54 +98,43 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         anyhow::bail!("a [Peer] has this node's own public key: remove that section");
     }
     let port = config.interface.listen_port.unwrap_or(0);
-    let udp = Udp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
-    let listen_port = udp
-        .local_addr()
-        .context("cannot read the bound UDP port")?
-        .port();
-    let tun = Tun::create(iface, mtu)?;
-    let runtime = crate::process::runtime()?;
-    runtime.block_on(configure_interface(&tun, &config, mtu))?;
-    let info = Interface {
-        name: tun.name().to_string(),
-        listen_port,
+    let start = crate::daemon::startup::Start {
+        iface,
         mtu,
-        offload: tun.offload(),
+        node,
+        listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
+        port_taken: &|addr| {
+            anyhow::anyhow!("UDP {addr} is already in use (another agent, or WireGuard?): stop that program, or change ListenPort in the configuration")
+        },
     };
-    tracing::info!(
-        iface = %info.name, port = listen_port, mtu, offload = info.offload,
-        public_key = %own, peers = config.peers.len(), "cladnet agent up"
-    );
-    let (shared, _events) =
-        dataplane::start(&tun, udp, node).context("cannot start the data plane threads")?;
-    let wg_socket = uapi::socket_path(iface);
-    runtime.block_on(async {
-        let control = {
-            let shared = shared.clone();
-            api::serve(socket, api::JSON_LINES, move |line| {
-                let answer = match api::read_request(&line) {
-                    Ok(Request::Show) => {
-                        shared.with(|n| api::answer(&show(n.device(), &info, Instant::now())))
-                    }
-                    Ok(other) => api::error(&format!(
-                        "`{}` needs a network member (--state); this agent runs a WireGuard file",
-                        other.name()
-                    )),
-                    Err(e) => e,
-                };
-                async move { answer }
-            })
+    crate::daemon::startup::run(start, |up| async move {
+        configure_interface(&up.iface, up.index, &config, mtu).await?;
+        let info = Interface {
+            name: up.iface.clone(),
+            listen_port: up.port,
+            mtu,
+            offload: up.offload,
         };
-        let wg = serve_uapi(&wg_socket, shared.clone(), listen_port);
-        tokio::select! {
-            r = control => r,
-            r = wg => r,
-            r = crate::process::shutdown_signal() => r,
-        }
-    })?;
-    tracing::info!("cladnet agent stopped; interface {iface} removed");
-    drop(tun);
-    Ok(())
+        tracing::info!(
+            iface = %info.name, port = up.port, mtu, offload = info.offload,
+            public_key = %own, peers = config.peers.len(), "cladnet agent up"
+        );
+        let shared = up.data;
+        api::serve(socket, api::JSON_LINES, move |line| {
+            let answer = match api::read_request(&line) {
+                Ok(Request::Show) => {
+                    shared.with(|n| api::answer(&show(n.device(), &info, Instant::now())))
+                }
+                Ok(other) => api::error(&format!(
+                    "`{}` needs a network member (--state); this agent runs a WireGuard file",
+                    other.name()
+                )),
+                Err(e) => e,
+            };
+            async move { answer }
+        })
+        .await
+    })
 }
 
 /// Serves WireGuard's UAPI on `path` for the data plane `shared`.
@@ -166,12 +151,12 @@ pub async fn serve_uapi(path: &Path, shared: Shared, port: u16) -> Result<()> {
     .await
 }
 
-async fn configure_interface(tun: &Tun, config: &WgConfig, mtu: u16) -> Result<()> {
-    let nl = Netlink::connect(tun.name())?;
+async fn configure_interface(iface: &str, index: u32, config: &WgConfig, mtu: u16) -> Result<()> {
+    let nl = Netlink::connect(iface)?;
     for a in &config.interface.addresses {
-        nl.add_address(tun.index(), a.addr, a.prefix).await?;
+        nl.add_address(index, a.addr, a.prefix).await?;
     }
-    nl.set_up(tun.index(), u32::from(mtu)).await?;
+    nl.set_up(index, u32::from(mtu)).await?;
     let covered = |net: &netstack::IpNet| {
         config
             .interface
@@ -181,8 +166,7 @@ async fn configure_interface(tun: &Tun, config: &WgConfig, mtu: u16) -> Result<(
     };
     for p in &config.peers {
         for net in p.allowed_ips.iter().filter(|n| !covered(n)) {
-            nl.add_route(tun.index(), net.masked().addr, net.prefix)
-                .await?;
+            nl.add_route(index, net.masked().addr, net.prefix).await?;
         }
     }
     Ok(())
