@@ -103,9 +103,8 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         mtu,
         node,
         listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
-        port_taken: &|addr| {
-            anyhow::anyhow!("UDP {addr} is already in use (another agent, or WireGuard?): stop that program, or change ListenPort in the configuration")
-        },
+        // The driver's sentence names ListenPort.
+        port_taken: &|addr| drivers::DriverError::PortInUse { addr }.into(),
     };
     crate::daemon::startup::run(start, |up| async move {
         configure_interface(&up.iface, up.index, &config, mtu).await?;
