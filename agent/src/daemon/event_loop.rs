@@ -11,7 +11,7 @@ use super::answers::View;
 use super::{auto, names, paths};
 use crate::api::{self, LocalRequest};
 use crate::dataplane::Shared;
-use crate::inventory::scan;
+use crate::inventory::{scan, Inventory};
 use crate::member::own::HostSample;
 use crate::member::{Asker, Command, Identity, LocalId, Member, Tag};
 use crate::statedir::{now_ms, StateDir};
@@ -164,9 +164,12 @@ impl EventLoop {
         mut local: mpsc::Receiver<LocalRequest>,
         stop: impl std::future::Future<Output = Result<()>>,
     ) -> Result<()> {
+        let host = self.scan_host().await;
         let (now, now_ms) = clock();
-        self.member.start(now, now_ms, &mut OsRng);
-        self.refresh_host().await;
+        let host = host
+            .as_ref()
+            .map(|(inv, reflexive)| (inv, reflexive.clone()));
+        self.member.start(host, now, now_ms, &mut OsRng);
         self.carry_out().await;
         // Host changes re-read the host after a short quiet spell (one
         // change comes as a burst of messages); the scan stays as the
@@ -360,6 +363,15 @@ impl EventLoop {
     /// Re-reads the host (addresses, networks, MTU) and where members see
     /// us, for the member.
     async fn refresh_host(&mut self) {
+        if let Some((inv, reflexive)) = self.scan_host().await {
+            let (now, now_ms) = clock();
+            self.member.handle_host(&inv, reflexive, now, now_ms);
+        }
+    }
+
+    /// What the host shows (addresses, networks, MTU), and where members
+    /// see our data plane; `None` (said) if the host cannot be read.
+    async fn scan_host(&mut self) -> Option<(Inventory, Vec<std::net::SocketAddr>)> {
         let cidr = self.member.replica().ledger().authority().map(|a| a.cidr);
         match scan(Some(self.tun_index), cidr).await {
             Ok(inv) => {
@@ -369,11 +381,13 @@ impl EventLoop {
                     self.paths.asker.forget_paths();
                     self.on_outcomes();
                 }
-                let (now, now_ms) = clock();
-                let reflexive = self.paths.asker.reflexive(now, &inv.addrs);
-                self.member.handle_host(&inv, reflexive, now, now_ms);
+                let reflexive = self.paths.asker.reflexive(Instant::now(), &inv.addrs);
+                Some((inv, reflexive))
             }
-            Err(e) => tracing::warn!("cannot read this host's addresses: {e:#}"),
+            Err(e) => {
+                tracing::warn!("cannot read this host's addresses: {e:#}");
+                None
+            }
         }
     }
 

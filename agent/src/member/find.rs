@@ -37,11 +37,17 @@ pub fn find(replica: &Replica, who: &str, now_ms: u64) -> Result<NodeId, String>
         .iter()
         .map(|m| called(m, &org))
         .collect();
+    // Federated networks' members as far as this node reaches them (the
+    // roster holds the connected networks' exposed members only).
+    let roster = replica.roster(now_ms);
+    let reached: std::collections::BTreeSet<NodeId> =
+        roster.members(now_ms).iter().map(|m| m.id).collect();
     all.extend(
         replica
             .partners()
             .members(now_ms)
             .iter()
+            .filter(|p| reached.contains(&p.member.id))
             .map(|p| called(&p.member, p.org)),
     );
     lookup::find(

@@ -63,7 +63,7 @@ pub const FAREWELL: Duration = Duration::from_millis(1500);
 /// at this often.
 const STANDING_EVERY: Duration = Duration::from_secs(2);
 /// Commands waiting for the daemon, at most (a member that produces more
-/// between two polls has a bug; the oldest are kept).
+/// between two polls has a bug; the oldest are kept, and answers always).
 const MAX_COMMANDS: usize = 4096;
 
 /// Everything a running member decides on.
@@ -127,9 +127,17 @@ impl<R> Member<R> {
         }
     }
 
-    /// Starts: reclaims a lost address, sets the boundary, makes the host
-    /// match, publishes what changed and dials the members.
-    pub fn start(&mut self, now: Instant, now_ms: u64, rng: &mut impl RngCore) {
+    /// Starts: takes what the host shows (`host`: as for
+    /// [`Member::handle_host`], if it could be read), reclaims a lost
+    /// address, sets the boundary, makes the host match, publishes what
+    /// changed (once) and dials the members.
+    pub fn start(
+        &mut self,
+        host: Option<(&crate::inventory::Inventory, Vec<SocketAddr>)>,
+        now: Instant,
+        now_ms: u64,
+        rng: &mut impl RngCore,
+    ) {
         if self
             .identity
             .settings
@@ -137,6 +145,9 @@ impl<R> Member<R> {
             .contains(&crate::advertise::Advertise::Auto)
         {
             self.command(Command::LookUpAuto);
+        }
+        if let Some((inv, reflexive)) = host {
+            self.take_host(inv, reflexive, now);
         }
         self.own
             .reclaim_if_lost(self.replica.ledger(), &self.me, now_ms);
@@ -223,11 +234,13 @@ impl<R> Member<R> {
                 self.command(Command::Apply);
             }
         }
-        let members = self.replica.ledger().members(now_ms);
-        let dials = self
-            .redial
-            .handle_timeout(now, &self.me, &members, &self.connected(), rng);
-        self.dial(dials);
+        if now >= self.redial.poll_timeout() {
+            let members = self.replica.ledger().members(now_ms);
+            let dials = self
+                .redial
+                .handle_timeout(now, &self.me, &members, &self.connected(), rng);
+            self.dial(dials);
+        }
         if self.leaving.is_some_and(|t| now >= t) {
             self.leaving = None;
             self.command(Command::Exit);
@@ -249,6 +262,16 @@ impl<R> Member<R> {
         now: Instant,
         now_ms: u64,
     ) {
+        self.take_host(inv, reflexive, now);
+        self.flush(now, now_ms);
+    }
+
+    fn take_host(
+        &mut self,
+        inv: &crate::inventory::Inventory,
+        reflexive: Vec<SocketAddr>,
+        now: Instant,
+    ) {
         let outside = own::Outside {
             reflexive,
             control: self.observed.endpoints(now, &inv.addrs),
@@ -258,12 +281,20 @@ impl<R> Member<R> {
         if self.own.dirty {
             self.command(Command::Apply);
         }
-        self.flush(now, now_ms);
     }
 
     /// What the metadata service answered for `--advertise auto` (`None`:
     /// nothing, said by the daemon); the host is re-read next.
     pub fn handle_auto(&mut self, found: Option<IpAddr>) {
+        // A lookup that `set` made moot (auto no longer advertised).
+        if !self
+            .identity
+            .settings
+            .advertise
+            .contains(&crate::advertise::Advertise::Auto)
+        {
+            return;
+        }
         self.auto = found;
         self.command(Command::Rescan);
     }
@@ -305,7 +336,13 @@ impl<R> Member<R> {
     }
 
     fn command(&mut self, c: Command<R>) {
-        if self.commands.len() < MAX_COMMANDS {
+        // Answers are never dropped: one per request waiting, and those
+        // are bounded where they wait.
+        let answer = matches!(
+            c,
+            Command::Answer { .. } | Command::Respond { .. } | Command::Exit
+        );
+        if answer || self.commands.len() < MAX_COMMANDS {
             self.commands.push_back(c);
         } else {
             tracing::error!("the daemon is not taking the member's commands; one dropped");

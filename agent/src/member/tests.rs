@@ -121,7 +121,7 @@ impl Lab {
                     now,
                 );
                 let mut rng = testbed::rng::Rng::new(u64::from(m.record.address.octets()[3]));
-                member.start(now, now_ms, &mut rng);
+                member.start(None, now, now_ms, &mut rng);
                 Node {
                     member,
                     up: true,
