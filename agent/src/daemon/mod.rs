@@ -67,19 +67,21 @@ pub fn run(dir: &Path, iface: &str, metrics_listen: Option<SocketAddr>, relay: b
             dir.display()
         )
     };
-    // The control plane binds inside libp2p: a taken port is found here,
-    // where it can be said in words.
-    if let Err(e) = std::net::UdpSocket::bind(state.settings.control_listen) {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            return Err(moved("--control-listen", state.settings.control_listen));
-        }
-    }
+    let control = state.settings.control_listen;
     let start = startup::Start {
         iface,
         mtu: own.mtu,
         node: crate::dataplane::node(PrivateKey(state.wg.0), own.mtu, relay),
         listen: state.settings.listen,
         port_taken: &|addr| moved("--listen", addr),
+        // The control plane binds inside libp2p: a taken port is found
+        // here, where it can be said in words.
+        also_free: &|| match std::net::UdpSocket::bind(control) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                Err(moved("--control-listen", control))
+            }
+            _ => Ok(()),
+        },
     };
     startup::run(start, |up| async move {
         let netlink = Netlink::connect(&up.iface)?;

@@ -27,6 +27,10 @@ pub struct Start<'a> {
     pub listen: SocketAddr,
     /// What to say when that port is taken.
     pub port_taken: &'a dyn Fn(SocketAddr) -> anyhow::Error,
+    /// What else must be free, checked once that port is bound (member
+    /// mode: the control plane's port), so a taken port is said in the
+    /// same order whatever the mode.
+    pub also_free: &'a dyn Fn() -> Result<()>,
 }
 
 /// What a mode runs with once the data plane is up.
@@ -62,6 +66,7 @@ where
         drivers::DriverError::PortInUse { addr } => (start.port_taken)(addr),
         other => other.into(),
     })?;
+    (start.also_free)()?;
     let port = udp
         .local_addr()
         .context("cannot read the bound UDP port")?

@@ -105,6 +105,7 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
         // The driver's sentence names ListenPort.
         port_taken: &|addr| drivers::DriverError::PortInUse { addr }.into(),
+        also_free: &|| Ok(()),
     };
     crate::daemon::startup::run(start, |up| async move {
         configure_interface(&up.iface, up.index, &config, mtu).await?;
