@@ -7,8 +7,7 @@
 use crate::agreement::{Agreement, Ending};
 use crate::cert::{Cert, Revocation, MAX_KEEP};
 use crate::cidr::Cidr;
-// Moved to `crate::contact`; the agent still names `federation::member::MAX_CONTROL`.
-pub use crate::contact::MAX_CONTROL;
+use crate::contact::MAX_CONTROL;
 use crate::contact::{Contact, MAX_CONTACTS};
 use crate::network::NetworkId;
 use crate::record::NodeId;

@@ -140,7 +140,7 @@ pub enum Inbound {
         /// The agreement.
         agreement: Box<crate::agreement::Agreement>,
         /// Members of the accepting network, to reach it later.
-        contacts: Vec<crate::token::Contact>,
+        contacts: Vec<crate::contact::Contact>,
     },
     /// The other network of an agreement ended it; the agent checks the
     /// ending against the agreement and carries it, answered through

@@ -5,9 +5,7 @@
 //! carries a one-time secret; the inviter keeps only the secret's hash,
 //! its expiry and how many uses are left.
 
-// Moved to `crate::contact`; the agent and the fuzz targets still name them here.
-pub use crate::contact::{checksum, Contact, MAX_CONTACTS, MAX_TOKEN};
-use crate::contact::{open, seal};
+use crate::contact::{open, seal, Contact, MAX_CONTACTS};
 use crate::network::NetworkId;
 use crate::record::NodeId;
 use blake2::digest::{FixedOutput, Update};

@@ -28,7 +28,7 @@ use federation::cert::{Cert, Claim};
 use federation::member::{metrics_interval, AuthorityRecord, Body, MemberRecord, PartnerContacts};
 use federation::protocol::Request;
 use federation::replica::{Event, Replica, Transmit, PARTNER_SYNC_EVERY};
-use federation::token::Contact;
+use federation::contact::Contact;
 use federation::{Cidr, Ledger, Network, NetworkId, NodeId, NodeKey};
 use std::net::Ipv4Addr;
 use std::time::Instant;

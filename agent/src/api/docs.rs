@@ -258,9 +258,9 @@ pub struct Signed {
     /// The agreement.
     pub agreement: federation::agreement::Agreement,
     /// Members of the offering network and their control endpoints.
-    pub contacts: Vec<federation::token::Contact>,
+    pub contacts: Vec<federation::contact::Contact>,
     /// Members of this network, for the offering network to reach it.
-    pub ours: Vec<federation::token::Contact>,
+    pub ours: Vec<federation::contact::Contact>,
 }
 
 /// `federate end`: the ending, signed and carried here, for the CLI to
@@ -272,7 +272,7 @@ pub struct Ended {
     /// The ending.
     pub ending: federation::agreement::Ending,
     /// Members of the other network, where it was given to reach them.
-    pub contacts: Vec<federation::token::Contact>,
+    pub contacts: Vec<federation::contact::Contact>,
 }
 
 /// One item of `federate list`.

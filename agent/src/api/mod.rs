@@ -85,7 +85,7 @@ pub enum Request {
         /// The agreement.
         agreement: Box<federation::agreement::Agreement>,
         /// Members of the offering network (from its offer).
-        contacts: Vec<federation::token::Contact>,
+        contacts: Vec<federation::contact::Contact>,
     },
     /// This network's federation agreements ([`docs::Federation`] list).
     FederateList,

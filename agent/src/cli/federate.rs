@@ -10,7 +10,7 @@ use super::conversation::{Conversation, UNEXPECTED};
 use crate::api::{docs, Request};
 use anyhow::{Context, Result};
 use federation::protocol::{Request as Ask, Response};
-use federation::token::Contact;
+use federation::contact::Contact;
 use federation::{NetworkId, NodeKey};
 use std::path::Path;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side
 use federation::federations;
 use federation::ledger::Federation;
 use federation::protocol::Response;
-use federation::token::Contact;
+use federation::contact::Contact;
 use federation::{NodeKey, Status};
 use rand_core::RngCore;
 use std::collections::BTreeSet;

@@ -12,11 +12,10 @@ use crate::statedir::Settings;
 use federation::agreement::{Agreement, Ending};
 use federation::member::PartnerContacts;
 use federation::member::{
-    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_AGREEMENTS, MAX_CONTROL, MAX_ENDINGS,
+    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_AGREEMENTS, MAX_ENDINGS,
     MAX_ENDPOINTS, MAX_HOST_NETWORKS, MAX_LINKS, MAX_REVOCATIONS,
 };
-use federation::token::Contact;
-use federation::token::MAX_CONTACTS;
+use federation::contact::{Contact, MAX_CONTACTS, MAX_CONTROL};
 use federation::NetworkId;
 use federation::{address, Ledger, NodeId, Status};
 use std::collections::BTreeSet;

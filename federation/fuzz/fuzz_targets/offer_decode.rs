@@ -12,7 +12,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use federation::agreement::{AgreementError, OfferToken, OFFER_PREFIX};
-use federation::token::MAX_TOKEN;
+use federation::contact::MAX_TOKEN;
 use libfuzzer_sys::fuzz_target;
 
 fn check(text: &str) {
@@ -31,6 +31,6 @@ fuzz_target!(|data: &[u8]| {
     check(&String::from_utf8_lossy(data));
     check(&format!("{OFFER_PREFIX}{}", URL_SAFE_NO_PAD.encode(data)));
     let mut payload = data.to_vec();
-    payload.extend_from_slice(&federation::token::checksum(federation::agreement::CHECKSUM_DOMAIN, data));
+    payload.extend_from_slice(&federation::contact::checksum(federation::agreement::CHECKSUM_DOMAIN, data));
     check(&format!("{OFFER_PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload)));
 });

@@ -18,7 +18,8 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use federation::token::{Invite, TokenError, MAX_TOKEN, PREFIX};
+use federation::contact::MAX_TOKEN;
+use federation::token::{Invite, TokenError, PREFIX};
 use libfuzzer_sys::fuzz_target;
 
 fn check(text: &str) {
@@ -42,6 +43,6 @@ fuzz_target!(|data: &[u8]| {
     check(&String::from_utf8_lossy(data));
     check(&format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(data)));
     let mut payload = data.to_vec();
-    payload.extend_from_slice(&federation::token::checksum(federation::token::CHECKSUM_DOMAIN, data));
+    payload.extend_from_slice(&federation::contact::checksum(federation::token::CHECKSUM_DOMAIN, data));
     check(&format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(&payload)));
 });
