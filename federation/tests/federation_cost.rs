@@ -25,10 +25,10 @@
 
 use federation::agreement::{Agreement, Ending, Exposure, Offer, Side};
 use federation::cert::{Cert, Claim};
+use federation::contact::Contact;
 use federation::member::{metrics_interval, AuthorityRecord, Body, MemberRecord, PartnerContacts};
 use federation::protocol::Request;
 use federation::replica::{Event, Replica, Transmit, PARTNER_SYNC_EVERY};
-use federation::contact::Contact;
 use federation::{Cidr, Ledger, Network, NetworkId, NodeId, NodeKey};
 use std::net::Ipv4Addr;
 use std::time::Instant;

@@ -8,10 +8,10 @@
 //! Nobody reached is said in one sentence, with the ports to open.
 
 use anyhow::Result;
+use federation::contact::Contact;
 use federation::joining::{Action, Joining, CONNECT_TIMEOUT};
 use federation::net::{Event, RequestId, Shell};
 use federation::protocol::{Request, Response};
-use federation::contact::Contact;
 use federation::token::TokenError;
 use federation::{NetworkId, NodeId, NodeKey};
 use std::net::SocketAddr;

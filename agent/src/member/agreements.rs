@@ -9,10 +9,10 @@
 use super::Member;
 use crate::api::{self, docs};
 use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side};
+use federation::contact::Contact;
 use federation::federations;
 use federation::ledger::Federation;
 use federation::protocol::Response;
-use federation::contact::Contact;
 use federation::{NodeKey, Status};
 use rand_core::RngCore;
 use std::collections::BTreeSet;

@@ -10,12 +10,12 @@ use crate::api::docs;
 use crate::inventory::Inventory;
 use crate::statedir::Settings;
 use federation::agreement::{Agreement, Ending};
+use federation::contact::{Contact, MAX_CONTACTS, MAX_CONTROL};
 use federation::member::PartnerContacts;
 use federation::member::{
-    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_AGREEMENTS, MAX_ENDINGS,
-    MAX_ENDPOINTS, MAX_HOST_NETWORKS, MAX_LINKS, MAX_REVOCATIONS,
+    Link, MemberRecord, Metrics, MAX_ADVERTISED, MAX_AGREEMENTS, MAX_ENDINGS, MAX_ENDPOINTS,
+    MAX_HOST_NETWORKS, MAX_LINKS, MAX_REVOCATIONS,
 };
-use federation::contact::{Contact, MAX_CONTACTS, MAX_CONTROL};
 use federation::NetworkId;
 use federation::{address, Ledger, NodeId, Status};
 use std::collections::BTreeSet;
