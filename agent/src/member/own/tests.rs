@@ -1,16 +1,7 @@
 use super::*;
 use federation::fixture::TestNetwork;
 
-fn settings() -> Settings {
-    Settings {
-        name: "a".into(),
-        listen: "0.0.0.0:51820".parse().unwrap(),
-        control_listen: "0.0.0.0:51821".parse().unwrap(),
-        advertise: vec![],
-        metrics_listen: None,
-        no_relay: false,
-    }
-}
+use crate::member::tests::lab::settings;
 
 /// An agreement between two fresh networks, offer id `n`.
 fn agreement(n: u8) -> Agreement {

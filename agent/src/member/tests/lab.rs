@@ -71,7 +71,8 @@ pub(super) struct Lab {
     next_local: LocalId,
 }
 
-fn settings() -> Settings {
+/// Settings of a node in the lab.
+pub(in crate::member) fn settings() -> Settings {
     Settings {
         name: "m".into(),
         listen: "0.0.0.0:51820".parse().unwrap(),
@@ -306,6 +307,14 @@ impl Lab {
             .ledger()
             .member(&id, self.now_ms)
             .map(|m| m.status)
+    }
+
+    /// Why the outsider's request `tag` was refused (it must have been).
+    pub(super) fn refusal(&self, tag: Tag) -> String {
+        match self.outside.get(&tag) {
+            Some(Response::Refused(why)) => why.clone(),
+            other => panic!("not refused: {other:?}"),
+        }
     }
 
     /// An invite issued by node `i`, as a join request for a newcomer.

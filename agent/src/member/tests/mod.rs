@@ -2,7 +2,7 @@
 //! ([`lab`]): joins passed on, `--via`, revocation, re-tags, agreements,
 //! farewell and relay failover, each as a user would meet it.
 
-mod lab;
+pub(in crate::member) mod lab;
 
 use super::*;
 use crate::api::{self, docs, Request};
@@ -23,11 +23,7 @@ fn a_join_presented_to_another_member_is_passed_on_to_its_inviter() {
     );
     // Spent once: the same invite again is refused, passed on or not.
     lab.present(2, join, 2);
-    assert!(
-        matches!(lab.outside.get(&2), Some(Response::Refused(w)) if w.contains("already used")),
-        "{:?}",
-        lab.outside.get(&2)
-    );
+    assert!(lab.refusal(2).contains("already used"));
 }
 
 #[test]
@@ -38,11 +34,7 @@ fn a_join_whose_inviter_does_not_answer_is_refused_in_time() {
     lab.present(1, join, 1);
     assert!(lab.outside.is_empty(), "nothing yet");
     lab.advance(via::TIMEOUT + Duration::from_secs(1));
-    assert!(
-        matches!(lab.outside.get(&1), Some(Response::Refused(w)) if w.contains("did not answer")),
-        "{:?}",
-        lab.outside.get(&1)
-    );
+    assert!(lab.refusal(1).contains("did not answer"));
 }
 
 #[test]
