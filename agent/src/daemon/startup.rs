@@ -13,6 +13,8 @@ use netstack::node::Event as NodeEvent;
 use netstack::Node;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// What the agent is started with.
@@ -102,8 +104,23 @@ where
 /// without it. Never returns otherwise.
 async fn serve_uapi_if_free(iface: &str, data: Shared, port: u16) -> Result<()> {
     let path = crate::wg::uapi::socket_path(iface);
-    if let Err(e) = crate::wg::serve_uapi(&path, data, port).await {
+    if let Err(e) = serve_uapi(&path, data, port).await {
         tracing::warn!("wg show will not see this agent: {e:#} (another agent with the interface name {iface} in another namespace? give one of them another --iface)");
     }
     std::future::pending().await
+}
+
+/// Serves WireGuard's UAPI on `path` for the data plane `shared`.
+async fn serve_uapi(path: &Path, shared: Shared, port: u16) -> Result<()> {
+    let framing = crate::api::Framing {
+        terminator: "\n\n",
+        max: crate::wg::uapi::MAX_REQUEST,
+        incomplete: crate::wg::uapi::INCOMPLETE,
+    };
+    crate::api::serve(path, framing, move |request| {
+        let answer = shared
+            .with(|n| crate::wg::uapi::handle(n.device_mut(), port, &request, Instant::now()));
+        async move { answer }
+    })
+    .await
 }

@@ -8,7 +8,7 @@ pub mod config;
 pub mod uapi;
 
 use crate::api::{self, docs, Request};
-use crate::dataplane::{self, Shared};
+use crate::dataplane;
 use anyhow::Result;
 use config::WgConfig;
 use drivers::netlink::Netlink;
@@ -135,20 +135,6 @@ pub fn run(config: WgConfig, iface: &str, socket: &Path) -> Result<()> {
         })
         .await
     })
-}
-
-/// Serves WireGuard's UAPI on `path` for the data plane `shared`.
-pub async fn serve_uapi(path: &Path, shared: Shared, port: u16) -> Result<()> {
-    let framing = api::Framing {
-        terminator: "\n\n",
-        max: uapi::MAX_REQUEST,
-        incomplete: uapi::INCOMPLETE,
-    };
-    api::serve(path, framing, move |request| {
-        let answer = shared.with(|n| uapi::handle(n.device_mut(), port, &request, Instant::now()));
-        async move { answer }
-    })
-    .await
 }
 
 async fn configure_interface(iface: &str, index: u32, config: &WgConfig, mtu: u16) -> Result<()> {
