@@ -83,6 +83,16 @@ impl Shared {
         self.inner.udp.send(to, datagram, None)
     }
 
+    /// Sends `datagram` to `to` with IP TTL `ttl` (a hole punch).
+    pub fn send_with_ttl(
+        &self,
+        to: std::net::SocketAddr,
+        datagram: &[u8],
+        ttl: u8,
+    ) -> io::Result<()> {
+        self.inner.udp.send_with_ttl(to, datagram, ttl)
+    }
+
     fn wake_timers(&self) {
         if self.inner.sleeping.load(Ordering::Relaxed) {
             if let Some(t) = self.inner.timer.get() {

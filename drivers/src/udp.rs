@@ -127,6 +127,66 @@ impl Udp {
         result
     }
 
+    /// Sends one datagram to `to` with IP TTL (IPv6: hop limit) `ttl`, for
+    /// this datagram only: a hole punch that must open our own NAT and die
+    /// before the peer's. No waiting for buffer space: a punch is sent
+    /// again on the next round.
+    pub fn send_with_ttl(&self, to: SocketAddr, datagram: &[u8], ttl: u8) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let v4 = match to {
+            SocketAddr::V4(_) => true,
+            SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+        };
+        let to = match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::from((v4.ip().to_ipv6_mapped(), v4.port()))
+            }
+            other => other,
+        };
+        let (level, kind) = if v4 {
+            (libc::IPPROTO_IP, libc::IP_TTL)
+        } else {
+            (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT)
+        };
+        let addr = socket2::SockAddr::from(to);
+        let value = libc::c_int::from(ttl);
+        // One control message holding a c_int, 8-byte aligned.
+        let mut control = [0u64; 4];
+        let value_len = std::mem::size_of::<libc::c_int>() as libc::c_uint;
+        let mut iov = libc::iovec {
+            iov_base: datagram.as_ptr().cast_mut().cast(),
+            iov_len: datagram.len(),
+        };
+        // SAFETY: msghdr is plain data; every pointer set below points to
+        // a live buffer of the length given, for the duration of the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = addr.as_ptr().cast_mut().cast();
+        msg.msg_namelen = addr.len();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(value_len) } as _;
+        // SAFETY: the control buffer (32 bytes) holds one CMSG_SPACE(4)
+        // message (24 bytes); CMSG_FIRSTHDR points into it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            if cmsg.is_null() {
+                return Err(io::Error::other("no room for the TTL control message"));
+            }
+            (*cmsg).cmsg_level = level;
+            (*cmsg).cmsg_type = kind;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(value_len) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), value);
+        }
+        // SAFETY: a valid fd and a msghdr whose pointers are live (above).
+        let sent = unsafe { libc::sendmsg(self.sock.as_raw_fd(), &msg, 0) };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Waits until the socket is ready for `events` or `timeout_ms` passes
     /// (-1: forever); true if it is ready.
     fn wait(&self, events: libc::c_short, timeout_ms: libc::c_int) -> bool {
@@ -302,5 +362,61 @@ impl GsoBatch {
         self.len = 0;
         self.max_segments = udp.max_gso_segments().clamp(1, 64);
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    /// The TTL the next datagram on `sock` arrived with (IP_RECVTTL on).
+    fn received_ttl(sock: &UdpSocket) -> Option<i32> {
+        let mut buf = [0u8; 64];
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: test-only recvmsg into live buffers of the sizes given.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            if libc::recvmsg(sock.as_raw_fd(), &mut msg, 0) < 0 {
+                return None;
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (!cmsg.is_null() && (*cmsg).cmsg_type == libc::IP_TTL)
+                .then(|| std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>()))
+        }
+    }
+
+    #[test]
+    fn a_datagram_sent_with_a_ttl_carries_it_and_the_next_does_not() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid fd and a c_int of the size passed.
+        let r = unsafe {
+            libc::setsockopt(
+                rx.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_RECVTTL,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        let to = rx.local_addr().unwrap();
+        // Both socket kinds: plain IPv4 and dual-stack (v4-mapped).
+        for bind in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let tx = Udp::bind(bind.parse().unwrap()).unwrap();
+            tx.send_with_ttl(to, b"punch", 3).unwrap();
+            assert_eq!(received_ttl(&rx), Some(3), "{bind}");
+            tx.send(to, b"data", None).unwrap();
+            assert_ne!(received_ttl(&rx), Some(3), "{bind}: the socket's own TTL");
+        }
     }
 }

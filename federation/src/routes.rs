@@ -12,6 +12,16 @@
 //! once) is first checked with an endpoint echo on that very path, and only
 //! an answer — traffic both ways — moves it there.
 //!
+//! A relayed peer behind a NAT is not knocked at: an unasked datagram that
+//! reaches a bare Linux router's own stack leaves a conntrack entry there
+//! that takes the port its host's own flow to us needs, and the path stays
+//! shut while we keep knocking. One side of the pair (the lower id) opens
+//! its NAT with a short-lived punch and calls the peer through the relay
+//! ([`Command::Punch`]); the called peer checks the path at once
+//! ([`Routes::handle_called`]), when our NAT expects it. Rounds are
+//! [`PUNCH_EVERY`] apart, longer than a NAT keeps an unanswered flow, so
+//! what a failed round left in a router's table is gone by the next.
+//!
 //! The caller says what the data plane and the probes show ([`Facts`]),
 //! reports the checks' answers ([`Routes::handle_verified`]) and the direct
 //! packets of relayed peers ([`Routes::handle_direct_seen`]), and applies
@@ -32,6 +42,9 @@ pub const VERIFY_EVERY: Duration = Duration::from_secs(10);
 /// A direct endpoint seen in a relayed peer's packets is checked at most
 /// this often.
 pub const SEEN_VERIFY_EVERY: Duration = Duration::from_secs(2);
+/// A relayed peer behind a NAT is punched and called this often: longer
+/// than a NAT keeps a flow nobody answered (30 s on Linux).
+pub const PUNCH_EVERY: Duration = Duration::from_secs(40);
 /// A path is watched closely for this long after it changed.
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// A published link whose handshake is younger than this is live.
@@ -84,6 +97,16 @@ pub enum Command {
         /// The direct candidate.
         endpoint: SocketAddr,
     },
+    /// Open our NAT towards the relayed `peer` at `endpoint` with a punch
+    /// that dies before the peer's NAT, then call the peer through the
+    /// relay, so it checks the path from its side (see the module docs).
+    /// The path in use does not change.
+    Punch {
+        /// The peer.
+        peer: NodeId,
+        /// The direct candidate.
+        endpoint: SocketAddr,
+    },
 }
 
 /// The path in use.
@@ -102,6 +125,8 @@ struct Route {
     mode: Mode,
     /// When a direct candidate was last checked.
     checked: Option<Instant>,
+    /// When the peer was last punched and called.
+    punched: Option<Instant>,
 }
 
 impl Route {
@@ -144,6 +169,7 @@ impl Routes {
                 chosen: endpoint,
                 mode: Mode::Direct(now),
                 checked: None,
+                punched: None,
             };
             self.routes.insert(peer, route);
             return Some(endpoint);
@@ -191,6 +217,17 @@ impl Routes {
             r.checked = Some(now);
             self.command(Command::Verify { peer, endpoint });
         }
+    }
+
+    /// The relayed `peer` punched its NAT towards us and called: its
+    /// direct endpoint is checked now (at most every
+    /// [`SEEN_VERIFY_EVERY`]).
+    pub fn handle_called(&mut self, peer: NodeId, now: Instant) {
+        let Some(r) = self.routes.get(&peer) else {
+            return;
+        };
+        let endpoint = r.chosen;
+        self.handle_direct_seen(peer, endpoint, now);
     }
 
     /// Forgets peers for which `keep` is false.
@@ -252,21 +289,44 @@ impl Routes {
                     // The relay no longer gets us through: another one.
                     self.relay(id, Some(relay), me, ledger, &fact, now, now_ms);
                 }
-                Mode::Relay(..) => {
-                    let due = route
-                        .checked
-                        .is_none_or(|t| now.saturating_duration_since(t) >= VERIFY_EVERY);
-                    if due {
-                        if let Some(r) = self.routes.get_mut(&id) {
-                            r.checked = Some(now);
-                        }
-                        self.command(Command::Verify {
-                            peer: id,
-                            endpoint: route.chosen,
-                        });
-                    }
-                }
+                Mode::Relay(..) => self.check(id, route, me, ledger, now, now_ms),
             }
+        }
+    }
+
+    /// Checks the direct candidate of the relayed `peer` when due: a peer
+    /// anyone can reach is asked there every [`VERIFY_EVERY`]; one behind a
+    /// NAT is punched and called every [`PUNCH_EVERY`] by the lower id of
+    /// the pair (the other answers calls).
+    fn check(
+        &mut self,
+        peer: NodeId,
+        route: Route,
+        me: &NodeId,
+        ledger: &Ledger,
+        now: Instant,
+        now_ms: u64,
+    ) {
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        let verify = since(route.checked).is_none_or(|d| d >= VERIFY_EVERY);
+        let punch = *me < peer && since(route.punched).is_none_or(|d| d >= PUNCH_EVERY);
+        if !verify && !punch {
+            return;
+        }
+        let reachable = ledger
+            .members(now_ms)
+            .iter()
+            .any(|m| m.id == peer && public(m.record));
+        let endpoint = route.chosen;
+        let Some(r) = self.routes.get_mut(&peer) else {
+            return;
+        };
+        if reachable && verify {
+            r.checked = Some(now);
+            self.command(Command::Verify { peer, endpoint });
+        } else if !reachable && punch {
+            r.punched = Some(now);
+            self.command(Command::Punch { peer, endpoint });
         }
     }
 

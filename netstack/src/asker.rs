@@ -10,6 +10,14 @@
 //! a given endpoint (a direct candidate of a relayed peer); the answer
 //! proves datagrams cross that path both ways ([`Outcome::Verified`]).
 //!
+//! Towards a relayed peer behind a NAT, [`Asker::punch`] opens the way
+//! instead of knocking: questions with a TTL that passes our own NAT but
+//! dies before the peer's (a datagram reaching a router's own stack
+//! unasked leaves a conntrack entry there that takes the very port its
+//! host's reply flow needs), then a call through the relay
+//! ([`Asker::poll_call`]) that makes the peer ask us straight away, now
+//! that our NAT expects it.
+//!
 //! [`Asker::handle_timeout`] picks whom to ask ([`Asker::poll_question`]);
 //! the caller sends the questions and feeds the answers back
 //! ([`Asker::handle_answer`]); conclusions come out of
@@ -39,6 +47,9 @@ const MAX_OBSERVED: usize = 64;
 pub const MAX_REFLEXIVE: usize = 4;
 /// IPv4 and UDP headers: what a padded question travels in.
 pub const IPV4_UDP: u16 = 28;
+/// TTLs of a punch: past a NAT one or two hops away, short of a peer's
+/// NAT across the internet (many more hops away).
+pub const PUNCH_TTLS: [u8; 2] = [2, 3];
 
 /// A question to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +62,8 @@ pub struct Question {
     pub len: u16,
     /// Where to send it (`None`: the member's current direct endpoint).
     pub to: Option<SocketAddr>,
+    /// The IP TTL to send it with (`None`: the socket's own).
+    pub ttl: Option<u8>,
 }
 
 /// What the answers showed.
@@ -101,6 +114,8 @@ pub struct Asker {
     cursor: usize,
     path_mtu: Option<u16>,
     questions: VecDeque<Question>,
+    /// Calls to send through relays, after the questions: (peer, nonce).
+    calls: VecDeque<(PublicKey, u64)>,
     outcomes: VecDeque<Outcome>,
     next_round: Option<Instant>,
 }
@@ -143,7 +158,7 @@ impl Asker {
             // Path MTU probes are IPv4 sizes; IPv6 paths are not probed.
             let padded = probe.next(now).filter(|_| at.is_ipv4());
             for len in [Some(0), padded].into_iter().flatten() {
-                self.ask(peer, len, None, now, rng);
+                self.ask(peer, len, None, None, now, rng);
             }
         }
         self.cursor = self.cursor.wrapping_add(PER_ROUND);
@@ -158,7 +173,27 @@ impl Asker {
         now: Instant,
         rng: &mut impl RngCore,
     ) {
-        self.ask(peer, 0, Some(endpoint), now, rng);
+        self.ask(peer, 0, Some(endpoint), None, now, rng);
+    }
+
+    /// Opens our NAT towards the relayed `peer` at `endpoint` and calls it
+    /// through its relay (see the module docs): questions with the
+    /// [`PUNCH_TTLS`] (answered only where no NAT of the peer's stops them:
+    /// [`Outcome::Verified`] then), then a call ([`Asker::poll_call`]).
+    pub fn punch(
+        &mut self,
+        peer: PublicKey,
+        endpoint: SocketAddr,
+        now: Instant,
+        rng: &mut impl RngCore,
+    ) {
+        for ttl in PUNCH_TTLS {
+            self.ask(peer, 0, Some(endpoint), Some(ttl), now, rng);
+        }
+        if self.calls.len() >= MAX_ASKED {
+            self.calls.pop_front();
+        }
+        self.calls.push_back((peer, rng.next_u64()));
     }
 
     fn ask(
@@ -166,6 +201,7 @@ impl Asker {
         peer: PublicKey,
         len: u16,
         to: Option<SocketAddr>,
+        ttl: Option<u8>,
         now: Instant,
         rng: &mut impl RngCore,
     ) {
@@ -186,6 +222,7 @@ impl Asker {
             nonce,
             len,
             to,
+            ttl,
         });
     }
 
@@ -222,6 +259,15 @@ impl Asker {
     /// The next question to send.
     pub fn poll_question(&mut self) -> Option<Question> {
         self.questions.pop_front()
+    }
+
+    /// The next call to send through a relay (peer, nonce), once every
+    /// question waiting is sent: a punch goes out before its call.
+    pub fn poll_call(&mut self) -> Option<(PublicKey, u64)> {
+        if !self.questions.is_empty() {
+            return None;
+        }
+        self.calls.pop_front()
     }
 
     /// `from` answered: it sees us at `seen`, our question arrived `len`
@@ -320,6 +366,7 @@ impl Asker {
     pub fn retain(&mut self, keep: impl Fn(&PublicKey) -> bool) {
         self.echoed.retain(|k, _| keep(k));
         self.probes.retain(|k, _| keep(k));
+        self.calls.retain(|(k, _)| keep(k));
     }
 }
 
@@ -461,6 +508,36 @@ mod tests {
         a.forget_paths();
         assert_eq!(a.poll_outcome(), Some(Outcome::PathMtu(None)));
         assert_eq!(a.path_mtu(), None);
+    }
+
+    #[test]
+    fn a_punch_sends_short_lived_questions_before_its_call() {
+        let (mut a, mut rng, t0) = (Asker::new(), Counter(0), Instant::now());
+        let peer = peers(1)[0].0;
+        let candidate: SocketAddr = "198.18.0.9:40000".parse().unwrap();
+        a.punch(peer, candidate, t0, &mut rng);
+        assert_eq!(a.poll_call(), None, "not before the punch is sent");
+        let q = drain(&mut a);
+        let ttls: Vec<Option<u8>> = q.iter().map(|q| q.ttl).collect();
+        assert_eq!(ttls, PUNCH_TTLS.map(Some).to_vec());
+        assert!(q.iter().all(|q| q.to == Some(candidate) && q.peer == peer));
+        assert!(matches!(a.poll_call(), Some((p, _)) if p == peer));
+        assert_eq!(a.poll_call(), None);
+        // A punch that got through (no NAT of the peer's in the way) is a
+        // verified path like any check.
+        a.handle_answer(peer, q[1].nonce, "198.18.0.1:1".parse().unwrap(), 36, t0);
+        assert_eq!(
+            a.poll_outcome(),
+            Some(Outcome::Verified {
+                peer,
+                endpoint: candidate
+            })
+        );
+        // Calls to members gone are not sent.
+        a.punch(peer, candidate, t0, &mut rng);
+        drain(&mut a);
+        a.retain(|_| false);
+        assert_eq!(a.poll_call(), None);
     }
 
     #[test]

@@ -8,9 +8,15 @@
 //! long the question was when it arrived, so the asker learns which sizes
 //! the path carries (the data-plane socket sends with DF set).
 //!
+//! A relayed member asks a peer to open a direct path with a call: sent
+//! through the relay after this member's NAT was opened towards the peer
+//! by a short-lived punch ([`crate::asker::Asker::punch`]), it makes the
+//! peer send its question straight to us now, when our NAT lets it in.
+//!
 //! ```text
 //! request: type 18 (u32 LE) | asker key id (8) | nonce (8) | MAC (16)
 //!          | padding (any length)
+//! call:    type 20 (u32 LE) | caller key id (8) | nonce (8) | MAC (16)
 //! reply:   type 19 (u32 LE) | answerer key id (8) | nonce (8)
 //!          | port (u16 BE) | IPv6 or IPv4-mapped address (16)
 //!          | request length (u16 BE) | MAC (16)
@@ -29,7 +35,9 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 pub const REQUEST: u32 = 18;
 /// "From here."
 pub const REPLY: u32 = 19;
-/// Length of an unpadded request.
+/// "Ask me straight away: my NAT expects you." (sent through a relay)
+pub const CALL_ME: u32 = 20;
+/// Length of an unpadded request (and of a call).
 pub const REQUEST_LEN: usize = 4 + 8 + 8 + 16;
 /// Length of a reply.
 pub const REPLY_LEN: usize = 4 + 8 + 8 + 2 + 16 + 2 + 16;
@@ -59,6 +67,12 @@ pub enum Message {
         /// The request's length, padding included.
         len: u16,
     },
+    /// A call from the relayed member with key id `caller`: it has just
+    /// opened its NAT towards us and waits for our question.
+    CallMe {
+        /// Who calls.
+        caller: KeyId,
+    },
     /// An answer from the member with key id `answerer`.
     Reply {
         /// Who answers.
@@ -85,6 +99,7 @@ pub fn parse(datagram: &[u8]) -> Option<Message> {
             nonce,
             len: u16::try_from(n).ok()?,
         }),
+        (CALL_ME, REQUEST_LEN) => Some(Message::CallMe { caller: *id }),
         (REPLY, REPLY_LEN) => {
             let (port, rest) = rest.split_first_chunk::<2>()?;
             let (ip, rest) = rest.split_first_chunk::<16>()?;
@@ -106,7 +121,7 @@ pub fn parse(datagram: &[u8]) -> Option<Message> {
 /// request's padding is not covered) was made with `key`.
 pub fn authentic(datagram: &[u8], key: &PairKey) -> bool {
     let end = match datagram.first_chunk::<4>().map(|k| u32::from_le_bytes(*k)) {
-        Some(REQUEST) => REQUEST_LEN,
+        Some(REQUEST | CALL_ME) => REQUEST_LEN,
         _ => REPLY_LEN,
     };
     let Some(message) = datagram.get(..end) else {
@@ -127,11 +142,22 @@ pub fn authentic(datagram: &[u8], key: &PairKey) -> bool {
 /// [`REQUEST_LEN`]).
 pub fn request(asker: &KeyId, nonce: u64, key: &PairKey, len: u16) -> Vec<u8> {
     let mut out = vec![0u8; usize::from(len).max(REQUEST_LEN)];
-    out[..4].copy_from_slice(&REQUEST.to_le_bytes());
-    out[4..12].copy_from_slice(asker);
+    write_question(REQUEST, asker, nonce, key, &mut out);
+    out
+}
+
+/// A call from `caller` with `nonce`.
+pub fn call_me(caller: &KeyId, nonce: u64, key: &PairKey) -> [u8; REQUEST_LEN] {
+    let mut out = [0u8; REQUEST_LEN];
+    write_question(CALL_ME, caller, nonce, key, &mut out);
+    out
+}
+
+fn write_question(kind: u32, from: &KeyId, nonce: u64, key: &PairKey, out: &mut [u8]) {
+    out[..4].copy_from_slice(&kind.to_le_bytes());
+    out[4..12].copy_from_slice(from);
     out[12..20].copy_from_slice(&nonce.to_le_bytes());
     seal(&mut out[..REQUEST_LEN], key);
-    out
 }
 
 /// The reply of `answerer` to the request with `nonce` and length `len`
@@ -239,6 +265,18 @@ mod tests {
             wg[..4].copy_from_slice(&t.to_le_bytes());
             assert_eq!(parse(&wg), None);
         }
+        // A call is a question's size and never padded.
+        let call = call_me(&[1; 8], 1, &key);
+        assert_eq!(parse(&call), Some(Message::CallMe { caller: [1; 8] }));
+        assert!(authentic(&call, &key));
+        let mut padded = call.to_vec();
+        padded.push(0);
+        assert_eq!(parse(&padded), None, "a padded call");
+        // A request relabelled as a call fails its MAC.
+        let mut relabelled = q.clone();
+        relabelled[..4].copy_from_slice(&CALL_ME.to_le_bytes());
+        assert!(matches!(parse(&relabelled), Some(Message::CallMe { .. })));
+        assert!(!authentic(&relabelled, &key));
         // A request's bytes relabelled as a reply do not parse (length).
         let mut relabelled = q.clone();
         relabelled[..4].copy_from_slice(&REPLY.to_le_bytes());

@@ -50,14 +50,18 @@ pub enum Event {
     },
     /// A handshake with this peer completed: a session is up.
     Handshake(PublicKey),
-    /// An authenticated packet of a relayed peer came straight from this
-    /// endpoint; the peer stays relayed until the path is checked.
+    /// An authenticated packet (or echo question) of a relayed peer came
+    /// straight from this endpoint; the peer stays relayed until the path
+    /// is checked.
     DirectSeen {
         /// The peer.
         peer: PublicKey,
         /// The endpoint its packet came from.
         at: SocketAddr,
     },
+    /// A relayed peer opened its NAT towards us and asks for a question
+    /// straight to its direct endpoint ([`crate::echo`]'s call).
+    CallMe(PublicKey),
 }
 
 /// How this node reaches a peer now.
@@ -201,6 +205,24 @@ impl Node {
         Some((at, echo::request(&self.own_id, nonce, &member.pair, len)))
     }
 
+    /// A call to the relayed member `peer` (see [`Event::CallMe`]), wrapped
+    /// for its relay, and the relay's endpoint; `None` if `peer` is not a
+    /// member reached through a relay.
+    pub fn call(
+        &mut self,
+        peer: &PublicKey,
+        nonce: u64,
+        now: Instant,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let member = self.ids.get(peer).and_then(|id| self.members.get(id))?;
+        let call = echo::call_me(&self.own_id, nonce, &member.pair);
+        let v = self.device.endpoint_of(peer).filter(relay::is_virtual)?;
+        let path = self.paths.route(&v, now)?;
+        let mut header = [0u8; relay::HEADER];
+        relay::write_header(relay::TO, &path.peer, &mut header);
+        Some((path.relay, [&header[..], &call[..]].concat()))
+    }
+
     /// Sends to `peer` through the member `relay` from now on (its direct
     /// endpoint is used for the envelopes); `None` if `relay` has no
     /// direct endpoint or either is unknown.
@@ -260,6 +282,14 @@ impl Node {
                     self.counters.relay_refused += 1;
                     return Action::None;
                 };
+                if let Some(Message::CallMe { caller }) = echo::parse(inner) {
+                    if caller == source && echo::authentic(inner, &member.pair) {
+                        self.event(Event::CallMe(member.key));
+                    } else {
+                        self.counters.echo_dropped += 1;
+                    }
+                    return Action::None;
+                }
                 // A new path is kept only once the datagram it carried
                 // authenticated as that member's (its endpoint moved there).
                 let (v, known) = match self.paths.find(from, &source) {
@@ -401,6 +431,7 @@ impl Node {
         let id = match message {
             Message::Request { asker, .. } => asker,
             Message::Reply { answerer, .. } => answerer,
+            Message::CallMe { caller } => caller,
         };
         let Some(member) = self
             .members
@@ -419,10 +450,27 @@ impl Node {
                 };
                 slot.copy_from_slice(&echo::reply(&self.own_id, nonce, from, len, &member.pair));
                 self.counters.echo_answered += 1;
+                // A relayed peer asking straight from its endpoint: the
+                // path may be open now (it answered our call, say).
+                let relayed = self
+                    .device
+                    .endpoint_of(&member.key)
+                    .is_some_and(|e| relay::is_virtual(&e));
+                if relayed && !relay::is_virtual(&from) {
+                    self.event(Event::DirectSeen {
+                        peer: member.key,
+                        at: from,
+                    });
+                }
                 Action::Send {
                     to: from,
                     len: REPLY_LEN,
                 }
+            }
+            // Calls come only through a relay.
+            Message::CallMe { .. } => {
+                self.counters.echo_dropped += 1;
+                Action::None
             }
             Message::Reply {
                 nonce, seen, len, ..

@@ -17,6 +17,10 @@
 //!
 //! ```text
 //! table ip cladnet_nat {
+//!   chain internet {
+//!     type filter hook prerouting priority raw; policy accept;
+//!     iifname "wan" ip ttl <= 4 drop
+//!   }
 //!   chain prerouting {                                               # OneToOne, once its VM exists
 //!     type nat hook prerouting priority dstnat; policy accept;
 //!     iifname "wan" dnat to VM
@@ -51,6 +55,12 @@
 //! taken), so the peer's prediction would fail. Dropped in `input`, the
 //! entry is never confirmed — as on real NAT gateways, which drop silently.
 //!
+//! The `internet` chain stands for the routers between two sites, which the
+//! lab's switch does not have: a datagram that would have run out of TTL
+//! on the [`INTERNET_HOPS`] hops between two clouds is dropped on arrival,
+//! before conntrack sees it. A hole punch with a short TTL therefore opens
+//! its own NAT and never reaches the far one, as on the internet.
+//!
 //! Flushing a router's conntrack table is in `nat/conntrack.rs`.
 
 use crate::lab::{Role, WAN_IF};
@@ -63,6 +73,9 @@ use std::sync::{Arc, Mutex};
 const LAN_BRIDGE: &str = "lan";
 /// Name of the router's nftables table.
 const NFT_TABLE: &str = "cladnet_nat";
+/// Routers a datagram crosses between two sites (on the internet, many
+/// more): one arriving with no more TTL than this would have died on the way.
+pub const INTERNET_HOPS: u8 = 4;
 
 /// How a site's router translates (see the module docs for the rules).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +263,10 @@ fn ruleset(kind: NatKind, firewall: Firewall, subnet: &str, vm: Option<Ipv4Addr>
         "table ip {NFT_TABLE}
 delete table ip {NFT_TABLE}
 table ip {NFT_TABLE} {{
+  chain internet {{
+    type filter hook prerouting priority raw; policy accept;
+    iifname \"{WAN_IF}\" ip ttl <= {INTERNET_HOPS} drop
+  }}
 {dnat}  chain postrouting {{
     type nat hook postrouting priority srcnat; policy accept;
     oifname \"{WAN_IF}\" ip saddr {subnet} {masq}

@@ -63,6 +63,11 @@ impl EventLoop {
                     self.member.handle_direct_seen(id, at, now);
                 }
             }
+            NodeEvent::CallMe(key) => {
+                if let Some(id) = self.id_of(&key, now_ms) {
+                    self.member.handle_called(id, now);
+                }
+            }
             NodeEvent::Handshake(key) => {
                 if let Some(id) = self.id_of(&key, now_ms) {
                     self.member.handle_heard(id, now, now_ms);

@@ -118,8 +118,21 @@ impl Paths {
             let Some((at, bytes)) = data.with(|n| n.question(&q.peer, q.nonce, q.len, q.to)) else {
                 continue;
             };
-            if let Err(e) = data.send_to(at, &bytes) {
+            let sent = match q.ttl {
+                Some(ttl) => data.send_with_ttl(at, &bytes, ttl),
+                None => data.send_to(at, &bytes),
+            };
+            if let Err(e) = sent {
                 tracing::debug!("cannot send an endpoint echo to {at}: {e}");
+            }
+        }
+        // Calls after the punches they follow.
+        while let Some((peer, nonce)) = self.asker.poll_call() {
+            let Some((at, bytes)) = data.with(|n| n.call(&peer, nonce, now)) else {
+                continue;
+            };
+            if let Err(e) = data.send_to(at, &bytes) {
+                tracing::debug!("cannot call a relayed peer through {at}: {e}");
             }
         }
     }
@@ -322,7 +335,8 @@ fn carry_out(
     let peer = match c {
         Command::Direct { peer, .. }
         | Command::Relay { peer, .. }
-        | Command::Verify { peer, .. } => peer,
+        | Command::Verify { peer, .. }
+        | Command::Punch { peer, .. } => peer,
     };
     let Some(peer_key) = key(&peer) else {
         return;
@@ -332,6 +346,11 @@ fn carry_out(
             tracing::debug!(peer = %name(&peer), %endpoint, "checking a direct path");
             asker.verify(peer_key, endpoint, now, &mut OsRng);
             // The path in use does not change: its probes stay.
+            return;
+        }
+        Command::Punch { endpoint, .. } => {
+            tracing::debug!(peer = %name(&peer), %endpoint, "punching towards a relayed peer and calling it");
+            asker.punch(peer_key, endpoint, now, &mut OsRng);
             return;
         }
         Command::Direct { endpoint, .. } => {

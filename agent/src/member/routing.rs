@@ -61,6 +61,13 @@ impl<R> Member<R> {
         self.drain_routes();
     }
 
+    /// The relayed `peer` opened its NAT towards us and called through the
+    /// relay: its direct candidate is checked now.
+    pub fn handle_called(&mut self, peer: NodeId, now: Instant) {
+        self.routes.handle_called(peer, now);
+        self.drain_routes();
+    }
+
     /// Peers whose path changed lately: the daemon probes them closely.
     pub fn settling(&self, now: Instant) -> Vec<NodeId> {
         self.routes.settling(now).collect()

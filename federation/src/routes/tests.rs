@@ -310,3 +310,56 @@ fn a_new_choice_for_a_direct_peer_moves_it_there() {
         "a new attempt"
     );
 }
+
+#[test]
+fn a_relayed_peer_behind_a_nat_is_punched_and_called_by_one_side_only() {
+    let net = TestNetwork::new(3);
+    // Every member sits behind a NAT (seen at an address not its own).
+    let (ledger, [a, b, r3, _]) = setup(&net, |n, m| {
+        m.record.reflexive = vec![SocketAddr::from(([198, 18, 1, n], 40000))];
+    });
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    let t0 = Instant::now();
+    let facts = BTreeMap::from([(r3, live(1)), (low, relayed(r3)), (high, relayed(r3))]);
+    let run = |me: NodeId, peer: NodeId| {
+        let mut r = Routes::new();
+        r.handle_choice(peer, Some(endpoint()), t0);
+        let mut facts = facts.clone();
+        facts.insert(peer, Facts::default());
+        r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
+        assert!(matches!(commands(&mut r)[..], [Command::Relay { .. }]));
+        facts.insert(peer, relayed(r3));
+        let mut now = t0 + DIRECT_GRACE;
+        let mut sent = Vec::new();
+        while now < t0 + Duration::from_secs(124) {
+            r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+            sent.extend(commands(&mut r));
+            now += Duration::from_secs(1);
+        }
+        (r, sent, now)
+    };
+    // The lower id punches and calls at once, then every PUNCH_EVERY; it
+    // never knocks with a plain check (that would shut the peer's NAT).
+    let (_, sent, _) = run(low, high);
+    let punch = Command::Punch {
+        peer: high,
+        endpoint: endpoint(),
+    };
+    assert_eq!(sent, vec![punch; 3], "at 4 s, 44 s and 84 s");
+    // The higher id waits for calls, and checks the path when called, at
+    // most every SEEN_VERIFY_EVERY.
+    let (mut r, sent, now) = run(high, low);
+    assert_eq!(sent, vec![]);
+    r.handle_called(low, now);
+    r.handle_called(low, now + Duration::from_millis(500));
+    let verify = Command::Verify {
+        peer: low,
+        endpoint: endpoint(),
+    };
+    assert_eq!(commands(&mut r), vec![verify]);
+    r.handle_called(low, now + SEEN_VERIFY_EVERY);
+    assert_eq!(commands(&mut r), vec![verify]);
+    // A call from a stranger changes nothing.
+    r.handle_called(r3, now + SEEN_VERIFY_EVERY * 2);
+    assert_eq!(commands(&mut r), vec![]);
+}

@@ -365,3 +365,63 @@ fn a_direct_packet_of_a_relayed_peer_is_reported_not_followed() {
     );
     assert_eq!(lab.send(a, &pkt)[c], vec![pkt], "a -> c still arrives");
 }
+
+#[test]
+fn a_call_crosses_the_relay_and_a_direct_question_of_a_relayed_peer_is_reported() {
+    let mut lab = Lab::new(3);
+    let (a, r, c) = (0, 1, 2);
+    lab.blocked = vec![(ep(a), ep(c)), (ep(c), ep(a))];
+    for (x, y) in [(a, r), (c, r)] {
+        lab.send(x, &packet(overlay(x), overlay(y), 100));
+    }
+    let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
+    let now = lab.now;
+    assert_eq!(
+        lab.nodes[a].1.call(&kc, 1, now),
+        None,
+        "c is not relayed yet"
+    );
+    lab.nodes[a].1.relay_via(&kc, &kr, now);
+    lab.nodes[c].1.relay_via(&ka, &kr, now);
+    for i in [a, c] {
+        while lab.nodes[i].1.poll_event().is_some() {}
+    }
+    let (to, call) = lab.nodes[a].1.call(&kc, 1, now).expect("a call");
+    assert_eq!(to, ep(r), "through the relay");
+    lab.run(vec![(ep(a), to, call.clone())]);
+    let events: Vec<Event> = std::iter::from_fn(|| lab.nodes[c].1.poll_event()).collect();
+    assert_eq!(events, vec![Event::CallMe(ka)]);
+    // Straight from a's endpoint, a call is dropped: calls come relayed.
+    let dropped = lab.nodes[c].1.counters().echo_dropped;
+    let mut out = vec![0u8; 2048];
+    let raw = &call[relay::HEADER..];
+    assert_eq!(
+        lab.nodes[c].1.handle_datagram(ep(a), raw, &mut out, now),
+        Action::None
+    );
+    assert_eq!(lab.nodes[c].1.counters().echo_dropped, dropped + 1);
+    // A call relabelled as another member's (the relay lies) is dropped.
+    let mut forged = call.clone();
+    forged[relay::HEADER + 4..relay::HEADER + 12].copy_from_slice(&key_id(&kr));
+    lab.run(vec![(ep(a), to, forged)]);
+    assert_eq!(lab.nodes[c].1.poll_event(), None);
+    // c answers the call: its question reaches a straight (the path is
+    // open now), a answers it and reports where c's question came from.
+    lab.blocked.clear();
+    let (at, q) = lab.nodes[c].1.question(&ka, 9, 0, Some(ep(a))).unwrap();
+    let back = lab.run(vec![(ep(c), at, q)]);
+    assert!(back.iter().all(Vec::is_empty));
+    let events: Vec<Event> = std::iter::from_fn(|| lab.nodes[a].1.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::DirectSeen {
+            peer: kc,
+            at: ep(c)
+        }]
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| lab.nodes[c].1.poll_event()).collect();
+    assert!(
+        matches!(events.as_slice(), [Event::Echo { from, nonce: 9, .. }] if *from == ka),
+        "{events:?}"
+    );
+}

@@ -28,9 +28,15 @@ fn rules_differ_by_kind_and_firewall() {
     assert!(c.contains("drop") && !c.contains("dnat to"));
     let open = ruleset(NatKind::Cone, Firewall::Open, net, None);
     assert!(
-        !open.contains("drop"),
+        !open.contains("chain forward") && !open.contains("chain input"),
         "a bare NAT instance filters nothing"
     );
+    // Both stand behind the internet's hops: a short-lived datagram dies.
+    for rules in [&c, &open] {
+        assert!(
+            rules.contains("priority raw; policy accept;\n    iifname \"wan\" ip ttl <= 4 drop")
+        );
+    }
     let vm = Some("192.168.2.10".parse().unwrap());
     let one = ruleset(NatKind::OneToOne, Firewall::Filtering, net, vm);
     assert!(one.contains("dnat to 192.168.2.10") && one.contains("ct status dnat accept"));
