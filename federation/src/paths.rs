@@ -61,6 +61,20 @@ pub fn choose_endpoint(me: &MemberRecord, peer: &MemberRecord) -> Option<SocketA
         .copied()
 }
 
+/// Where a member behind a NAT may be reached from outside its site: its
+/// advertised endpoints, then the reflexive ones (several when its NAT
+/// mapped some flows to other ports), without repeats. A hole punch tries
+/// them all: which one its NAT keeps for us is not known in advance.
+pub fn public_candidates(m: &MemberRecord) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for e in m.advertised.iter().chain(&m.reflexive) {
+        if !out.contains(e) {
+            out.push(*e);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,6 +86,21 @@ mod tests {
             host_networks: vec![net.parse().unwrap()],
             ..MemberRecord::example("n")
         }
+    }
+
+    #[test]
+    fn public_candidates_are_advertised_then_reflexive_once_each() {
+        let mut m = node(
+            "10.0.0.5:51820",
+            "10.0.0.0/24",
+            &["198.18.0.4:59503", "198.18.0.4:51820"],
+        );
+        m.advertised = vec!["198.18.0.4:51820".parse().unwrap()];
+        let got: Vec<String> = public_candidates(&m)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(got, ["198.18.0.4:51820", "198.18.0.4:59503"]);
     }
 
     #[test]

@@ -97,15 +97,21 @@ pub enum Command {
         /// The direct candidate.
         endpoint: SocketAddr,
     },
-    /// Open our NAT towards the relayed `peer` at `endpoint` with a punch
-    /// that dies before the peer's NAT, then call the peer through the
-    /// relay, so it checks the path from its side (see the module docs).
-    /// The path in use does not change.
+    /// Open our NAT towards every public endpoint of the relayed `peer`
+    /// ([`crate::paths::public_candidates`]) with a punch that dies before
+    /// the peer's NAT, then call the peer through the relay, so it checks
+    /// the paths from its side (see the module docs). The path in use does
+    /// not change.
     Punch {
         /// The peer.
         peer: NodeId,
-        /// The direct candidate.
-        endpoint: SocketAddr,
+    },
+    /// The relayed `peer` called: check every public endpoint of its
+    /// ([`crate::paths::public_candidates`]) now, while its NAT expects
+    /// us. The path in use does not change.
+    Answer {
+        /// The peer.
+        peer: NodeId,
     },
 }
 
@@ -220,14 +226,19 @@ impl Routes {
     }
 
     /// The relayed `peer` punched its NAT towards us and called: its
-    /// direct endpoint is checked now (at most every
+    /// public endpoints are checked now ([`Command::Answer`], at most every
     /// [`SEEN_VERIFY_EVERY`]).
     pub fn handle_called(&mut self, peer: NodeId, now: Instant) {
-        let Some(r) = self.routes.get(&peer) else {
+        let Some(r) = self.routes.get_mut(&peer) else {
             return;
         };
-        let endpoint = r.chosen;
-        self.handle_direct_seen(peer, endpoint, now);
+        let due = r
+            .checked
+            .is_none_or(|t| now.saturating_duration_since(t) >= SEEN_VERIFY_EVERY);
+        if matches!(r.mode, Mode::Relay(..)) && due {
+            r.checked = Some(now);
+            self.command(Command::Answer { peer });
+        }
     }
 
     /// Forgets peers for which `keep` is false.
@@ -326,7 +337,7 @@ impl Routes {
             self.command(Command::Verify { peer, endpoint });
         } else if !reachable && punch {
             r.punched = Some(now);
-            self.command(Command::Punch { peer, endpoint });
+            self.command(Command::Punch { peer });
         }
     }
 

@@ -176,19 +176,22 @@ impl Asker {
         self.ask(peer, 0, Some(endpoint), None, now, rng);
     }
 
-    /// Opens our NAT towards the relayed `peer` at `endpoint` and calls it
-    /// through its relay (see the module docs): questions with the
-    /// [`PUNCH_TTLS`] (answered only where no NAT of the peer's stops them:
-    /// [`Outcome::Verified`] then), then a call ([`Asker::poll_call`]).
+    /// Opens our NAT towards the relayed `peer` at each of `endpoints` and
+    /// calls it through its relay (see the module docs): questions with
+    /// the [`PUNCH_TTLS`] (answered only where no NAT of the peer's stops
+    /// them: [`Outcome::Verified`] then), then one call
+    /// ([`Asker::poll_call`]).
     pub fn punch(
         &mut self,
         peer: PublicKey,
-        endpoint: SocketAddr,
+        endpoints: &[SocketAddr],
         now: Instant,
         rng: &mut impl RngCore,
     ) {
-        for ttl in PUNCH_TTLS {
-            self.ask(peer, 0, Some(endpoint), Some(ttl), now, rng);
+        for endpoint in endpoints {
+            for ttl in PUNCH_TTLS {
+                self.ask(peer, 0, Some(*endpoint), Some(ttl), now, rng);
+            }
         }
         if self.calls.len() >= MAX_ASKED {
             self.calls.pop_front();
@@ -515,12 +518,18 @@ mod tests {
         let (mut a, mut rng, t0) = (Asker::new(), Counter(0), Instant::now());
         let peer = peers(1)[0].0;
         let candidate: SocketAddr = "198.18.0.9:40000".parse().unwrap();
-        a.punch(peer, candidate, t0, &mut rng);
+        let other: SocketAddr = "198.18.0.9:51820".parse().unwrap();
+        a.punch(peer, &[candidate, other], t0, &mut rng);
         assert_eq!(a.poll_call(), None, "not before the punch is sent");
         let q = drain(&mut a);
-        let ttls: Vec<Option<u8>> = q.iter().map(|q| q.ttl).collect();
-        assert_eq!(ttls, PUNCH_TTLS.map(Some).to_vec());
-        assert!(q.iter().all(|q| q.to == Some(candidate) && q.peer == peer));
+        let sent: Vec<(Option<SocketAddr>, Option<u8>)> = q.iter().map(|q| (q.to, q.ttl)).collect();
+        let ttls = PUNCH_TTLS.map(Some);
+        let want: Vec<_> = [candidate, other]
+            .iter()
+            .flat_map(|e| ttls.iter().map(|t| (Some(*e), *t)))
+            .collect();
+        assert_eq!(sent, want, "every endpoint, every TTL");
+        assert!(q.iter().all(|q| q.peer == peer));
         assert!(matches!(a.poll_call(), Some((p, _)) if p == peer));
         assert_eq!(a.poll_call(), None);
         // A punch that got through (no NAT of the peer's in the way) is a
@@ -534,7 +543,7 @@ mod tests {
             })
         );
         // Calls to members gone are not sent.
-        a.punch(peer, candidate, t0, &mut rng);
+        a.punch(peer, &[candidate], t0, &mut rng);
         drain(&mut a);
         a.retain(|_| false);
         assert_eq!(a.poll_call(), None);

@@ -9,6 +9,7 @@
 use crate::dataplane::Shared;
 use crate::member::peers::wg_key;
 use crate::probe::{Prober, PROBE_TIMEOUT};
+use federation::paths::public_candidates;
 use federation::roster::Roster;
 use federation::routes::{Command, Facts};
 use federation::{NodeId, Status};
@@ -332,11 +333,14 @@ fn carry_out(
     let member = |id: &NodeId| roster.member(id, now_ms);
     let name = |id: &NodeId| member(id).map_or_else(|| id.short(), |m| m.record.name.clone());
     let key = |id: &NodeId| member(id).and_then(|m| wg_key(m.record));
+    let candidates =
+        |id: &NodeId| member(id).map_or_else(Vec::new, |m| public_candidates(m.record));
     let peer = match c {
         Command::Direct { peer, .. }
         | Command::Relay { peer, .. }
         | Command::Verify { peer, .. }
-        | Command::Punch { peer, .. } => peer,
+        | Command::Punch { peer }
+        | Command::Answer { peer } => peer,
     };
     let Some(peer_key) = key(&peer) else {
         return;
@@ -348,9 +352,18 @@ fn carry_out(
             // The path in use does not change: its probes stay.
             return;
         }
-        Command::Punch { endpoint, .. } => {
-            tracing::debug!(peer = %name(&peer), %endpoint, "punching towards a relayed peer and calling it");
-            asker.punch(peer_key, endpoint, now, &mut OsRng);
+        Command::Punch { .. } => {
+            let candidates = candidates(&peer);
+            tracing::debug!(peer = %name(&peer), ?candidates, "punching towards a relayed peer and calling it");
+            asker.punch(peer_key, &candidates, now, &mut OsRng);
+            return;
+        }
+        Command::Answer { .. } => {
+            let candidates = candidates(&peer);
+            tracing::debug!(peer = %name(&peer), ?candidates, "a relayed peer called: checking its endpoints");
+            for e in candidates {
+                asker.verify(peer_key, e, now, &mut OsRng);
+            }
             return;
         }
         Command::Direct { endpoint, .. } => {

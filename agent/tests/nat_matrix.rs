@@ -1,0 +1,236 @@
+//! The NAT matrix: every pair of the NAT behaviours the lab builds — a
+//! port-keeping cone NAT (endpoint-independent mapping), an
+//! endpoint-dependent ("symmetric") NAT and a cloud's 1:1 NAT, each as an
+//! input-filtering gateway and as a bare Linux router — with one VM behind
+//! each, two of every kind, and one public member that relays. Nobody is
+//! told its public address. All agents start at once; for every pair this
+//! measures the time to the first overlay ping and since when the pair is
+//! direct without a break to the end of the watch (or that it stays
+//! relayed), and prints the table README shows.
+//!
+//! It asserts what the design promises: every pair pings within 20 s;
+//! two cone NATs of any router flavour end direct (through bare routers one
+//! punch round after the first attempt's conntrack entries expired), so do
+//! a 1:1 NAT and a cone or another 1:1; two endpoint-dependent NATs stay
+//! relayed.
+
+mod common;
+
+use anyhow::{bail, Context, Result};
+use common::net::{Member, Net};
+use common::pings::{ping_stream, unix_now};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use testbed::{Firewall, Lab, NatKind};
+
+/// The NAT behaviours: a short name (node names are built from it) and
+/// what the README calls it.
+const KINDS: [(&str, NatKind, Firewall, &str); 6] = [
+    ("cg", NatKind::Cone, Firewall::Filtering, "cone, gateway"),
+    ("cr", NatKind::Cone, Firewall::Open, "cone, bare router"),
+    ("og", NatKind::OneToOne, Firewall::Filtering, "1:1, gateway"),
+    ("or", NatKind::OneToOne, Firewall::Open, "1:1, bare router"),
+    (
+        "sg",
+        NatKind::Symmetric,
+        Firewall::Filtering,
+        "symmetric, gateway",
+    ),
+    (
+        "sr",
+        NatKind::Symmetric,
+        Firewall::Open,
+        "symmetric, bare router",
+    ),
+];
+/// How long paths are watched after the agents start: two punch rounds
+/// after the first attempt fell back to a relay.
+const WATCH: Duration = Duration::from_secs(60);
+
+/// One cell: the pair of VMs (member indices) and what was measured.
+struct Cell {
+    from: usize,
+    to: usize,
+    first_ping_s: Option<f64>,
+    /// Direct since then, without a break to the end of the watch.
+    direct_s: Option<f64>,
+}
+
+#[test]
+fn every_pair_of_nat_behaviours() -> Result<()> {
+    if testbed::skip_unless_root("NAT matrix lab") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let p = lab.add_node("p")?;
+    let mut members = vec![Member::in_lab(&lab, p)];
+    let mut names = vec!["p".to_string()];
+    for (short, kind, firewall, _) in KINDS {
+        for side in ["a", "b"] {
+            let site = lab.add_site_with(
+                &format!("s{short}{side}"),
+                "192.168.7.0/24",
+                kind,
+                firewall,
+                1500,
+            )?;
+            let name = format!("{short}{side}");
+            let vm = lab.add_site_node(&site, &name, Ipv4Addr::new(192, 168, 7, 10))?;
+            members.push(Member::in_lab(&lab, vm));
+            names.push(name);
+        }
+    }
+    let mut net = Net { lab, members };
+    let r = matrix(&mut net, &names);
+    net.lab.check(r)
+}
+
+/// The member index of kind `k`'s VM on side `b` (or `a`).
+fn vm(k: usize, b: bool) -> usize {
+    1 + 2 * k + usize::from(b)
+}
+
+fn matrix(net: &mut Net, names: &[String]) -> Result<()> {
+    net.init(0, "p")?;
+    net.start(0)?;
+    for (i, name) in names.iter().enumerate().skip(1) {
+        let token = net.invite(0, &[])?;
+        net.join(i, name, &token)?;
+    }
+    let addrs: BTreeMap<String, String> = net
+        .members(0)?
+        .iter()
+        .filter_map(|m| Some((m["name"].as_str()?.into(), m["address"].as_str()?.into())))
+        .collect();
+    let mut cells: Vec<Cell> = Vec::new();
+    for k1 in 0..KINDS.len() {
+        for k2 in k1..KINDS.len() {
+            cells.push(Cell {
+                from: vm(k1, false),
+                to: vm(k2, true),
+                first_ping_s: None,
+                direct_s: None,
+            });
+        }
+    }
+    // Pings run from before the agents start: the first reply is the time
+    // to the first ping.
+    let mut pingers = Vec::new();
+    for c in &cells {
+        let to = addrs
+            .get(&names[c.to])
+            .with_context(|| format!("p lists no address for {}", names[c.to]))?;
+        let label = format!("ping-{}-{}", names[c.from], names[c.to]);
+        pingers.push(ping_stream(net, c.from, &label, to, "0.2")?);
+    }
+    let (t0, unix0) = (Instant::now(), unix_now());
+    for i in 1..names.len() {
+        net.start(i)?;
+    }
+    eprintln!(
+        "FIGURE NAT matrix: {} agents started in {:.1} s",
+        names.len() - 1,
+        t0.elapsed().as_secs_f64()
+    );
+    let path_of = |list: &[testbed::serde_json::Value], name: &str| {
+        list.iter()
+            .find(|x| x["name"] == name)
+            .map(|x| x["path"] == "direct")
+    };
+    while t0.elapsed() < WATCH {
+        let sweep = Instant::now();
+        for from in (0..KINDS.len()).map(|k| vm(k, false)) {
+            let Ok(list) = net.peers(from) else { continue };
+            for c in cells.iter_mut().filter(|c| c.from == from) {
+                if path_of(&list, &names[c.to]) != Some(true) {
+                    c.direct_s = None;
+                } else if c.direct_s.is_none() {
+                    c.direct_s = Some(t0.elapsed().as_secs_f64());
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(sweep.elapsed()));
+    }
+    for (c, mut pinger) in cells.iter_mut().zip(pingers) {
+        pinger.stop()?;
+        c.first_ping_s = first_reply(&pinger.log()).map(|t| t - unix0);
+    }
+    report(&cells);
+    check(&cells, names)
+}
+
+/// The time of the first reply in a `ping -D` log.
+fn first_reply(log: &str) -> Option<f64> {
+    log.lines()
+        .filter(|l| l.contains("bytes from"))
+        .find_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+}
+
+/// The kind (index into [`KINDS`]) of member `i`.
+fn kind(i: usize) -> usize {
+    (i - 1) / 2
+}
+
+/// Prints the table, one cell a line and as markdown.
+fn report(cells: &[Cell]) {
+    let text = |c: &Cell| {
+        let ping = c
+            .first_ping_s
+            .map_or("no ping".to_string(), |t| format!("ping {t:.1} s"));
+        match c.direct_s {
+            Some(t) => format!("direct {t:.1} s ({ping})"),
+            None => format!("relayed ({ping})"),
+        }
+    };
+    for c in cells {
+        eprintln!(
+            "FIGURE NAT matrix: {} <-> {}: {}",
+            KINDS[kind(c.from)].3,
+            KINDS[kind(c.to)].3,
+            text(c)
+        );
+    }
+    let mut table = String::from("| |");
+    for k in KINDS {
+        table += &format!(" {} |", k.3);
+    }
+    table += "\n|---|";
+    table += &"---|".repeat(KINDS.len());
+    for (k1, row) in KINDS.iter().enumerate() {
+        table += &format!("\n| **{}** |", row.3);
+        for k2 in 0..KINDS.len() {
+            let (a, b) = (k1.min(k2), k1.max(k2));
+            let cell = cells
+                .iter()
+                .find(|c| kind(c.from) == a && kind(c.to) == b)
+                .map_or(String::new(), text);
+            table += &format!(" {cell} |");
+        }
+    }
+    eprintln!("FIGURE NAT matrix table:\n{table}");
+}
+
+/// What the design promises (see the module docs).
+fn check(cells: &[Cell], names: &[String]) -> Result<()> {
+    let mut wrong = Vec::new();
+    for c in cells {
+        let (k1, k2) = (KINDS[kind(c.from)].1, KINDS[kind(c.to)].1);
+        let pair = format!("{} <-> {}", names[c.from], names[c.to]);
+        if c.first_ping_s.is_none_or(|t| t > 20.0) {
+            wrong.push(format!("{pair}: first ping {:?}", c.first_ping_s));
+        }
+        let symmetric = |k| k == NatKind::Symmetric;
+        let must_direct = !symmetric(k1) && !symmetric(k2);
+        if must_direct && c.direct_s.is_none() {
+            wrong.push(format!("{pair}: not direct at the end"));
+        }
+        if symmetric(k1) && symmetric(k2) && c.direct_s.is_some() {
+            wrong.push(format!("{pair}: two endpoint-dependent NATs shown direct"));
+        }
+    }
+    if !wrong.is_empty() {
+        bail!("the NAT matrix is not as designed:\n{}", wrong.join("\n"));
+    }
+    Ok(())
+}
