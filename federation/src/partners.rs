@@ -253,4 +253,4 @@ impl Partners {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

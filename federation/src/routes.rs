@@ -386,7 +386,11 @@ impl Routes {
     /// A relay for `peer` among the members that relay and that we reach
     /// directly with a live, answering tunnel: first those whose published
     /// links show a live direct tunnel with the peer, then those not behind
-    /// a NAT (they reach everyone), then the one we reach fastest.
+    /// a NAT (they reach the network's members), then the one we reach
+    /// fastest. A peer of another network (a federation partner's member)
+    /// is relayed only by a member whose links show it reaching that peer,
+    /// or by one exposed to a partner that anyone can reach: an unexposed
+    /// member has no tunnel to it and could not forward.
     fn pick_relay(
         &self,
         peer: &NodeId,
@@ -397,8 +401,17 @@ impl Routes {
         now_ms: u64,
     ) -> Option<NodeId> {
         let fresh = SESSION_FRESH.as_secs();
-        ledger
-            .members(now_ms)
+        let members = ledger.members(now_ms);
+        let own = members.iter().any(|m| m.id == *peer);
+        let exposed: Vec<NodeId> = if own {
+            Vec::new()
+        } else {
+            ledger
+                .agreements()
+                .flat_map(|a| ledger.exposed_writers(a, now_ms))
+                .collect()
+        };
+        members
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != *me && m.id != *peer)
             .filter(|m| Some(m.id) != avoid && !m.record.no_relay)
@@ -414,6 +427,10 @@ impl Routes {
                             && l.handshake_age_s.is_some_and(|a| a < fresh)
                     })
                 });
+                let lent = reaches || (exposed.contains(&m.id) && public(m.record));
+                if !own && !lent {
+                    return None;
+                }
                 let rtt = f.rtt.unwrap_or(Duration::from_secs(1));
                 Some((!reaches, !public(m.record), rtt, m.id))
             })

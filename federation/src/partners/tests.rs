@@ -7,20 +7,20 @@ use crate::record::NodeKey;
 use std::net::Ipv4Addr;
 
 /// A network for these tests: authority, name, range.
-struct Org {
+pub(crate) struct Org {
     authority: NodeKey,
     name: &'static str,
     cidr: Cidr,
 }
 
 /// A member: key and record.
-struct Node {
-    key: NodeKey,
-    record: MemberRecord,
+pub(crate) struct Node {
+    pub(crate) key: NodeKey,
+    pub(crate) record: MemberRecord,
 }
 
 impl Node {
-    fn signed(&self, version: u64) -> Vec<u8> {
+    pub(crate) fn signed(&self, version: u64) -> Vec<u8> {
         self.key
             .sign(version, Body::Member(self.record.clone()).to_bytes())
             .encode()
@@ -67,7 +67,7 @@ impl Org {
     }
 
     /// Member `n` (address: host `n` of the range), certified with `tags`.
-    fn node(&self, n: u8, tags: &[&str]) -> Node {
+    pub(crate) fn node(&self, n: u8, tags: &[&str]) -> Node {
         let mut seed = [n; 32];
         seed[1] = self.authority.id().0[0];
         let key = NodeKey::from_seed(&seed);
@@ -106,7 +106,7 @@ impl Org {
         Node { key, record }
     }
 
-    fn ledger(&self, records: &[Vec<u8>]) -> Ledger {
+    pub(crate) fn ledger(&self, records: &[Vec<u8>]) -> Ledger {
         let mut ledger = Ledger::new(self.network());
         ledger.ingest(&self.authority_record(self.name), 0).unwrap();
         for r in records {
@@ -121,7 +121,8 @@ fn shared() -> Exposure {
 }
 
 /// alpha (exposes `shared`) and beta (exposes all), agreed.
-fn alpha_beta() -> (Org, Org, Agreement) {
+/// alpha offers its `shared` members, beta accepts exposing all.
+pub(crate) fn alpha_beta() -> (Org, Org, Agreement) {
     let alpha = Org::new(1, "alpha", "10.1.0.0/24");
     let beta = Org::new(2, "beta", "10.2.0.0/24");
     let offer = Offer::sign(&alpha.authority, [7; 16], alpha.side(shared()), 1_000);

@@ -357,3 +357,62 @@ fn a_relayed_peer_behind_a_nat_is_punched_and_called_by_one_side_only() {
     r.handle_called(r3, now + SEEN_VERIFY_EVERY * 2);
     assert_eq!(commands(&mut r), vec![]);
 }
+
+#[test]
+fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
+    let (alpha, beta, agreement) = crate::partners::tests::alpha_beta();
+    // alpha: me (1), a public member that carries the agreement and is
+    // exposed to beta (2, `shared`), a public member not exposed (3), and
+    // one whose links show a live tunnel with beta's member (4).
+    let partner = beta.node(1, &[]).key.id();
+    let mut carrier = alpha.node(2, &["shared"]);
+    carrier.record.agreements = vec![agreement];
+    let mut linked = alpha.node(4, &[]);
+    linked.record.metrics = Some(Metrics {
+        links: vec![Link {
+            peer: partner,
+            rtt_min_us: None,
+            rtt_avg_us: None,
+            loss_permille: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            handshake_age_s: Some(3),
+            path: "direct".into(),
+        }],
+        ..Metrics::default()
+    });
+    let (me, unexposed) = (alpha.node(1, &[]), alpha.node(3, &[]));
+    let ledger = alpha.ledger(&[
+        me.signed(1),
+        carrier.signed(1),
+        unexposed.signed(1),
+        linked.signed(1),
+    ]);
+    let [me, exposed, unexposed, linked] = [&me, &carrier, &unexposed, &linked].map(|n| n.key.id());
+    let t0 = Instant::now();
+    let attempt = |live_ids: &[(NodeId, u64)]| {
+        let facts: BTreeMap<NodeId, Facts> =
+            live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
+        let mut r = Routes::new();
+        r.handle_choice(partner, Some(endpoint()), t0);
+        r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, 0);
+        commands(&mut r)
+    };
+    let relay = |relay| Command::Relay {
+        peer: partner,
+        relay,
+        replacing: None,
+    };
+    // An unexposed public member cannot reach a partner's member: never
+    // its relay, however fast.
+    assert_eq!(attempt(&[(unexposed, 1)]), vec![]);
+    assert_eq!(
+        attempt(&[(unexposed, 1), (exposed, 20)]),
+        vec![relay(exposed)]
+    );
+    assert_eq!(
+        attempt(&[(unexposed, 1), (exposed, 20), (linked, 30)]),
+        vec![relay(linked)],
+        "one known to reach it first"
+    );
+}
