@@ -348,29 +348,45 @@ fn scenario(
     // whose conntrack entries made that router map the reply flow to
     // another port: that pair is relayed until a punch round opens it
     // (a short-lived punch through one's own NAT, then a call through the
-    // relay), at most one round after those entries expired.
+    // relay). Here a1 and a2 sit behind one such NAT with the same local
+    // port, and whichever of them first sends to b1's port gets the NAT's
+    // public port towards it: when that is a2, a1 (published at that port)
+    // stays relayed. So behind bare routers the direct path is measured,
+    // not required (the NAT matrix lab requires it, one VM a NAT).
+    let punched = firewall == Firewall::Filtering;
     let wan_b = cloud_b.wan_addr().to_string();
     let waited = Instant::now();
-    let direct =
-        testbed::wait_until_every(Duration::from_secs(90), Duration::from_millis(500), || {
+    let wait = if punched { 30 } else { 60 };
+    let mut b1_direct = false;
+    let direct = testbed::wait_until_every(
+        Duration::from_secs(wait),
+        Duration::from_millis(500),
+        || {
             net.peers(a1).is_ok_and(|list| {
-                let ep = |n: &str| {
-                    list.iter()
-                        .find(|x| x["name"] == n)
-                        .and_then(|x| x["endpoint"].as_str().map(str::to_string))
-                };
-                let path = |n: &str| {
-                    list.iter()
-                        .find(|x| x["name"] == n)
-                        .map(|x| x["path"].clone())
-                };
-                ep("b1").is_some_and(|e| e.starts_with(&format!("{wan_b}:")))
-                    && path("b1").is_some_and(|p| p == "direct")
-                    && ep("a2").as_deref() == Some("192.168.2.11:51820")
+                let find = |n: &str| list.iter().find(|x| x["name"] == n);
+                let ep = |n: &str| find(n).and_then(|x| x["endpoint"].as_str().map(str::to_string));
+                b1_direct = ep("b1").is_some_and(|e| e.starts_with(&format!("{wan_b}:")))
+                    && find("b1").is_some_and(|x| x["path"] == "direct");
+                (b1_direct || !punched) && ep("a2").as_deref() == Some("192.168.2.11:51820")
             })
-        });
+        },
+    );
+    if !punched && !b1_direct {
+        // a1 reaches a2 privately already: give the punch rounds their time.
+        testbed::wait_until_every(
+            Duration::from_secs(wait),
+            Duration::from_millis(500),
+            || {
+                net.peers(a1).is_ok_and(|list| {
+                    list.iter()
+                        .any(|x| x["name"] == "b1" && x["path"] == "direct")
+                })
+            },
+        );
+    }
     eprintln!(
-        "FIGURE [{firewall:?}] a1 -> b1 (two cone NATs) direct {:.1} s after every pair pinged ({:.1} s after the first join)",
+        "FIGURE [{firewall:?}] a1 -> b1 (two cone NATs): {} {:.1} s after every pair pinged ({:.1} s after the first join)",
+        if net.peers(a1)?.iter().any(|x| x["name"] == "b1" && x["path"] == "direct") { "direct" } else { "still relayed" },
         waited.elapsed().as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
@@ -381,7 +397,7 @@ fn scenario(
     );
     assert!(
         list.iter()
-            .filter(|x| x["name"] != "c1")
+            .filter(|x| x["name"] != "c1" && (punched || x["name"] != "b1"))
             .all(|x| x["path"] == "direct"),
         "{list:?}"
     );

@@ -1,18 +1,22 @@
-//! The NAT matrix: every pair of the NAT behaviours the lab builds — a
-//! port-keeping cone NAT (endpoint-independent mapping), an
-//! endpoint-dependent ("symmetric") NAT and a cloud's 1:1 NAT, each as an
-//! input-filtering gateway and as a bare Linux router — with one VM behind
-//! each, two of every kind, and one public member that relays. Nobody is
+//! The NAT matrix: every pair of the NAT behaviours the lab builds — full
+//! cone, address-restricted cone, port-restricted cone (all three keep a
+//! socket's port for every destination), endpoint-dependent ("symmetric")
+//! and a cloud's 1:1 NAT, each as an input-filtering gateway and as a bare
+//! Linux router — with one VM behind each, two of every kind, and one
+//! public member that relays. Nobody is
 //! told its public address. All agents start at once; for every pair this
 //! measures the time to the first overlay ping and since when the pair is
 //! direct without a break to the end of the watch (or that it stays
 //! relayed), and prints the table README shows.
 //!
 //! It asserts what the design promises: every pair pings within 20 s;
-//! two cone NATs of any router flavour end direct (through bare routers one
-//! punch round after the first attempt's conntrack entries expired), so do
-//! a 1:1 NAT and a cone or another 1:1; two endpoint-dependent NATs stay
-//! relayed.
+//! every pair without an endpoint-dependent NAT ends direct (two
+//! port-restricted cones behind bare routers one punch round after the
+//! first attempt's conntrack entries expired); two endpoint-dependent NATs
+//! stay relayed. An endpoint-dependent NAT facing a full-cone,
+//! address-restricted or 1:1 NAT is measured, not required (a bare router
+//! that saw the first datagram before its VM sent anything keeps it from
+//! its VM until that flow is quiet for 30 s).
 
 mod common;
 
@@ -26,9 +30,43 @@ use testbed::{Firewall, Lab, NatKind};
 
 /// The NAT behaviours: a short name (node names are built from it) and
 /// what the README calls it.
-const KINDS: [(&str, NatKind, Firewall, &str); 6] = [
-    ("cg", NatKind::Cone, Firewall::Filtering, "cone, gateway"),
-    ("cr", NatKind::Cone, Firewall::Open, "cone, bare router"),
+const KINDS: [(&str, NatKind, Firewall, &str); 10] = [
+    (
+        "fg",
+        NatKind::FullCone,
+        Firewall::Filtering,
+        "full cone, gateway",
+    ),
+    (
+        "fr",
+        NatKind::FullCone,
+        Firewall::Open,
+        "full cone, bare router",
+    ),
+    (
+        "ag",
+        NatKind::AddressRestricted,
+        Firewall::Filtering,
+        "address-restricted, gateway",
+    ),
+    (
+        "ar",
+        NatKind::AddressRestricted,
+        Firewall::Open,
+        "address-restricted, bare router",
+    ),
+    (
+        "cg",
+        NatKind::Cone,
+        Firewall::Filtering,
+        "port-restricted, gateway",
+    ),
+    (
+        "cr",
+        NatKind::Cone,
+        Firewall::Open,
+        "port-restricted, bare router",
+    ),
     ("og", NatKind::OneToOne, Firewall::Filtering, "1:1, gateway"),
     ("or", NatKind::OneToOne, Firewall::Open, "1:1, bare router"),
     (
@@ -46,7 +84,7 @@ const KINDS: [(&str, NatKind, Firewall, &str); 6] = [
 ];
 /// How long paths are watched after the agents start: two punch rounds
 /// after the first attempt fell back to a relay.
-const WATCH: Duration = Duration::from_secs(60);
+const WATCH: Duration = Duration::from_secs(75);
 
 /// One cell: the pair of VMs (member indices) and what was measured.
 struct Cell {
@@ -221,8 +259,7 @@ fn check(cells: &[Cell], names: &[String]) -> Result<()> {
             wrong.push(format!("{pair}: first ping {:?}", c.first_ping_s));
         }
         let symmetric = |k| k == NatKind::Symmetric;
-        let must_direct = !symmetric(k1) && !symmetric(k2);
-        if must_direct && c.direct_s.is_none() {
+        if !symmetric(k1) && !symmetric(k2) && c.direct_s.is_none() {
             wrong.push(format!("{pair}: not direct at the end"));
         }
         if symmetric(k1) && symmetric(k2) && c.direct_s.is_some() {

@@ -18,7 +18,11 @@
 //! shut while we keep knocking. One side of the pair (the lower id) opens
 //! its NAT with a short-lived punch and calls the peer through the relay
 //! ([`Command::Punch`]); the called peer checks the path at once
-//! ([`Routes::handle_called`]), when our NAT expects it. Rounds are
+//! ([`Routes::handle_called`]), when our NAT expects it, and a moment later
+//! ([`CHECK_AFTER_CALL`]) we check the peer's endpoints too: by then its
+//! answer has opened its NAT towards us, and a NAT that lets in anything
+//! from an address it sent to takes our datagrams from whatever port our
+//! own NAT gives them (an endpoint-dependent NAT's, say). Rounds are
 //! [`PUNCH_EVERY`] apart, longer than a NAT keeps an unanswered flow, so
 //! what a failed round left in a router's table is gone by the next.
 //!
@@ -45,6 +49,9 @@ pub const SEEN_VERIFY_EVERY: Duration = Duration::from_secs(2);
 /// A relayed peer behind a NAT is punched and called this often: longer
 /// than a NAT keeps a flow nobody answered (30 s on Linux).
 pub const PUNCH_EVERY: Duration = Duration::from_secs(40);
+/// A punch round checks the peer's endpoints itself this long after its
+/// call: once the peer had time to answer it, which opens its NAT.
+pub const CHECK_AFTER_CALL: Duration = Duration::from_secs(2);
 /// A path is watched closely for this long after it changed.
 pub const SETTLE: Duration = Duration::from_secs(5);
 /// A published link whose handshake is younger than this is live.
@@ -106,10 +113,13 @@ pub enum Command {
         /// The peer.
         peer: NodeId,
     },
-    /// The relayed `peer` called: check every public endpoint of its
-    /// ([`crate::paths::public_candidates`]) now, while its NAT expects
-    /// us. The path in use does not change.
-    Answer {
+    /// Check every public endpoint of the relayed `peer`
+    /// ([`crate::paths::public_candidates`]) now: it called, and its NAT
+    /// expects us; or our call was answered a moment ago, and its NAT
+    /// (full cone, address-restricted) now lets in what comes from our NAT's
+    /// port towards it, whatever port that is. The path in use does not
+    /// change.
+    Check {
         /// The peer.
         peer: NodeId,
     },
@@ -133,6 +143,8 @@ struct Route {
     checked: Option<Instant>,
     /// When the peer was last punched and called.
     punched: Option<Instant>,
+    /// When the last round checks the peer's endpoints itself.
+    check_at: Option<Instant>,
 }
 
 impl Route {
@@ -176,6 +188,7 @@ impl Routes {
                 mode: Mode::Direct(now),
                 checked: None,
                 punched: None,
+                check_at: None,
             };
             self.routes.insert(peer, route);
             return Some(endpoint);
@@ -226,7 +239,7 @@ impl Routes {
     }
 
     /// The relayed `peer` punched its NAT towards us and called: its
-    /// public endpoints are checked now ([`Command::Answer`], at most every
+    /// public endpoints are checked now ([`Command::Check`], at most every
     /// [`SEEN_VERIFY_EVERY`]).
     pub fn handle_called(&mut self, peer: NodeId, now: Instant) {
         let Some(r) = self.routes.get_mut(&peer) else {
@@ -237,7 +250,7 @@ impl Routes {
             .is_none_or(|t| now.saturating_duration_since(t) >= SEEN_VERIFY_EVERY);
         if matches!(r.mode, Mode::Relay(..)) && due {
             r.checked = Some(now);
-            self.command(Command::Answer { peer });
+            self.command(Command::Check { peer });
         }
     }
 
@@ -308,7 +321,8 @@ impl Routes {
     /// Checks the direct candidate of the relayed `peer` when due: a peer
     /// anyone can reach is asked there every [`VERIFY_EVERY`]; one behind a
     /// NAT is punched and called every [`PUNCH_EVERY`] by the lower id of
-    /// the pair (the other answers calls).
+    /// the pair (the other answers calls), which checks the peer's
+    /// endpoints itself [`CHECK_AFTER_CALL`] later.
     fn check(
         &mut self,
         peer: NodeId,
@@ -318,6 +332,12 @@ impl Routes {
         now: Instant,
         now_ms: u64,
     ) {
+        if route.check_at.is_some_and(|t| now >= t) {
+            if let Some(r) = self.routes.get_mut(&peer) {
+                r.check_at = None;
+            }
+            self.command(Command::Check { peer });
+        }
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         let verify = since(route.checked).is_none_or(|d| d >= VERIFY_EVERY);
         let punch = *me < peer && since(route.punched).is_none_or(|d| d >= PUNCH_EVERY);
@@ -337,6 +357,7 @@ impl Routes {
             self.command(Command::Verify { peer, endpoint });
         } else if !reachable && punch {
             r.punched = Some(now);
+            r.check_at = Some(now + CHECK_AFTER_CALL);
             self.command(Command::Punch { peer });
         }
     }

@@ -25,9 +25,21 @@
 //!     type nat hook prerouting priority dstnat; policy accept;
 //!     iifname "wan" dnat to VM
 //!   }
+//!   set mapped { type inet_service; flags dynamic,timeout; timeout 2m; }   # FullCone,
+//!   set contacted { type ipv4_addr; flags dynamic,timeout; timeout 2m; }   # AddressRestricted
+//!   chain outbound {                                                 # (once the VM exists)
+//!     type filter hook postrouting priority 50; policy accept;
+//!     oifname "wan" ip saddr VM meta l4proto udp update @mapped { udp sport }
+//!     oifname "wan" ip saddr VM update @contacted { ip daddr }
+//!   }
+//!   chain prerouting {
+//!     type nat hook prerouting priority dstnat; policy accept;
+//!     iifname "wan" udp dport @mapped dnat to VM                     # FullCone
+//!     iifname "wan" ip saddr @contacted udp dport @mapped dnat to VM # AddressRestricted
+//!   }
 //!   chain postrouting {
 //!     type nat hook postrouting priority srcnat; policy accept;
-//!     oifname "wan" ip saddr S masquerade                            # Cone, OneToOne
+//!     oifname "wan" ip saddr S masquerade                            # all others
 //!     oifname "wan" ip saddr S masquerade random,fully-random        # Symmetric
 //!   }
 //!   chain forward {                                                  # Firewall::Filtering only
@@ -96,6 +108,25 @@ pub enum NatKind {
     /// sends leaves from the router's WAN address with its ports kept. The
     /// VM's interface holds only its private address.
     OneToOne,
+    /// A full-cone NAT in front of one VM: `masquerade` (ports kept), and
+    /// once the VM has sent from a port, whatever arrives at that public
+    /// port from anyone is forwarded to it (endpoint-independent mapping
+    /// and filtering; the `mapped` set below).
+    FullCone,
+    /// An address-restricted cone NAT in front of one VM: like
+    /// [`NatKind::FullCone`], but only from addresses the VM has sent to
+    /// (from any of their ports: the `contacted` set below).
+    AddressRestricted,
+}
+
+impl NatKind {
+    /// Whether a site of this kind holds exactly one VM (its rules name it).
+    fn one_vm(self) -> bool {
+        matches!(
+            self,
+            NatKind::OneToOne | NatKind::FullCone | NatKind::AddressRestricted
+        )
+    }
 }
 
 /// What a site's router does with unsolicited datagrams from the WAN side.
@@ -224,12 +255,36 @@ fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8)> {
     }
 }
 
+/// A full or address-restricted cone in front of `vm`: the public ports it
+/// sent from (and the addresses it sent to) are remembered; what arrives at
+/// such a port (from `only_from`, when given) goes to it.
+fn cone_rules(vm: Ipv4Addr, only_from: &str) -> String {
+    format!(
+        "  set mapped {{
+    type inet_service; flags dynamic,timeout; timeout 2m;
+  }}
+  set contacted {{
+    type ipv4_addr; flags dynamic,timeout; timeout 2m;
+  }}
+  chain outbound {{
+    type filter hook postrouting priority 50; policy accept;
+    oifname \"{WAN_IF}\" ip saddr {vm} meta l4proto udp update @mapped {{ udp sport }}
+    oifname \"{WAN_IF}\" ip saddr {vm} update @contacted {{ ip daddr }}
+  }}
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname \"{WAN_IF}\" {only_from}udp dport @mapped dnat to {vm}
+  }}
+"
+    )
+}
+
 /// The router's nftables ruleset (see the module docs); `vm` is the 1:1
 /// NAT's VM once it exists. Loading it replaces the previous one.
 fn ruleset(kind: NatKind, firewall: Firewall, subnet: &str, vm: Option<Ipv4Addr>) -> String {
     let masq = match kind {
-        NatKind::Cone | NatKind::OneToOne => "masquerade",
         NatKind::Symmetric => "masquerade random,fully-random",
+        _ => "masquerade",
     };
     let dnat = match (kind, vm) {
         (NatKind::OneToOne, Some(vm)) => format!(
@@ -239,6 +294,8 @@ fn ruleset(kind: NatKind, firewall: Firewall, subnet: &str, vm: Option<Ipv4Addr>
   }}
 "
         ),
+        (NatKind::FullCone, Some(vm)) => cone_rules(vm, ""),
+        (NatKind::AddressRestricted, Some(vm)) => cone_rules(vm, "ip saddr @contacted "),
         _ => String::new(),
     };
     let filter = match firewall {
@@ -387,13 +444,17 @@ impl Lab {
             if hosts.contains(&host) {
                 bail!("{host} is already used in site {}", site.name());
             }
-            if site.kind == NatKind::OneToOne && !hosts.is_empty() {
-                bail!("site {} is a 1:1 NAT: it holds one VM", site.name());
+            if site.kind.one_vm() && !hosts.is_empty() {
+                bail!(
+                    "site {} is a {:?} NAT: it holds one VM",
+                    site.name(),
+                    site.kind
+                );
             }
             hosts.push(host);
         }
         let r = self.add_site_node_inner(site, name, host).and_then(|node| {
-            if site.kind == NatKind::OneToOne {
+            if site.kind.one_vm() {
                 self.load_rules(site, Some(host))?;
             }
             Ok(node)

@@ -376,3 +376,56 @@ fn change_site_wan_moves_the_public_address() -> Result<()> {
     ensure!(lab.change_site_wan_to(&site, "10.0.0.1".parse()?).is_err());
     Ok(())
 }
+
+#[test]
+fn full_cone_lets_anyone_in_address_restricted_only_the_contacted() -> Result<()> {
+    if skip_unless_root("full_cone_lets_anyone_in_address_restricted_only_the_contacted") {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let (p, q) = (lab.add_node("p")?, lab.add_node("q")?);
+    let fc = lab.add_site("fc", "192.168.2.0/24", NatKind::FullCone, 1500)?;
+    let ar = lab.add_site("ar", "192.168.2.0/24", NatKind::AddressRestricted, 1500)?;
+    let f = lab.add_site_node(&fc, "f", HOST)?;
+    let a = lab.add_site_node(&ar, "a", HOST)?;
+    ensure!(
+        lab.add_site_node(&fc, "f2", "192.168.2.11".parse()?)
+            .is_err(),
+        "a full-cone site holds one VM"
+    );
+    let pa = lab.addr(&p);
+    let (p1, p2, q1) = (
+        udp(&lab, &p, 7000)?,
+        udp(&lab, &p, 7001)?,
+        udp(&lab, &q, 7000)?,
+    );
+    for (site, node, others_get_in) in [(&fc, &f, true), (&ar, &a, false)] {
+        let u = udp(&lab, node, 45000)?;
+        // The VM talks to p:7000 only.
+        let mapped = send_until_seen(
+            &u,
+            SocketAddrV4::new(pa, 7000),
+            &p1,
+            "out",
+            Duration::from_secs(5),
+        )?;
+        ensure!(*mapped.ip() == site.wan_addr() && mapped.port() == 45000);
+        // p from another port: both let it in (address p was contacted).
+        p2.send_to(b"from p:7001", mapped)?;
+        let got = recv_within(&u, Duration::from_millis(500));
+        ensure!(
+            got.as_ref().is_some_and(|(m, _)| m == "from p:7001"),
+            "{:?}: p's other port was not let in: {got:?}",
+            site.kind()
+        );
+        // q, never contacted: only the full cone lets it in.
+        q1.send_to(b"from q", mapped)?;
+        let got = recv_within(&u, Duration::from_millis(500));
+        ensure!(
+            got.is_some() == others_get_in,
+            "{:?}: a stranger got {got:?}",
+            site.kind()
+        );
+    }
+    Ok(())
+}

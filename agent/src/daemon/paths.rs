@@ -340,7 +340,7 @@ fn carry_out(
         | Command::Relay { peer, .. }
         | Command::Verify { peer, .. }
         | Command::Punch { peer }
-        | Command::Answer { peer } => peer,
+        | Command::Check { peer } => peer,
     };
     let Some(peer_key) = key(&peer) else {
         return;
@@ -358,9 +358,9 @@ fn carry_out(
             asker.punch(peer_key, &candidates, now, &mut OsRng);
             return;
         }
-        Command::Answer { .. } => {
+        Command::Check { .. } => {
             let candidates = candidates(&peer);
-            tracing::debug!(peer = %name(&peer), ?candidates, "a relayed peer called: checking its endpoints");
+            tracing::debug!(peer = %name(&peer), ?candidates, "checking a relayed peer's endpoints");
             for e in candidates {
                 asker.verify(peer_key, e, now, &mut OsRng);
             }

@@ -341,18 +341,22 @@ fn a_relayed_peer_behind_a_nat_is_punched_and_called_by_one_side_only() {
     // The lower id punches and calls at once, then every PUNCH_EVERY; it
     // never knocks with a plain check (that would shut the peer's NAT).
     let (_, sent, _) = run(low, high);
-    let punch = Command::Punch { peer: high };
-    assert_eq!(sent, vec![punch; 3], "at 4 s, 44 s and 84 s");
+    let (punch, check) = (Command::Punch { peer: high }, Command::Check { peer: high });
+    assert_eq!(
+        sent,
+        [punch, check].repeat(3),
+        "at 4 s, 44 s and 84 s, each checked itself 2 s later"
+    );
     // The higher id waits for calls, and checks the path when called, at
     // most every SEEN_VERIFY_EVERY.
     let (mut r, sent, now) = run(high, low);
     assert_eq!(sent, vec![]);
     r.handle_called(low, now);
     r.handle_called(low, now + Duration::from_millis(500));
-    let answer = Command::Answer { peer: low };
-    assert_eq!(commands(&mut r), vec![answer]);
+    let check = Command::Check { peer: low };
+    assert_eq!(commands(&mut r), vec![check]);
     r.handle_called(low, now + SEEN_VERIFY_EVERY);
-    assert_eq!(commands(&mut r), vec![answer]);
+    assert_eq!(commands(&mut r), vec![check]);
     // A call from a stranger changes nothing.
     r.handle_called(r3, now + SEEN_VERIFY_EVERY * 2);
     assert_eq!(commands(&mut r), vec![]);
