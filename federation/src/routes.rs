@@ -226,22 +226,19 @@ impl Routes {
     /// `endpoint` (its NAT's mapping toward us, perhaps a new one): it is
     /// checked, at most every [`SEEN_VERIFY_EVERY`].
     pub fn handle_direct_seen(&mut self, peer: NodeId, endpoint: SocketAddr, now: Instant) {
-        let Some(r) = self.routes.get_mut(&peer) else {
-            return;
-        };
-        let due = r
-            .checked
-            .is_none_or(|t| now.saturating_duration_since(t) >= SEEN_VERIFY_EVERY);
-        if matches!(r.mode, Mode::Relay(..)) && due {
-            r.checked = Some(now);
-            self.command(Command::Verify { peer, endpoint });
-        }
+        self.check_relayed_now(peer, Command::Verify { peer, endpoint }, now);
     }
 
     /// The relayed `peer` punched its NAT towards us and called: its
     /// public endpoints are checked now ([`Command::Check`], at most every
     /// [`SEEN_VERIFY_EVERY`]).
     pub fn handle_called(&mut self, peer: NodeId, now: Instant) {
+        self.check_relayed_now(peer, Command::Check { peer }, now);
+    }
+
+    /// Issues `check` if `peer` is relayed and was not checked in the last
+    /// [`SEEN_VERIFY_EVERY`].
+    fn check_relayed_now(&mut self, peer: NodeId, check: Command, now: Instant) {
         let Some(r) = self.routes.get_mut(&peer) else {
             return;
         };
@@ -250,7 +247,7 @@ impl Routes {
             .is_none_or(|t| now.saturating_duration_since(t) >= SEEN_VERIFY_EVERY);
         if matches!(r.mode, Mode::Relay(..)) && due {
             r.checked = Some(now);
-            self.command(Command::Check { peer });
+            self.command(check);
         }
     }
 

@@ -35,6 +35,23 @@ fn relayed(relay: NodeId) -> Facts {
     }
 }
 
+/// Published metrics showing a live direct tunnel with `peer`.
+fn live_link(peer: NodeId) -> Option<Metrics> {
+    Some(Metrics {
+        links: vec![Link {
+            peer,
+            rtt_min_us: None,
+            rtt_avg_us: None,
+            loss_permille: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            handshake_age_s: Some(3),
+            path: "direct".into(),
+        }],
+        ..Metrics::default()
+    })
+}
+
 fn commands(r: &mut Routes) -> Vec<Command> {
     std::iter::from_fn(|| r.poll_command()).collect()
 }
@@ -49,19 +66,7 @@ fn a_direct_path_gets_its_grace_then_the_best_relay() {
     // Member 4 publishes a live direct link to the peer (member 2).
     let (ledger, [me, peer, r3, r4]) = setup(&net, |n, m| {
         if n == 4 {
-            m.record.metrics = Some(Metrics {
-                links: vec![Link {
-                    peer: net.member(2).key.id(),
-                    rtt_min_us: None,
-                    rtt_avg_us: None,
-                    loss_permille: 0,
-                    rx_bytes: 0,
-                    tx_bytes: 0,
-                    handshake_age_s: Some(3),
-                    path: "direct".into(),
-                }],
-                ..Metrics::default()
-            });
+            m.record.metrics = live_link(net.member(2).key.id());
         }
     });
     let t0 = Instant::now();
@@ -372,19 +377,7 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
     let mut carrier = alpha.node(2, &["shared"]);
     carrier.record.agreements = vec![agreement];
     let mut linked = alpha.node(4, &[]);
-    linked.record.metrics = Some(Metrics {
-        links: vec![Link {
-            peer: partner,
-            rtt_min_us: None,
-            rtt_avg_us: None,
-            loss_permille: 0,
-            rx_bytes: 0,
-            tx_bytes: 0,
-            handshake_age_s: Some(3),
-            path: "direct".into(),
-        }],
-        ..Metrics::default()
-    });
+    linked.record.metrics = live_link(partner);
     let (me, unexposed) = (alpha.node(1, &[]), alpha.node(3, &[]));
     let ledger = alpha.ledger(&[
         me.signed(1),
