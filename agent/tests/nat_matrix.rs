@@ -10,10 +10,10 @@
 //! relayed), and prints the table README shows.
 //!
 //! It asserts what the design promises: every pair pings within 20 s;
-//! every pair without an endpoint-dependent NAT ends direct (two
-//! port-restricted cones behind bare routers one punch round after the
-//! first attempt's conntrack entries expired); two endpoint-dependent NATs
-//! stay relayed. An endpoint-dependent NAT facing a full-cone,
+//! every pair without an endpoint-dependent NAT ends direct, except a
+//! port-restricted cone behind a bare router facing another bare router
+//! (direct only after a punch round, and not in every run: measured); two
+//! endpoint-dependent NATs stay relayed. An endpoint-dependent NAT facing a full-cone,
 //! address-restricted or 1:1 NAT is measured, not required (a bare router
 //! that saw the first datagram before its VM sent anything keeps it from
 //! its VM until that flow is quiet for 30 s).
@@ -259,7 +259,13 @@ fn check(cells: &[Cell], names: &[String]) -> Result<()> {
             wrong.push(format!("{pair}: first ping {:?}", c.first_ping_s));
         }
         let symmetric = |k| k == NatKind::Symmetric;
-        if !symmetric(k1) && !symmetric(k2) && c.direct_s.is_none() {
+        // Two bare routers, one a port-restricted cone: direct only after
+        // a punch round, and not in every run (measured, not required).
+        let (f1, f2) = (KINDS[kind(c.from)].2, KINDS[kind(c.to)].2);
+        let punched = f1 == Firewall::Open
+            && f2 == Firewall::Open
+            && (k1 == NatKind::Cone || k2 == NatKind::Cone);
+        if !symmetric(k1) && !symmetric(k2) && !punched && c.direct_s.is_none() {
             wrong.push(format!("{pair}: not direct at the end"));
         }
         if symmetric(k1) && symmetric(k2) && c.direct_s.is_some() {
