@@ -52,6 +52,20 @@ pub enum Exposure {
 #[error("--expose takes `all` or up to {MAX_TAGS} comma-separated tags (names of a-z, 0-9 and -), e.g. --expose shared,web; {0:?} is neither")]
 pub struct ExposureError(pub String);
 
+/// Why a `--relays` text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--relays takes up to {MAX_TAGS} comma-separated tags (names of a-z, 0-9 and -), e.g. --relays edge: the members carrying one relay for the other network; {0:?} is not that")]
+pub struct RelaysError(pub String);
+
+/// Parses `--relays TAG[,TAG]...`: the tags of the members a side lends as
+/// relays.
+pub fn parse_relays(text: &str) -> Result<Vec<String>, RelaysError> {
+    match Exposure::parse(text) {
+        Ok(Exposure::Tags(tags)) => Ok(tags),
+        _ => Err(RelaysError(text.trim().to_string())),
+    }
+}
+
 impl Exposure {
     /// Parses `all` or `TAG[,TAG]...`.
     pub fn parse(text: &str) -> Result<Self, ExposureError> {
@@ -117,6 +131,11 @@ pub struct Side {
     pub cidr: Cidr,
     /// What it lets the other side reach.
     pub exposes: Exposure,
+    /// Tags of the members it lends the other side as relays (none: lends
+    /// none). A lent member that is not exposed is a relay only to the
+    /// other side: it forwards sealed datagrams, it is not a host there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lends: Vec<String>,
 }
 
 impl Side {
@@ -127,13 +146,29 @@ impl Side {
         m.extend_from_slice(&self.cidr.addr().octets());
         m.push(self.cidr.prefix());
         self.exposes.put(m);
+        // Signed only when present: agreements made before relays were
+        // lent keep their signatures.
+        if !self.lends.is_empty() {
+            m.push(2);
+            put_len(m, self.lends.len());
+            for t in &self.lends {
+                put_text(m, t);
+            }
+        }
+    }
+
+    /// True if this side lends a member with certificate tags `tags` as a
+    /// relay.
+    pub fn lends_member(&self, tags: &[String]) -> bool {
+        self.lends.iter().any(|w| tags.contains(w))
     }
 
     fn check(&self) -> Result<(), AgreementError> {
         if NetworkId::of(&self.authority) != self.network {
             return Err(AgreementError::ForeignAuthority);
         }
-        if !valid_network_name(&self.name) || !self.exposes.valid() {
+        let lends_ok = self.lends.is_empty() || valid_tags(&self.lends);
+        if !valid_network_name(&self.name) || !self.exposes.valid() || !lends_ok {
             return Err(AgreementError::Malformed);
         }
         Ok(())
@@ -367,9 +402,21 @@ impl Agreement {
     }
 
     /// True if a member of `network` with `tags` is exposed to the other
-    /// side (its record may leave its network for the other's members).
+    /// side as a host (IP traffic both ways).
     pub fn exposes(&self, network: &NetworkId, tags: &[String]) -> bool {
         self.side(network).is_some_and(|s| s.exposes.covers(tags))
+    }
+
+    /// True if a member of `network` with `tags` is lent to the other side
+    /// as a relay.
+    pub fn lends(&self, network: &NetworkId, tags: &[String]) -> bool {
+        self.side(network).is_some_and(|s| s.lends_member(tags))
+    }
+
+    /// True if the record of a member of `network` with `tags` may leave
+    /// its network for the other side's members: it is exposed or lent.
+    pub fn shares(&self, network: &NetworkId, tags: &[String]) -> bool {
+        self.exposes(network, tags) || self.lends(network, tags)
     }
 }
 

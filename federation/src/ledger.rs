@@ -444,7 +444,7 @@ impl Ledger {
 
     /// Whose records may go to the other side of `agreement`: the
     /// authority (name, range, revocations) and the active members this
-    /// side exposes. Nothing else leaves.
+    /// side exposes or lends as relays. Nothing else leaves.
     pub fn exposed_writers(&self, agreement: &Agreement, now_ms: u64) -> Vec<NodeId> {
         let Some(side) = agreement.side(&self.network.id) else {
             return vec![];
@@ -452,7 +452,10 @@ impl Ledger {
         let exposed = self
             .members(now_ms)
             .into_iter()
-            .filter(|m| m.status == Status::Active && side.exposes.covers(leaf_tags(m.record)))
+            .filter(|m| {
+                let tags = leaf_tags(m.record);
+                m.status == Status::Active && (side.exposes.covers(tags) || side.lends_member(tags))
+            })
             .map(|m| m.id);
         std::iter::once(self.network.authority)
             .chain(exposed)

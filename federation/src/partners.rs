@@ -54,6 +54,8 @@ pub struct PartnerMember<'a> {
     pub network: NetworkId,
     /// The member, as the partner's ledger sees it.
     pub member: Member<'a>,
+    /// Lent to us as a relay and not exposed: not a host here.
+    pub relay_only: bool,
 }
 
 impl Partners {
@@ -219,7 +221,7 @@ impl Partners {
                     &record.writer,
                     now_ms,
                 )?;
-                if !side.exposes.covers(leaf_tags(m)) {
+                if !side.exposes.covers(leaf_tags(m)) && !side.lends_member(leaf_tags(m)) {
                     return Err(Reject::NotExposed);
                 }
             }
@@ -233,13 +235,14 @@ impl Partners {
         self.partners
             .iter()
             .flat_map(|(id, p)| {
-                let org = p.side().name.as_str();
+                let side = p.side();
                 p.ledger
                     .members(now_ms)
                     .into_iter()
                     .map(move |member| PartnerMember {
-                        org,
+                        org: side.name.as_str(),
                         network: *id,
+                        relay_only: !side.exposes.covers(leaf_tags(member.record)),
                         member,
                     })
             })

@@ -1,10 +1,16 @@
 //! Everyone this node may have a tunnel with: the members of its own
 //! network, and the members of federated networks that the agreement
-//! connects it to (the partner exposes them, and this network exposes
-//! this node to that partner). The data plane's peers, the path
-//! decisions and the probes read this, not a single ledger; gossip,
-//! admission and liveness stay with the own network's ledger.
+//! connects it to (the partner exposes or lends them, and this network
+//! exposes or lends this node to that partner). The data plane's peers,
+//! the path decisions and the probes read this, not a single ledger;
+//! gossip, admission and liveness stay with the own network's ledger.
+//!
+//! Only some of them are hosts ([`Roster::is_host`]): a partner's member
+//! is one when both sides expose their end. A tunnel with a lent relay (or,
+//! on a lent relay, with the partner's members) carries relay envelopes
+//! and echoes only: no overlay address, no route, no name.
 
+use crate::agreement::Agreement;
 use crate::cidr::Cidr;
 use crate::ledger::{leaf_tags, Ledger, Member, Status};
 use crate::network::NetworkId;
@@ -18,9 +24,12 @@ use std::net::Ipv4Addr;
 pub struct Roster<'a> {
     ledger: &'a Ledger,
     partners: &'a Partners,
-    /// The partner networks whose agreement exposes this node (none while
-    /// it is not an active member), found once when the roster is made.
+    /// The partner networks whose agreement exposes or lends this node
+    /// (none while it is not an active member), found once when the
+    /// roster is made.
     connected: Vec<NetworkId>,
+    /// Those of them that expose this node as a host.
+    hosting: Vec<NetworkId>,
 }
 
 impl<'a> Roster<'a> {
@@ -28,26 +37,68 @@ impl<'a> Roster<'a> {
     /// at `now_ms`.
     pub fn new(ledger: &'a Ledger, partners: &'a Partners, me: NodeId, now_ms: u64) -> Self {
         let us = ledger.network().id;
-        let connected = ledger
+        let mine = ledger
             .member(&me, now_ms)
             .filter(|m| m.status == Status::Active)
-            .map(|m| {
-                partners
-                    .networks()
-                    .filter(|n| {
-                        partners
-                            .agreement(n)
-                            .is_some_and(|a| a.exposes(&us, leaf_tags(m.record)))
-                    })
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map(|m| leaf_tags(m.record));
+        let partners_where = |f: fn(&Agreement, &NetworkId, &[String]) -> bool| -> Vec<NetworkId> {
+            let Some(tags) = mine else {
+                return Vec::new();
+            };
+            partners
+                .networks()
+                .filter(|n| partners.agreement(n).is_some_and(|a| f(a, &us, tags)))
+                .copied()
+                .collect()
+        };
         Self {
             ledger,
             partners,
-            connected,
+            connected: partners_where(Agreement::shares),
+            hosting: partners_where(Agreement::exposes),
         }
+    }
+
+    /// True if `m` (of the own network or a connected partner) is a host
+    /// to this node: IP traffic may flow between us. A partner's member is
+    /// one when its side exposes it and ours exposes this node; otherwise
+    /// one of us is only lent as a relay.
+    pub fn is_host(&self, m: &Member<'_>) -> bool {
+        let network = m.record.network;
+        network == self.ledger.network().id
+            || (self.hosting.contains(&network)
+                && self
+                    .partners
+                    .agreement(&network)
+                    .is_some_and(|a| a.exposes(&network, leaf_tags(m.record))))
+    }
+
+    /// The relay circles of `m` as this node sees them (see the data
+    /// plane's forwarding rules): bit 0 for a member of the own network;
+    /// bit `i + 1` for a host of the `i`-th partner network
+    /// ([`Roster::partner_circles`]) and for an own member exposed to it.
+    /// A lent relay that is not exposed is in no circle: nothing is relayed
+    /// to or from it.
+    pub fn circles(&self, m: &Member<'_>) -> u64 {
+        let us = self.ledger.network().id;
+        let network = m.record.network;
+        let tags = leaf_tags(m.record);
+        let mut circles = u64::from(network == us);
+        for (bit, n) in self.partner_circles() {
+            let exposed = self.partners.agreement(&n).is_some_and(|a| {
+                (network == us && a.exposes(&us, tags)) || (network == n && a.exposes(&n, tags))
+            });
+            if exposed {
+                circles |= 1 << bit;
+            }
+        }
+        circles
+    }
+
+    /// Each partner network's relay circle (1 to 63, in the order of the
+    /// networks' ids; partners past the 63rd are relayed for by nobody).
+    pub fn partner_circles(&self) -> impl Iterator<Item = (u32, NetworkId)> + '_ {
+        (1..64u32).zip(self.partners.networks().copied())
     }
 
     /// The own network's ledger.
@@ -61,17 +112,17 @@ impl<'a> Roster<'a> {
         &self.connected
     }
 
-    /// The overlay ranges of the connected partner networks.
+    /// The overlay ranges of the partner networks this node is a host to.
     pub fn partner_ranges(&self) -> Vec<Cidr> {
         let us = self.ledger.network().id;
-        self.connected
+        self.hosting
             .iter()
             .filter_map(|n| self.partners.agreement(n)?.other(&us).map(|s| s.cidr))
             .collect()
     }
 
-    /// Every member of the own network, then every exposed member of the
-    /// connected partner networks, with its standing.
+    /// Every member of the own network, then every exposed or lent member
+    /// of the connected partner networks, with its standing.
     pub fn members(&self, now_ms: u64) -> Vec<Member<'a>> {
         let mut all = self.ledger.members(now_ms);
         for n in &self.connected {
@@ -79,6 +130,13 @@ impl<'a> Roster<'a> {
                 all.extend(l.members(now_ms));
             }
         }
+        all
+    }
+
+    /// The members that are hosts to this node ([`Roster::is_host`]).
+    pub fn hosts(&self, now_ms: u64) -> Vec<Member<'a>> {
+        let mut all = self.members(now_ms);
+        all.retain(|m| self.is_host(m));
         all
     }
 
@@ -92,14 +150,18 @@ impl<'a> Roster<'a> {
     }
 
     /// Who owns each overlay address: the own network's owners, then each
-    /// connected partner's (its range is disjoint from ours and checked at
+    /// partner's hosts (its range is disjoint from ours and checked at
     /// ingest).
     pub fn address_owners(&self, now_ms: u64) -> BTreeMap<Ipv4Addr, NodeId> {
         let mut owners = self.ledger.address_owners(now_ms);
-        for n in &self.connected {
+        let hosts: std::collections::BTreeSet<NodeId> =
+            self.hosts(now_ms).iter().map(|m| m.id).collect();
+        for n in &self.hosting {
             if let Some(l) = self.partners.ledger(n) {
                 for (address, id) in l.address_owners(now_ms) {
-                    owners.entry(address).or_insert(id);
+                    if hosts.contains(&id) {
+                        owners.entry(address).or_insert(id);
+                    }
                 }
             }
         }

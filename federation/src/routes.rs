@@ -30,11 +30,13 @@
 //! reports the checks' answers ([`Routes::handle_verified`]) and the direct
 //! packets of relayed peers ([`Routes::handle_direct_seen`]), and applies
 //! the [`Command`]s; the member records (who relays, who sits behind a NAT,
-//! whose published links reach whom) come from the [`Ledger`].
+//! whose published links reach whom, which partner lends which relay) come
+//! from the [`Roster`].
 
-use crate::ledger::{Ledger, Status};
+use crate::ledger::Status;
 use crate::paths::public;
 use crate::record::NodeId;
+use crate::roster::Roster;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -280,7 +282,7 @@ impl Routes {
         &mut self,
         now: Instant,
         me: &NodeId,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         facts: &BTreeMap<NodeId, Facts>,
         now_ms: u64,
     ) {
@@ -303,14 +305,14 @@ impl Routes {
                     let answers = f.answered || f.handshake.is_some_and(|h| h >= since);
                     let late = now.saturating_duration_since(since) >= DIRECT_GRACE;
                     if f.silent || (late && !answers) {
-                        self.relay(id, None, me, ledger, &fact, now, now_ms);
+                        self.relay(id, None, me, roster, &fact, now, now_ms);
                     }
                 }
                 Mode::Relay(relay, _) if f.silent => {
                     // The relay no longer gets us through: another one.
-                    self.relay(id, Some(relay), me, ledger, &fact, now, now_ms);
+                    self.relay(id, Some(relay), me, roster, &fact, now, now_ms);
                 }
-                Mode::Relay(..) => self.check(id, route, me, ledger, now, now_ms),
+                Mode::Relay(..) => self.check(id, route, me, roster, now, now_ms),
             }
         }
     }
@@ -325,7 +327,7 @@ impl Routes {
         peer: NodeId,
         route: Route,
         me: &NodeId,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         now: Instant,
         now_ms: u64,
     ) {
@@ -341,10 +343,9 @@ impl Routes {
         if !verify && !punch {
             return;
         }
-        let reachable = ledger
-            .members(now_ms)
-            .iter()
-            .any(|m| m.id == peer && public(m.record));
+        let reachable = roster
+            .member(&peer, now_ms)
+            .is_some_and(|m| public(m.record));
         let endpoint = route.chosen;
         let Some(r) = self.routes.get_mut(&peer) else {
             return;
@@ -367,7 +368,7 @@ impl Routes {
         peer: NodeId,
         avoid: Option<NodeId>,
         me: &NodeId,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         fact: &impl Fn(&NodeId) -> Facts,
         now: Instant,
         now_ms: u64,
@@ -375,7 +376,7 @@ impl Routes {
         let Some(route) = self.routes.get(&peer).copied() else {
             return;
         };
-        match self.pick_relay(&peer, avoid, me, ledger, fact, now_ms) {
+        match self.pick_relay(&peer, avoid, me, roster, fact, now_ms) {
             Some(relay) => {
                 self.command(Command::Relay {
                     peer,
@@ -407,20 +408,28 @@ impl Routes {
     /// a NAT (they reach the network's members), then the one we reach
     /// fastest. A peer of another network (a federation partner's member)
     /// is relayed only by a member whose links show it reaching that peer,
-    /// or by one exposed to a partner that anyone can reach: an unexposed
-    /// member has no tunnel to it and could not forward.
+    /// or by one anyone can reach that is exposed or lent to the partner
+    /// (ours) or to us (the peer's network's): an unexposed member has no
+    /// tunnel to it and could not forward. A peer that is not a host to us
+    /// (a lent relay, or one of us only lent) is never relayed.
     fn pick_relay(
         &self,
         peer: &NodeId,
         avoid: Option<NodeId>,
         me: &NodeId,
-        ledger: &Ledger,
+        roster: &Roster<'_>,
         fact: &impl Fn(&NodeId) -> Facts,
         now_ms: u64,
     ) -> Option<NodeId> {
         let fresh = SESSION_FRESH.as_secs();
-        let members = ledger.members(now_ms);
-        let own = members.iter().any(|m| m.id == *peer);
+        let ledger = roster.ledger();
+        let us = ledger.network().id;
+        let target = roster.member(peer, now_ms)?;
+        if !roster.is_host(&target) {
+            return None;
+        }
+        let theirs = target.record.network;
+        let own = theirs == us;
         let exposed: Vec<NodeId> = if own {
             Vec::new()
         } else {
@@ -429,7 +438,8 @@ impl Routes {
                 .flat_map(|a| ledger.exposed_writers(a, now_ms))
                 .collect()
         };
-        members
+        roster
+            .members(now_ms)
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != *me && m.id != *peer)
             .filter(|m| Some(m.id) != avoid && !m.record.no_relay)
@@ -445,8 +455,14 @@ impl Routes {
                             && l.handshake_age_s.is_some_and(|a| a < fresh)
                     })
                 });
-                let lent = reaches || (exposed.contains(&m.id) && public(m.record));
-                if !own && !lent {
+                let network = m.record.network;
+                let able = if network == us {
+                    own || reaches || (exposed.contains(&m.id) && public(m.record))
+                } else {
+                    // The peer's own network's member, exposed or lent to us.
+                    network == theirs && (reaches || public(m.record))
+                };
+                if !able {
                     return None;
                 }
                 let rtt = f.rtt.unwrap_or(Duration::from_secs(1));

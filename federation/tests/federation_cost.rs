@@ -70,6 +70,7 @@ impl Org {
             name: self.name.into(),
             cidr: self.cidr,
             exposes: Exposure::All,
+            lends: vec![],
         }
     }
 

@@ -14,6 +14,7 @@ pub mod cookie;
 pub mod crypto;
 pub mod device;
 pub mod echo;
+pub mod forwarding;
 pub mod handshake;
 pub mod ip;
 pub mod node;

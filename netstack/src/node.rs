@@ -20,6 +20,7 @@
 
 use crate::device::{Action, Device, DeviceConfig};
 use crate::echo::{self, Message, PairKey, REPLY_LEN};
+use crate::forwarding::{Circles, Forwarding};
 use crate::relay::{self, key_id, Envelope, KeyId, Paths};
 use crate::wire::DATA_HEADER_LEN;
 use crate::{PrivateKey, PublicKey};
@@ -104,6 +105,7 @@ pub struct Node {
     ids: HashMap<PublicKey, KeyId>,
     paths: Paths,
     serve_relay: bool,
+    forwarding: Forwarding,
     counters: NodeCounters,
     events: VecDeque<Event>,
     paths_swept: Option<Instant>,
@@ -122,6 +124,7 @@ impl Node {
             ids: HashMap::new(),
             paths: Paths::default(),
             serve_relay,
+            forwarding: Forwarding::default(),
             counters: NodeCounters::default(),
             events: VecDeque::new(),
             paths_swept: None,
@@ -148,14 +151,26 @@ impl Node {
         self.serve_relay
     }
 
-    /// Sets the members. Pair keys already known are kept, so a new member
-    /// list costs one X25519 per new member; a key of low order (no shared
-    /// secret) is left out. Relayed paths to or through departed members
-    /// go.
-    pub fn set_members(&mut self, keys: impl IntoIterator<Item = PublicKey>, now: Instant) {
+    /// What this node relayed for whom, and refused ([`Forwarding`]).
+    pub fn forwarding(&self) -> &Forwarding {
+        &self.forwarding
+    }
+
+    /// Sets the members and their circles (members are relayed only to
+    /// members sharing a circle: [`crate::forwarding`]). Pair keys already
+    /// known are kept, so a new member list costs one X25519 per new
+    /// member; a key of low order (no shared secret) is left out. Relayed
+    /// paths to or through departed members go.
+    pub fn set_members(
+        &mut self,
+        keys: impl IntoIterator<Item = (PublicKey, Circles)>,
+        now: Instant,
+    ) {
         let mut members = HashMap::new();
-        for key in keys {
+        let mut circles = Vec::new();
+        for (key, c) in keys {
             let id = key_id(&key);
+            circles.push((id, c));
             let pair = match self.members.get(&id) {
                 Some(m) if m.key == key => Some(m.pair),
                 _ => echo::pair_key(&self.own, &key),
@@ -166,6 +181,7 @@ impl Node {
         }
         self.ids = members.iter().map(|(id, m)| (m.key, *id)).collect();
         self.members = members;
+        self.forwarding.set_circles(circles);
         let (members, ids) = (&self.members, &self.ids);
         self.paths.retain(now, |p| {
             members.contains_key(&p.peer) && ids.contains_key(&p.relay_key)
@@ -268,7 +284,7 @@ impl Node {
                 let a = self.device.decapsulate(from, datagram, out, now);
                 self.wrap(a, out, now)
             }
-            Some(Envelope::To { target, inner }) => self.forward(from, target, inner, out),
+            Some(Envelope::To { target, inner }) => self.forward(from, target, inner, out, now),
             Some(Envelope::From { source, inner }) => {
                 // Only from a member reached directly at that endpoint,
                 // about a member: strangers cannot make paths.
@@ -389,8 +405,16 @@ impl Node {
     /// Relays `inner` from the member at `from` to the member with key id
     /// `target`: only between members both reached directly (strangers
     /// cannot use us as a reflector, and relays do not chain), only if this
-    /// node relays, and only datagrams no larger than its own.
-    fn forward(&mut self, from: SocketAddr, target: KeyId, inner: &[u8], out: &mut [u8]) -> Action {
+    /// node relays, only datagrams no larger than its own, and only as
+    /// [`Forwarding`] admits (the two share a circle, within bounds).
+    fn forward(
+        &mut self,
+        from: SocketAddr,
+        target: KeyId,
+        inner: &[u8],
+        out: &mut [u8],
+        now: Instant,
+    ) -> Action {
         let source = self
             .device
             .peer_at(from)
@@ -408,6 +432,10 @@ impl Node {
             self.counters.relay_refused += 1;
             return Action::None;
         };
+        if self.forwarding.admit(source, target, len, now).is_err() {
+            self.counters.relay_refused += 1;
+            return Action::None;
+        }
         let Some(slot) = out.get_mut(..len) else {
             self.counters.relay_refused += 1;
             return Action::None;

@@ -85,8 +85,20 @@ pub struct Relay {
     pub serves: bool,
     /// Bytes relayed for others.
     pub relayed_bytes: u64,
+    /// Of those, bytes relayed under each federation agreement (by the
+    /// partner network's name).
+    #[serde(default)]
+    pub by_partner: BTreeMap<String, u64>,
     /// Envelopes refused.
     pub refused: u64,
+    /// Of those, for pairs nothing connects (no agreement in force, a lent
+    /// relay as an end), and past the relay's bounds (pairs, bytes per
+    /// second).
+    #[serde(default)]
+    pub refused_unconnected: u64,
+    /// Refused past the bounds.
+    #[serde(default)]
+    pub refused_over_bounds: u64,
 }
 
 /// `status.echo`.
@@ -288,6 +300,13 @@ pub struct Federation {
     pub exposes: String,
     /// What it exposes to this network.
     pub exposed_to_us: String,
+    /// The tags of the members this network lends it as relays (empty:
+    /// none).
+    #[serde(default)]
+    pub lends: String,
+    /// The tags of the members it lends this network as relays.
+    #[serde(default)]
+    pub lent_to_us: String,
     /// `active` or `ended`.
     pub state: String,
     /// The other authority's fingerprint.
@@ -298,8 +317,9 @@ pub struct Federation {
     pub accepted_ms: u64,
     /// When it was ended, if it was.
     pub ended_ms: Option<u64>,
-    /// Its active members this node holds (those exposed to this network;
-    /// 0 on a node this network does not expose to it).
+    /// Its active hosts this node holds (those exposed to this network,
+    /// not its lent relays; 0 on a node this network does not expose to
+    /// it).
     #[serde(default)]
     pub members: usize,
 }

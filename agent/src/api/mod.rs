@@ -63,6 +63,9 @@ pub enum Request {
     FederateOffer {
         /// What this network exposes: `all` or `TAG[,TAG]`.
         expose: String,
+        /// The tags of the members it lends as relays (`TAG[,TAG]`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relays: Option<String>,
         /// The offer's life in seconds.
         ttl_s: u64,
         /// The authority key (hex seed) when this node does not hold it.
@@ -76,6 +79,9 @@ pub enum Request {
         offer: String,
         /// What this network exposes.
         expose: String,
+        /// The tags of the members it lends as relays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relays: Option<String>,
         /// The authority key (hex seed) when this node does not hold it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         authority: Option<String>,
@@ -360,6 +366,7 @@ mod tests {
         assert!(Request::FederateList.allowed_remotely(false));
         let offer = Request::FederateOffer {
             expose: "all".into(),
+            relays: None,
             ttl_s: 60,
             authority: None,
         };

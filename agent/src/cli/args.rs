@@ -315,6 +315,11 @@ pub enum Federate {
         /// certificates carry one of these tags.
         #[arg(long, value_name = "all|TAG[,TAG]")]
         expose: Option<String>,
+        /// Lend the members whose certificates carry one of these tags to
+        /// the other network as relays: they forward its sealed datagrams
+        /// between the pairs the agreement connects, and are no hosts there.
+        #[arg(long, value_name = "TAG[,TAG]")]
+        relays: Option<String>,
         /// How long the offer stays valid: 90s, 30m, 1h, 7d (default 1h).
         #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
         ttl: Duration,
@@ -334,6 +339,11 @@ pub enum Federate {
         /// certificates carry one of these tags.
         #[arg(long, value_name = "all|TAG[,TAG]")]
         expose: Option<String>,
+        /// Lend the members whose certificates carry one of these tags to
+        /// the other network as relays: they forward its sealed datagrams
+        /// between the pairs the agreement connects, and are no hosts there.
+        #[arg(long, value_name = "TAG[,TAG]")]
+        relays: Option<String>,
         /// The authority key file, when this node does not hold the key.
         #[arg(long, value_name = "FILE")]
         authority: Option<PathBuf>,

@@ -25,13 +25,14 @@ const EXPOSE_NEEDED: &str = "--expose is required: say what this network lets th
 /// it (stderr).
 pub fn offer(
     state: &Path,
-    expose: Option<&str>,
+    (expose, relays): (Option<&str>, Option<&str>),
     ttl: Duration,
     authority: Option<&Path>,
 ) -> Result<()> {
     let expose = expose.context(EXPOSE_NEEDED)?;
     let request = Request::FederateOffer {
         expose: expose.to_string(),
+        relays: relays.map(str::to_string),
         ttl_s: ttl.as_secs(),
         authority: crate::statedir::authority_hex(authority)?,
     };
@@ -49,13 +50,14 @@ pub fn offer(
 pub fn accept(
     state: &Path,
     token: &str,
-    expose: Option<&str>,
+    (expose, relays): (Option<&str>, Option<&str>),
     authority: Option<&Path>,
 ) -> Result<()> {
     let expose = expose.context(EXPOSE_NEEDED)?;
     let request = Request::FederateSign {
         offer: token.to_string(),
         expose: expose.to_string(),
+        relays: relays.map(str::to_string),
         authority: crate::statedir::authority_hex(authority)?,
     };
     let signed: docs::Signed = client::ask(state, request, None)?;
@@ -74,6 +76,11 @@ pub fn accept(
         "federated with {} (id {}, range {}): this network exposes {}, {} exposes {}",
         f.org, f.network_id, f.cidr, f.exposes, f.org, f.exposed_to_us
     );
+    for (who, tags) in [("this network", &f.lends), (f.org.as_str(), &f.lent_to_us)] {
+        if !tags.is_empty() {
+            println!("{who} lends its members tagged {tags} as relays");
+        }
+    }
     Ok(())
 }
 

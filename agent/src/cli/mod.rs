@@ -108,18 +108,25 @@ pub fn run(cli: Cli, run_agent: impl FnOnce(AgentArgs) -> Result<()>) -> Result<
         Command::Federate(Federate::Offer {
             state,
             expose,
+            relays,
             ttl,
             authority,
-        }) => federate::offer(&state.state, expose.as_deref(), ttl, authority.as_deref()),
+        }) => federate::offer(
+            &state.state,
+            (expose.as_deref(), relays.as_deref()),
+            ttl,
+            authority.as_deref(),
+        ),
         Command::Federate(Federate::Accept {
             offer,
             state,
             expose,
+            relays,
             authority,
         }) => federate::accept(
             &state.state,
             &offer,
-            expose.as_deref(),
+            (expose.as_deref(), relays.as_deref()),
             authority.as_deref(),
         ),
         Command::Federate(Federate::List(q)) => q

@@ -131,10 +131,10 @@ impl View<'_> {
             .collect()
     }
 
-    /// Active members other than this node.
+    /// Active hosts other than this node (a lent relay is not one).
     fn peer_members(&self) -> Vec<federation::Member<'_>> {
         self.roster
-            .members(self.now_ms)
+            .hosts(self.now_ms)
             .into_iter()
             .filter(|m| m.status == Status::Active && m.id != self.me)
             .collect()
@@ -176,6 +176,31 @@ impl View<'_> {
                 self.link(&m.id, key.as_ref(), key.and_then(|k| infos.get(&k)))
             })
             .collect()
+    }
+
+    /// `status.relay`: what this node relayed, per agreement, and refused.
+    fn relay(&self, c: netstack::NodeCounters) -> docs::Relay {
+        let f = self.node.forwarding();
+        let metered = f.metered();
+        let by_partner = self
+            .roster
+            .partner_circles()
+            .filter_map(|(bit, n)| {
+                let bytes = *metered.get(usize::try_from(bit).ok()?)?;
+                let a = self.partners.agreement(&n)?;
+                Some((a.side(&n)?.name.clone(), bytes))
+            })
+            .filter(|(_, bytes)| *bytes > 0)
+            .collect();
+        let refused = f.refused();
+        docs::Relay {
+            serves: self.node.serves_relay(),
+            relayed_bytes: c.relayed_bytes,
+            by_partner,
+            refused: c.relay_refused,
+            refused_unconnected: refused.unconnected,
+            refused_over_bounds: refused.too_many_pairs.saturating_add(refused.over_rate),
+        }
     }
 
     /// `status`.
@@ -232,11 +257,7 @@ impl View<'_> {
                 )
                 .collect(),
             refused_outsiders: self.refused.clone(),
-            relay: docs::Relay {
-                serves: self.node.serves_relay(),
-                relayed_bytes: c.relayed_bytes,
-                refused: c.relay_refused,
-            },
+            relay: self.relay(c),
             echo: docs::Echo {
                 answered: c.echo_answered,
                 dropped: c.echo_dropped,
@@ -315,7 +336,9 @@ impl View<'_> {
             member_doc(&m, &org, state, last_seen_ms, me)
         });
         let infos = self.infos();
-        let partners = self.partners.members(self.now_ms).into_iter().map(|p| {
+        // A partner's lent relay is not a host here: not listed.
+        let hosts = self.partners.members(self.now_ms).into_iter();
+        let partners = hosts.filter(|p| !p.relay_only).map(|p| {
             // Partners are not in the liveness table: their tunnel tells.
             let handshake = wg_key(p.member.record)
                 .and_then(|k| infos.get(&k))

@@ -8,7 +8,7 @@
 
 use super::Member;
 use crate::api::{self, docs};
-use federation::agreement::{Agreement, Ending, Exposure, Offer, OfferToken, Side};
+use federation::agreement::{parse_relays, Agreement, Ending, Exposure, Offer, OfferToken, Side};
 use federation::contact::Contact;
 use federation::federations;
 use federation::ledger::Federation;
@@ -19,6 +19,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 /// Longest offer life.
+/// A side's terms as the user gave them: `--expose` and `--relays`.
+pub(super) type Terms<'a> = (&'a str, Option<&'a str>);
+
 const MAX_OFFER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl<R> Member<R> {
@@ -45,9 +48,15 @@ impl<R> Member<R> {
         Ok(key)
     }
 
-    /// This network's side of an agreement, exposing `expose`.
-    fn our_side(&self, expose: &str) -> Result<Side, String> {
+    /// This network's side of an agreement on `terms`: what it exposes
+    /// (`all` or tags) and the tags of the members it lends as relays.
+    fn our_side(&self, (expose, relays): Terms<'_>) -> Result<Side, String> {
         let exposes = Exposure::parse(expose).map_err(|e| e.to_string())?;
+        let lends = relays
+            .map(parse_relays)
+            .transpose()
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
         let authority = self.replica.ledger().authority().ok_or(
             "this node does not know its network's description yet: try again in a few seconds",
         )?;
@@ -57,6 +66,7 @@ impl<R> Member<R> {
             name: authority.name.clone(),
             cidr: authority.cidr,
             exposes,
+            lends,
         })
     }
 
@@ -80,18 +90,18 @@ impl<R> Member<R> {
     /// `federate offer`: an offer signed by this network's authority.
     pub(super) fn federate_offer(
         &self,
-        expose: &str,
+        terms: Terms<'_>,
         ttl: Duration,
         authority: Option<&str>,
         now_ms: u64,
         rng: &mut impl RngCore,
     ) -> String {
-        line(self.offer(expose, ttl, authority, now_ms, rng))
+        line(self.offer(terms, ttl, authority, now_ms, rng))
     }
 
     fn offer(
         &self,
-        expose: &str,
+        terms: Terms<'_>,
         ttl: Duration,
         authority: Option<&str>,
         now_ms: u64,
@@ -101,7 +111,7 @@ impl<R> Member<R> {
             return Err("--ttl must be between 1s and 30d".to_string());
         }
         let key = self.authority_key(authority)?;
-        let side = self.our_side(expose)?;
+        let side = self.our_side(terms)?;
         let mut id = [0u8; 16];
         rng.fill_bytes(&mut id);
         let expires_ms = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
@@ -123,23 +133,23 @@ impl<R> Member<R> {
     pub(super) fn federate_sign(
         &self,
         offer: &str,
-        expose: &str,
+        terms: Terms<'_>,
         authority: Option<&str>,
         now_ms: u64,
     ) -> String {
-        line(self.sign(offer, expose, authority, now_ms))
+        line(self.sign(offer, terms, authority, now_ms))
     }
 
     fn sign(
         &self,
         offer: &str,
-        expose: &str,
+        terms: Terms<'_>,
         authority: Option<&str>,
         now_ms: u64,
     ) -> Result<docs::Signed, String> {
         let token = OfferToken::decode(offer).map_err(|e| e.to_string())?;
         let key = self.authority_key(authority)?;
-        let side = self.our_side(expose)?;
+        let side = self.our_side(terms)?;
         federations::may_accept(
             self.replica.ledger().federations(),
             &side.network,
@@ -283,6 +293,8 @@ impl<R> Member<R> {
             cidr: theirs.cidr.to_string(),
             exposes: ours.exposes.to_string(),
             exposed_to_us: theirs.exposes.to_string(),
+            lends: ours.lends.join(","),
+            lent_to_us: theirs.lends.join(","),
             state: if f.active() { "active" } else { "ended" }.into(),
             fingerprint: federation::agreement::fingerprint(&theirs.authority),
             id: federation::hex::encode(&a.id()),
@@ -297,6 +309,7 @@ impl<R> Member<R> {
                     l.members(now_ms)
                         .iter()
                         .filter(|m| m.status == federation::Status::Active)
+                        .filter(|m| theirs.exposes.covers(federation::ledger::leaf_tags(m.record)))
                         .count()
                 }),
         }

@@ -37,11 +37,11 @@ pub fn find(replica: &Replica, who: &str, now_ms: u64) -> Result<NodeId, String>
         .iter()
         .map(|m| called(m, &org))
         .collect();
-    // Federated networks' members as far as this node reaches them (the
-    // roster holds the connected networks' exposed members only).
+    // Federated networks' members as far as this node reaches them as
+    // hosts (not their lent relays).
     let roster = replica.roster(now_ms);
     let reached: std::collections::BTreeSet<NodeId> =
-        roster.members(now_ms).iter().map(|m| m.id).collect();
+        roster.hosts(now_ms).iter().map(|m| m.id).collect();
     all.extend(
         replica
             .partners()

@@ -60,10 +60,11 @@ impl<R> Member<R> {
             }
             Request::FederateOffer {
                 expose,
+                relays,
                 ttl_s,
                 authority,
             } => self.federate_offer(
-                &expose,
+                (&expose, relays.as_deref()),
                 Duration::from_secs(ttl_s),
                 authority.as_deref(),
                 now_ms,
@@ -72,8 +73,14 @@ impl<R> Member<R> {
             Request::FederateSign {
                 offer,
                 expose,
+                relays,
                 authority,
-            } => self.federate_sign(&offer, &expose, authority.as_deref(), now_ms),
+            } => self.federate_sign(
+                &offer,
+                (&expose, relays.as_deref()),
+                authority.as_deref(),
+                now_ms,
+            ),
             Request::FederateAdopt {
                 agreement,
                 contacts,

@@ -1,7 +1,9 @@
 //! The data plane's peer table from the roster: a peer for every active
-//! member (of this network, or exposed by a connected federated network) (its key, the overlay address it owns, the endpoint its record
-//! suggests), none for the rest; the member list that may use the node's
-//! relay and echo; and the overlay MTU the records allow.
+//! member (of this network, or exposed or lent by a connected federated
+//! network) (its key, the overlay address it owns if it is a host, the
+//! endpoint its record suggests), none for the rest; the member list that
+//! may use the node's relay and echo, with the circles it is relayed
+//! within; and the overlay MTU the records allow.
 
 use federation::member::MemberRecord;
 use federation::roster::Roster;
@@ -41,7 +43,7 @@ pub fn apply(
         members
             .iter()
             .filter(|m| active(m.status))
-            .filter_map(|m| wg_key(m.record)),
+            .filter_map(|m| Some((wg_key(m.record)?, roster.circles(m)))),
         now,
     );
     let mut peers = Vec::new();

@@ -43,8 +43,9 @@ impl<R> Member<R> {
     /// What the data plane and the probes show of every peer now: the
     /// routes decide.
     pub fn handle_facts(&mut self, facts: &BTreeMap<NodeId, Facts>, now: Instant, now_ms: u64) {
+        let roster = self.replica.roster(now_ms);
         self.routes
-            .handle_timeout(now, &self.me, self.replica.ledger(), facts, now_ms);
+            .handle_timeout(now, &self.me, &roster, facts, now_ms);
         self.drain_routes();
     }
 

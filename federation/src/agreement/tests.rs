@@ -23,6 +23,7 @@ impl Org {
             name: self.name.into(),
             cidr: self.cidr.parse().unwrap(),
             exposes,
+            lends: vec![],
         }
     }
 
@@ -235,4 +236,28 @@ proptest! {
         prop_assert_eq!(forward, ag.connects((&b.net(), &b_tags), (&a.net(), &a_tags)));
         prop_assert_eq!(forward, ea.covers(&a_tags) && eb.covers(&b_tags));
     }
+}
+
+#[test]
+fn lent_relays_are_signed_and_apart_from_what_is_exposed() {
+    let (a, b) = (alpha(), beta());
+    let mut side = b.side(Exposure::Tags(tags(&["shared"])));
+    side.lends = tags(&["edge"]);
+    let ag = Agreement::accept(&b.key, offer(&a, Exposure::All), side, 10).unwrap();
+    assert_eq!(ag.check(), Ok(()));
+    let edge = tags(&["edge"]);
+    assert!(ag.lends(&b.net(), &edge) && !ag.exposes(&b.net(), &edge));
+    assert!(ag.shares(&b.net(), &edge) && !ag.shares(&b.net(), &tags(&["web"])));
+    assert!(!ag.lends(&a.net(), &edge), "alpha lends nothing");
+    // Lending more than was signed breaks the acceptance's signature.
+    let mut forged = ag.clone();
+    forged.acceptor.lends = tags(&["edge", "web"]);
+    assert_eq!(forged.check(), Err(AgreementError::BadSignature));
+    // A tag that is not a tag is refused.
+    let mut bad = b.side(Exposure::All);
+    bad.lends = tags(&["Edge!"]);
+    assert_eq!(
+        Agreement::accept(&b.key, offer(&a, Exposure::All), bad, 10).map(|_| ()),
+        Err(AgreementError::Malformed)
+    );
 }

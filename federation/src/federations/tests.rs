@@ -11,6 +11,7 @@ fn org(n: u8, name: &str, cidr: &str) -> (NodeKey, Side) {
         name: name.into(),
         cidr: cidr.parse().unwrap(),
         exposes: Exposure::All,
+        lends: vec![],
     };
     (key, side)
 }

@@ -36,7 +36,7 @@ impl Org {
         }
     }
 
-    fn id(&self) -> NetworkId {
+    pub(crate) fn id(&self) -> NetworkId {
         NetworkId::of(&self.authority.id())
     }
 
@@ -51,10 +51,11 @@ impl Org {
             name: self.name.into(),
             cidr: self.cidr,
             exposes,
+            lends: vec![],
         }
     }
 
-    fn authority_record(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn authority_record(&self, name: &str) -> Vec<u8> {
         let body = Body::Authority(AuthorityRecord {
             network: self.id(),
             name: name.into(),
@@ -129,6 +130,62 @@ pub(crate) fn alpha_beta() -> (Org, Org, Agreement) {
     let agreement =
         Agreement::accept(&beta.authority, offer, beta.side(Exposure::All), 10).unwrap();
     (alpha, beta, agreement)
+}
+
+/// Alpha exposes `shared`; beta exposes `shared` and lends `edge`.
+pub(crate) fn lending() -> (Org, Org, Agreement) {
+    let alpha = Org::new(1, "alpha", "10.1.0.0/24");
+    let beta = Org::new(2, "beta", "10.2.0.0/24");
+    let offer = Offer::sign(&alpha.authority, [9; 16], alpha.side(shared()), 1_000);
+    let mut side = beta.side(shared());
+    side.lends = vec!["edge".into()];
+    let agreement = Agreement::accept(&beta.authority, offer, side, 10).unwrap();
+    (alpha, beta, agreement)
+}
+
+/// `network`'s partners as `us` sees them: the agreement followed, the
+/// partner's authority record and `records` taken in.
+pub(crate) fn partners_of(us: &Org, partner: &Org, agreement: &Agreement, records: &[&Node]) -> Partners {
+    let mut p = Partners::new(us.id());
+    p.follow([agreement].into_iter());
+    p.ingest(&partner.authority_record(partner.name), 0).unwrap();
+    for r in records {
+        p.ingest(&r.signed(1), 0).unwrap();
+    }
+    p
+}
+
+#[test]
+fn a_lent_relay_enters_as_a_relay_only_and_its_record_leaves_with_the_exposed() {
+    let (alpha, beta, agreement) = lending();
+    let (server, edge, other) = (
+        beta.node(1, &["shared"]),
+        beta.node(2, &["edge"]),
+        beta.node(3, &[]),
+    );
+    let mut on_alpha = partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
+    assert_eq!(on_alpha.ingest(&other.signed(1), 0), Err(Reject::NotExposed));
+    let mut seen: Vec<(NodeId, bool)> = on_alpha
+        .members(0)
+        .iter()
+        .map(|p| (p.member.id, p.relay_only))
+        .collect();
+    seen.sort();
+    let mut want = vec![(server.key.id(), false), (edge.key.id(), true)];
+    want.sort();
+    assert_eq!(seen, want);
+    // On beta, the lent member's record may leave; the untagged one's not.
+    let mut carrier = beta.node(4, &[]);
+    carrier.record.agreements = vec![agreement.clone()];
+    let ledger = beta.ledger(&[
+        carrier.signed(1),
+        server.signed(1),
+        edge.signed(1),
+        other.signed(1),
+    ]);
+    let writers = ledger.exposed_writers(&agreement, 0);
+    assert!(writers.contains(&edge.key.id()) && writers.contains(&server.key.id()));
+    assert!(!writers.contains(&other.key.id()) && !writers.contains(&carrier.key.id()));
 }
 
 fn count(p: &Partners, label: &str) -> u64 {

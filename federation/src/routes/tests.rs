@@ -1,5 +1,7 @@
 use super::*;
 use crate::fixture::{TestMember, TestNetwork};
+use crate::ledger::Ledger;
+use crate::partners::Partners;
 use crate::member::{Link, Metrics};
 
 const NOW_MS: u64 = 1_000;
@@ -15,6 +17,32 @@ fn setup(net: &TestNetwork, edit: impl Fn(u8, &mut TestMember)) -> (Ledger, [Nod
         ids[usize::from(n) - 1] = m.key.id();
     }
     (ledger, ids)
+}
+
+/// The routes' decisions for `me` over `ledger` and `partners`.
+fn decide_with(
+    r: &mut Routes,
+    now: Instant,
+    me: &NodeId,
+    (ledger, partners): (&Ledger, &Partners),
+    facts: &BTreeMap<NodeId, Facts>,
+    now_ms: u64,
+) {
+    let roster = Roster::new(ledger, partners, *me, now_ms);
+    r.handle_timeout(now, me, &roster, facts, now_ms);
+}
+
+/// The routes' decisions for `me` over the own network's `ledger` alone.
+fn decide(
+    r: &mut Routes,
+    now: Instant,
+    me: &NodeId,
+    ledger: &Ledger,
+    facts: &BTreeMap<NodeId, Facts>,
+    now_ms: u64,
+) {
+    let partners = Partners::new(ledger.network().id);
+    decide_with(r, now, me, (ledger, &partners), facts, now_ms);
 }
 
 fn live(rtt_ms: u64) -> Facts {
@@ -96,9 +124,9 @@ fn a_direct_path_gets_its_grace_then_the_best_relay() {
             ..Facts::default()
         },
     );
-    r.handle_timeout(t0 + DIRECT_GRACE / 2, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + DIRECT_GRACE / 2, &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty(), "within the grace");
-    r.handle_timeout(t0 + DIRECT_GRACE * 2, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + DIRECT_GRACE * 2, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
         vec![Command::Relay {
@@ -124,10 +152,10 @@ fn an_answering_direct_path_is_kept_and_no_relay_is_no_relay() {
         ..Facts::default()
     };
     let mut facts = BTreeMap::from([(r3, live(1)), (r4, live(1)), (peer, handshake)]);
-    r.handle_timeout(t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty(), "a handshake since the attempt");
     facts.remove(&peer);
-    r.handle_timeout(t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + DIRECT_GRACE * 3, &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty(), "nobody relays");
 }
 
@@ -140,7 +168,7 @@ fn a_silent_relay_is_replaced_then_dropped_for_the_direct_path() {
     r.handle_choice(peer, Some(endpoint()), t0);
     let mut facts = BTreeMap::from([(r3, live(1)), (r4, live(2))]);
     let mut now = t0 + DIRECT_GRACE * 2;
-    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
     let c = commands(&mut r);
     assert!(
         matches!(c[..], [Command::Relay { relay, .. }] if relay == r3),
@@ -155,7 +183,7 @@ fn a_silent_relay_is_replaced_then_dropped_for_the_direct_path() {
         },
     );
     now += Duration::from_millis(300);
-    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
         vec![Command::Relay {
@@ -180,7 +208,7 @@ fn a_silent_relay_is_replaced_then_dropped_for_the_direct_path() {
         },
     );
     now += Duration::from_millis(300);
-    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
         vec![Command::Direct {
@@ -198,7 +226,7 @@ fn a_working_relay_is_only_left_for_a_verified_direct_path() {
     let mut r = Routes::new();
     r.handle_choice(peer, Some(endpoint()), t0);
     let mut facts = BTreeMap::from([(r3, live(1))]);
-    r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
     assert_eq!(commands(&mut r).len(), 1, "relayed");
     facts.insert(peer, relayed(r3));
     // Five minutes of a working relay: the direct candidate is checked
@@ -207,7 +235,7 @@ fn a_working_relay_is_only_left_for_a_verified_direct_path() {
     let mut checks = 0;
     while now < t0 + Duration::from_secs(300) {
         now += Duration::from_secs(2);
-        r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+        decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
         for c in commands(&mut r) {
             assert_eq!(
                 c,
@@ -265,7 +293,7 @@ fn a_working_relay_is_only_left_for_a_verified_direct_path() {
         },
     );
     now += Duration::from_millis(300);
-    r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
     assert_eq!(
         commands(&mut r),
         [Command::Relay {
@@ -284,7 +312,7 @@ fn a_peer_that_moved_us_onto_a_relay_is_followed() {
     let mut r = Routes::new();
     r.handle_choice(peer, Some(endpoint()), t0);
     let facts = BTreeMap::from([(r3, live(1)), (peer, relayed(r3))]);
-    r.handle_timeout(t0 + Duration::from_secs(1), &me, &ledger, &facts, NOW_MS);
+    decide(&mut r, t0 + Duration::from_secs(1), &me, &ledger, &facts, NOW_MS);
     assert!(commands(&mut r).is_empty());
     assert_eq!(r.relay_of(&peer), Some(r3));
 }
@@ -331,13 +359,13 @@ fn a_relayed_peer_behind_a_nat_is_punched_and_called_by_one_side_only() {
         r.handle_choice(peer, Some(endpoint()), t0);
         let mut facts = facts.clone();
         facts.insert(peer, Facts::default());
-        r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
+        decide(&mut r, t0 + DIRECT_GRACE, &me, &ledger, &facts, NOW_MS);
         assert!(matches!(commands(&mut r)[..], [Command::Relay { .. }]));
         facts.insert(peer, relayed(r3));
         let mut now = t0 + DIRECT_GRACE;
         let mut sent = Vec::new();
         while now < t0 + Duration::from_secs(124) {
-            r.handle_timeout(now, &me, &ledger, &facts, NOW_MS);
+            decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
             sent.extend(commands(&mut r));
             now += Duration::from_secs(1);
         }
@@ -370,15 +398,17 @@ fn a_relayed_peer_behind_a_nat_is_punched_and_called_by_one_side_only() {
 #[test]
 fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
     let (alpha, beta, agreement) = crate::partners::tests::alpha_beta();
-    // alpha: me (1), a public member that carries the agreement and is
-    // exposed to beta (2, `shared`), a public member not exposed (3), and
-    // one whose links show a live tunnel with beta's member (4).
-    let partner = beta.node(1, &[]).key.id();
+    // alpha: me (1, exposed), a public member that carries the agreement
+    // and is exposed to beta (2, `shared`), a public member not exposed
+    // (3), and one whose links show a live tunnel with beta's member (4).
+    let partner_node = beta.node(1, &[]);
+    let partner = partner_node.key.id();
+    let partners = crate::partners::tests::partners_of(&alpha, &beta, &agreement, &[&partner_node]);
     let mut carrier = alpha.node(2, &["shared"]);
     carrier.record.agreements = vec![agreement];
     let mut linked = alpha.node(4, &[]);
     linked.record.metrics = live_link(partner);
-    let (me, unexposed) = (alpha.node(1, &[]), alpha.node(3, &[]));
+    let (me, unexposed) = (alpha.node(1, &["shared"]), alpha.node(3, &[]));
     let ledger = alpha.ledger(&[
         me.signed(1),
         carrier.signed(1),
@@ -392,7 +422,7 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
             live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
         let mut r = Routes::new();
         r.handle_choice(partner, Some(endpoint()), t0);
-        r.handle_timeout(t0 + DIRECT_GRACE, &me, &ledger, &facts, 0);
+        decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
         commands(&mut r)
     };
     let relay = |relay| Command::Relay {
@@ -412,4 +442,48 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
         vec![relay(linked)],
         "one known to reach it first"
     );
+}
+
+#[test]
+fn a_partner_peer_is_relayed_by_a_relay_its_network_lends_which_is_no_host() {
+    let (alpha, beta, agreement) = crate::partners::tests::lending();
+    let (server, edge) = (beta.node(1, &["shared"]), beta.node(2, &["edge"]));
+    let partners = crate::partners::tests::partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
+    let mut me = alpha.node(1, &["shared"]);
+    me.record.agreements = vec![agreement];
+    let unexposed = alpha.node(3, &[]);
+    let ledger = alpha.ledger(&[me.signed(1), unexposed.signed(1)]);
+    let [me, unexposed, server, edge] = [&me, &unexposed, &server, &edge].map(|n| n.key.id());
+
+    // The lent relay is a peer (a tunnel for envelopes), not a host: no
+    // overlay address, no name.
+    let roster = Roster::new(&ledger, &partners, me, 0);
+    let ids = |ms: Vec<crate::ledger::Member<'_>>| ms.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert!(ids(roster.members(0)).contains(&edge));
+    assert!(ids(roster.hosts(0)).contains(&server));
+    assert!(!ids(roster.hosts(0)).contains(&edge));
+    assert!(!roster.address_owners(0).values().any(|id| *id == edge));
+
+    let t0 = Instant::now();
+    let attempt = |peer: NodeId, live_ids: &[(NodeId, u64)]| {
+        let facts: BTreeMap<NodeId, Facts> =
+            live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
+        let mut r = Routes::new();
+        r.handle_choice(peer, Some(endpoint()), t0);
+        decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
+        commands(&mut r)
+    };
+    // Only our own unexposed member answers: nobody can relay.
+    assert_eq!(attempt(server, &[(unexposed, 1)]), vec![]);
+    // Beta's lent relay does.
+    assert_eq!(
+        attempt(server, &[(unexposed, 1), (edge, 30)]),
+        vec![Command::Relay {
+            peer: server,
+            relay: edge,
+            replacing: None
+        }]
+    );
+    // The lent relay itself is never relayed to (relays do not chain).
+    assert_eq!(attempt(edge, &[(unexposed, 1), (server, 1)]), vec![]);
 }

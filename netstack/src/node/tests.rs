@@ -1,4 +1,5 @@
 use super::*;
+use crate::forwarding::OWN;
 use crate::device::PeerConfig;
 use crate::{DropReason, IpNet};
 use std::net::IpAddr;
@@ -46,7 +47,7 @@ impl Lab {
                     now,
                     Duration::from_secs(1_700_000_000),
                 );
-                node.set_members(keys.iter().map(PrivateKey::public_key), now);
+                node.set_members(keys.iter().map(|k| (k.public_key(), OWN)), now);
                 for (j, k) in keys.iter().enumerate().filter(|(j, _)| *j != i) {
                     node.device_mut().upsert_peer(PeerConfig {
                         public_key: k.public_key(),
@@ -180,6 +181,43 @@ fn unauthenticated_envelopes_neither_fill_the_path_table_nor_get_relayed() {
     lab.nodes[c].1.relay_via(&ka, &kr, now);
     let pkt = packet(overlay(a), overlay(c), 200);
     assert_eq!(lab.send(a, &pkt)[c], vec![pkt]);
+}
+
+#[test]
+fn a_relay_forwards_only_between_members_a_circle_connects_and_meters_it() {
+    let mut lab = Lab::new(3);
+    let (a, r, c) = (0, 1, 2);
+    lab.blocked = vec![(ep(a), ep(c)), (ep(c), ep(a))];
+    for (x, y) in [(a, r), (c, r)] {
+        lab.send(x, &packet(overlay(x), overlay(y), 100));
+    }
+    let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
+    let partner: Circles = 1 << 1;
+    let now = lab.now;
+    lab.nodes[a].1.relay_via(&kc, &kr, now);
+    lab.nodes[c].1.relay_via(&ka, &kr, now);
+    // On the relay: a is an own member the agreement exposes, c a
+    // partner's member: relayed, and metered to the partner's circle.
+    lab.nodes[r]
+        .1
+        .set_members([(kr, OWN), (ka, OWN | partner), (kc, partner)], now);
+    let pkt = packet(overlay(a), overlay(c), 200);
+    assert_eq!(lab.send(a, &pkt)[c], vec![pkt]);
+    let relay = &lab.nodes[r].1;
+    let metered = relay.forwarding().metered()[1];
+    assert!(metered > 200, "{metered}");
+    assert_eq!(relay.forwarding().metered()[0], 0);
+    // The agreement no longer exposes a: a datagram for c in a relay
+    // envelope (a forged relay request, as far as the relay knows) gets
+    // nowhere, and is counted.
+    lab.nodes[r]
+        .1
+        .set_members([(kr, OWN), (ka, OWN), (kc, partner)], now);
+    let got = lab.send(a, &packet(overlay(a), overlay(c), 200));
+    assert!(got[c].is_empty(), "relayed between a pair nothing connects");
+    let relay = &lab.nodes[r].1;
+    assert!(relay.forwarding().refused().unconnected >= 1);
+    assert_eq!(relay.forwarding().metered()[1], metered);
 }
 
 #[test]
@@ -324,7 +362,7 @@ fn paths_through_a_departed_relay_go() {
     assert_eq!(node.relay_via(&kc, &kr, now), Some(()));
     assert_eq!(node.paths.len(), 1);
     // r is no longer a member; c still is.
-    let keep: Vec<PublicKey> = [node.device().public_key(), kc].into();
+    let keep = [(node.device().public_key(), OWN), (kc, OWN)];
     node.set_members(keep, now);
     assert!(
         node.paths.is_empty(),

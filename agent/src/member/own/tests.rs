@@ -12,6 +12,7 @@ fn agreement(n: u8) -> Agreement {
         name: "x".into(),
         cidr: cidr.parse().unwrap(),
         exposes: Exposure::All,
+        lends: vec![],
     };
     let (a, b) = (
         federation::NodeKey::generate(),

@@ -177,6 +177,7 @@ fn an_agreement_is_adopted_by_both_networks_and_ended() {
         0,
         Request::FederateOffer {
             expose: "all".into(),
+            relays: None,
             ttl_s: 600,
             authority: None,
         },
@@ -187,6 +188,7 @@ fn an_agreement_is_adopted_by_both_networks_and_ended() {
         1,
         Request::FederateOffer {
             expose: "all".into(),
+            relays: None,
             ttl_s: 600,
             authority: None,
         },
@@ -197,6 +199,7 @@ fn an_agreement_is_adopted_by_both_networks_and_ended() {
         Request::FederateSign {
             offer: offer.token.clone(),
             expose: "all".into(),
+            relays: None,
             authority: None,
         },
     );
@@ -248,6 +251,7 @@ fn an_agreement_is_adopted_by_both_networks_and_ended() {
         Request::FederateSign {
             offer: offer.token,
             expose: "all".into(),
+            relays: None,
             authority: None,
         },
     );
