@@ -56,7 +56,8 @@ pub const PUNCH_EVERY: Duration = Duration::from_secs(40);
 pub const CHECK_AFTER_CALL: Duration = Duration::from_secs(2);
 /// A path is watched closely for this long after it changed.
 pub const SETTLE: Duration = Duration::from_secs(5);
-/// A published link whose handshake is younger than this is live.
+/// A published link whose handshake is younger than this is live; so is
+/// a relay candidate reached directly, before any probe answered.
 pub const SESSION_FRESH: Duration = Duration::from_secs(150);
 /// Commands waiting to be applied, at most (one per peer per run).
 const MAX_COMMANDS: usize = 4096;
@@ -376,7 +377,7 @@ impl Routes {
         let Some(route) = self.routes.get(&peer).copied() else {
             return;
         };
-        match self.pick_relay(&peer, avoid, me, roster, fact, now_ms) {
+        match self.pick_relay(&peer, avoid, me, roster, fact, (now, now_ms)) {
             Some(relay) => {
                 self.command(Command::Relay {
                     peer,
@@ -403,7 +404,8 @@ impl Routes {
     }
 
     /// A relay for `peer` among the members that relay and that we reach
-    /// directly with a live, answering tunnel: first those whose published
+    /// directly with a live, answering tunnel (its probes answered, or a
+    /// handshake completed lately): first those whose published
     /// links show a live direct tunnel with the peer, then those not behind
     /// a NAT (they reach the network's members), then the one we reach
     /// fastest. A peer of another network (a federation partner's member)
@@ -419,7 +421,7 @@ impl Routes {
         me: &NodeId,
         roster: &Roster<'_>,
         fact: &impl Fn(&NodeId) -> Facts,
-        now_ms: u64,
+        (now, now_ms): (Instant, u64),
     ) -> Option<NodeId> {
         let fresh = SESSION_FRESH.as_secs();
         let ledger = roster.ledger();
@@ -445,7 +447,12 @@ impl Routes {
             .filter(|m| Some(m.id) != avoid && !m.record.no_relay)
             .filter_map(|m| {
                 let f = fact(&m.id);
-                if !(f.direct && f.answered && !f.silent) {
+                // Answering: its probes, or a handshake on the direct path
+                // lately (before the round-robin probes reached it).
+                let shook = f
+                    .handshake
+                    .is_some_and(|h| now.saturating_duration_since(h) < SESSION_FRESH);
+                if !(f.direct && (f.answered || shook) && !f.silent) {
                     return None;
                 }
                 let reaches = m.record.metrics.as_ref().is_some_and(|x| {

@@ -139,6 +139,41 @@ fn a_direct_path_gets_its_grace_then_the_best_relay() {
 }
 
 #[test]
+fn a_relay_whose_handshake_is_fresh_answers_before_its_probes_do() {
+    let net = TestNetwork::new(3);
+    let (ledger, [me, peer, r3, _]) = setup(&net, |_, _| {});
+    let t0 = Instant::now();
+    let shook = |at: Instant| Facts {
+        direct: true,
+        handshake: Some(at),
+        ..Facts::default()
+    };
+    let attempt = |relay_facts: Facts, now: Instant| {
+        let mut r = Routes::new();
+        r.handle_choice(peer, Some(endpoint()), t0);
+        let facts = BTreeMap::from([(r3, relay_facts)]);
+        decide(&mut r, now, &me, &ledger, &facts, NOW_MS);
+        commands(&mut r)
+    };
+    let later = t0 + DIRECT_GRACE;
+    assert_eq!(
+        attempt(shook(t0), later),
+        vec![Command::Relay {
+            peer,
+            relay: r3,
+            replacing: None
+        }]
+    );
+    // Long ago, or silent since: not a relay.
+    assert_eq!(attempt(shook(t0), t0 + SESSION_FRESH + DIRECT_GRACE), vec![]);
+    let silent = Facts {
+        silent: true,
+        ..shook(t0)
+    };
+    assert_eq!(attempt(silent, later), vec![]);
+}
+
+#[test]
 fn an_answering_direct_path_is_kept_and_no_relay_is_no_relay() {
     let net = TestNetwork::new(3);
     // Members 3 and 4 refuse to relay.
