@@ -163,6 +163,12 @@ impl Side {
         self.lends.iter().any(|w| tags.contains(w))
     }
 
+    /// True if the record of a member with `tags` may leave this side for
+    /// the other: it is exposed or lent.
+    pub fn shares(&self, tags: &[String]) -> bool {
+        self.exposes.covers(tags) || self.lends_member(tags)
+    }
+
     fn check(&self) -> Result<(), AgreementError> {
         if NetworkId::of(&self.authority) != self.network {
             return Err(AgreementError::ForeignAuthority);
@@ -407,16 +413,10 @@ impl Agreement {
         self.side(network).is_some_and(|s| s.exposes.covers(tags))
     }
 
-    /// True if a member of `network` with `tags` is lent to the other side
-    /// as a relay.
-    pub fn lends(&self, network: &NetworkId, tags: &[String]) -> bool {
-        self.side(network).is_some_and(|s| s.lends_member(tags))
-    }
-
     /// True if the record of a member of `network` with `tags` may leave
     /// its network for the other side's members: it is exposed or lent.
     pub fn shares(&self, network: &NetworkId, tags: &[String]) -> bool {
-        self.exposes(network, tags) || self.lends(network, tags)
+        self.side(network).is_some_and(|s| s.shares(tags))
     }
 }
 

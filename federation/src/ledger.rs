@@ -452,10 +452,7 @@ impl Ledger {
         let exposed = self
             .members(now_ms)
             .into_iter()
-            .filter(|m| {
-                let tags = leaf_tags(m.record);
-                m.status == Status::Active && (side.exposes.covers(tags) || side.lends_member(tags))
-            })
+            .filter(|m| m.status == Status::Active && side.shares(leaf_tags(m.record)))
             .map(|m| m.id);
         std::iter::once(self.network.authority)
             .chain(exposed)

@@ -54,8 +54,6 @@ pub struct PartnerMember<'a> {
     pub network: NetworkId,
     /// The member, as the partner's ledger sees it.
     pub member: Member<'a>,
-    /// Lent to us as a relay and not exposed: not a host here.
-    pub relay_only: bool,
 }
 
 impl Partners {
@@ -221,7 +219,7 @@ impl Partners {
                     &record.writer,
                     now_ms,
                 )?;
-                if !side.exposes.covers(leaf_tags(m)) && !side.lends_member(leaf_tags(m)) {
+                if !side.shares(leaf_tags(m)) {
                     return Err(Reject::NotExposed);
                 }
             }
@@ -235,14 +233,13 @@ impl Partners {
         self.partners
             .iter()
             .flat_map(|(id, p)| {
-                let side = p.side();
+                let org = p.side().name.as_str();
                 p.ledger
                     .members(now_ms)
                     .into_iter()
                     .map(move |member| PartnerMember {
-                        org: side.name.as_str(),
+                        org,
                         network: *id,
-                        relay_only: !side.exposes.covers(leaf_tags(member.record)),
                         member,
                     })
             })

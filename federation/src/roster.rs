@@ -73,32 +73,24 @@ impl<'a> Roster<'a> {
                     .is_some_and(|a| a.exposes(&network, leaf_tags(m.record))))
     }
 
-    /// The relay circles of `m` as this node sees them (see the data
-    /// plane's forwarding rules): bit 0 for a member of the own network;
-    /// bit `i + 1` for a host of the `i`-th partner network
-    /// ([`Roster::partner_circles`]) and for an own member exposed to it.
-    /// A lent relay that is not exposed is in no circle: nothing is relayed
-    /// to or from it.
-    pub fn circles(&self, m: &Member<'_>) -> u64 {
-        let us = self.ledger.network().id;
-        let network = m.record.network;
-        let tags = leaf_tags(m.record);
-        let mut circles = u64::from(network == us);
-        for (bit, n) in self.partner_circles() {
-            let exposed = self.partners.agreement(&n).is_some_and(|a| {
-                (network == us && a.exposes(&us, tags)) || (network == n && a.exposes(&n, tags))
-            });
-            if exposed {
-                circles |= 1 << bit;
-            }
-        }
-        circles
+    /// The partner networks numbered for the data plane's relay circles
+    /// (in the order of their ids).
+    pub fn numbered_partners(&self) -> impl Iterator<Item = (u32, NetworkId)> + '_ {
+        (0u32..).zip(self.partners.networks().copied())
     }
 
-    /// Each partner network's relay circle (1 to 63, in the order of the
-    /// networks' ids; partners past the 63rd are relayed for by nobody).
-    pub fn partner_circles(&self) -> impl Iterator<Item = (u32, NetworkId)> + '_ {
-        (1..64u32).zip(self.partners.networks().copied())
+    /// Under the agreement with partner `n`: `Some(true)` if `m` is one of
+    /// our members exposed to it, `Some(false)` if `m` is one of `n`'s
+    /// exposed members, `None` otherwise (not exposed, only lent as a
+    /// relay, or of another network): who may be relayed to whom.
+    pub fn exposed_under(&self, m: &Member<'_>, n: &NetworkId) -> Option<bool> {
+        let network = m.record.network;
+        let ours = network == self.ledger.network().id;
+        if !ours && network != *n {
+            return None;
+        }
+        let a = self.partners.agreement(n)?;
+        a.exposes(&network, leaf_tags(m.record)).then_some(ours)
     }
 
     /// The own network's ledger.

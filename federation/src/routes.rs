@@ -437,6 +437,7 @@ impl Routes {
         } else {
             ledger
                 .agreements()
+                .filter(|a| a.other(&us).is_some_and(|s| s.network == theirs))
                 .flat_map(|a| ledger.exposed_writers(a, now_ms))
                 .collect()
         };

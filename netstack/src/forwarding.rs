@@ -1,19 +1,22 @@
-//! What a relay forwards, sans-IO: only between members that share a
-//! circle, within bounds, metered per circle.
+//! What a relay forwards, sans-IO: only between members an agreement (or
+//! one network) connects, within bounds, metered per agreement.
 //!
 //! The caller puts every member in circles (a bit set, [`Circles`]): its
-//! own network's members in [`OWN`], and for each federation partner one
-//! more circle holding that partner's exposed members and the own members
-//! exposed to it. Two members are relayed to each other only if they share
-//! a circle: an agreement in force connects them, or they are of one
-//! network. A partner's lent relay, or a member of a network two partners
-//! do not share, is in no common circle and gets nothing through (peering
-//! is not transitive). Bytes are metered per circle (per agreement).
+//! own network's members in [`OWN`]; for the `k`-th federation partner,
+//! the own members exposed to it in [`ours(k)`](ours) and that partner's
+//! exposed members in [`theirs(k)`](theirs). Two members are relayed to
+//! each other only if both are own members, or one is on our side and the
+//! other on the partner's side of the same agreement. So a partner cannot
+//! relay its own pairs through us, a partner's lent relay (in no circle)
+//! is never an end, and two partners of ours that are not each other's get
+//! nothing through (peering is not transitive). Bytes are metered per
+//! circle: [`OWN`]'s bit for own pairs, `theirs(k)`'s for the `k`-th
+//! agreement.
 //!
 //! Bounds: at most [`MAX_PAIRS`] pairs relayed at once (a pair idle for
-//! [`PAIR_IDLE`] is forgotten), and [`RATE`] bytes per second with a
-//! burst of [`BURST`] for all pairs together; past them a datagram is
-//! refused and counted.
+//! [`PAIR_IDLE`] is forgotten, looked for at most every [`SWEEP_EVERY`]),
+//! and [`RATE`] bytes per second with a burst of [`BURST`] for all pairs
+//! together; past them a datagram is refused and counted.
 
 use crate::relay::KeyId;
 use std::collections::HashMap;
@@ -25,6 +28,39 @@ pub type Circles = u64;
 pub const OWN: Circles = 1;
 /// Circles at most (bits of [`Circles`]).
 pub const MAX_CIRCLES: usize = 64;
+/// Agreements that get circles, at most (two bits each after [`OWN`]).
+pub const MAX_AGREEMENTS: u32 = 31;
+/// Every "our side" bit.
+const OURS: Circles = 0xAAAA_AAAA_AAAA_AAAA;
+
+/// The circle of the own members exposed under the `k`-th agreement
+/// (none past [`MAX_AGREEMENTS`]).
+pub fn ours(k: u32) -> Circles {
+    if k < MAX_AGREEMENTS {
+        1 << (2 * k + 1)
+    } else {
+        0
+    }
+}
+
+/// The circle of the `k`-th partner's exposed members (none past
+/// [`MAX_AGREEMENTS`]); its bit is where that agreement is metered.
+pub fn theirs(k: u32) -> Circles {
+    ours(k) << 1
+}
+
+/// The circle that pays for relaying between members in circles `a` and
+/// `b`: [`OWN`] for two own members, else `theirs(k)` of an agreement with
+/// one on each side; `None` if nothing connects them.
+fn connecting(a: Circles, b: Circles) -> Option<u32> {
+    if a & b & OWN != 0 {
+        return Some(0);
+    }
+    let across = (((a & OURS) << 1) & b) | (((b & OURS) << 1) & a);
+    (across != 0).then(|| across.trailing_zeros())
+}
+/// A full pair table is swept for idle pairs at most this often.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Pairs relayed at once, at most.
 pub const MAX_PAIRS: usize = 4096;
 /// A pair that sent nothing this long no longer counts.
@@ -63,6 +99,7 @@ pub struct Forwarding {
     pairs: HashMap<(KeyId, KeyId), Instant>,
     tokens: u64,
     refilled: Option<Instant>,
+    swept: Option<Instant>,
     metered: [u64; MAX_CIRCLES],
     refused: Refused,
 }
@@ -74,6 +111,7 @@ impl Default for Forwarding {
             pairs: HashMap::new(),
             tokens: BURST,
             refilled: None,
+            swept: None,
             metered: [0; MAX_CIRCLES],
             refused: Refused::default(),
         }
@@ -103,12 +141,11 @@ impl Forwarding {
         len: usize,
         now: Instant,
     ) -> Result<(), Refusal> {
-        let shared = self.circles_of(&source) & self.circles_of(&target);
-        let result = self.check(shared, (source, target), len, now);
+        let circle = connecting(self.circles_of(&source), self.circles_of(&target));
+        let result = self.check(circle.is_some(), (source, target), len, now);
         match result {
             Ok(()) => {
-                // The lowest shared circle pays: one's own network first.
-                let circle = usize::try_from(shared.trailing_zeros()).unwrap_or(0);
+                let circle = circle.and_then(|c| usize::try_from(c).ok()).unwrap_or(0);
                 if let Some(m) = self.metered.get_mut(circle) {
                     *m = m.saturating_add(u64::try_from(len).unwrap_or(u64::MAX));
                 }
@@ -122,17 +159,23 @@ impl Forwarding {
 
     fn check(
         &mut self,
-        shared: Circles,
+        connected: bool,
         pair: (KeyId, KeyId),
         len: usize,
         now: Instant,
     ) -> Result<(), Refusal> {
-        if shared == 0 {
+        if !connected {
             return Err(Refusal::Unconnected);
         }
         if !self.pairs.contains_key(&pair) && self.pairs.len() >= MAX_PAIRS {
-            self.pairs
-                .retain(|_, used| now.saturating_duration_since(*used) < PAIR_IDLE);
+            let due = self
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+            if due {
+                self.swept = Some(now);
+                self.pairs
+                    .retain(|_, used| now.saturating_duration_since(*used) < PAIR_IDLE);
+            }
             if self.pairs.len() >= MAX_PAIRS {
                 return Err(Refusal::TooManyPairs);
             }
@@ -170,11 +213,6 @@ impl Forwarding {
     pub fn refused(&self) -> Refused {
         self.refused
     }
-
-    /// Pairs relayed lately (within [`PAIR_IDLE`] of the last sweep).
-    pub fn pairs(&self) -> usize {
-        self.pairs.len()
-    }
 }
 
 #[cfg(test)]
@@ -186,23 +224,34 @@ mod tests {
     const C: KeyId = [3; 8];
     const LENT: KeyId = [4; 8];
 
+    const D: KeyId = [5; 8];
+    const G: KeyId = [6; 8];
+
     #[test]
-    fn only_members_sharing_a_circle_are_relayed_and_the_lowest_circle_pays() {
+    fn only_pairs_an_agreement_or_the_network_connects_are_relayed_and_metered_there() {
         let mut f = Forwarding::default();
-        let partner = 1 << 1;
-        // A: own and exposed to the partner; B: own only; C: the partner's
-        // exposed member; LENT: the partner's lent relay (no circle).
-        f.set_circles([(A, OWN | partner), (B, OWN), (C, partner), (LENT, 0)]);
+        // A: own and exposed to partner 0; B: own only; C and D: partner
+        // 0's exposed members; G: partner 1's exposed member; LENT: partner
+        // 0's lent relay (no circle).
+        f.set_circles([
+            (A, OWN | ours(0)),
+            (B, OWN),
+            (C, theirs(0)),
+            (D, theirs(0)),
+            (G, theirs(1)),
+            (LENT, 0),
+        ]);
         let now = Instant::now();
         assert_eq!(f.admit(A, B, 100, now), Ok(()));
         assert_eq!(f.admit(C, A, 50, now), Ok(()));
-        assert_eq!(f.admit(C, B, 50, now), Err(Refusal::Unconnected));
-        assert_eq!(f.admit(LENT, C, 50, now), Err(Refusal::Unconnected));
-        assert_eq!(f.admit([9; 8], A, 50, now), Err(Refusal::Unconnected));
+        assert_eq!(f.admit(A, C, 30, now), Ok(()));
+        for (x, y) in [(C, B), (C, D), (G, C), (G, A), (LENT, C), ([9; 8], A)] {
+            assert_eq!(f.admit(x, y, 50, now), Err(Refusal::Unconnected));
+        }
         assert_eq!(f.metered()[0], 100);
-        assert_eq!(f.metered()[1], 50);
-        assert_eq!(f.refused().unconnected, 3);
-        assert_eq!(f.pairs(), 2);
+        assert_eq!(f.metered()[usize::try_from(theirs(0).trailing_zeros()).unwrap()], 80);
+        assert_eq!(f.refused().unconnected, 6);
+        assert_eq!(ours(MAX_AGREEMENTS), 0, "past the last agreement: no circle");
     }
 
     #[test]

@@ -184,8 +184,9 @@ impl View<'_> {
         let metered = f.metered();
         let by_partner = self
             .roster
-            .partner_circles()
-            .filter_map(|(bit, n)| {
+            .numbered_partners()
+            .filter_map(|(k, n)| {
+                let bit = netstack::forwarding::theirs(k).trailing_zeros();
                 let bytes = *metered.get(usize::try_from(bit).ok()?)?;
                 let a = self.partners.agreement(&n)?;
                 Some((a.side(&n)?.name.clone(), bytes))
@@ -336,9 +337,10 @@ impl View<'_> {
             member_doc(&m, &org, state, last_seen_ms, me)
         });
         let infos = self.infos();
-        // A partner's lent relay is not a host here: not listed.
+        // Only partner members that are hosts to this node are listed (not
+        // a partner's lent relays, nor anything on a node only lent).
         let hosts = self.partners.members(self.now_ms).into_iter();
-        let partners = hosts.filter(|p| !p.relay_only).map(|p| {
+        let partners = hosts.filter(|p| self.roster.is_host(&p.member)).map(|p| {
             // Partners are not in the liveness table: their tunnel tells.
             let handshake = wg_key(p.member.record)
                 .and_then(|k| infos.get(&k))

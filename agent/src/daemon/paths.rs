@@ -35,10 +35,6 @@ const UNANSWERED: Duration = Duration::from_millis(500);
 const UNANSWERED_PACKETS: u32 = 2;
 /// A close probe is lost after this long, or four round trips if longer.
 const WATCH_TIMEOUT: Duration = Duration::from_millis(700);
-/// A lent relay (no overlay address to probe) counts as answering while
-/// its tunnel's last handshake is younger than this (WireGuard's
-/// reject-after time: a live tunnel renews it every two minutes).
-const RELAY_HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
 /// Peers probed closely per tick, at most (those with unanswered data
 /// first): a node that just joined a big network does not flood it.
 const MAX_WATCHED: usize = 32;
@@ -224,7 +220,6 @@ impl Paths {
             .iter()
             .filter_map(|m| Some((wg_key(m.record)?, m.id)))
             .collect();
-        let hosts: BTreeSet<NodeId> = roster.hosts(t.now_ms).iter().map(|m| m.id).collect();
         let prober = self.prober.as_ref();
         let mut look = Look {
             facts: BTreeMap::new(),
@@ -245,21 +240,13 @@ impl Paths {
                     Some(Route::Relayed(k)) => keys.get(&k).copied(),
                     _ => None,
                 };
-                // A lent relay has no overlay address: its tunnel tells.
-                let answered = if hosts.contains(&id) {
-                    window.is_some_and(|w| w.min().is_some())
-                } else {
-                    p.stats
-                        .last_handshake
-                        .is_some_and(|h| now.saturating_duration_since(h) < RELAY_HANDSHAKE_FRESH)
-                };
                 look.facts.insert(
                     id,
                     Facts {
                         direct: p.endpoint.is_some_and(|e| !netstack::relay::is_virtual(&e)),
                         relay,
                         handshake: p.stats.last_handshake,
-                        answered,
+                        answered: window.is_some_and(|w| w.min().is_some()),
                         silent: window.is_some_and(|w| w.last_lost(SILENT_AFTER)),
                         rtt: window.and_then(|w| w.avg()),
                     },

@@ -18,10 +18,10 @@ use rand_core::RngCore;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Longest offer life.
 /// A side's terms as the user gave them: `--expose` and `--relays`.
 pub(super) type Terms<'a> = (&'a str, Option<&'a str>);
 
+/// Longest offer life.
 const MAX_OFFER_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl<R> Member<R> {

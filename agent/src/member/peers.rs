@@ -9,6 +9,7 @@ use federation::member::MemberRecord;
 use federation::roster::Roster;
 use federation::routes::Routes;
 use federation::{Ledger, NodeId, Status};
+use netstack::forwarding::{self, Circles};
 use netstack::{IpNet, Node, PeerConfig, PublicKey};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -43,7 +44,7 @@ pub fn apply(
         members
             .iter()
             .filter(|m| active(m.status))
-            .filter_map(|m| Some((wg_key(m.record)?, roster.circles(m)))),
+            .filter_map(|m| Some((wg_key(m.record)?, circles(roster, m)))),
         now,
     );
     let mut peers = Vec::new();
@@ -115,6 +116,24 @@ pub fn apply(
     }
     routes.retain(|id| peers.contains(id));
     peers
+}
+
+/// The relay circles of `m` ([`netstack::forwarding`]): the own network,
+/// and the side of each agreement it is exposed on.
+fn circles(roster: &Roster<'_>, m: &federation::Member<'_>) -> Circles {
+    let mut circles = if m.record.network == roster.ledger().network().id {
+        forwarding::OWN
+    } else {
+        0
+    };
+    for (k, n) in roster.numbered_partners() {
+        match roster.exposed_under(m, &n) {
+            Some(true) => circles |= forwarding::ours(k),
+            Some(false) => circles |= forwarding::theirs(k),
+            None => {}
+        }
+    }
+    circles
 }
 
 /// The overlay MTU the active members' records allow, and why.

@@ -28,7 +28,7 @@ impl Node {
 }
 
 impl Org {
-    fn new(seed: u8, name: &'static str, cidr: &str) -> Org {
+    pub(crate) fn new(seed: u8, name: &'static str, cidr: &str) -> Org {
         Org {
             authority: NodeKey::from_seed(&[seed; 32]),
             name,
@@ -132,6 +132,14 @@ pub(crate) fn alpha_beta() -> (Org, Org, Agreement) {
     (alpha, beta, agreement)
 }
 
+/// `offerer` exposes its members tagged `tag` to `acceptor`, which
+/// exposes all; the offer's id is `[id; 16]`.
+pub(crate) fn agree(offerer: &Org, tag: &str, acceptor: &Org, id: u8) -> Agreement {
+    let exposes = Exposure::Tags(vec![tag.into()]);
+    let offer = Offer::sign(&offerer.authority, [id; 16], offerer.side(exposes), 1_000);
+    Agreement::accept(&acceptor.authority, offer, acceptor.side(Exposure::All), 10).unwrap()
+}
+
 /// Alpha exposes `shared`; beta exposes `shared` and lends `edge`.
 pub(crate) fn lending() -> (Org, Org, Agreement) {
     let alpha = Org::new(1, "alpha", "10.1.0.0/24");
@@ -156,7 +164,7 @@ pub(crate) fn partners_of(us: &Org, partner: &Org, agreement: &Agreement, record
 }
 
 #[test]
-fn a_lent_relay_enters_as_a_relay_only_and_its_record_leaves_with_the_exposed() {
+fn a_lent_relay_enters_the_partner_and_its_record_leaves_with_the_exposed() {
     let (alpha, beta, agreement) = lending();
     let (server, edge, other) = (
         beta.node(1, &["shared"]),
@@ -165,13 +173,9 @@ fn a_lent_relay_enters_as_a_relay_only_and_its_record_leaves_with_the_exposed() 
     );
     let mut on_alpha = partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
     assert_eq!(on_alpha.ingest(&other.signed(1), 0), Err(Reject::NotExposed));
-    let mut seen: Vec<(NodeId, bool)> = on_alpha
-        .members(0)
-        .iter()
-        .map(|p| (p.member.id, p.relay_only))
-        .collect();
+    let mut seen: Vec<NodeId> = on_alpha.members(0).iter().map(|p| p.member.id).collect();
     seen.sort();
-    let mut want = vec![(server.key.id(), false), (edge.key.id(), true)];
+    let mut want = vec![server.key.id(), edge.key.id()];
     want.sort();
     assert_eq!(seen, want);
     // On beta, the lent member's record may leave; the untagged one's not.

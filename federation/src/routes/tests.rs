@@ -480,6 +480,29 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
 }
 
 #[test]
+fn a_member_exposed_only_to_another_partner_does_not_relay_for_this_one() {
+    use crate::partners::tests::{agree, alpha_beta, partners_of, Org};
+    let (alpha, beta, with_beta) = alpha_beta();
+    let gamma = Org::new(3, "gamma", "10.3.0.0/24");
+    let with_gamma = agree(&alpha, "gw", &gamma, 8);
+    let peer_node = beta.node(1, &[]);
+    let peer = peer_node.key.id();
+    let partners = partners_of(&alpha, &beta, &with_beta, &[&peer_node]);
+    let mut me = alpha.node(1, &["shared"]);
+    me.record.agreements = vec![with_beta, with_gamma];
+    // Public, exposed to gamma only: it has no tunnel to beta's members.
+    let gateway = alpha.node(5, &["gw"]);
+    let ledger = alpha.ledger(&[me.signed(1), gateway.signed(1)]);
+    let (me, gateway) = (me.key.id(), gateway.key.id());
+    let t0 = Instant::now();
+    let mut r = Routes::new();
+    r.handle_choice(peer, Some(endpoint()), t0);
+    let facts = BTreeMap::from([(gateway, live(1))]);
+    decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
+    assert_eq!(commands(&mut r), vec![]);
+}
+
+#[test]
 fn a_partner_peer_is_relayed_by_a_relay_its_network_lends_which_is_no_host() {
     let (alpha, beta, agreement) = crate::partners::tests::lending();
     let (server, edge) = (beta.node(1, &["shared"]), beta.node(2, &["edge"]));

@@ -192,7 +192,8 @@ fn a_relay_forwards_only_between_members_a_circle_connects_and_meters_it() {
         lab.send(x, &packet(overlay(x), overlay(y), 100));
     }
     let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
-    let partner: Circles = 1 << 1;
+    let (ours, theirs) = (crate::forwarding::ours(0), crate::forwarding::theirs(0));
+    let metered_at = usize::try_from(theirs.trailing_zeros()).unwrap();
     let now = lab.now;
     lab.nodes[a].1.relay_via(&kc, &kr, now);
     lab.nodes[c].1.relay_via(&ka, &kr, now);
@@ -200,11 +201,11 @@ fn a_relay_forwards_only_between_members_a_circle_connects_and_meters_it() {
     // partner's member: relayed, and metered to the partner's circle.
     lab.nodes[r]
         .1
-        .set_members([(kr, OWN), (ka, OWN | partner), (kc, partner)], now);
+        .set_members([(kr, OWN), (ka, OWN | ours), (kc, theirs)], now);
     let pkt = packet(overlay(a), overlay(c), 200);
     assert_eq!(lab.send(a, &pkt)[c], vec![pkt]);
     let relay = &lab.nodes[r].1;
-    let metered = relay.forwarding().metered()[1];
+    let metered = relay.forwarding().metered()[metered_at];
     assert!(metered > 200, "{metered}");
     assert_eq!(relay.forwarding().metered()[0], 0);
     // The agreement no longer exposes a: a datagram for c in a relay
@@ -212,12 +213,12 @@ fn a_relay_forwards_only_between_members_a_circle_connects_and_meters_it() {
     // nowhere, and is counted.
     lab.nodes[r]
         .1
-        .set_members([(kr, OWN), (ka, OWN), (kc, partner)], now);
+        .set_members([(kr, OWN), (ka, OWN), (kc, theirs)], now);
     let got = lab.send(a, &packet(overlay(a), overlay(c), 200));
     assert!(got[c].is_empty(), "relayed between a pair nothing connects");
     let relay = &lab.nodes[r].1;
     assert!(relay.forwarding().refused().unconnected >= 1);
-    assert_eq!(relay.forwarding().metered()[1], metered);
+    assert_eq!(relay.forwarding().metered()[metered_at], metered);
 }
 
 #[test]
