@@ -74,7 +74,11 @@ fn shared_servers_behind_hard_nats_reach_each_other_through_lent_relays() -> Res
     let lab = Lab::new()?;
     let mut members = Vec::new();
     for world in &WORLDS {
-        let prefix = if world.firewall == Firewall::Open { "r" } else { "g" };
+        let prefix = if world.firewall == Firewall::Open {
+            "r"
+        } else {
+            "g"
+        };
         for (r, role) in ROLES.iter().enumerate() {
             let name = format!("{prefix}{role}");
             let node = if [A2, B2].contains(&r) {
@@ -115,7 +119,10 @@ fn scenario(net: &mut Net) -> Result<()> {
     }
     // A bad --relays gets one sentence.
     let why = net
-        .cli(0, &["federate", "offer", "--expose", "shared", "--relays", "all"])
+        .cli(
+            0,
+            &["federate", "offer", "--expose", "shared", "--relays", "all"],
+        )
         .expect_err("--relays all should be refused")
         .to_string();
     assert!(why.contains("--relays takes"), "{why}");
@@ -251,11 +258,10 @@ impl Watch {
 
     /// Waits for a reply both ways; says how long after the acceptance.
     fn first_pings(&mut self, net: &Net, w: &World) -> Result<()> {
-        let replied = testbed::wait_until_every(
-            Duration::from_secs(40),
-            Duration::from_millis(200),
-            || self.streams.iter().all(|s| !replies(&s.log()).is_empty()),
-        );
+        let replied =
+            testbed::wait_until_every(Duration::from_secs(40), Duration::from_millis(200), || {
+                self.streams.iter().all(|s| !replies(&s.log()).is_empty())
+            });
         if !replied {
             bail!(
                 "[{:?}] {} and {} never pinged each other after federate accept",
@@ -408,7 +414,13 @@ fn replies(log: &str) -> Vec<(f64, u32)> {
         .filter(|l| l.contains("bytes from"))
         .filter_map(|l| {
             let t = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
-            let seq = l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok()?;
+            let seq = l
+                .split("icmp_seq=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
             Some((t, seq))
         })
         .collect()

@@ -196,8 +196,9 @@ impl Forwarding {
             return;
         };
         let elapsed = now.saturating_duration_since(last);
-        let earned = u64::try_from(elapsed.as_micros().saturating_mul(u128::from(RATE)) / 1_000_000)
-            .unwrap_or(u64::MAX);
+        let earned =
+            u64::try_from(elapsed.as_micros().saturating_mul(u128::from(RATE)) / 1_000_000)
+                .unwrap_or(u64::MAX);
         if earned > 0 {
             self.tokens = self.tokens.saturating_add(earned).min(BURST);
             self.refilled = Some(now);
@@ -249,9 +250,16 @@ mod tests {
             assert_eq!(f.admit(x, y, 50, now), Err(Refusal::Unconnected));
         }
         assert_eq!(f.metered()[0], 100);
-        assert_eq!(f.metered()[usize::try_from(theirs(0).trailing_zeros()).unwrap()], 80);
+        assert_eq!(
+            f.metered()[usize::try_from(theirs(0).trailing_zeros()).unwrap()],
+            80
+        );
         assert_eq!(f.refused().unconnected, 6);
-        assert_eq!(ours(MAX_AGREEMENTS), 0, "past the last agreement: no circle");
+        assert_eq!(
+            ours(MAX_AGREEMENTS),
+            0,
+            "past the last agreement: no circle"
+        );
     }
 
     #[test]

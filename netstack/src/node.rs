@@ -432,7 +432,11 @@ impl Node {
             self.counters.relay_refused += 1;
             return Action::None;
         };
-        if self.forwarding.admit(source, target, inner.len(), now).is_err() {
+        if self
+            .forwarding
+            .admit(source, target, inner.len(), now)
+            .is_err()
+        {
             self.counters.relay_refused += 1;
             return Action::None;
         }

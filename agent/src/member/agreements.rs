@@ -309,7 +309,11 @@ impl<R> Member<R> {
                     l.members(now_ms)
                         .iter()
                         .filter(|m| m.status == federation::Status::Active)
-                        .filter(|m| theirs.exposes.covers(federation::ledger::leaf_tags(m.record)))
+                        .filter(|m| {
+                            theirs
+                                .exposes
+                                .covers(federation::ledger::leaf_tags(m.record))
+                        })
                         .count()
                 }),
         }

@@ -153,10 +153,16 @@ pub(crate) fn lending() -> (Org, Org, Agreement) {
 
 /// `network`'s partners as `us` sees them: the agreement followed, the
 /// partner's authority record and `records` taken in.
-pub(crate) fn partners_of(us: &Org, partner: &Org, agreement: &Agreement, records: &[&Node]) -> Partners {
+pub(crate) fn partners_of(
+    us: &Org,
+    partner: &Org,
+    agreement: &Agreement,
+    records: &[&Node],
+) -> Partners {
     let mut p = Partners::new(us.id());
     p.follow([agreement].into_iter());
-    p.ingest(&partner.authority_record(partner.name), 0).unwrap();
+    p.ingest(&partner.authority_record(partner.name), 0)
+        .unwrap();
     for r in records {
         p.ingest(&r.signed(1), 0).unwrap();
     }
@@ -172,7 +178,10 @@ fn a_lent_relay_enters_the_partner_and_its_record_leaves_with_the_exposed() {
         beta.node(3, &[]),
     );
     let mut on_alpha = partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
-    assert_eq!(on_alpha.ingest(&other.signed(1), 0), Err(Reject::NotExposed));
+    assert_eq!(
+        on_alpha.ingest(&other.signed(1), 0),
+        Err(Reject::NotExposed)
+    );
     let mut seen: Vec<NodeId> = on_alpha.members(0).iter().map(|p| p.member.id).collect();
     seen.sort();
     let mut want = vec![server.key.id(), edge.key.id()];

@@ -1,8 +1,8 @@
 use super::*;
 use crate::fixture::{TestMember, TestNetwork};
 use crate::ledger::Ledger;
-use crate::partners::Partners;
 use crate::member::{Link, Metrics};
+use crate::partners::Partners;
 
 const NOW_MS: u64 = 1_000;
 
@@ -165,7 +165,10 @@ fn a_relay_whose_handshake_is_fresh_answers_before_its_probes_do() {
         }]
     );
     // Long ago, or silent since: not a relay.
-    assert_eq!(attempt(shook(t0), t0 + SESSION_FRESH + DIRECT_GRACE), vec![]);
+    assert_eq!(
+        attempt(shook(t0), t0 + SESSION_FRESH + DIRECT_GRACE),
+        vec![]
+    );
     let silent = Facts {
         silent: true,
         ..shook(t0)
@@ -347,7 +350,14 @@ fn a_peer_that_moved_us_onto_a_relay_is_followed() {
     let mut r = Routes::new();
     r.handle_choice(peer, Some(endpoint()), t0);
     let facts = BTreeMap::from([(r3, live(1)), (peer, relayed(r3))]);
-    decide(&mut r, t0 + Duration::from_secs(1), &me, &ledger, &facts, NOW_MS);
+    decide(
+        &mut r,
+        t0 + Duration::from_secs(1),
+        &me,
+        &ledger,
+        &facts,
+        NOW_MS,
+    );
     assert!(commands(&mut r).is_empty());
     assert_eq!(r.relay_of(&peer), Some(r3));
 }
@@ -457,7 +467,14 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
             live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
         let mut r = Routes::new();
         r.handle_choice(partner, Some(endpoint()), t0);
-        decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
+        decide_with(
+            &mut r,
+            t0 + DIRECT_GRACE,
+            &me,
+            (&ledger, &partners),
+            &facts,
+            0,
+        );
         commands(&mut r)
     };
     let relay = |relay| Command::Relay {
@@ -498,7 +515,14 @@ fn a_member_exposed_only_to_another_partner_does_not_relay_for_this_one() {
     let mut r = Routes::new();
     r.handle_choice(peer, Some(endpoint()), t0);
     let facts = BTreeMap::from([(gateway, live(1))]);
-    decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
+    decide_with(
+        &mut r,
+        t0 + DIRECT_GRACE,
+        &me,
+        (&ledger, &partners),
+        &facts,
+        0,
+    );
     assert_eq!(commands(&mut r), vec![]);
 }
 
@@ -506,7 +530,8 @@ fn a_member_exposed_only_to_another_partner_does_not_relay_for_this_one() {
 fn a_partner_peer_is_relayed_by_a_relay_its_network_lends_which_is_no_host() {
     let (alpha, beta, agreement) = crate::partners::tests::lending();
     let (server, edge) = (beta.node(1, &["shared"]), beta.node(2, &["edge"]));
-    let partners = crate::partners::tests::partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
+    let partners =
+        crate::partners::tests::partners_of(&alpha, &beta, &agreement, &[&server, &edge]);
     let mut me = alpha.node(1, &["shared"]);
     me.record.agreements = vec![agreement];
     let unexposed = alpha.node(3, &[]);
@@ -528,7 +553,14 @@ fn a_partner_peer_is_relayed_by_a_relay_its_network_lends_which_is_no_host() {
             live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
         let mut r = Routes::new();
         r.handle_choice(peer, Some(endpoint()), t0);
-        decide_with(&mut r, t0 + DIRECT_GRACE, &me, (&ledger, &partners), &facts, 0);
+        decide_with(
+            &mut r,
+            t0 + DIRECT_GRACE,
+            &me,
+            (&ledger, &partners),
+            &facts,
+            0,
+        );
         commands(&mut r)
     };
     // Only our own unexposed member answers: nobody can relay.

@@ -1,6 +1,6 @@
 use super::*;
-use crate::forwarding::OWN;
 use crate::device::PeerConfig;
+use crate::forwarding::OWN;
 use crate::{DropReason, IpNet};
 use std::net::IpAddr;
 
