@@ -174,19 +174,12 @@ fn scenario(net: &mut Net) -> Result<()> {
 /// b1 (public, untagged), b2 (`shared`, behind its NAT), e1 and e2
 /// (public, `edge`).
 fn build(net: &mut Net, w: &World, n: usize) -> Result<()> {
-    let cidr = |k: usize| format!("100.64.{}.0/24", 2 * n + k + 1);
-    net.init_with(
-        w.at(A1),
-        &name(net, w.at(A1)),
-        &["--network", w.alpha, "--cidr", &cidr(0)],
-    )?;
-    net.start(w.at(A1))?;
-    net.init_with(
-        w.at(B1),
-        &name(net, w.at(B1)),
-        &["--network", w.beta, "--cidr", &cidr(1)],
-    )?;
-    net.start(w.at(B1))?;
+    for (k, (first, network)) in [(A1, w.alpha), (B1, w.beta)].into_iter().enumerate() {
+        let cidr = format!("100.64.{}.0/24", 2 * n + k + 1);
+        let i = w.at(first);
+        net.init_with(i, &name(net, i), &["--network", network, "--cidr", &cidr])?;
+        net.start(i)?;
+    }
     for (role, first, tag) in [
         (A2, A1, "shared"),
         (B2, B1, "shared"),

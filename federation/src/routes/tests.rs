@@ -45,6 +45,24 @@ fn decide(
     decide_with(r, now, me, (ledger, &partners), facts, now_ms);
 }
 
+/// The commands for `peer` (new, direct attempt at [`endpoint`]) once its
+/// grace is over, seen by `me` over `world` with `live` members answering
+/// at the given RTTs (ms).
+fn partner_attempt(
+    peer: NodeId,
+    me: &NodeId,
+    world: (&Ledger, &Partners),
+    live_ids: &[(NodeId, u64)],
+) -> Vec<Command> {
+    let facts: BTreeMap<NodeId, Facts> =
+        live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
+    let t0 = Instant::now();
+    let mut r = Routes::new();
+    r.handle_choice(peer, Some(endpoint()), t0);
+    decide_with(&mut r, t0 + DIRECT_GRACE, me, world, &facts, 0);
+    commands(&mut r)
+}
+
 fn live(rtt_ms: u64) -> Facts {
     Facts {
         direct: true,
@@ -461,22 +479,8 @@ fn a_partner_peer_is_relayed_only_by_a_member_that_reaches_it_or_is_lent() {
         linked.signed(1),
     ]);
     let [me, exposed, unexposed, linked] = [&me, &carrier, &unexposed, &linked].map(|n| n.key.id());
-    let t0 = Instant::now();
-    let attempt = |live_ids: &[(NodeId, u64)]| {
-        let facts: BTreeMap<NodeId, Facts> =
-            live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
-        let mut r = Routes::new();
-        r.handle_choice(partner, Some(endpoint()), t0);
-        decide_with(
-            &mut r,
-            t0 + DIRECT_GRACE,
-            &me,
-            (&ledger, &partners),
-            &facts,
-            0,
-        );
-        commands(&mut r)
-    };
+    let attempt =
+        |live_ids: &[(NodeId, u64)]| partner_attempt(partner, &me, (&ledger, &partners), live_ids);
     let relay = |relay| Command::Relay {
         peer: partner,
         relay,
@@ -511,19 +515,8 @@ fn a_member_exposed_only_to_another_partner_does_not_relay_for_this_one() {
     let gateway = alpha.node(5, &["gw"]);
     let ledger = alpha.ledger(&[me.signed(1), gateway.signed(1)]);
     let (me, gateway) = (me.key.id(), gateway.key.id());
-    let t0 = Instant::now();
-    let mut r = Routes::new();
-    r.handle_choice(peer, Some(endpoint()), t0);
-    let facts = BTreeMap::from([(gateway, live(1))]);
-    decide_with(
-        &mut r,
-        t0 + DIRECT_GRACE,
-        &me,
-        (&ledger, &partners),
-        &facts,
-        0,
-    );
-    assert_eq!(commands(&mut r), vec![]);
+    let world = (&ledger, &partners);
+    assert_eq!(partner_attempt(peer, &me, world, &[(gateway, 1)]), vec![]);
 }
 
 #[test]
@@ -547,21 +540,8 @@ fn a_partner_peer_is_relayed_by_a_relay_its_network_lends_which_is_no_host() {
     assert!(!ids(roster.hosts(0)).contains(&edge));
     assert!(!roster.address_owners(0).values().any(|id| *id == edge));
 
-    let t0 = Instant::now();
     let attempt = |peer: NodeId, live_ids: &[(NodeId, u64)]| {
-        let facts: BTreeMap<NodeId, Facts> =
-            live_ids.iter().map(|(id, rtt)| (*id, live(*rtt))).collect();
-        let mut r = Routes::new();
-        r.handle_choice(peer, Some(endpoint()), t0);
-        decide_with(
-            &mut r,
-            t0 + DIRECT_GRACE,
-            &me,
-            (&ledger, &partners),
-            &facts,
-            0,
-        );
-        commands(&mut r)
+        partner_attempt(peer, &me, (&ledger, &partners), live_ids)
     };
     // Only our own unexposed member answers: nobody can relay.
     assert_eq!(attempt(server, &[(unexposed, 1)]), vec![]);

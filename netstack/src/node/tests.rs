@@ -67,6 +67,17 @@ impl Lab {
         }
     }
 
+    /// Three members: a and c cannot meet, both have a session with r.
+    fn apart() -> (Lab, (usize, usize, usize)) {
+        let mut lab = Lab::new(3);
+        let (a, r, c) = (0, 1, 2);
+        lab.blocked = vec![(ep(a), ep(c)), (ep(c), ep(a))];
+        for (x, y) in [(a, r), (c, r)] {
+            lab.send(x, &packet(overlay(x), overlay(y), 100));
+        }
+        (lab, (a, r, c))
+    }
+
     fn key(&self, i: usize) -> PublicKey {
         self.nodes[i].1.device().public_key()
     }
@@ -185,12 +196,7 @@ fn unauthenticated_envelopes_neither_fill_the_path_table_nor_get_relayed() {
 
 #[test]
 fn a_relay_forwards_only_between_members_a_circle_connects_and_meters_it() {
-    let mut lab = Lab::new(3);
-    let (a, r, c) = (0, 1, 2);
-    lab.blocked = vec![(ep(a), ep(c)), (ep(c), ep(a))];
-    for (x, y) in [(a, r), (c, r)] {
-        lab.send(x, &packet(overlay(x), overlay(y), 100));
-    }
+    let (mut lab, (a, r, c)) = Lab::apart();
     let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
     let (ours, theirs) = (crate::forwarding::ours(0), crate::forwarding::theirs(0));
     let metered_at = usize::try_from(theirs.trailing_zeros()).unwrap();
@@ -407,12 +413,7 @@ fn a_direct_packet_of_a_relayed_peer_is_reported_not_followed() {
 
 #[test]
 fn a_call_crosses_the_relay_and_a_direct_question_of_a_relayed_peer_is_reported() {
-    let mut lab = Lab::new(3);
-    let (a, r, c) = (0, 1, 2);
-    lab.blocked = vec![(ep(a), ep(c)), (ep(c), ep(a))];
-    for (x, y) in [(a, r), (c, r)] {
-        lab.send(x, &packet(overlay(x), overlay(y), 100));
-    }
+    let (mut lab, (a, r, c)) = Lab::apart();
     let (ka, kr, kc) = (lab.key(a), lab.key(r), lab.key(c));
     let now = lab.now;
     assert_eq!(
